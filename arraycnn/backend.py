@@ -1,0 +1,244 @@
+"""Array-namespace resolution, data movement, FFT module per backend and device sync.
+
+Every public function of arraycnn resolves its namespace once, at the boundary, with
+:func:`namespace_of`; generic code below that takes ``xp`` as a keyword argument.
+
+Backends are named by string (``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``,
+``"array_api_strict"``) or given as a namespace module. Optional libraries are imported
+lazily: asking for one that is not installed, or for CuPy without a usable CUDA device,
+raises a :class:`RuntimeError` that says which.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "BACKEND_NAMES",
+    "asarray",
+    "backend_name",
+    "device_of",
+    "fft_module",
+    "is_floating",
+    "namespace_of",
+    "resolve_backend",
+    "synchronize",
+    "to_numpy",
+]
+
+#: Backend names accepted by ``backend=``.
+BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+
+
+def _import_optional(module_name: str, backend: str) -> ModuleType:
+    """Import ``module_name`` or raise a RuntimeError naming the missing package."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise RuntimeError(
+            f"backend={backend!r} needs the package {module_name.split('.')[0]!r}, "
+            f"which is not installed ({exc})"
+        ) from exc
+
+
+def _cupy_namespace() -> ModuleType:
+    """Return the CuPy namespace, or raise RuntimeError saying why it is unusable."""
+    cupy = _import_optional("cupy", "cupy")
+    try:
+        available = bool(cupy.is_available())
+    except Exception as exc:  # pragma: no cover - depends on the driver
+        raise RuntimeError(f"backend='cupy': CuPy is installed but CUDA failed: {exc}") from exc
+    if not available:
+        raise RuntimeError(
+            "backend='cupy': CuPy is installed but no CUDA device is usable "
+            "(cupy.is_available() returned False)"
+        )
+    return array_api_compat.array_namespace(cupy.empty(0))
+
+
+def resolve_backend(backend: str | ModuleType | None) -> ModuleType:
+    """Return the array namespace for a backend name or module.
+
+    Parameters
+    ----------
+    backend : str or module or None
+        One of :data:`BACKEND_NAMES`, or an array namespace / array library module.
+        ``None`` means ``"numpy"``.
+
+    Returns
+    -------
+    module
+        An Array-API compatible namespace (array-api-compat wrappers where needed).
+    """
+    if backend is None:
+        backend = "numpy"
+    if isinstance(backend, ModuleType):
+        name = backend.__name__
+        if name in ("numpy", "cupy", "torch", "dask.array"):
+            return resolve_backend(name.split(".")[0] if name != "dask.array" else name)
+        if name == "jax.numpy" or name == "jax":
+            return resolve_backend("jax")
+        if hasattr(backend, "asarray") and hasattr(backend, "matmul"):
+            return backend
+        raise TypeError(f"backend: module {name!r} is not an array namespace")
+    if not isinstance(backend, str):
+        raise TypeError(
+            f"backend must be a name in {BACKEND_NAMES} or a namespace module, "
+            f"got {type(backend).__name__}"
+        )
+    if backend == "numpy":
+        return array_api_compat.array_namespace(np.empty(0))
+    if backend == "cupy":
+        return _cupy_namespace()
+    if backend == "torch":
+        torch = _import_optional("torch", "torch")
+        return array_api_compat.array_namespace(torch.empty(0))
+    if backend == "jax":
+        return _import_optional("jax.numpy", "jax")
+    if backend == "array_api_strict":
+        return _import_optional("array_api_strict", "array_api_strict")
+    if backend == "dask.array":
+        da = _import_optional("dask.array", "dask")
+        return array_api_compat.array_namespace(da.empty(0))
+    raise ValueError(
+        f"backend must be one of {BACKEND_NAMES} or a namespace module, got {backend!r}"
+    )
+
+
+def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleType:
+    """Return the one namespace shared by ``arrays`` (``None`` entries are skipped).
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an array, or the arrays come from different namespaces.
+        ``names`` (the argument names, same order) makes the message name them.
+    """
+    names = names or tuple(f"argument {i}" for i in range(len(arrays)))
+    spaces: dict[str, ModuleType] = {}
+    for name, a in zip(names, arrays):
+        if a is None:
+            continue
+        try:
+            spaces[name] = array_api_compat.array_namespace(a)
+        except TypeError as exc:
+            raise TypeError(
+                f"{name} must be an array (NumPy, CuPy, torch, ...), got {type(a).__name__}"
+            ) from exc
+    distinct = {id(ns): ns for ns in spaces.values()}
+    if len(distinct) > 1:
+        described = ", ".join(f"{n}: {ns.__name__}" for n, ns in spaces.items())
+        raise TypeError(f"arrays come from different namespaces ({described}); convert them first")
+    return next(iter(spaces.values()))
+
+
+def device_of(x: Any) -> Any:
+    """Return the device of array ``x``."""
+    return array_api_compat.device(x)
+
+
+def backend_name(xp: ModuleType) -> str:
+    """Short name of a namespace: 'numpy', 'cupy', 'torch', 'jax', 'array_api_strict', ..."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    if array_api_compat.is_cupy_namespace(xp):
+        return "cupy"
+    if array_api_compat.is_torch_namespace(xp):
+        return "torch"
+    if array_api_compat.is_jax_namespace(xp):
+        return "jax"
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        return "array_api_strict"
+    if array_api_compat.is_dask_namespace(xp):
+        return "dask"
+    return xp.__name__
+
+
+def asarray(
+    x: Any,
+    *,
+    backend: str | ModuleType | None = "numpy",
+    dtype: Any = None,
+    device: Any = None,
+) -> Any:
+    """Move ``x`` (array, nested sequence or scalar) to ``backend``.
+
+    Data from another library goes through the host (NumPy) explicitly: that is the
+    one documented host round trip, used to bring user data onto a backend.
+    """
+    xp = resolve_backend(backend)
+    try:
+        src = array_api_compat.array_namespace(x)
+    except TypeError:
+        src = None
+    if src is not None and src is not xp:
+        x = to_numpy(x)
+    if isinstance(dtype, str):
+        dtype = getattr(xp, dtype)
+    return xp.asarray(x, dtype=dtype, device=device)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy array ``x`` of any supported namespace to a NumPy array on the host."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_jax_array(x):
+        return np.asarray(x)
+    try:
+        return np.from_dlpack(x)
+    except Exception:
+        return np.asarray(x)
+
+
+def is_floating(x: Any, xp: ModuleType) -> bool:
+    """True if ``x`` has a real floating dtype."""
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
+def fft_module(xp: ModuleType) -> ModuleType:
+    """FFT module for a namespace: scipy.fft (NumPy), cupyx.scipy.fft (CuPy), else ``xp.fft``."""
+    name = backend_name(xp)
+    if name == "numpy":
+        import scipy.fft
+
+        return scipy.fft
+    if name == "cupy":  # pragma: no cover - needs a GPU
+        import cupyx.scipy.fft
+
+        return cupyx.scipy.fft
+    return xp.fft
+
+
+def synchronize(x_or_xp: Any = None) -> None:
+    """Wait until queued device work finished (CuPy, torch CUDA); a no-op on the CPU.
+
+    Call it before reading a clock when timing GPU work.
+    """
+    if x_or_xp is None:
+        return
+    if isinstance(x_or_xp, ModuleType):
+        name = backend_name(x_or_xp)
+        device = None
+    else:
+        name = backend_name(array_api_compat.array_namespace(x_or_xp))
+        device = array_api_compat.device(x_or_xp)
+    if name == "cupy":  # pragma: no cover - needs a GPU
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif name == "torch":
+        import torch
+
+        if torch.cuda.is_available() and (device is None or getattr(device, "type", "") == "cuda"):
+            torch.cuda.synchronize()
+    elif name == "jax" and device is not None:  # pragma: no cover - jax not in CI
+        x_or_xp.block_until_ready()

@@ -1,0 +1,196 @@
+"""Public 2-D convolution: ``conv2d``, ``conv2d_backward``, ``choose_strategy``.
+
+Semantics are those of ``torch.nn.functional.conv2d``: cross-correlation, NCHW input
+(N, C, H, W), weights (F, C / groups, kh, kw), optional bias (F,). Results have the
+input's namespace, device and dtype.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from ..backend import device_of, namespace_of, resolve_backend
+from ..geometry import ConvGeometry, Padding, conv_geometry
+from .dispatch import KERNELS, eligible_strategies, select_strategy
+
+__all__ = ["available_strategies", "choose_strategy", "conv2d", "conv2d_backward"]
+
+Array = Any
+
+
+def _check_float_pair(x: Array, w: Array, xp: ModuleType, names: tuple[str, str]) -> None:
+    """Both arrays real floating, same dtype, same device."""
+    for name, a in zip(names, (x, w)):
+        if not xp.isdtype(a.dtype, "real floating"):
+            raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
+    if x.dtype != w.dtype:
+        raise TypeError(
+            f"{names[0]} ({x.dtype}) and {names[1]} ({w.dtype}) must have the same dtype"
+        )
+    if device_of(x) != device_of(w):
+        raise ValueError(
+            f"{names[0]} is on device {device_of(x)} but {names[1]} is on {device_of(w)}"
+        )
+
+
+def _prepare(
+    x: Array,
+    w: Array,
+    *,
+    stride: Any,
+    padding: Padding,
+    dilation: Any,
+    groups: Any,
+    extra: tuple[tuple[str, Array], ...] = (),
+) -> tuple[ModuleType, ConvGeometry]:
+    """Resolve the namespace, validate arrays and geometry (the public boundary)."""
+    names = ("x", "w", *(n for n, _ in extra))
+    xp = namespace_of(x, w, *(a for _, a in extra), names=names)
+    geom = conv_geometry(
+        tuple(x.shape),
+        tuple(w.shape),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    _check_float_pair(x, w, xp, ("x", "w"))
+    return xp, geom
+
+
+def conv2d(
+    x: Array,
+    w: Array,
+    b: Array | None = None,
+    /,
+    *,
+    stride: Any = 1,
+    padding: Padding = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    strategy: str = "auto",
+) -> Array:
+    """2-D cross-correlation of a batch of images with a bank of filters.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        Input, real floating.
+    w : array, shape (F, C / groups, kh, kw)
+        Filters, same dtype, namespace and device as ``x``.
+    b : array, shape (F,), optional
+        Bias added to each output channel.
+    stride, dilation : int or (int, int)
+        Positive.
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "valid", "same" or "full"
+        Zero padding. ``"same"`` gives output ``ceil(H / sh)`` (extra padding at the end,
+        as TensorFlow); ``"full"`` pads ``d (k - 1)`` on each side.
+    groups : int
+        Channel groups; divides C and F.
+    strategy : {"auto", "naive", "separable", "im2col", "fft"}
+        ``auto`` picks the fastest predicted; a forced strategy never falls back.
+
+    Returns
+    -------
+    array, shape (N, F, Ho, Wo)
+        ``Ho = floor((H + pt + pb - dh (kh - 1) - 1) / sh) + 1``, likewise ``Wo``.
+    """
+    xp, geom = _prepare(
+        x,
+        w,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        extra=(("b", b),) if b is not None else (),
+    )
+    if b is not None:
+        _check_bias(b, w, geom, xp)
+    name = select_strategy(strategy, w, geom, xp=xp)
+    y = KERNELS[name].forward(x, w, geom, xp=xp)
+    if b is not None:
+        y = y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
+    return y
+
+
+def _check_bias(b: Array, w: Array, geom: ConvGeometry, xp: ModuleType) -> None:
+    if tuple(b.shape) != (geom.f,):
+        raise ValueError(f"b must have shape (F,) = ({geom.f},), got {tuple(b.shape)}")
+    if b.dtype != w.dtype:
+        raise TypeError(f"b ({b.dtype}) must have the dtype of w ({w.dtype})")
+    if device_of(b) != device_of(w):
+        raise ValueError(f"b is on device {device_of(b)} but w is on {device_of(w)}")
+
+
+def conv2d_backward(
+    gy: Array,
+    x: Array,
+    w: Array,
+    /,
+    *,
+    stride: Any = 1,
+    padding: Padding = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    strategy: str = "auto",
+) -> tuple[Array, Array, Array]:
+    """Gradients of ``sum(gy * conv2d(x, w, b))`` with respect to x, w and b.
+
+    Parameters
+    ----------
+    gy : array, shape (N, F, Ho, Wo)
+        Gradient of the loss with respect to the convolution's output.
+    x, w, stride, padding, dilation, groups, strategy
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    gx : array, shape (N, C, H, W)
+    gw : array, shape (F, C / groups, kh, kw)
+    gb : array, shape (F,)
+    """
+    xp, geom = _prepare(
+        x,
+        w,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        extra=(("gy", gy),),
+    )
+    if tuple(gy.shape) != geom.y_shape:
+        raise ValueError(
+            f"gy must have the output shape (N, F, Ho, Wo) = {geom.y_shape}, got {tuple(gy.shape)}"
+        )
+    _check_float_pair(gy, x, xp, ("gy", "x"))
+    name = select_strategy(strategy, w, geom, xp=xp)
+    gx, gw = KERNELS[name].backward(gy, x, w, geom, xp=xp)
+    gb = xp.sum(gy, axis=(0, 2, 3))
+    return gx, gw, gb
+
+
+def choose_strategy(
+    x: Array,
+    w: Array,
+    /,
+    *,
+    stride: Any = 1,
+    padding: Padding = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    strategy: str = "auto",
+) -> str:
+    """The strategy :func:`conv2d` would run for these arguments (validated the same way)."""
+    xp, geom = _prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return select_strategy(strategy, w, geom, xp=xp)
+
+
+def available_strategies(backend: str | ModuleType | None = None) -> list[str]:
+    """Strategy names runnable on ``backend`` (all four on NumPy), in a fixed order.
+
+    With ``backend=None`` the full list of strategy names is returned.
+    """
+    if backend is None:
+        return list(KERNELS)
+    return eligible_strategies(resolve_backend(backend))

@@ -1,0 +1,107 @@
+"""Layout helpers shared by the strategy kernels: padding, group-major views, tap indices.
+
+Letters as in :mod:`arraycnn.geometry`. Strategies work in a *group-major* layout where
+the batch and spatial positions form the columns of one GEMM per group::
+
+    input  (N, C, H, W)      -> padded, group-major  (G, Cg, N, Hp, Wp)
+    weight (F, Cg, kh, kw)   -> by group             (G, Fg, Cg, kh, kw)
+    output (G, Fg, N*Ho*Wo)  <- per-group GEMM result
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_extra as xpx
+
+from ..backend import device_of
+from ..geometry import ConvGeometry
+
+Array = Any
+ALL = slice(None)
+
+
+def pad_input(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Zero-pad ``x`` (N, C, H, W) to (N, C, Hp, Wp); no copy when there is no padding."""
+    if not geom.is_padded:
+        return x
+    (top, bottom), (left, right) = geom.padding
+    return xpx.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), xp=xp)
+
+
+def crop_padding(xpad: Array, geom: ConvGeometry) -> Array:
+    """Inverse of :func:`pad_input` for gradients: (..., Hp, Wp) -> (..., H, W)."""
+    top, left = geom.padding[0][0], geom.padding[1][0]
+    return xpad[..., top : top + geom.h, left : left + geom.w]
+
+
+def input_group_major(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Padded input in group-major layout: (N, C, H, W) -> (G, Cg, N, Hp, Wp)."""
+    xpad = pad_input(x, geom, xp=xp)
+    # (N, C, Hp, Wp) -> (N, G, Cg, Hp, Wp)
+    xpad = xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
+    # (N, G, Cg, Hp, Wp) -> (G, Cg, N, Hp, Wp)
+    return xp.permute_dims(xpad, (1, 2, 0, 3, 4))
+
+
+def input_from_group_major(gxg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Gradient of the padded group-major input back to (N, C, H, W)."""
+    # (G, Cg, N, Hp, Wp) -> (N, G, Cg, Hp, Wp)
+    gx = xp.permute_dims(gxg, (2, 0, 1, 3, 4))
+    # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
+    gx = xp.reshape(gx, (geom.n, geom.c, geom.hp, geom.wp))
+    return crop_padding(gx, geom)
+
+
+def weight_by_group(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Weights split by group: (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)."""
+    return xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
+
+
+def weight_from_group(wg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Inverse of :func:`weight_by_group`: (G, Fg, Cg, kh, kw) -> (F, Cg, kh, kw)."""
+    return xp.reshape(wg, geom.w_shape)
+
+
+def output_from_group_major(yg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Per-group GEMM result to NCHW: (G, Fg, N*Ho*Wo) -> (N, F, Ho, Wo)."""
+    # (G, Fg, N*Ho*Wo) -> (G, Fg, N, Ho, Wo)
+    y = xp.reshape(yg, (geom.groups, geom.fg, geom.n, geom.ho, geom.wo))
+    # (G, Fg, N, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    y = xp.permute_dims(y, (2, 0, 1, 3, 4))
+    # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
+    return xp.reshape(y, geom.y_shape)
+
+
+def grad_output_group_major(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Inverse of :func:`output_from_group_major`: (N, F, Ho, Wo) -> (G, Fg, N*Ho*Wo)."""
+    # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    g = xp.reshape(gy, (geom.n, geom.groups, geom.fg, geom.ho, geom.wo))
+    # (N, G, Fg, Ho, Wo) -> (G, Fg, N, Ho, Wo)
+    g = xp.permute_dims(g, (1, 2, 0, 3, 4))
+    # (G, Fg, N, Ho, Wo) -> (G, Fg, N*Ho*Wo)
+    return xp.reshape(g, (geom.groups, geom.fg, geom.n * geom.ho * geom.wo))
+
+
+def taps(geom: ConvGeometry) -> list[tuple[int, int]]:
+    """Kernel taps ``(i, j)`` in row-major order (the order of the flattened kernel)."""
+    return [(i, j) for i in range(geom.kh) for j in range(geom.kw)]
+
+
+def tap_index(geom: ConvGeometry, i: int, j: int, lead: int) -> tuple[slice, ...]:
+    """Index of tap (i, j) into an array with ``lead`` leading axes before (Hp, Wp).
+
+    The result selects (..., Ho, Wo) positions, basic slicing only.
+    """
+    return (ALL,) * lead + (geom.tap_rows(i), geom.tap_cols(j))
+
+
+def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = None) -> Array:
+    """Zeros of ``shape`` with the dtype (or ``dtype``) and device of ``like``."""
+    return xp.zeros(shape, dtype=like.dtype if dtype is None else dtype, device=device_of(like))
+
+
+def add_at(target: Array, index: tuple[slice, ...], values: Array) -> Array:
+    """``target[index] += values`` through array-api-extra (in place where the backend allows)."""
+    return xpx.at(target, index).add(values)

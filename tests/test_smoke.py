@@ -27,3 +27,11 @@ def test_lecture_mean_filter(strategy):
     w = np.full((1, 1, 3, 3), 1 / 9)
     y = ac.conv2d(x, w, padding="valid", strategy=strategy)
     np.testing.assert_array_equal(np.round(y[0, 0], 2), EXPECTED)
+
+
+def test_backend_fixture_runs_every_namespace(xp, to_xp):
+    x = to_xp(np.ones((1, 1, 4, 4), dtype=np.float32))
+    w = to_xp(np.ones((2, 1, 3, 3), dtype=np.float32))
+    y = ac.conv2d(x, w)
+    assert tuple(y.shape) == (1, 2, 2, 2)
+    assert y.dtype == xp.float32

@@ -1,0 +1,101 @@
+"""Shared fixtures: the backend under test, seeded data, Hypothesis profiles.
+
+Every test that takes ``xp`` runs once per backend: NumPy, array-api-strict, torch (CPU,
+one thread; skipped when torch is not installed) and CuPy (skipped without a CUDA device).
+Build inputs with NumPy (the oracles' side) and move them with ``to_xp``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+settings.register_profile(
+    "default",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover - torch is an optional extra
+    torch = None
+
+
+class Backend(enum.Enum):
+    """Namespaces the suite runs on."""
+
+    NUMPY = "numpy"
+    ARRAY_API_STRICT = "array_api_strict"
+    TORCH = "torch"
+    CUPY = "cupy"
+
+
+def _cupy_usable() -> bool:
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.is_available())
+    except Exception:
+        return False
+
+
+def _skip_reason(backend: Backend) -> str | None:
+    if backend is Backend.TORCH and torch is None:
+        return "torch is not installed"
+    if backend is Backend.CUPY and not _cupy_usable():
+        return "CuPy is not installed or no CUDA device is usable"
+    return None
+
+
+@pytest.fixture(params=list(Backend), ids=lambda b: b.value)
+def backend(request) -> Backend:
+    """The backend under test (skips where it is unavailable)."""
+    reason = _skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture
+def xp(backend):
+    """The array namespace of the backend under test."""
+    from arraycnn.backend import resolve_backend
+
+    return resolve_backend(backend.value)
+
+
+@pytest.fixture
+def to_xp(xp):
+    """Move a NumPy array (or nested list) onto the backend under test, keeping its dtype."""
+    from arraycnn.backend import asarray
+
+    def convert(a, dtype=None):
+        a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+        return asarray(a, backend=xp)
+
+    return convert
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator for test data."""
+    return np.random.default_rng(12345)

@@ -3,6 +3,9 @@
 Semantics are those of ``torch.nn.functional.conv2d``: cross-correlation, NCHW input
 (N, C, H, W), weights (F, C / groups, kh, kw), optional bias (F,). Results have the
 input's namespace, device and dtype.
+
+Strategy choice, memory budget, autotuning and the treatment of NaN/Inf are those of
+:mod:`arraycnn.conv.dispatch`; a call over the workspace budget runs on batch chunks there.
 """
 
 from __future__ import annotations
@@ -12,9 +15,19 @@ from typing import Any
 
 from ..backend import device_of, namespace_of, resolve_backend
 from ..geometry import ConvGeometry, Padding, conv_geometry
-from .dispatch import KERNELS, eligible_strategies, select_strategy
+from .autotune import set_autotune
+from .dispatch import KERNELS, eligible_strategies, plan_call, run_backward, run_forward
+from .memory import WorkspaceError, set_workspace_limit
 
-__all__ = ["available_strategies", "choose_strategy", "conv2d", "conv2d_backward"]
+__all__ = [
+    "WorkspaceError",
+    "available_strategies",
+    "choose_strategy",
+    "conv2d",
+    "conv2d_backward",
+    "set_autotune",
+    "set_workspace_limit",
+]
 
 Array = Any
 
@@ -70,6 +83,7 @@ def conv2d(
     dilation: Any = 1,
     groups: int = 1,
     strategy: str = "auto",
+    autotune: bool | None = None,
 ) -> Array:
     """2-D cross-correlation of a batch of images with a bank of filters.
 
@@ -89,7 +103,11 @@ def conv2d(
     groups : int
         Channel groups; divides C and F.
     strategy : {"auto", "naive", "separable", "im2col", "fft"}
-        ``auto`` picks the fastest predicted; a forced strategy never falls back.
+        ``auto`` picks the fastest predicted (or measured) strategy that fits the workspace
+        budget, never FFT for non-finite input; a forced strategy never falls back.
+    autotune : bool or None
+        Time the candidate strategies on the first call of this signature and cache the
+        fastest (None: :func:`set_autotune` or env ``ARRAYCNN_AUTOTUNE``). ``auto`` only.
 
     Returns
     -------
@@ -107,8 +125,8 @@ def conv2d(
     )
     if b is not None:
         _check_bias(b, w, geom, xp)
-    name = select_strategy(strategy, w, geom, xp=xp)
-    y = KERNELS[name].forward(x, w, geom, xp=xp)
+    plan = plan_call(strategy, w, geom, xp=xp, x=x, direction="forward", autotune=autotune)
+    y = run_forward(plan, x, w, geom, xp=xp)
     if b is not None:
         y = y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
     return y
@@ -134,6 +152,7 @@ def conv2d_backward(
     dilation: Any = 1,
     groups: int = 1,
     strategy: str = "auto",
+    autotune: bool | None = None,
 ) -> tuple[Array, Array, Array]:
     """Gradients of ``sum(gy * conv2d(x, w, b))`` with respect to x, w and b.
 
@@ -141,8 +160,8 @@ def conv2d_backward(
     ----------
     gy : array, shape (N, F, Ho, Wo)
         Gradient of the loss with respect to the convolution's output.
-    x, w, stride, padding, dilation, groups, strategy
-        As in :func:`conv2d`.
+    x, w, stride, padding, dilation, groups, strategy, autotune
+        As in :func:`conv2d` (the backward is planned, tuned and cached on its own).
 
     Returns
     -------
@@ -164,8 +183,8 @@ def conv2d_backward(
             f"gy must have the output shape (N, F, Ho, Wo) = {geom.y_shape}, got {tuple(gy.shape)}"
         )
     _check_float_pair(gy, x, xp, ("gy", "x"))
-    name = select_strategy(strategy, w, geom, xp=xp)
-    gx, gw = KERNELS[name].backward(gy, x, w, geom, xp=xp)
+    plan = plan_call(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
+    gx, gw = run_backward(plan, gy, x, w, geom, xp=xp)
     gb = xp.sum(gy, axis=(0, 2, 3))
     return gx, gw, gb
 
@@ -180,10 +199,14 @@ def choose_strategy(
     dilation: Any = 1,
     groups: int = 1,
     strategy: str = "auto",
+    autotune: bool | None = None,
 ) -> str:
-    """The strategy :func:`conv2d` would run for these arguments (validated the same way)."""
+    """The strategy :func:`conv2d` would run for these arguments (validated the same way).
+
+    With autotuning on, this times the candidates (and caches the choice) as conv2d would.
+    """
     xp, geom = _prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return select_strategy(strategy, w, geom, xp=xp)
+    return plan_call(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
 
 
 def available_strategies(backend: str | ModuleType | None = None) -> list[str]:

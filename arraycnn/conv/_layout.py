@@ -10,6 +10,7 @@ the batch and spatial positions form the columns of one GEMM per group::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -105,3 +106,93 @@ def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = N
 def add_at(target: Array, index: tuple[slice, ...], values: Array) -> Array:
     """``target[index] += values`` through array-api-extra (in place where the backend allows)."""
     return xpx.at(target, index).add(values)
+
+
+def input_group_view(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Unpadded input in group-major order (a view where the backend allows one).
+
+    (N, C, H, W) -> (G, Cg, N, H, W).
+    """
+    # (N, C, H, W) -> (N, G, Cg, H, W)
+    x5 = xp.reshape(x, (geom.n, geom.groups, geom.cg, geom.h, geom.w))
+    # (N, G, Cg, H, W) -> (G, Cg, N, H, W)
+    return xp.permute_dims(x5, (1, 2, 0, 3, 4))
+
+
+def input_from_group_view(gxg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """A fresh (N, C, H, W) array from a group-major (G, Cg, N, H, W) one."""
+    # (G, Cg, N, H, W) -> (N, G, Cg, H, W)
+    gx = xp.permute_dims(gxg, (2, 0, 1, 3, 4))
+    # (N, G, Cg, H, W) -> (N, C, H, W); a copy, so scratch never escapes
+    return xp.reshape(gx, geom.x_shape, copy=True)
+
+
+def output_from_group_view(yg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """A fresh (N, F, Ho, Wo) array from a group-major (G, Fg, N, Ho, Wo) one."""
+    # (G, Fg, N, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    y = xp.permute_dims(yg, (2, 0, 1, 3, 4))
+    # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo); a copy, so scratch never escapes
+    return xp.reshape(y, geom.y_shape, copy=True)
+
+
+@dataclass(frozen=True)
+class TapBand:
+    """Where kernel tap (i, j) meets the *unpadded* input.
+
+    ``out_rows``/``out_cols`` select the output positions whose tap falls inside the
+    input (elsewhere it falls on zero padding and contributes nothing); ``in_rows``/
+    ``in_cols`` the input positions they read, strided by the stride.
+    """
+
+    out_rows: slice
+    out_cols: slice
+    in_rows: slice
+    in_cols: slice
+
+    def out_index(self, lead: int) -> tuple[slice, ...]:
+        """Index of the band in an array with ``lead`` axes before (Ho, Wo)."""
+        return (ALL,) * lead + (self.out_rows, self.out_cols)
+
+    def in_index(self, lead: int) -> tuple[slice, ...]:
+        """Index of the band's input in an array with ``lead`` axes before (H, W)."""
+        return (ALL,) * lead + (self.in_rows, self.in_cols)
+
+    def out_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the band."""
+        return (
+            self.out_rows.stop - self.out_rows.start,
+            self.out_cols.stop - self.out_cols.start,
+        )
+
+
+def _axis_band(
+    size: int, out: int, stride: int, dilation: int, pad_lo: int, tap: int
+) -> tuple[slice, slice] | None:
+    """Output positions p with 0 <= p*s + tap*d - pad_lo < size, and the inputs they read."""
+    offset = tap * dilation - pad_lo  # input index read by output position 0
+    lo = max(0, -(offset // stride))  # ceil(-offset / stride), at least 0
+    hi = min(out - 1, (size - 1 - offset) // stride)
+    if hi < lo:
+        return None
+    return slice(lo, hi + 1), slice(lo * stride + offset, hi * stride + offset + 1, stride)
+
+
+def tap_bands(geom: ConvGeometry) -> list[tuple[int, TapBand]]:
+    """``(t, band)`` for every tap t = i*kw + j that meets the input (others are skipped)."""
+    bands = []
+    for t, (i, j) in enumerate(taps(geom)):
+        rows = _axis_band(geom.h, geom.ho, geom.stride[0], geom.dilation[0], geom.padding[0][0], i)
+        cols = _axis_band(geom.w, geom.wo, geom.stride[1], geom.dilation[1], geom.padding[1][0], j)
+        if rows is not None and cols is not None:
+            bands.append((t, TapBand(rows[0], cols[0], rows[1], cols[1])))
+    return bands
+
+
+def fill_zero(buf: Array) -> Array:
+    """Set every element of ``buf`` to zero (in place where the backend allows)."""
+    return xpx.at(buf, (ALL,) * buf.ndim).set(0)
+
+
+def set_at(target: Array, index: tuple[slice, ...], values: Array) -> Array:
+    """``target[index] = values`` through array-api-extra (in place where allowed)."""
+    return xpx.at(target, index).set(values)

@@ -1,102 +1,458 @@
-"""Cost model v1: operation counts per strategy times per-operation time constants.
+"""Cost model v2: operation counts per strategy times calibrated per-backend constants.
 
-The counts follow each strategy's code (see the strategy modules); the constants are
-**first estimates** for NumPy float32 on one core of this project's reference machine
-(AMD EPYC Zen 4, numpy matmul about 97 GFLOP/s single-threaded). A later calibration step
-fits them per backend. All of this is host arithmetic on Python numbers.
+All of this is host arithmetic on Python numbers; nothing touches array data.
 
-Model pieces
-------------
-- GEMM ``M x K x Ncol``: ``2 M K Ncol / (GEMM_FLOPS * K / (K + GEMM_HALF_K))``, a GEMM with
-  a short inner dimension K runs far below peak (outer products are memory bound).
-- Element traffic (slice copies, additions, elementwise products): ``elements / MEM_ELEMS``.
-- FFT of length ``L`` (real, 2-D): ``2.5 L log2 L / FFT_FLOPS`` per transform.
-- Every array operation: ``CALL_OVERHEAD`` seconds.
+The counts
+----------
+:func:`op_counts` turns a geometry into five counts that follow each strategy's code
+(forward and backward; see the ``_counts_*`` helpers):
+
+``gemm_flops``
+    ``2 M K Ncol`` per matrix product (complex products count 4 real ones).
+``gemm_cells``
+    ``2 M Ncol`` per matrix product: the short-K penalty. With it, a GEMM of inner size K
+    costs ``2 M Ncol (K + K_half) / peak``, i.e. it runs at ``peak K / (K + K_half)``:
+    outer products (small K) are memory bound, long inner products reach peak.
+``bytes``
+    Bytes read plus written by copies, padding, slicing and elementwise arithmetic.
+``fft_flops``
+    ``2.5 L log2 L`` per real 2-D transform of ``L = Lh Lw`` points.
+``calls``
+    Array operations issued (Python/dispatch overhead), plus one per small SVD.
+
+Flop counts are float32-equivalent: they are scaled by ``itemsize / 4`` (a float64 GEMM
+does half the flops per cycle of a float32 one on SIMD hardware).
+
+The constants
+-------------
+A :class:`Calibration` holds seconds per unit of each count plus one multiplicative
+factor per strategy (what the counts miss about an implementation). Predicted time::
+
+    scale[strategy] * (gemm_flops * sec_per_gemm_flop + gemm_cells * sec_per_gemm_cell
+                       + bytes * sec_per_byte + fft_flops * sec_per_fft_flop
+                       + calls * sec_per_call)
+
+:func:`calibration_for` returns the user's calibration from ``arraycnn tune`` (JSON in the
+cache directory, see :mod:`.autotune`) when present, else the shipped defaults
+:data:`SHIPPED` fitted on the project's reference machine, else :data:`FIRST_ESTIMATES`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from ..geometry import ConvGeometry
 
-#: Peak GEMM rate, flop/s (first estimate: numpy float32, one thread).
-GEMM_FLOPS = 60e9
-#: Inner dimension at which a GEMM reaches half its peak rate.
-GEMM_HALF_K = 24.0
-#: Elements moved per second by copies and elementwise arithmetic.
-MEM_ELEMS = 0.8e9
-#: Flop/s of a batched real 2-D FFT (2.5 L log2 L flops per transform).
-FFT_FLOPS = 6e9
-#: Seconds of Python/dispatch overhead per array operation.
-CALL_OVERHEAD = 4e-6
+__all__ = [
+    "COUNT_NAMES",
+    "FIRST_ESTIMATES",
+    "SHIPPED",
+    "Calibration",
+    "OpCounts",
+    "calibration_for",
+    "calibration_path",
+    "load_user_calibrations",
+    "op_counts",
+    "predicted_seconds",
+    "save_user_calibration",
+]
+
+STRATEGIES = ("naive", "separable", "im2col", "fft")
+DIRECTIONS = ("forward", "backward")
+COUNT_NAMES = ("gemm_flops", "gemm_cells", "bytes", "fft_flops", "calls")
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FORMAT = 1
 
 
-def gemm_seconds(m: int, k: int, ncol: int, batch: int = 1) -> float:
-    """Time of ``batch`` GEMMs (m x k) @ (k x ncol)."""
-    rate = GEMM_FLOPS * k / (k + GEMM_HALF_K)
-    return batch * 2.0 * m * k * ncol / rate + batch * CALL_OVERHEAD
+@dataclass(frozen=True)
+class OpCounts:
+    """Operation counts of one call (see the module docstring)."""
+
+    gemm_flops: float = 0.0
+    gemm_cells: float = 0.0
+    bytes: float = 0.0
+    fft_flops: float = 0.0
+    calls: float = 0.0
+
+    def __add__(self, other: OpCounts) -> OpCounts:
+        return OpCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def scaled(self, factor: float) -> OpCounts:
+        """All counts times ``factor``."""
+        return OpCounts(*(a * factor for a in self.as_tuple()))
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """Counts in the order of :data:`COUNT_NAMES`."""
+        return (self.gemm_flops, self.gemm_cells, self.bytes, self.fft_flops, self.calls)
 
 
-def traffic_seconds(elements: float, ops: int = 1) -> float:
-    """Time to move or touch ``elements`` elements in ``ops`` array operations."""
-    return elements / MEM_ELEMS + ops * CALL_OVERHEAD
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds per counted unit, per-strategy factors and where the numbers came from."""
+
+    sec_per_gemm_flop: float
+    sec_per_gemm_cell: float
+    sec_per_byte: float
+    sec_per_fft_flop: float
+    sec_per_call: float
+    scale: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 1.0))
+    source: str = ""
+
+    def coefficients(self) -> tuple[float, ...]:
+        """Seconds per unit in the order of :data:`COUNT_NAMES`."""
+        return (
+            self.sec_per_gemm_flop,
+            self.sec_per_gemm_cell,
+            self.sec_per_byte,
+            self.sec_per_fft_flop,
+            self.sec_per_call,
+        )
+
+    def seconds(self, name: str, counts: OpCounts) -> float:
+        """Predicted seconds of ``counts`` executed by strategy ``name``."""
+        base = sum(c * n for c, n in zip(self.coefficients(), counts.as_tuple()))
+        return self.scale.get(name, 1.0) * base
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (inverse of :meth:`from_json`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        """Rebuild from :meth:`to_json`; raises ValueError on a malformed entry."""
+        try:
+            values = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+            cal = cls(**values)
+            numbers = [*cal.coefficients(), *cal.scale.values()]
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"malformed calibration entry: {exc}") from None
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in numbers):
+            raise ValueError("malformed calibration entry: constants must be finite and >= 0")
+        return cal
+
+    def describe(self) -> str:
+        """One line: rates in familiar units."""
+
+        def rate(sec: float, unit: float) -> str:
+            return f"{1 / sec / unit:.3g}" if sec > 0 else "inf"
+
+        half_k = self.sec_per_gemm_cell / self.sec_per_gemm_flop if self.sec_per_gemm_flop else 0
+        return (
+            f"GEMM {rate(self.sec_per_gemm_flop, 1e9)} GFLOP/s (half rate at K={half_k:.3g}), "
+            f"memory {rate(self.sec_per_byte, 1e9)} GB/s, FFT {rate(self.sec_per_fft_flop, 1e9)} "
+            f"GFLOP/s, {self.sec_per_call * 1e6:.3g} µs per call; scale "
+            + ", ".join(f"{k}={v:.3g}" for k, v in self.scale.items())
+        )
 
 
-def fft_seconds(transforms: int, lh: int, lw: int) -> float:
-    """Time of ``transforms`` real 2-D FFTs of size lh x lw."""
-    size = lh * lw
-    return transforms * 2.5 * size * math.log2(max(size, 2)) / FFT_FLOPS + CALL_OVERHEAD
+#: Dispatcher v1's first estimates (numpy float32, one thread): peak GEMM 60 GFLOP/s, half
+#: rate at K = 24, 0.8e9 float32 elements/s of traffic, FFT 6 GFLOP/s, 4 µs per call.
+FIRST_ESTIMATES = Calibration(
+    sec_per_gemm_flop=1 / 60e9,
+    sec_per_gemm_cell=24.0 / 60e9,
+    sec_per_byte=1 / 3.2e9,
+    sec_per_fft_flop=1 / 6e9,
+    sec_per_call=4e-6,
+    source="first estimates (dispatcher v1), not fitted",
+)
+
+# BEGIN SHIPPED CALIBRATION (generated by `arraycnn tune --update-shipped`; do not edit by hand)
+SHIPPED: dict[str, Calibration] = {}
+# END SHIPPED CALIBRATION
 
 
-def naive_seconds(geom: ConvGeometry) -> float:
-    """kh·kw taps, each: one slice copy, one GEMM with K = Cg, one accumulation."""
-    cols = geom.n * geom.ho * geom.wo
-    per_tap = (
-        traffic_seconds(geom.c * cols)
-        + gemm_seconds(geom.fg, geom.cg, cols, geom.groups)
-        + traffic_seconds(geom.f * cols)
+# --------------------------------------------------------------------------- counts
+
+
+def _gemm(m: int, k: int, ncol: int, batch: int = 1, *, complex_: bool = False) -> OpCounts:
+    """``batch`` products (m x k) @ (k x ncol); one call."""
+    factor = 4.0 if complex_ else 1.0
+    return OpCounts(
+        gemm_flops=factor * 2.0 * batch * m * k * ncol,
+        gemm_cells=factor * 2.0 * batch * m * ncol,
+        calls=1,
     )
-    return geom.kh * geom.kw * per_tap
 
 
-def im2col_seconds(geom: ConvGeometry) -> float:
-    """Unfold (kh·kw slice copies into the columns) then one GEMM with K = Cg·kh·kw."""
-    cols = geom.n * geom.ho * geom.wo
-    k = geom.cg * geom.kh * geom.kw
-    unfold = traffic_seconds(2 * geom.c * geom.kh * geom.kw * cols, ops=geom.kh * geom.kw)
-    return unfold + gemm_seconds(geom.fg, k, cols, geom.groups)
+def _traffic(elements: float, calls: float = 1) -> OpCounts:
+    """``elements`` elements read or written (multiplied by the itemsize later)."""
+    return OpCounts(bytes=elements, calls=calls)
 
 
-def fft_seconds_conv(geom: ConvGeometry) -> float:
-    """Transforms of N·C inputs, F·Cg kernels and N·F outputs, plus the spectral product."""
+def _fft(transforms: int, lh: int, lw: int) -> OpCounts:
+    """``transforms`` real 2-D FFTs of lh x lw points; one call."""
+    size = lh * lw
+    return OpCounts(fft_flops=transforms * 2.5 * size * math.log2(max(size, 2)), calls=1)
+
+
+def _pad(g: ConvGeometry) -> OpCounts:
+    """Zero padding copies the input into a (Hp, Wp) frame."""
+    if not g.is_padded:
+        return OpCounts()
+    return _traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2)
+
+
+def _naive_input_grad(g: ConvGeometry) -> OpCounts:
+    """Reorder gy; per tap: GEMM K=Fg, scatter-add C·cols into the padded accumulator."""
+    cols = g.n * g.ho * g.wo
+    padded = g.n * g.c * g.hp * g.wp
+    per_tap = _gemm(g.cg, g.fg, cols, g.groups) + _traffic(3 * g.c * cols, calls=3)
+    return (
+        _traffic(2 * g.f * cols, calls=3)
+        + _traffic(padded)
+        + per_tap.scaled(g.kh * g.kw)
+        + _traffic(2 * padded, calls=3)
+    )
+
+
+def _naive_weight_grad(g: ConvGeometry) -> OpCounts:
+    """Reorder gy; per tap: slice copy (C·cols), GEMM with K = N·Ho·Wo; stack the taps."""
+    cols = g.n * g.ho * g.wo
+    taps = g.kh * g.kw
+    per_tap = _traffic(2 * g.c * cols, calls=2) + _gemm(g.fg, cols, g.cg, g.groups)
+    return (
+        _pad(g)
+        + _traffic(2 * g.f * cols, calls=3)
+        + per_tap.scaled(taps)
+        + _traffic(2 * taps * g.f * g.cg)
+    )
+
+
+def _counts_naive(g: ConvGeometry, direction: str) -> OpCounts:
+    """Per tap: slice copy (C·cols), GEMM K=Cg, accumulate (F·cols); reorder the output.
+
+    Backward: :func:`_naive_input_grad` + :func:`_naive_weight_grad`.
+    """
+    if direction == "backward":
+        return _naive_input_grad(g) + _naive_weight_grad(g)
+    cols = g.n * g.ho * g.wo
+    per_tap = (
+        _traffic(2 * g.c * cols, calls=2)
+        + _gemm(g.fg, g.cg, cols, g.groups)
+        + _traffic(3 * g.f * cols)
+    )
+    return _pad(g) + per_tap.scaled(g.kh * g.kw) + _traffic(2 * g.f * cols, calls=3)
+
+
+def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
+    """Unfold (kh·kw slice copies into the columns), one GEMM with K = Cg·kh·kw.
+
+    Backward: unfold again, GEMM for gw (K = N·Ho·Wo), GEMM for the column gradient
+    (K = Fg), fold with kh·kw scatter-adds.
+    """
+    cols = g.n * g.ho * g.wo
+    taps = g.kh * g.kw
+    k = g.cg * taps
+    unfold = _pad(g) + _traffic(2 * taps * g.c * cols, calls=taps + 2)
+    if direction == "forward":
+        return unfold + _gemm(g.fg, k, cols, g.groups) + _traffic(2 * g.f * cols, calls=3)
+    padded = g.n * g.c * g.hp * g.wp
+    fold = _traffic(padded) + _traffic(3 * taps * g.c * cols, calls=2 * taps)
+    fold = fold + _traffic(2 * padded, calls=3)
+    return (
+        _traffic(2 * g.f * cols, calls=3)
+        + unfold
+        + _gemm(g.fg, cols, k, g.groups)
+        + _gemm(k, g.fg, cols, g.groups)
+        + fold
+    )
+
+
+def _counts_fft(g: ConvGeometry, direction: str) -> OpCounts:
+    """Transforms of x, w and y; the per-frequency complex channel product; reorderings.
+
+    Backward: transforms of gy, w, x (forward) and gx, gw (inverse), two products.
+    """
     from .fft import fast_shape
 
-    lh, lw = fast_shape(geom)
-    spectrum = lh * (lw // 2 + 1)
-    transforms = fft_seconds(geom.n * geom.c + geom.f * geom.cg + geom.n * geom.f, lh, lw)
-    # complex GEMM per frequency: (N x Cg) @ (Cg x Fg), 4 real multiply-adds per term
-    product = 4 * gemm_seconds(geom.n, geom.cg, geom.fg, geom.groups * spectrum)
-    layout = traffic_seconds(4 * (geom.n * geom.c + geom.f * geom.cg + geom.n * geom.f) * spectrum)
-    return transforms + product + layout
+    lh, lw = fast_shape(g)
+    bins = lh * (lw // 2 + 1)
+    nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
+    if direction == "forward":
+        transforms = _fft(nc, lh, lw) + _fft(fc, lh, lw) + _fft(nf, lh, lw)
+        product = _gemm(g.n, g.cg, g.fg, g.groups * bins, complex_=True)
+        # spectra are complex (2 reals per bin): rfft writes, reorder copies, irfft copies
+        layout = _traffic(2 * (3 * nc + 4 * fc + 3 * nf) * bins, calls=12)
+        return _pad(g) + transforms + product + layout + _traffic(2 * nf * g.ho * g.wo, calls=3)
+    transforms = _fft(nf, lh, lw) + _fft(fc, lh, lw) + _fft(nc, lh, lw)
+    transforms = transforms + _fft(nc, lh, lw) + _fft(fc, lh, lw)
+    products = _gemm(g.n, g.fg, g.cg, g.groups * bins, complex_=True)
+    products = products + _gemm(g.fg, g.n, g.cg, g.groups * bins, complex_=True)
+    layout = _traffic(2 * (4 * nf + 3 * fc + 6 * nc + 3 * fc) * bins, calls=25)
+    upsample = OpCounts()
+    if g.stride != (1, 1):
+        upsample = _traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)
+    return _pad(g) + transforms + products + layout + upsample + _traffic(2 * g.n * g.c * g.h * g.w)
 
 
-def separable_seconds(geom: ConvGeometry, rank: int) -> float:
-    """r column passes over (Ho, Wp) and r row passes over (Ho, Wo), elementwise."""
-    lanes = geom.n * geom.f * geom.cg * rank
-    column = traffic_seconds(3 * lanes * geom.ho * geom.wp * geom.kh, ops=2 * geom.kh)
-    row = traffic_seconds(3 * lanes * geom.ho * geom.wo * geom.kw, ops=2 * geom.kw)
-    return column + row
+def _counts_separable(g: ConvGeometry, direction: str, rank: int) -> OpCounts:
+    """SVD of the F·Cg kernel slices; r column passes over (Ho, Wp), r row passes over
+    (Ho, Wo), elementwise (multiply: 2 element moves, accumulate: 3).
+
+    Backward: the transposed passes, then the direct weight gradient of naive.
+    """
+    lanes = g.n * g.f * g.cg * rank
+    svd = OpCounts(calls=6 + g.f * g.cg)  # a small SVD costs about one array call
+    column = _traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
+    row = _traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
+    if direction == "forward":
+        total = _traffic(lanes * g.ho * g.wo + g.n * g.f * g.ho * g.wo, calls=2)
+        return svd + _pad(g) + column + row + total
+    scatter_rows = _traffic(lanes * g.ho * g.wp) + row
+    gather_cols = _traffic(3 * lanes * g.ho * g.wp + 4 * g.n * g.c * g.ho * g.wp, calls=3).scaled(
+        g.kh
+    )
+    padded = g.n * g.c * g.hp * g.wp
+    return svd + scatter_rows + gather_cols + _traffic(3 * padded, calls=4) + _naive_weight_grad(g)
 
 
-def predicted_seconds(name: str, geom: ConvGeometry, rank: int | None = None) -> float:
-    """Predicted forward time of strategy ``name`` (``rank`` needed for separable)."""
+def op_counts(
+    name: str,
+    geom: ConvGeometry,
+    *,
+    direction: str = "forward",
+    itemsize: int = 4,
+    rank: int | None = None,
+) -> OpCounts:
+    """Operation counts of one call of strategy ``name`` (bytes and flops scaled to itemsize).
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy or direction.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     if name == "naive":
-        return naive_seconds(geom)
-    if name == "im2col":
-        return im2col_seconds(geom)
-    if name == "fft":
-        return fft_seconds_conv(geom)
-    if name == "separable":
-        return separable_seconds(geom, rank if rank is not None else min(geom.kh, geom.kw))
-    raise ValueError(f"unknown strategy {name!r}")
+        counts = _counts_naive(geom, direction)
+    elif name == "im2col":
+        counts = _counts_im2col(geom, direction)
+    elif name == "fft":
+        counts = _counts_fft(geom, direction)
+    elif name == "separable":
+        r = rank if rank is not None else min(geom.kh, geom.kw)
+        counts = _counts_separable(geom, direction, r)
+    else:
+        raise ValueError(f"unknown strategy {name!r}")
+    flop_scale = itemsize / 4.0
+    return OpCounts(
+        gemm_flops=counts.gemm_flops * flop_scale,
+        gemm_cells=counts.gemm_cells * flop_scale,
+        bytes=counts.bytes * itemsize,
+        fft_flops=counts.fft_flops * flop_scale,
+        calls=counts.calls,
+    )
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def cache_dir() -> Path:
+    """The user cache directory: ``$ARRAYCNN_CACHE_DIR``, ``$XDG_CACHE_HOME/arraycnn`` or
+    ``~/.cache/arraycnn`` (read at every call, so the environment can change it)."""
+    explicit = os.environ.get("ARRAYCNN_CACHE_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "arraycnn"
+
+
+def calibration_path() -> Path:
+    """Path of the user's calibration file (it may not exist)."""
+    return cache_dir() / CALIBRATION_FILE
+
+
+_loaded: dict[str, tuple[float, dict[str, Calibration]]] = {}
+
+
+def load_user_calibrations() -> dict[str, Calibration]:
+    """Calibrations by backend from the user's file ({} if absent; warns if corrupt).
+
+    The parsed file is reused while its modification time is unchanged.
+    """
+    path = calibration_path()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return {}
+    key = str(path)
+    if key in _loaded and _loaded[key][0] == mtime:
+        return _loaded[key][1]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:
+            raise ValueError(
+                f"unknown format {data.get('format') if isinstance(data, dict) else data!r}"
+            )
+        result = {b: Calibration.from_json(v) for b, v in data["backends"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        warnings.warn(
+            f"arraycnn: ignoring the corrupt calibration file {path} ({exc}); "
+            "using the shipped constants (rerun `arraycnn tune` to refit)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        result = {}
+    _loaded[key] = (mtime, result)
+    return result
+
+
+def save_user_calibration(backend: str, calibration: Calibration) -> Path:
+    """Store ``calibration`` for ``backend`` in the user's file (atomic replace); its path."""
+    from .autotune import atomic_write_json
+
+    path = calibration_path()
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+        backends = dict(current["backends"]) if current.get("format") == CALIBRATION_FORMAT else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        backends = {}
+    backends[backend] = calibration.to_json()
+    atomic_write_json(path, {"format": CALIBRATION_FORMAT, "backends": backends})
+    _loaded.pop(str(path), None)
+    return path
+
+
+def calibration_for(backend: str) -> tuple[Calibration, str]:
+    """The calibration the dispatcher uses for ``backend`` and where it came from.
+
+    Returns
+    -------
+    (Calibration, str)
+        The second item is ``"user"`` (the file of ``arraycnn tune``), ``"shipped"`` or
+        ``"first-estimates"`` (a backend without shipped constants uses NumPy's).
+    """
+    user = load_user_calibrations()
+    if backend in user:
+        return user[backend], "user"
+    if backend in SHIPPED:
+        return SHIPPED[backend], "shipped"
+    if "numpy" in SHIPPED:
+        return SHIPPED["numpy"], "shipped"
+    return FIRST_ESTIMATES, "first-estimates"
+
+
+def predicted_seconds(
+    name: str,
+    geom: ConvGeometry,
+    rank: int | None = None,
+    *,
+    direction: str = "forward",
+    itemsize: int = 4,
+    calibration: Calibration | None = None,
+) -> float:
+    """Predicted time of one call of strategy ``name`` (``rank``: separable's kernel rank).
+
+    ``calibration`` defaults to NumPy's (:func:`calibration_for`).
+    """
+    cal = calibration if calibration is not None else calibration_for("numpy")[0]
+    counts = op_counts(name, geom, direction=direction, itemsize=itemsize, rank=rank)
+    return cal.seconds(name, counts)

@@ -1,22 +1,80 @@
-"""The dispatcher: the only place strategy names are parsed.
+"""The dispatcher: the only place strategy names are parsed and strategies are chosen.
 
-``auto`` runs: eligibility (the capability table against the namespace) -> the cost
-model of :mod:`.cost` -> the cheapest predicted strategy. Separable is considered only
-where its rank makes it clearly cheaper than direct taps: ``r (kh + kw) <= SEPARABLE_GAIN
-kh kw``. A forced strategy that the namespace cannot run is an error, never a silent
-fallback.
+A call's *plan* (:class:`Plan`: a strategy and a batch chunk size) comes from:
+
+1. **Eligibility** -- the capability table against the namespace (``xp.fft``,
+   ``xp.linalg.svd``); with ``require_exact=True`` only strategies whose result is a plain
+   sum of products (no FFT, no SVD); separable only where the kernel's numerical rank makes
+   it clearly cheaper than direct taps: ``r (kh + kw) <= SEPARABLE_GAIN kh kw``.
+2. **Memory** -- the predicted workspace (:mod:`.memory`) against the budget. A strategy
+   over budget runs on batch chunks (N split so that each chunk fits; forward outputs are
+   concatenated along N; backward concatenates gx and sums gw), or is skipped if not even
+   one sample fits.
+3. **Cost** -- predicted seconds from the calibrated cost model (:mod:`.cost`), chunked
+   plans paying per chunk; ``auto`` takes the cheapest.
+4. **Measurement** (optional, :mod:`.autotune`) -- with autotuning on, the candidates
+   predicted within :data:`AUTOTUNE_SPREAD` of the best are timed once per call signature
+   and the fastest is cached.
+
+A forced strategy never falls back: a namespace that lacks what it needs, non-finite input
+to FFT, or a workspace over budget even for one sample raise errors.
+
+Non-finite values (NaN, ±Inf) -- one behaviour for every strategy
+------------------------------------------------------------------
+Every output element is the sum over its *receptive field*: the kernel taps (all of them,
+zero weights included) times the padded input positions they meet. An output is non-finite
+(NaN or ±Inf) exactly when its receptive field holds a non-finite input or weight; all other
+outputs are finite and correct (overflow aside). A NaN gives NaN; an infinity gives ±Inf or
+NaN as IEEE arithmetic makes it (``Inf - Inf`` and ``0 * Inf`` are NaN), which the
+strategies may resolve differently. The gradients follow the same rule for their own sums
+(``gx`` over the outputs that read an input position, ``gw`` over the positions a tap met).
+
+The FFT cannot keep this rule (a non-finite value spreads over the whole transform), so:
+
+- ``auto`` checks ``xp.all(xp.isfinite(...))`` of the inputs (x and w; for the backward
+  also gy) -- one pass and one host synchronisation -- but only when FFT would otherwise be
+  chosen; non-finite input then goes to the next best strategy;
+- ``strategy="fft"`` checks the same and raises ValueError on non-finite input;
+- separable needs the SVD of w: ``auto`` skips it for a non-finite w, ``strategy="separable"``
+  raises ValueError.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from ..capabilities import STRATEGY_NAMES, missing_requirements
-from ..geometry import ConvGeometry
-from . import cost, fft, im2col, naive, separable
+from ..backend import backend_name, device_of, namespace_of
+from ..capabilities import (
+    CAPABILITIES,
+    STRATEGY_NAMES,
+    exact_strategies,
+    missing_requirements,
+)
+from ..geometry import ConvGeometry, Padding, conv_geometry
+from . import autotune as _autotune
+from . import cost, fft, im2col, memory, naive, separable
 
 Array = Any
+
+__all__ = [
+    "AUTOTUNE_SPREAD",
+    "DIRECTIONS",
+    "KERNELS",
+    "SEPARABLE_GAIN",
+    "Plan",
+    "eligible_strategies",
+    "explain",
+    "parse_strategy",
+    "plan_call",
+    "predicted_costs",
+    "run_backward",
+    "run_forward",
+    "select_strategy",
+]
 
 #: Strategy modules by name; each has ``forward(x, w, geom, *, xp)`` and
 #: ``backward(gy, x, w, geom, *, xp) -> (gx, gw)``.
@@ -29,8 +87,51 @@ KERNELS: dict[str, ModuleType] = {
 
 #: Separable is eligible for ``auto`` only when r (kh + kw) <= SEPARABLE_GAIN * kh * kw.
 SEPARABLE_GAIN = 0.5
+#: Autotuning times only candidates predicted at most this many times the best.
+AUTOTUNE_SPREAD = 20.0
 
 VALID_STRATEGIES = ("auto", *STRATEGY_NAMES)
+DIRECTIONS = ("forward", "backward")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one call runs.
+
+    Attributes
+    ----------
+    strategy : str
+        The strategy kernel.
+    direction : {"forward", "backward"}
+    chunk : int
+        Batch samples per kernel call (``== n`` when the batch runs whole).
+    n : int
+        The batch size N.
+    reason : str
+        Why this plan, in words.
+    """
+
+    strategy: str
+    direction: str
+    chunk: int
+    n: int
+    reason: str
+
+    @property
+    def chunked(self) -> bool:
+        """True if the batch runs in more than one chunk."""
+        return self.chunk < self.n
+
+
+@dataclass
+class _Candidate:
+    """A strategy as the dispatcher sees it for one call."""
+
+    name: str
+    excluded: str | None = None
+    seconds: float = math.inf
+    bytes: int = 0
+    chunk: int = 0
 
 
 def parse_strategy(strategy: Any) -> str:
@@ -52,47 +153,527 @@ def parse_strategy(strategy: Any) -> str:
     return name
 
 
+def _parse_direction(direction: Any) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    return direction
+
+
 def eligible_strategies(xp: ModuleType) -> list[str]:
     """Strategies whose requirements namespace ``xp`` meets, in table order."""
     return [name for name in STRATEGY_NAMES if not missing_requirements(name, xp)]
 
 
+def _itemsize(dtype: Any, xp: ModuleType) -> int:
+    return xp.finfo(dtype).bits // 8
+
+
+def _separable_worth_trying(geom: ConvGeometry) -> bool:
+    """Even rank 1 must pass ``r (kh + kw) <= SEPARABLE_GAIN kh kw`` (skips the SVD)."""
+    return geom.kh + geom.kw <= SEPARABLE_GAIN * geom.kh * geom.kw
+
+
 def worthwhile_separable_rank(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> int | None:
     """The kernel's numerical rank if separable is clearly cheaper than direct taps, else None.
 
-    The SVD is skipped where even rank 1 could not pass the test.
+    The SVD is skipped where even rank 1 could not pass the test. ``w`` must be finite.
     """
-    budget = SEPARABLE_GAIN * geom.kh * geom.kw
-    if geom.kh + geom.kw > budget:
+    if not _separable_worth_trying(geom):
         return None
     rank = separable.numerical_rank(w, xp=xp)
-    return rank if rank * (geom.kh + geom.kw) <= budget else None
+    return rank if rank * (geom.kh + geom.kw) <= SEPARABLE_GAIN * geom.kh * geom.kw else None
 
 
-def predicted_costs(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> dict[str, float]:
-    """Predicted seconds of each strategy ``auto`` may pick for this call."""
-    costs = {}
-    for name in eligible_strategies(xp):
-        if name == "separable":
-            rank = worthwhile_separable_rank(w, geom, xp=xp)
-            if rank is None:
-                continue
-            costs[name] = cost.predicted_seconds(name, geom, rank)
-        else:
-            costs[name] = cost.predicted_seconds(name, geom)
-    return costs
+class _Inputs:
+    """The call's arrays, with a memoised finiteness check (one host sync per array)."""
+
+    def __init__(self, xp: ModuleType, **arrays: Array | None) -> None:
+        self.xp = xp
+        self.arrays = {k: v for k, v in arrays.items() if v is not None}
+        self._finite: dict[str, bool] = {}
+
+    def finite(self, name: str) -> bool:
+        """True if array ``name`` has no NaN/Inf (True for an array not given)."""
+        if name not in self.arrays:
+            return True
+        if name not in self._finite:
+            xp = self.xp
+            self._finite[name] = bool(xp.all(xp.isfinite(self.arrays[name])))
+        return self._finite[name]
+
+    def nonfinite(self, direction: str) -> list[str]:
+        """Names of the inputs of ``direction`` that hold NaN or Inf."""
+        names = ("x", "w") if direction == "forward" else ("gy", "x", "w")
+        return [n for n in names if not self.finite(n)]
 
 
-def select_strategy(strategy: Any, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> str:
-    """The strategy a call runs: the forced one (checked) or the cheapest predicted."""
-    name = parse_strategy(strategy)
-    if name != "auto":
+def _chunked_seconds(
+    name: str,
+    geom: ConvGeometry,
+    chunk: int,
+    *,
+    direction: str,
+    itemsize: int,
+    rank: int | None,
+    cal: cost.Calibration,
+) -> float:
+    """Predicted time of the whole batch run in chunks of ``chunk`` samples."""
+
+    def seconds(n: int) -> float:
+        g = dataclasses.replace(geom, n=n)
+        counts = cost.op_counts(name, g, direction=direction, itemsize=itemsize, rank=rank)
+        return cal.seconds(name, counts)
+
+    if chunk >= geom.n:
+        return seconds(geom.n)
+    full, rest = divmod(geom.n, chunk)
+    total = full * seconds(chunk) + (seconds(rest) if rest else 0.0)
+    out_elems = geom.n * (
+        geom.f * geom.ho * geom.wo if direction == "forward" else geom.c * geom.h * geom.w
+    )
+    return total + cal.seconds(name, cost.OpCounts(bytes=2 * out_elems * itemsize, calls=1))
+
+
+def _analyse(
+    w: Array,
+    geom: ConvGeometry,
+    inputs: _Inputs,
+    *,
+    xp: ModuleType,
+    direction: str,
+    budget: int,
+    require_exact: bool,
+    calibration: cost.Calibration,
+) -> tuple[dict[str, _Candidate], int | None]:
+    """Every strategy with its exclusion reason or its predicted seconds, bytes and chunk.
+
+    Returns the candidates and the separable rank (None where it was not computed).
+    """
+    itemsize = _itemsize(w.dtype, xp)
+    result: dict[str, _Candidate] = {}
+    rank: int | None = None
+    for name in STRATEGY_NAMES:
+        cand = _Candidate(name)
+        result[name] = cand
         missing = missing_requirements(name, xp)
         if missing:
-            raise ValueError(
-                f"strategy={name!r} needs {', '.join(missing)}, which namespace "
-                f"{xp.__name__} does not provide"
+            cand.excluded = f"namespace {xp.__name__} lacks {', '.join(missing)}"
+            continue
+        if require_exact and not CAPABILITIES[name].exact_sums:
+            cand.excluded = "not exact on integer-valued data (require_exact=True)"
+            continue
+        strategy_rank = None
+        if name == "separable":
+            if not _separable_worth_trying(geom):
+                cand.excluded = "kernel too small for separable passes to pay off"
+                continue
+            if not inputs.finite("w"):
+                cand.excluded = "w holds NaN/Inf (no SVD)"
+                continue
+            rank = separable.numerical_rank(w, xp=xp)
+            strategy_rank = rank
+            if rank * (geom.kh + geom.kw) > SEPARABLE_GAIN * geom.kh * geom.kw:
+                cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
+                continue
+        kw = {"itemsize": itemsize, "direction": direction, "rank": strategy_rank or 0}
+        cand.bytes = memory.workspace_bytes(name, geom, **kw)
+        cand.chunk = memory.chunk_size(name, geom, budget, **kw)
+        if cand.chunk == 0:
+            one = memory.workspace_bytes(name, dataclasses.replace(geom, n=1), **kw)
+            cand.excluded = (
+                f"workspace {memory.format_bytes(one)} for one sample exceeds the budget "
+                f"{memory.format_bytes(budget)}"
             )
-        return name
-    costs = predicted_costs(w, geom, xp=xp)
-    return min(costs, key=costs.__getitem__)
+            continue
+        cand.seconds = _chunked_seconds(
+            name,
+            geom,
+            cand.chunk,
+            direction=direction,
+            itemsize=itemsize,
+            rank=strategy_rank,
+            cal=calibration,
+        )
+    return result, rank
+
+
+def predicted_costs(
+    w: Array,
+    geom: ConvGeometry,
+    *,
+    xp: ModuleType,
+    direction: str = "forward",
+    calibration: cost.Calibration | None = None,
+) -> dict[str, float]:
+    """Predicted seconds of each strategy ``auto`` may pick for this call (memory ignored).
+
+    ``calibration`` defaults to the one in use for the namespace's backend.
+    """
+    direction = _parse_direction(direction)
+    cal = calibration if calibration is not None else cost.calibration_for(backend_name(xp))[0]
+    candidates, _ = _analyse(
+        w,
+        geom,
+        _Inputs(xp, w=w),
+        xp=xp,
+        direction=direction,
+        budget=2**62,
+        require_exact=False,
+        calibration=cal,
+    )
+    return {c.name: c.seconds for c in candidates.values() if c.excluded is None}
+
+
+def _nonfinite_error(name: str, bad: list[str]) -> ValueError:
+    why = {
+        "fft": "FFT would spread them over the whole output",
+        "separable": "the SVD of w is undefined",
+    }[name]
+    return ValueError(
+        f"strategy={name!r} cannot handle non-finite input: {', '.join(bad)} "
+        f"contain{'s' if len(bad) == 1 else ''} NaN or Inf and {why}; use strategy='auto' "
+        "or a direct strategy ('naive', 'im2col'), which keep non-finite values local"
+    )
+
+
+def _forced_plan(
+    name: str,
+    geom: ConvGeometry,
+    inputs: _Inputs,
+    *,
+    xp: ModuleType,
+    direction: str,
+    budget: int,
+    require_exact: bool,
+    w: Array,
+) -> Plan:
+    missing = missing_requirements(name, xp)
+    if missing:
+        raise ValueError(
+            f"strategy={name!r} needs {', '.join(missing)}, which namespace "
+            f"{xp.__name__} does not provide"
+        )
+    if require_exact and not CAPABILITIES[name].exact_sums:
+        raise ValueError(
+            f"strategy={name!r} is not exact on integer-valued data and require_exact=True; "
+            f"exact strategies: {', '.join(exact_strategies())}"
+        )
+    if name == "fft" and inputs.nonfinite(direction):
+        raise _nonfinite_error(name, inputs.nonfinite(direction))
+    if name == "separable" and not inputs.finite("w"):
+        raise _nonfinite_error(name, ["w"])
+    rank = separable.numerical_rank(w, xp=xp) if name == "separable" else 0
+    kw = {"itemsize": _itemsize(w.dtype, xp), "direction": direction, "rank": rank}
+    chunk = memory.chunk_size(name, geom, budget, **kw)
+    if chunk == 0:
+        need = memory.workspace_bytes(name, dataclasses.replace(geom, n=1), **kw)
+        raise memory.WorkspaceError(
+            f"strategy={name!r} ({direction}) needs a predicted workspace of {need} bytes "
+            f"({memory.format_bytes(need)}) even for one sample of the batch, over the "
+            f"workspace budget of {budget} bytes ({memory.format_bytes(budget)}); use "
+            "strategy='auto', or raise the budget with arraycnn.conv.set_workspace_limit() "
+            f"or {memory.ENV_WORKSPACE_LIMIT}"
+        )
+    reason = "forced"
+    if chunk < geom.n:
+        reason += f", in chunks of {chunk} samples to fit the workspace budget"
+    return Plan(name, direction, chunk, geom.n, reason)
+
+
+def _autotune_choice(
+    order: list[_Candidate],
+    geom: ConvGeometry,
+    inputs: _Inputs,
+    *,
+    xp: ModuleType,
+    direction: str,
+    rank: int | None,
+    w: Array,
+) -> tuple[str, dict[str, float] | None]:
+    """Measured choice among the candidates predicted within AUTOTUNE_SPREAD of the best."""
+    best = order[0].seconds
+    tuned = [c for c in order if c.seconds <= AUTOTUNE_SPREAD * best]
+    x = inputs.arrays["x"]
+    key = _autotune.make_key(
+        backend=backend_name(xp),
+        device=device_of(x),
+        dtype=x.dtype,
+        x_shape=geom.x_shape,
+        w_shape=geom.w_shape,
+        stride=geom.stride,
+        padding=geom.padding,
+        dilation=geom.dilation,
+        groups=geom.groups,
+        direction=direction,
+        rank=rank,
+        budget_chunked=any(c.chunk < geom.n for c in tuned),
+    )
+    by_name = {c.name: c for c in tuned}
+
+    def run(name: str) -> Any:
+        plan = Plan(name, direction, by_name[name].chunk, geom.n, "autotune")
+        if direction == "forward":
+            return run_forward(plan, x, w, geom, xp=xp)
+        return run_backward(plan, inputs.arrays["gy"], x, w, geom, xp=xp)[0]
+
+    return _autotune.tuned_choice(key, [c.name for c in tuned], run)
+
+
+def plan_call(
+    strategy: Any,
+    w: Array,
+    geom: ConvGeometry,
+    *,
+    xp: ModuleType,
+    x: Array | None = None,
+    gy: Array | None = None,
+    direction: str = "forward",
+    require_exact: bool = False,
+    autotune: bool | None = None,
+    budget: int | None = None,
+    calibration: cost.Calibration | None = None,
+) -> Plan:
+    """The plan of one call: the forced strategy (checked) or ``auto``'s choice.
+
+    Parameters
+    ----------
+    strategy : str
+        ``"auto"`` or a strategy name.
+    w : array, shape (F, Cg, kh, kw)
+    geom : ConvGeometry
+    xp : namespace
+    x, gy : array, optional
+        The call's input (and output gradient for the backward). Needed for autotuning and
+        for the non-finite checks; without them those steps are skipped.
+    direction : {"forward", "backward"}
+    require_exact : bool
+        Only strategies that compute plain sums of products (for integer-valued data).
+    autotune : bool or None
+        Measure instead of predicting (None: the global setting, see :mod:`.autotune`).
+    budget : int, optional
+        Workspace bytes (default :func:`arraycnn.conv.memory.workspace_limit`).
+    calibration : Calibration, optional
+        Cost constants (default: the ones in use for the backend).
+
+    Raises
+    ------
+    ValueError
+        Unknown strategy; forced strategy the namespace cannot run, that is inexact under
+        ``require_exact``, or that cannot take the non-finite input.
+    WorkspaceError
+        (a MemoryError and ValueError) Forced strategy over budget even for one sample, or
+        ``auto`` with no strategy that fits.
+    """
+    name = parse_strategy(strategy)
+    direction = _parse_direction(direction)
+    if budget is None:
+        budget = memory.workspace_limit(xp, device_of(w))
+    inputs = _Inputs(xp, x=x, w=w, gy=gy)
+    if name != "auto":
+        return _forced_plan(
+            name,
+            geom,
+            inputs,
+            xp=xp,
+            direction=direction,
+            budget=budget,
+            require_exact=require_exact,
+            w=w,
+        )
+    cal = calibration if calibration is not None else cost.calibration_for(backend_name(xp))[0]
+    candidates, rank = _analyse(
+        w,
+        geom,
+        inputs,
+        xp=xp,
+        direction=direction,
+        budget=budget,
+        require_exact=require_exact,
+        calibration=cal,
+    )
+    order = sorted((c for c in candidates.values() if c.excluded is None), key=lambda c: c.seconds)
+    if not order:
+        reasons = "; ".join(f"{c.name}: {c.excluded}" for c in candidates.values())
+        raise memory.WorkspaceError(
+            f"no convolution strategy fits this call ({direction}, budget {budget} bytes): "
+            f"{reasons}"
+        )
+    times = None
+    can_measure = x is not None and (direction == "forward" or gy is not None)
+    if _autotune.autotune_enabled(autotune) and can_measure:
+        choice, times = _autotune_choice(
+            order, geom, inputs, xp=xp, direction=direction, rank=rank, w=w
+        )
+        how = "measured fastest" if times is not None else "autotune cache"
+        ranked = [choice] + [c.name for c in order if c.name != choice]
+    else:
+        how = "cheapest predicted"
+        ranked = [c.name for c in order]
+    for pick in ranked:
+        if pick == "fft" and inputs.nonfinite(direction):
+            how += "; fft skipped: non-finite input"
+            continue
+        cand = candidates[pick]
+        reason = how
+        if cand.chunk < geom.n:
+            reason += f", in chunks of {cand.chunk} samples to fit the workspace budget"
+        return Plan(pick, direction, cand.chunk, geom.n, reason)
+    raise memory.WorkspaceError(  # only fft was left and the input is not finite
+        f"no strategy can run this call: fft cannot take non-finite input and the others "
+        f"do not fit: {'; '.join(f'{c.name}: {c.excluded}' for c in candidates.values())}"
+    )
+
+
+def select_strategy(
+    strategy: Any,
+    w: Array,
+    geom: ConvGeometry,
+    *,
+    xp: ModuleType,
+    **options: Any,
+) -> str:
+    """The strategy a call runs: the forced one (checked) or ``auto``'s choice.
+
+    ``options`` are those of :func:`plan_call` (``x``, ``gy``, ``direction``,
+    ``require_exact``, ``autotune``, ``budget``, ``calibration``). For callers with
+    integer-valued data (``arraycnn.filters``) pass ``require_exact=True``.
+    """
+    return plan_call(strategy, w, geom, xp=xp, **options).strategy
+
+
+def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+
+
+def run_forward(plan: Plan, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Execute a forward plan: x (N, C, H, W) -> y (N, F, Ho, Wo), chunks concatenated on N."""
+    kernel = KERNELS[plan.strategy]
+    if not plan.chunked:
+        return kernel.forward(x, w, geom, xp=xp)
+    parts = [
+        kernel.forward(x[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
+        for start, stop in _chunks(geom.n, plan.chunk)
+    ]
+    return xp.concat(parts, axis=0)  # chunks of (n_i, F, Ho, Wo) -> (N, F, Ho, Wo)
+
+
+def run_backward(
+    plan: Plan, gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
+) -> tuple[Array, Array]:
+    """Execute a backward plan: ``(gx, gw)``; chunks' gx concatenated on N, their gw summed."""
+    kernel = KERNELS[plan.strategy]
+    if not plan.chunked:
+        return kernel.backward(gy, x, w, geom, xp=xp)
+    gx_parts = []
+    gw = None
+    for start, stop in _chunks(geom.n, plan.chunk):
+        g = dataclasses.replace(geom, n=stop - start)
+        gx_i, gw_i = kernel.backward(gy[start:stop, ...], x[start:stop, ...], w, g, xp=xp)
+        gx_parts.append(gx_i)
+        gw = gw_i if gw is None else gw + gw_i
+    return xp.concat(gx_parts, axis=0), gw  # chunks of (n_i, C, H, W) -> (N, C, H, W)
+
+
+def explain(
+    x: Array,
+    w: Array,
+    /,
+    *,
+    stride: Any = 1,
+    padding: Padding = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    strategy: str = "auto",
+    direction: str = "forward",
+    gy: Array | None = None,
+    require_exact: bool = False,
+    autotune: bool | None = False,
+) -> dict[str, Any]:
+    """Why the dispatcher runs what it runs, for benchmarks and ``arraycnn bench``.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+    w : array, shape (F, C / groups, kh, kw)
+    stride, padding, dilation, groups, strategy
+        As in :func:`arraycnn.conv2d`.
+    direction : {"forward", "backward"}
+    gy : array, shape (N, F, Ho, Wo), optional
+        The backward's output gradient (its finiteness matters for FFT).
+    require_exact : bool
+    autotune : bool or None
+        False by default: explain the model's choice without timing anything.
+
+    Returns
+    -------
+    dict
+        ``backend``, ``dtype``, ``direction``, ``geometry`` (dict), ``budget_bytes``,
+        ``calibration`` (its source), ``strategies`` (per name: ``eligible``, ``reason``,
+        ``predicted_seconds``, ``workspace_bytes``, ``chunk``), ``choice``, ``chunk``, ``why``
+        (``choice`` is None and ``why`` the error message if no plan is possible).
+    """
+    xp = namespace_of(x, w, gy, names=("x", "w", "gy"))
+    geom = conv_geometry(
+        tuple(x.shape),
+        tuple(w.shape),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    direction = _parse_direction(direction)
+    budget = memory.workspace_limit(xp, device_of(w))
+    cal, source = cost.calibration_for(backend_name(xp))
+    inputs = _Inputs(xp, x=x, w=w, gy=gy)
+    candidates, _ = _analyse(
+        w,
+        geom,
+        inputs,
+        xp=xp,
+        direction=direction,
+        budget=budget,
+        require_exact=require_exact,
+        calibration=cal,
+    )
+    nonfinite = inputs.nonfinite(direction)
+    if nonfinite and candidates["fft"].excluded is None:
+        candidates["fft"].excluded = f"non-finite input ({', '.join(nonfinite)})"
+    strategies = {
+        c.name: {
+            "eligible": c.excluded is None,
+            "reason": c.excluded or "eligible",
+            "predicted_seconds": None if c.excluded else c.seconds,
+            "workspace_bytes": c.bytes or None,
+            "chunk": c.chunk or None,
+        }
+        for c in candidates.values()
+    }
+    try:
+        plan = plan_call(
+            strategy,
+            w,
+            geom,
+            xp=xp,
+            x=x,
+            gy=gy,
+            direction=direction,
+            require_exact=require_exact,
+            autotune=autotune,
+            budget=budget,
+            calibration=cal,
+        )
+        choice, chunk, why = plan.strategy, plan.chunk, plan.reason
+    except (ValueError, MemoryError) as exc:
+        choice, chunk, why = None, None, str(exc)
+    return {
+        "backend": backend_name(xp),
+        "dtype": str(x.dtype).rsplit(".", 1)[-1],
+        "direction": direction,
+        "geometry": dataclasses.asdict(geom),
+        "budget_bytes": budget,
+        "calibration": source,
+        "strategies": strategies,
+        "choice": choice,
+        "chunk": chunk,
+        "why": why,
+    }

@@ -1,11 +1,15 @@
 """Direct convolution: a sum over the kh·kw kernel taps of strided slices.
 
-For each tap (i, j) the padded input is sliced at the rows and columns that tap meets
-(basic slicing only) and contracted over the group's input channels with one small GEMM::
+For each tap (i, j), the input is sliced at the rows and columns that tap meets (basic
+slicing only) and contracted over the group's input channels with one GEMM::
 
-    y[g, f, (n, p, q)] = sum_{i, j} sum_c w[g, f, c, i, j] * xpad[g, c, n, p*sh + i*dh, q*sw + j*dw]
+    y[g, f, n, p, q] = sum_{i, j} sum_c w[g, f, c, i, j] * xpad[g, c, n, p*sh + i*dh, q*sw + j*dw]
 
-Memory beyond input and output: one tap slice, (G, Cg, N*Ho*Wo).
+No padded copy of the input is made: a tap only touches its *band*, the output positions
+where it falls inside the input (zero padding contributes nothing). The accumulator is a
+reused scratch buffer; the result returned is a fresh array.
+Memory beyond input and output: one tap slice and one tap product, each at most
+(G, max(Cg, Fg), N*Ho*Wo).
 """
 
 from __future__ import annotations
@@ -15,67 +19,91 @@ from typing import Any
 
 from ..geometry import ConvGeometry
 from ._layout import (
+    TapBand,
     add_at,
+    fill_zero,
     grad_output_group_major,
-    input_from_group_major,
-    input_group_major,
-    output_from_group_major,
-    tap_index,
-    taps,
+    input_from_group_view,
+    input_group_view,
+    output_from_group_view,
+    tap_bands,
     weight_by_group,
     weight_from_group,
     zeros,
 )
+from .workspace import scratch
 
 Array = Any
 
 
-def _tap_patch(xg: Array, geom: ConvGeometry, i: int, j: int, *, xp: ModuleType) -> Array:
-    """Input positions met by tap (i, j): (G, Cg, N, Hp, Wp) -> (G, Cg, N*Ho*Wo)."""
-    patch = xg[tap_index(geom, i, j, lead=3)]  # (G, Cg, N, Ho, Wo)
-    # (G, Cg, N, Ho, Wo) -> (G, Cg, N*Ho*Wo)
-    return xp.reshape(patch, (geom.groups, geom.cg, geom.n * geom.ho * geom.wo))
+def _band_matrix(a5: Array, band: TapBand, *, at_output: bool, xp: ModuleType) -> Array:
+    """Band of a group-major (A, B, N, rows, cols) array as a matrix (A, B, N*h*w)."""
+    h, w = band.out_shape()
+    part = a5[band.out_index(3) if at_output else band.in_index(3)]  # (A, B, N, h, w)
+    # (A, B, N, h, w) -> (A, B, N*h*w)
+    return xp.reshape(part, (a5.shape[0], a5.shape[1], a5.shape[2] * h * w))
+
+
+def grad_output_5d(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """gy (N, F, Ho, Wo) -> contiguous group-major (G, Fg, N, Ho, Wo)."""
+    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
+    # (G, Fg, N*Ho*Wo) -> (G, Fg, N, Ho, Wo)
+    return xp.reshape(gyg, (geom.groups, geom.fg, geom.n, geom.ho, geom.wo))
 
 
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo)."""
-    xg = input_group_major(x, geom, xp=xp)  # (G, Cg, N, Hp, Wp)
+    xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
     wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
-    yg = None
-    for i, j in taps(geom):
-        term = wg[..., i, j] @ _tap_patch(xg, geom, i, j, xp=xp)  # (G, Fg, N*Ho*Wo)
-        if yg is None:
-            yg = term
-        else:
-            yg += term
-    return output_from_group_major(yg, geom, xp=xp)
+    shape = (geom.groups, geom.fg, geom.n, geom.ho, geom.wo)
+    yg = fill_zero(scratch("naive.y", shape, like=x, xp=xp))  # (G, Fg, N, Ho, Wo)
+    for t, band in tap_bands(geom):
+        i, j = divmod(t, geom.kw)
+        h, w_ = band.out_shape()
+        term = wg[..., i, j] @ _band_matrix(xg, band, at_output=False, xp=xp)  # (G, Fg, N*h*w)
+        # (G, Fg, N*h*w) -> (G, Fg, N, h, w)
+        term = xp.reshape(term, (geom.groups, geom.fg, geom.n, h, w_))
+        yg = add_at(yg, band.out_index(3), term)
+    return output_from_group_view(yg, geom, xp=xp)
 
 
 def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Gradient w.r.t. the weights: gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw)."""
-    xg = input_group_major(x, geom, xp=xp)  # (G, Cg, N, Hp, Wp)
-    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
-    per_tap = [
-        gyg @ xp.matrix_transpose(_tap_patch(xg, geom, i, j, xp=xp))  # (G, Fg, Cg)
-        for i, j in taps(geom)
-    ]
-    gwg = xp.stack(per_tap, axis=-1)  # (G, Fg, Cg, kh*kw)
+    xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
+    gyg = grad_output_5d(gy, geom, xp=xp)  # (G, Fg, N, Ho, Wo)
+    per_tap = {
+        t: _band_matrix(gyg, band, at_output=True, xp=xp)  # (G, Fg, N*h*w)
+        @ xp.matrix_transpose(_band_matrix(xg, band, at_output=False, xp=xp))  # (G, N*h*w, Cg)
+        for t, band in tap_bands(geom)
+    }
+    untouched = zeros((geom.groups, geom.fg, geom.cg), gy, xp=xp)  # taps that only meet padding
+    gwg = xp.stack([per_tap.get(t, untouched) for t in range(geom.kh * geom.kw)], axis=-1)
     # (G, Fg, Cg, kh*kw) -> (G, Fg, Cg, kh, kw)
     gwg = xp.reshape(gwg, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     return weight_from_group(gwg, geom, xp=xp)
 
 
 def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W)."""
+    """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
+
+    Per tap, the column-gradient block ``w[..., i, j]^T @ gy`` is added onto the input
+    positions the tap read (col2im, one tap at a time, so the full column gradient is
+    never materialised).
+    """
     wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
-    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
-    gxg = zeros((geom.groups, geom.cg, geom.n, geom.hp, geom.wp), gy, xp=xp)
-    for i, j in taps(geom):
-        contrib = xp.matrix_transpose(wg[..., i, j]) @ gyg  # (G, Cg, N*Ho*Wo)
-        # (G, Cg, N*Ho*Wo) -> (G, Cg, N, Ho, Wo)
-        contrib = xp.reshape(contrib, (geom.groups, geom.cg, geom.n, geom.ho, geom.wo))
-        gxg = add_at(gxg, tap_index(geom, i, j, lead=3), contrib)
-    return input_from_group_major(gxg, geom, xp=xp)
+    gyg = grad_output_5d(gy, geom, xp=xp)  # (G, Fg, N, Ho, Wo)
+    shape = (geom.groups, geom.cg, geom.n, geom.h, geom.w)
+    gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp))  # (G, Cg, N, H, W)
+    for t, band in tap_bands(geom):
+        i, j = divmod(t, geom.kw)
+        h, w_ = band.out_shape()
+        contrib = xp.matrix_transpose(wg[..., i, j]) @ _band_matrix(
+            gyg, band, at_output=True, xp=xp
+        )  # (G, Cg, N*h*w)
+        # (G, Cg, N*h*w) -> (G, Cg, N, h, w)
+        contrib = xp.reshape(contrib, (geom.groups, geom.cg, geom.n, h, w_))
+        gxg = add_at(gxg, band.in_index(3), contrib)
+    return input_from_group_view(gxg, geom, xp=xp)
 
 
 def backward(

@@ -1,0 +1,290 @@
+"""Workspace prediction and the workspace budget of the convolution dispatcher.
+
+Every strategy needs temporary arrays beyond its inputs and its result (the im2col
+columns, the FFT spectra, ...). :func:`workspace_bytes` predicts their size from the
+geometry alone -- host arithmetic, before anything is allocated -- so that the dispatcher
+can skip a strategy, or run it on batch chunks, instead of running out of memory.
+
+The predictions are deliberately conservative (they add up temporaries that may not
+coexist) and follow the strategy modules: see the docstring of each ``_bytes_*`` helper.
+
+The budget
+----------
+:func:`workspace_limit` gives the bytes one call may use for workspace, in this order:
+
+1. the value set with :func:`set_workspace_limit` (``None`` resets);
+2. the environment variable ``ARRAYCNN_WORKSPACE_LIMIT`` (bytes, or with a suffix
+   ``K``, ``M``, ``G``, ``T``: powers of 1024, e.g. ``512M``);
+3. :data:`DEFAULT_FRACTION` of the memory available on the array's device: ``MemAvailable``
+   of ``/proc/meminfo`` for host memory, the free device memory for CuPy / torch CUDA;
+   :data:`FALLBACK_BYTES` where that cannot be read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import time
+from types import ModuleType
+from typing import Any
+
+from ..geometry import ConvGeometry
+
+__all__ = [
+    "DEFAULT_FRACTION",
+    "ENV_WORKSPACE_LIMIT",
+    "FALLBACK_BYTES",
+    "WorkspaceError",
+    "available_memory",
+    "chunk_size",
+    "format_bytes",
+    "set_workspace_limit",
+    "workspace_bytes",
+    "workspace_limit",
+]
+
+#: Environment variable overriding the default budget.
+ENV_WORKSPACE_LIMIT = "ARRAYCNN_WORKSPACE_LIMIT"
+#: Fraction of the available memory one convolution call may use as workspace.
+DEFAULT_FRACTION = 0.5
+#: Available memory assumed where it cannot be read (2 GiB).
+FALLBACK_BYTES = 2 * 1024**3
+#: Seconds a reading of the available memory is reused (reading /proc costs ~20 µs).
+_MEMINFO_TTL = 1.0
+
+_limit_override: int | None = None
+_meminfo_cache: tuple[float, int] | None = None
+
+
+class WorkspaceError(MemoryError, ValueError):
+    """A forced strategy needs more workspace than the budget, even on one sample.
+
+    Subclasses both :class:`MemoryError` and :class:`ValueError`.
+    """
+
+
+def _bytes_naive(g: ConvGeometry, direction: str, s: int) -> int:
+    """Padded input, one tap slice (Cg·N·Ho·Wo per group), the tap product and the sum.
+
+    Backward: the input gradient's padded accumulator and the reordered ``gy`` plus one
+    tap slice (input phase), then the weight-gradient per-tap products.
+    """
+    cols = g.n * g.ho * g.wo
+    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    if direction == "forward":
+        return s * (pad + g.c * cols + 2 * g.f * cols)
+    taps = g.kh * g.kw
+    input_phase = g.f * cols + g.n * g.c * g.hp * g.wp + 2 * g.c * cols
+    weight_phase = pad + g.f * cols + g.c * cols + 2 * taps * g.f * g.cg
+    return s * max(input_phase, weight_phase)
+
+
+def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
+    """The columns G·Cg·kh·kw·N·Ho·Wo, the padded input and the GEMM result.
+
+    Backward: the columns and the column gradient (counted as coexisting), the reordered
+    ``gy`` and the padded input-gradient accumulator (twice: accumulate, then reorder).
+    """
+    cols = g.n * g.ho * g.wo
+    columns = g.c * g.kh * g.kw * cols
+    padded = g.n * g.c * g.hp * g.wp
+    pad = padded if g.is_padded else 0
+    if direction == "forward":
+        return s * (pad + columns + g.f * cols)
+    return s * (pad + g.f * cols + 2 * columns + 2 * padded)
+
+
+def _bytes_fft(g: ConvGeometry, direction: str, s: int) -> int:
+    """Complex spectra (2 s bytes per bin) at the fast lengths, each counted with its copy.
+
+    Forward: x (N·C), w (F·Cg, with its conjugate), y (N·F) spectra and the real inverse
+    transform of y at (Lh, Lw). Backward: the spectra of gy, w, gx, x, gw, their real
+    inverse transforms and the stride-upsampled ``gy``.
+    """
+    from .fft import fast_shape
+
+    lh, lw = fast_shape(g)
+    bins = lh * (lw // 2 + 1)
+    complex_bytes = 2 * s
+    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    if direction == "forward":
+        spectra = 2 * g.n * g.c + 3 * g.f * g.cg + 2 * g.n * g.f
+        return complex_bytes * spectra * bins + s * (pad + g.n * g.f * lh * lw)
+    hv = (g.ho - 1) * g.stride[0] + 1
+    wv = (g.wo - 1) * g.stride[1] + 1
+    spectra = 3 * g.n * g.f + 2 * g.f * g.cg + 2 * g.n * g.c + 2 * g.n * g.c + 2 * g.f * g.cg
+    real = g.n * g.c * lh * lw + g.f * g.cg * lh * lw + g.n * g.f * hv * wv + pad
+    return complex_bytes * spectra * bins + s * real
+
+
+def _bytes_separable(g: ConvGeometry, direction: str, s: int, rank: int) -> int:
+    """The column-pass intermediate N·F·Cg·r·Ho·Wp and the row-pass accumulator, each with
+    the temporary of its update (``rank`` = the kernel's numerical rank).
+
+    Backward: the transposed intermediates, the padded input-gradient accumulator and, after
+    them, the direct weight gradient of :mod:`.naive`.
+    """
+    lanes = g.n * g.f * g.cg * rank
+    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    if direction == "forward":
+        return s * (pad + 2 * lanes * g.ho * g.wp + 2 * lanes * g.ho * g.wo)
+    transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
+    transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
+    return max(s * transposed, _bytes_naive(g, "backward", s))
+
+
+def workspace_bytes(
+    name: str, geom: ConvGeometry, *, itemsize: int, direction: str = "forward", rank: int = 0
+) -> int:
+    """Predicted workspace bytes of one call of strategy ``name`` (host arithmetic).
+
+    Parameters
+    ----------
+    name : {"naive", "separable", "im2col", "fft"}
+    geom : ConvGeometry
+    itemsize : int
+        Bytes per real element (4 for float32).
+    direction : {"forward", "backward"}
+    rank : int
+        Separable only: the kernel's numerical rank (default ``min(kh, kw)``).
+    """
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    if name == "naive":
+        return _bytes_naive(geom, direction, itemsize)
+    if name == "im2col":
+        return _bytes_im2col(geom, direction, itemsize)
+    if name == "fft":
+        return _bytes_fft(geom, direction, itemsize)
+    if name == "separable":
+        r = rank if rank > 0 else min(geom.kh, geom.kw)
+        return _bytes_separable(geom, direction, itemsize, r)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def chunk_size(
+    name: str,
+    geom: ConvGeometry,
+    budget: int,
+    *,
+    itemsize: int,
+    direction: str = "forward",
+    rank: int = 0,
+) -> int:
+    """Largest batch size ``n <= N`` whose workspace fits ``budget`` (0 if not even one).
+
+    Workspace grows with N, so this is a bisection over N (host arithmetic).
+    """
+
+    def fits(n: int) -> bool:
+        g = dataclasses.replace(geom, n=n)
+        return workspace_bytes(name, g, itemsize=itemsize, direction=direction, rank=rank) <= budget
+
+    if fits(geom.n):
+        return geom.n
+    lo, hi = 0, geom.n  # fits(lo) or lo == 0; not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_bytes(value: Any, name: str = ENV_WORKSPACE_LIMIT) -> int:
+    """A byte count from an int or a string like ``"1500000"``, ``"512M"``, ``"2G"``, ``"1.5GiB"``.
+
+    Raises
+    ------
+    ValueError
+        If it is not a positive number of bytes.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of bytes, got bool {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
+        if not match:
+            raise ValueError(
+                f"{name} must be a number of bytes, optionally with a K/M/G/T suffix "
+                f"(e.g. 512M), got {value!r}"
+            )
+        number = float(match.group(1)) * _SUFFIXES[match.group(2).upper()]
+    else:
+        raise TypeError(f"{name} must be a number of bytes, got {type(value).__name__}")
+    if not math.isfinite(number) or number < 1:
+        raise ValueError(f"{name} must be a positive number of bytes, got {value!r}")
+    return int(number)
+
+
+def set_workspace_limit(limit: int | str | None) -> None:
+    """Set the workspace budget of every convolution call, in bytes (``None``: default).
+
+    Overrides ``ARRAYCNN_WORKSPACE_LIMIT``. Strings with a K/M/G/T suffix are accepted.
+    """
+    global _limit_override
+    _limit_override = None if limit is None else parse_bytes(limit, "limit")
+
+
+def _host_available() -> int:
+    """``MemAvailable`` of /proc/meminfo in bytes (cached for a second), else the fallback."""
+    global _meminfo_cache
+    now = time.monotonic()
+    if _meminfo_cache is not None and now - _meminfo_cache[0] < _MEMINFO_TTL:
+        return _meminfo_cache[1]
+    available = FALLBACK_BYTES
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024  # reported in kB
+                    break
+    except (OSError, ValueError, IndexError):
+        available = FALLBACK_BYTES
+    _meminfo_cache = (now, available)
+    return available
+
+
+def available_memory(xp: ModuleType | None = None, device: Any = None) -> int:
+    """Bytes currently available on ``device`` of namespace ``xp`` (host memory by default)."""
+    from ..backend import backend_name
+
+    name = backend_name(xp) if xp is not None else "numpy"
+    try:
+        if name == "cupy":  # pragma: no cover - needs a GPU
+            import cupy
+
+            return int(cupy.cuda.Device().mem_info[0])
+        if name == "torch" and getattr(device, "type", "cpu") == "cuda":  # pragma: no cover
+            import torch
+
+            return int(torch.cuda.mem_get_info(device)[0])
+    except Exception:  # pragma: no cover - driver trouble: be conservative
+        return FALLBACK_BYTES
+    return _host_available()
+
+
+def workspace_limit(xp: ModuleType | None = None, device: Any = None) -> int:
+    """The workspace budget in bytes for a call on ``device`` of ``xp`` (see module doc)."""
+    if _limit_override is not None:
+        return _limit_override
+    env = os.environ.get(ENV_WORKSPACE_LIMIT, "").strip()
+    if env:
+        return parse_bytes(env)
+    return int(DEFAULT_FRACTION * available_memory(xp, device))
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable bytes: ``format_bytes(3 * 2**30) == '3.00 GiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"

@@ -1,0 +1,361 @@
+"""Independent references for 2-D convolution (cross-correlation), forward and backward.
+
+Nothing here imports arraycnn: the padding rules, output sizes and sums are written from
+the definition, so that the library is checked against something it does not share code with.
+
+Definition (NCHW input, weights (F, C/G, kh, kw), G groups, Cg = C/G, Fg = F/G)::
+
+    xpad = x zero-padded by (top, bottom) rows and (left, right) columns
+    y[n, f, p, q] = b[f] + sum_{c < Cg, i < kh, j < kw}
+                    w[f, c, i, j] * xpad[n, g*Cg + c, p*sh + i*dh, q*sw + j*dw],   g = f // Fg
+    Ho = floor((H + top + bottom - dh*(kh - 1) - 1) / sh) + 1   (likewise Wo)
+
+Padding forms: int p (p on every side); (ph, pw); ((top, bottom), (left, right));
+"valid" (none); "full" (d(k-1) on every side); "same" (TensorFlow: output ceil(i / s),
+total padding max((o - 1) s + d(k - 1) + 1 - i, 0), the odd pixel at the end).
+
+Oracles
+-------
+- :func:`correlate_loops` / :func:`correlate_loops_backward`: explicit Python loops over
+  output positions (tiny inputs only).
+- :func:`correlate_scipy` / :func:`correlate_scipy_backward`: ``scipy.signal.correlate2d``
+  / ``convolve2d`` per (image, filter, channel), padding / dilation / stride applied here.
+- :func:`correlate_torch`: ``torch.nn.functional.conv2d`` and autograd (None without torch).
+- :func:`error_scales`: the same correlations on absolute values, the rounding-error scale
+  ``sum |x| |w|`` of every output (and of every gradient entry).
+
+All oracles compute in float64 NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.signal
+
+__all__ = [
+    "Reference",
+    "correlate_loops",
+    "correlate_loops_backward",
+    "correlate_scipy",
+    "correlate_scipy_backward",
+    "correlate_torch",
+    "error_scales",
+    "explicit_padding",
+    "fits",
+    "out_size",
+    "reference",
+    "spread_scale",
+]
+
+
+def _two(value: Any) -> tuple[int, int]:
+    """An int or a pair of ints as a pair."""
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow 'same' padding of one axis."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def explicit_padding(
+    padding: Any,
+    input_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    stride: Any = 1,
+    dilation: Any = 1,
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Any padding form as ``((top, bottom), (left, right))``."""
+    stride, dilation = _two(stride), _two(dilation)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "full":
+            ph, pw = (d * (k - 1) for k, d in zip(kernel_hw, dilation))
+            return (ph, ph), (pw, pw)
+        if padding == "same":
+            return tuple(  # type: ignore[return-value]
+                _same_pads(i, k, s, d) for i, k, s, d in zip(input_hw, kernel_hw, stride, dilation)
+            )
+        raise ValueError(f"oracle: unknown padding {padding!r}")
+    if isinstance(padding, (tuple, list)) and isinstance(padding[0], (tuple, list)):
+        return (int(padding[0][0]), int(padding[0][1])), (int(padding[1][0]), int(padding[1][1]))
+    ph, pw = _two(padding)
+    return (ph, ph), (pw, pw)
+
+
+def out_size(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, dilation: int) -> int:
+    """Output length of one axis (may be < 1 when the kernel does not fit)."""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def fits(x_shape, w_shape, *, stride=1, padding=0, dilation=1) -> bool:
+    """True if the dilated kernel fits the padded input on both axes."""
+    (t, b), (left, r) = explicit_padding(padding, x_shape[2:], w_shape[2:], stride, dilation)
+    s, d = _two(stride), _two(dilation)
+    return (
+        out_size(x_shape[2], w_shape[2], s[0], t, b, d[0]) >= 1
+        and out_size(x_shape[3], w_shape[3], s[1], left, r, d[1]) >= 1
+    )
+
+
+@dataclass(frozen=True)
+class _Geom:
+    """Geometry of one call, computed by the oracle itself."""
+
+    n: int
+    c: int
+    f: int
+    groups: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pads: tuple[tuple[int, int], tuple[int, int]]
+    hp: int
+    wp: int
+    ho: int
+    wo: int
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def fg(self) -> int:
+        return self.f // self.groups
+
+
+def _geom(x_shape, w_shape, stride, padding, dilation, groups) -> _Geom:
+    n, c, h, w = x_shape
+    f, cg, kh, kw = w_shape
+    if cg * groups != c or f % groups:
+        raise ValueError("oracle: channels do not match groups")
+    sh, sw = _two(stride)
+    dh, dw = _two(dilation)
+    pads = explicit_padding(padding, (h, w), (kh, kw), (sh, sw), (dh, dw))
+    ho = out_size(h, kh, sh, *pads[0], dh)
+    wo = out_size(w, kw, sw, *pads[1], dw)
+    if ho < 1 or wo < 1:
+        raise ValueError("oracle: the dilated kernel does not fit the padded input")
+    hp, wp = h + sum(pads[0]), w + sum(pads[1])
+    return _Geom(n, c, f, groups, kh, kw, sh, sw, dh, dw, pads, hp, wp, ho, wo)
+
+
+def _pad(x: np.ndarray, pads) -> np.ndarray:
+    (t, b), (left, r) = pads
+    return np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (t, b), (left, r)))
+
+
+def _crop(xpad: np.ndarray, g: _Geom) -> np.ndarray:
+    (t, b), (left, r) = g.pads
+    return xpad[:, :, t : g.hp - b, left : g.wp - r]
+
+
+# --------------------------------------------------------------------------- explicit loops
+
+
+def correlate_loops(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """The definition, one output value at a time (use on tiny inputs)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
+    xpad = _pad(x, g.pads)
+    y = np.zeros((g.n, g.f, g.ho, g.wo))
+    for n in range(g.n):
+        for f in range(g.f):
+            c0 = (f // g.fg) * g.cg
+            for p in range(g.ho):
+                for q in range(g.wo):
+                    total = 0.0 if b is None else float(b[f])
+                    for c in range(g.cg):
+                        for i in range(g.kh):
+                            for j in range(g.kw):
+                                row, col = p * g.sh + i * g.dh, q * g.sw + j * g.dw
+                                total += w[f, c, i, j] * xpad[n, c0 + c, row, col]
+                    y[n, f, p, q] = total
+    return y
+
+
+def correlate_loops_backward(
+    gy, x, w, *, stride=1, padding=0, dilation=1, groups=1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gx, gw, gb) of ``sum(gy * y)``: each product term of the definition, differentiated."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    gy = np.asarray(gy, dtype=np.float64)
+    g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
+    xpad = _pad(x, g.pads)
+    gxpad = np.zeros_like(xpad)
+    gw = np.zeros_like(w)
+    gb = np.zeros(g.f)
+    for n in range(g.n):
+        for f in range(g.f):
+            c0 = (f // g.fg) * g.cg
+            for p in range(g.ho):
+                for q in range(g.wo):
+                    up = gy[n, f, p, q]
+                    gb[f] += up
+                    for c in range(g.cg):
+                        for i in range(g.kh):
+                            for j in range(g.kw):
+                                row, col = p * g.sh + i * g.dh, q * g.sw + j * g.dw
+                                gw[f, c, i, j] += up * xpad[n, c0 + c, row, col]
+                                gxpad[n, c0 + c, row, col] += up * w[f, c, i, j]
+    return _crop(gxpad, g), gw, gb
+
+
+# --------------------------------------------------------------------------- scipy.signal
+
+
+def _dilate(k: np.ndarray, dh: int, dw: int) -> np.ndarray:
+    """Zero insertion: (kh, kw) -> (dh (kh-1) + 1, dw (kw-1) + 1)."""
+    out = np.zeros((dh * (k.shape[0] - 1) + 1, dw * (k.shape[1] - 1) + 1))
+    out[::dh, ::dw] = k
+    return out
+
+
+def _upsample(a: np.ndarray, sh: int, sw: int) -> np.ndarray:
+    """Zero insertion between the entries of a (Ho, Wo) map."""
+    out = np.zeros(((a.shape[0] - 1) * sh + 1, (a.shape[1] - 1) * sw + 1))
+    out[::sh, ::sw] = a
+    return out
+
+
+def correlate_scipy(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """``scipy.signal.correlate2d(mode="valid")`` summed over each group's channels."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
+    xpad = _pad(x, g.pads)
+    y = np.zeros((g.n, g.f, g.ho, g.wo))
+    for f in range(g.f):
+        c0 = (f // g.fg) * g.cg
+        kernels = [_dilate(w[f, c], g.dh, g.dw) for c in range(g.cg)]
+        for n in range(g.n):
+            acc = sum(
+                scipy.signal.correlate2d(xpad[n, c0 + c], kernels[c], mode="valid")
+                for c in range(g.cg)
+            )
+            y[n, f] = acc[:: g.sh, :: g.sw][: g.ho, : g.wo]
+    if b is not None:
+        y += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return y
+
+
+def correlate_scipy_backward(
+    gy, x, w, *, stride=1, padding=0, dilation=1, groups=1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gx, gw, gb) with scipy.signal.
+
+    ``gx``: full convolution of the stride-upsampled ``gy`` with the dilated kernel, placed
+    at the top-left of the padded input and cropped; ``gw``: valid correlation of the padded
+    input with the upsampled ``gy``, read at the dilated tap offsets.
+    """
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    gy = np.asarray(gy, dtype=np.float64)
+    g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
+    xpad = _pad(x, g.pads)
+    gxpad = np.zeros_like(xpad)
+    gw = np.zeros_like(w)
+    for n in range(g.n):
+        for f in range(g.f):
+            c0 = (f // g.fg) * g.cg
+            up = _upsample(gy[n, f], g.sh, g.sw)
+            for c in range(g.cg):
+                full = scipy.signal.convolve2d(up, _dilate(w[f, c], g.dh, g.dw), mode="full")
+                gxpad[n, c0 + c, : full.shape[0], : full.shape[1]] += full
+                corr = scipy.signal.correlate2d(xpad[n, c0 + c], up, mode="valid")
+                gw[f, c] += corr[:: g.dh, :: g.dw][: g.kh, : g.kw]
+    return _crop(gxpad, g), gw, gy.sum(axis=(0, 2, 3))
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def correlate_torch(
+    x, w, b=None, gy=None, *, stride=1, padding=0, dilation=1, groups=1
+) -> tuple[np.ndarray, ...] | None:
+    """``torch.nn.functional.conv2d`` in float64 (explicit padding with F.pad).
+
+    Returns ``(y,)``, or ``(y, gx, gw, gb)`` by autograd when ``gy`` is given; None
+    without torch.
+    """
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:  # pragma: no cover - torch is optional
+        return None
+    x = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    w = torch.tensor(np.asarray(w, dtype=np.float64), requires_grad=True)
+    if b is None:
+        b = np.zeros(w.shape[0])
+    b = torch.tensor(np.asarray(b, dtype=np.float64), requires_grad=True)
+    (t, bt), (left, r) = explicit_padding(
+        padding, tuple(x.shape[2:]), tuple(w.shape[2:]), stride, dilation
+    )
+    xpad = F.pad(x, (left, r, t, bt))
+    y = F.conv2d(xpad, w, b, stride=_two(stride), dilation=_two(dilation), groups=groups)
+    if gy is None:
+        return (y.detach().numpy(),)
+    y.backward(torch.tensor(np.asarray(gy, dtype=np.float64)))
+    return tuple(a.detach().numpy() for a in (y, x.grad, w.grad, b.grad))
+
+
+# --------------------------------------------------------------------------- error scale
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Oracle results and their error scales for one call.
+
+    ``y_scale = sum |x||w| (+ |b|)`` per output; ``gx_scale = sum |gy||w|`` per input entry;
+    ``gw_scale = sum |gy||x|`` per weight; ``gb_scale = sum |gy|`` per bias.
+    """
+
+    y: np.ndarray
+    gx: np.ndarray
+    gw: np.ndarray
+    gb: np.ndarray
+    y_scale: np.ndarray
+    gx_scale: np.ndarray
+    gw_scale: np.ndarray
+    gb_scale: np.ndarray
+
+
+def error_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
+    """The oracle run on absolute values: ``(y_scale,)`` or ``(y_scale, gx_s, gw_s, gb_s)``."""
+    ax, aw = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64))
+    ab = None if b is None else np.abs(np.asarray(b, np.float64))
+    y_scale = correlate_scipy(ax, aw, ab, **geometry)
+    if gy is None:
+        return (y_scale,)
+    gx_s, gw_s, gb_s = correlate_scipy_backward(
+        np.abs(np.asarray(gy, np.float64)), ax, aw, **geometry
+    )
+    return y_scale, gx_s, gw_s, gb_s
+
+
+def spread_scale(scale: np.ndarray) -> np.ndarray:
+    """Error scale of a strategy whose rounding spreads over the whole output (FFT).
+
+    A transform mixes every position of a map, so its rounding error at one output is set
+    by the whole array, not by that output's own window: where the local ``sum |x||w|`` is
+    tiny (or 0, e.g. an input pixel no window touches) the FFT still leaves noise of order
+    ``eps * max(sum |x||w|)``. The scale is therefore the largest local scale of the array.
+    """
+    return np.broadcast_to(np.max(scale, initial=0.0), scale.shape)
+
+
+def reference(x, w, b, gy, **geometry) -> Reference:
+    """Forward and backward by scipy.signal with the |x||w| error scales."""
+    y = correlate_scipy(x, w, b, **geometry)
+    gx, gw, gb = correlate_scipy_backward(gy, x, w, **geometry)
+    return Reference(y, gx, gw, gb, *error_scales(x, w, b, gy, **geometry))

@@ -1,0 +1,182 @@
+"""Property tests: every strategy against independent oracles over random geometries.
+
+Geometries come from :mod:`geometries` (N 1-3, groups 1-3, C and F 1-4 per group, H and W
+1-24, kernels 1-7 per axis, stride and dilation 1-3 per axis, every padding form). The
+oracles (:mod:`oracles`) are scipy.signal, explicit loops, torch autograd and central
+finite differences. Errors are measured against the rounding scale ``sum |x||w|``
+(:func:`oracles.error_scales`), with the per-dtype tolerances of :mod:`arraycnn.testing`.
+
+``HYPOTHESIS_PROFILE=thorough`` runs many more examples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import oracles
+import pytest
+from geometries import Case, any_cases, fitting_cases, tiny_cases
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import arraycnn as ac
+from arraycnn.backend import device_of
+from arraycnn.testing import assert_close, check_grad, tolerance
+
+# The xp / to_xp fixtures do not change between examples, so sharing them is sound.
+FIXTURES_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+DTYPES = ["float32", "float64"]
+
+
+def _strategies(xp) -> list[str]:
+    return [*ac.available_strategies(xp), "auto"]
+
+
+def _scale_for(name: str, scale: np.ndarray, x, w, case: Case, xp) -> np.ndarray:
+    """The error scale of strategy ``name``: local ``sum |x||w|``, or its maximum over the
+    array for strategies whose rounding spreads (``exact_sums=False`` in the capability
+    table, i.e. FFT). ``auto`` takes the scale of the strategy it picks."""
+    if name == "auto":
+        name = ac.choose_strategy(x, w, **case.kwargs)
+    return scale if ac.CAPABILITIES[name].exact_sums else oracles.spread_scale(scale)
+
+
+def _run(xp, to_xp, case: Case, dtype: str, bias: bool):
+    """The case's data as NumPy float64 (rounded to dtype) and on the backend."""
+    x, w, b, gy = case.data(np.dtype(dtype), bias=bias)
+    on_xp = [None if a is None else to_xp(a, dtype=np.dtype(dtype)) for a in (x, w, b, gy)]
+    return (x, w, b, gy), on_xp
+
+
+def _check(name, got, expected, scales, *, x, w, case, xp, what=("y", "gx", "gw", "gb"), **want):
+    """assert_close of each result of strategy ``name`` with the scale that strategy earns."""
+    for a, e, s, label in zip(got, expected, scales, what):
+        s = _scale_for(name, s, x, w, case, xp) if label != "gb" else s
+        assert_close(a, e, scale=s, xp=xp, err_msg=f"{label} {name} {case}", **want)
+
+
+@FIXTURES_OK
+@given(case=fitting_cases(), bias=st.booleans())
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_strategy_matches_scipy_oracle(xp, to_xp, dtype, case, bias):
+    """Forward (y) and backward (gx, gw, gb) of every strategy against scipy.signal."""
+    (x, w, b, gy), (tx, tw, tb, tgy) = _run(xp, to_xp, case, dtype, bias)
+    ref = oracles.reference(x, w, b, gy, **case.kwargs)
+    expected = (ref.y, ref.gx, ref.gw, ref.gb)
+    scales = (ref.y_scale, ref.gx_scale, ref.gw_scale, ref.gb_scale)
+    want = {"dtype": getattr(xp, dtype), "device": device_of(tx)}
+    results = {}
+    for name in _strategies(xp):
+        got = (
+            ac.conv2d(tx, tw, tb, strategy=name, **case.kwargs),
+            *ac.conv2d_backward(tgy, tx, tw, strategy=name, **case.kwargs),
+        )
+        _check(name, got, expected, scales, x=tx, w=tw, case=case, xp=xp, **want)
+        results[name] = [ac.to_numpy(a) for a in got]
+    # All strategies agree with each other within twice the table tolerance (each one is
+    # within one tolerance of the oracle), on the coarser of the two strategies' scales.
+    rtol, atol = tolerance(dtype)
+    first, *others = results
+    for name in others:
+        for a, e, s, label in zip(results[name], results[first], scales, ("y", "gx", "gw", "gb")):
+            s = np.maximum(
+                _scale_for(name, s, tx, tw, case, xp), _scale_for(first, s, tx, tw, case, xp)
+            )
+            assert_close(
+                a,
+                e,
+                scale=s,
+                rtol=2 * rtol,
+                atol=2 * atol,
+                err_msg=f"{label}: {name} vs {first} {case}",
+            )
+
+
+@given(case=tiny_cases(), bias=st.booleans())
+def test_loop_oracle_matches_every_strategy(case, bias):
+    """Tiny geometries against the explicit-loop definition (NumPy, float64)."""
+    xp = ac.resolve_backend("numpy")
+    x, w, b, gy = case.data(np.float64, bias=bias)
+    y = oracles.correlate_loops(x, w, b, **case.kwargs)
+    gx, gw, gb = oracles.correlate_loops_backward(gy, x, w, **case.kwargs)
+    y_s, gx_s, gw_s, gb_s = oracles.error_scales(x, w, b, gy, **case.kwargs)
+    for name in ac.available_strategies("numpy"):
+        got = (
+            ac.conv2d(x, w, b, strategy=name, **case.kwargs),
+            *ac.conv2d_backward(gy, x, w, strategy=name, **case.kwargs),
+        )
+        scales = (y_s, gx_s, gw_s, gb_s)
+        _check(name, got, (y, gx, gw, gb), scales, x=x, w=w, case=case, xp=xp, dtype=np.float64)
+
+
+@given(case=tiny_cases(), bias=st.booleans())
+def test_oracles_agree_with_each_other(case, bias):
+    """The oracles validate each other: loops, scipy.signal and torch (when installed)."""
+    x, w, b, gy = case.data(np.float64, bias=bias)
+    loops = (
+        oracles.correlate_loops(x, w, b, **case.kwargs),
+        *oracles.correlate_loops_backward(gy, x, w, **case.kwargs),
+    )
+    scipy_ = (
+        oracles.correlate_scipy(x, w, b, **case.kwargs),
+        *oracles.correlate_scipy_backward(gy, x, w, **case.kwargs),
+    )
+    scales = oracles.error_scales(x, w, b, gy, **case.kwargs)
+    assert loops[0].shape == case.y_shape
+    for a, e, s in zip(scipy_, loops, scales):
+        assert_close(a, e, scale=s)
+    torch_ = oracles.correlate_torch(x, w, b, gy, **case.kwargs)
+    if torch_ is not None:
+        for a, e, s in zip(torch_, loops, scales):
+            assert_close(a, e, scale=s)
+
+
+@FIXTURES_OK
+@given(case=fitting_cases(max_size=12, max_batch=2), bias=st.booleans())
+def test_every_strategy_matches_torch_autograd(xp, to_xp, case, bias):
+    """float64 forward and gradients against torch.nn.functional.conv2d + autograd."""
+    pytest.importorskip("torch")
+    (x, w, b, gy), (tx, tw, tb, tgy) = _run(xp, to_xp, case, "float64", bias)
+    y, gx, gw, gb = oracles.correlate_torch(x, w, b, gy, **case.kwargs)
+    scales = oracles.error_scales(x, w, b, gy, **case.kwargs)
+    want = {"xp": xp, "dtype": xp.float64, "device": device_of(tx)}
+    for name in ac.available_strategies(xp):
+        got = (
+            ac.conv2d(tx, tw, tb, strategy=name, **case.kwargs),
+            *ac.conv2d_backward(tgy, tx, tw, strategy=name, **case.kwargs),
+        )
+        _check(name, got, (y, gx, gw, gb), scales, x=tx, w=tw, case=case, **want)
+
+
+@given(case=fitting_cases(max_size=12, max_batch=2))
+def test_gradients_match_finite_differences(case):
+    """Each strategy's (gx, gw) against central differences of its own forward (float64)."""
+    x, w, _, gy = case.data(np.float64, bias=False)
+    kw = case.kwargs
+    for name in ac.available_strategies("numpy"):
+        gx, gw, gb = ac.conv2d_backward(gy, x, w, strategy=name, **kw)
+
+        def loss_x(x_, name=name):
+            return float(np.sum(gy * ac.conv2d(x_, w, strategy=name, **kw)))
+
+        def loss_w(w_, name=name):
+            return float(np.sum(gy * ac.conv2d(x, w_, strategy=name, **kw)))
+
+        def loss_b(b_, name=name):
+            return float(np.sum(gy * ac.conv2d(x, w, b_, strategy=name, **kw)))
+
+        check_grad(loss_x, x, gx, seed=case.seed % 1000)
+        check_grad(loss_w, w, gw, seed=case.seed % 1000 + 1)
+        check_grad(loss_b, np.zeros(w.shape[0]), gb, seed=case.seed % 1000 + 2)
+
+
+@given(case=any_cases(max_size=12))
+def test_geometries_that_do_not_fit_raise(case):
+    """Where the dilated kernel does not fit the padded input conv2d raises, else it runs."""
+    x = np.zeros(case.x_shape)
+    w = np.zeros(case.w_shape)
+    if case.fits:
+        assert ac.conv2d(x, w, strategy="naive", **case.kwargs).shape == case.y_shape
+    else:
+        with pytest.raises(ValueError, match=r"dilated kernel .* is larger than the padded input"):
+            ac.conv2d(x, w, strategy="naive", **case.kwargs)

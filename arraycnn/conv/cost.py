@@ -4,7 +4,7 @@ All of this is host arithmetic on Python numbers; nothing touches array data.
 
 The counts
 ----------
-:func:`op_counts` turns a geometry into five counts that follow each strategy's code
+:func:`op_counts` turns a geometry into six counts that follow each strategy's code
 (forward and backward; see the ``_counts_*`` helpers):
 
 ``gemm_flops``
@@ -17,6 +17,9 @@ The counts
     Bytes read plus written by copies, padding, slicing and elementwise arithmetic.
 ``fft_flops``
     ``2.5 L log2 L`` per real 2-D transform of ``L = Lh Lw`` points.
+``spectral_flops``
+    Real flops of the FFT strategy's per-frequency channel products: a batch of one tiny
+    complex matrix product per frequency, far below GEMM speed (8 flops per complex MAC).
 ``calls``
     Array operations issued (Python/dispatch overhead), plus one per small SVD.
 
@@ -25,12 +28,12 @@ does half the flops per cycle of a float32 one on SIMD hardware).
 
 The constants
 -------------
-A :class:`Calibration` holds seconds per unit of each count plus one multiplicative
+A :class:`Calibration` holds seconds per unit of each of the six counts plus one multiplicative
 factor per strategy (what the counts miss about an implementation). Predicted time::
 
     scale[strategy] * (gemm_flops * sec_per_gemm_flop + gemm_cells * sec_per_gemm_cell
                        + bytes * sec_per_byte + fft_flops * sec_per_fft_flop
-                       + calls * sec_per_call)
+                       + spectral_flops * sec_per_spectral_flop + calls * sec_per_call)
 
 :func:`calibration_for` returns the user's calibration from ``arraycnn tune`` (JSON in the
 cache directory, see :mod:`.autotune`) when present, else the shipped defaults
@@ -66,7 +69,7 @@ __all__ = [
 
 STRATEGIES = ("naive", "separable", "im2col", "fft")
 DIRECTIONS = ("forward", "backward")
-COUNT_NAMES = ("gemm_flops", "gemm_cells", "bytes", "fft_flops", "calls")
+COUNT_NAMES = ("gemm_flops", "gemm_cells", "bytes", "fft_flops", "spectral_flops", "calls")
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_FORMAT = 1
 
@@ -79,6 +82,7 @@ class OpCounts:
     gemm_cells: float = 0.0
     bytes: float = 0.0
     fft_flops: float = 0.0
+    spectral_flops: float = 0.0
     calls: float = 0.0
 
     def __add__(self, other: OpCounts) -> OpCounts:
@@ -90,7 +94,14 @@ class OpCounts:
 
     def as_tuple(self) -> tuple[float, ...]:
         """Counts in the order of :data:`COUNT_NAMES`."""
-        return (self.gemm_flops, self.gemm_cells, self.bytes, self.fft_flops, self.calls)
+        return (
+            self.gemm_flops,
+            self.gemm_cells,
+            self.bytes,
+            self.fft_flops,
+            self.spectral_flops,
+            self.calls,
+        )
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,7 @@ class Calibration:
     sec_per_gemm_cell: float
     sec_per_byte: float
     sec_per_fft_flop: float
+    sec_per_spectral_flop: float
     sec_per_call: float
     scale: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STRATEGIES, 1.0))
     source: str = ""
@@ -112,6 +124,7 @@ class Calibration:
             self.sec_per_gemm_cell,
             self.sec_per_byte,
             self.sec_per_fft_flop,
+            self.sec_per_spectral_flop,
             self.sec_per_call,
         )
 
@@ -147,18 +160,21 @@ class Calibration:
         return (
             f"GEMM {rate(self.sec_per_gemm_flop, 1e9)} GFLOP/s (half rate at K={half_k:.3g}), "
             f"memory {rate(self.sec_per_byte, 1e9)} GB/s, FFT {rate(self.sec_per_fft_flop, 1e9)} "
-            f"GFLOP/s, {self.sec_per_call * 1e6:.3g} µs per call; scale "
+            f"GFLOP/s, spectral products {rate(self.sec_per_spectral_flop, 1e9)} GFLOP/s, "
+            f"{self.sec_per_call * 1e6:.3g} µs per call; scale "
             + ", ".join(f"{k}={v:.3g}" for k, v in self.scale.items())
         )
 
 
 #: Dispatcher v1's first estimates (numpy float32, one thread): peak GEMM 60 GFLOP/s, half
-#: rate at K = 24, 0.8e9 float32 elements/s of traffic, FFT 6 GFLOP/s, 4 µs per call.
+#: rate at K = 24, 0.8e9 float32 elements/s of traffic, FFT 6 GFLOP/s, 4 µs per call;
+#: v1 priced the spectral products as GEMMs (here: the GEMM peak rate).
 FIRST_ESTIMATES = Calibration(
     sec_per_gemm_flop=1 / 60e9,
     sec_per_gemm_cell=24.0 / 60e9,
     sec_per_byte=1 / 3.2e9,
     sec_per_fft_flop=1 / 6e9,
+    sec_per_spectral_flop=1 / 60e9,
     sec_per_call=4e-6,
     source="first estimates (dispatcher v1), not fitted",
 )
@@ -171,14 +187,16 @@ SHIPPED: dict[str, Calibration] = {}
 # --------------------------------------------------------------------------- counts
 
 
-def _gemm(m: int, k: int, ncol: int, batch: int = 1, *, complex_: bool = False) -> OpCounts:
-    """``batch`` products (m x k) @ (k x ncol); one call."""
-    factor = 4.0 if complex_ else 1.0
+def _gemm(m: int, k: int, ncol: int, batch: int = 1) -> OpCounts:
+    """``batch`` real products (m x k) @ (k x ncol); one call."""
     return OpCounts(
-        gemm_flops=factor * 2.0 * batch * m * k * ncol,
-        gemm_cells=factor * 2.0 * batch * m * ncol,
-        calls=1,
+        gemm_flops=2.0 * batch * m * k * ncol, gemm_cells=2.0 * batch * m * ncol, calls=1
     )
+
+
+def _spectral(m: int, k: int, ncol: int, batch: int) -> OpCounts:
+    """``batch`` tiny complex products (m x k) @ (k x ncol), one per frequency; one call."""
+    return OpCounts(spectral_flops=8.0 * batch * m * k * ncol, calls=1)
 
 
 def _traffic(elements: float, calls: float = 1) -> OpCounts:
@@ -277,14 +295,14 @@ def _counts_fft(g: ConvGeometry, direction: str) -> OpCounts:
     nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
     if direction == "forward":
         transforms = _fft(nc, lh, lw) + _fft(fc, lh, lw) + _fft(nf, lh, lw)
-        product = _gemm(g.n, g.cg, g.fg, g.groups * bins, complex_=True)
+        product = _spectral(g.n, g.cg, g.fg, g.groups * bins)
         # spectra are complex (2 reals per bin): rfft writes, reorder copies, irfft copies
         layout = _traffic(2 * (3 * nc + 4 * fc + 3 * nf) * bins, calls=12)
         return _pad(g) + transforms + product + layout + _traffic(2 * nf * g.ho * g.wo, calls=3)
     transforms = _fft(nf, lh, lw) + _fft(fc, lh, lw) + _fft(nc, lh, lw)
     transforms = transforms + _fft(nc, lh, lw) + _fft(fc, lh, lw)
-    products = _gemm(g.n, g.fg, g.cg, g.groups * bins, complex_=True)
-    products = products + _gemm(g.fg, g.n, g.cg, g.groups * bins, complex_=True)
+    products = _spectral(g.n, g.fg, g.cg, g.groups * bins)
+    products = products + _spectral(g.fg, g.n, g.cg, g.groups * bins)
     layout = _traffic(2 * (4 * nf + 3 * fc + 6 * nc + 3 * fc) * bins, calls=25)
     upsample = OpCounts()
     if g.stride != (1, 1):
@@ -347,6 +365,7 @@ def op_counts(
         gemm_cells=counts.gemm_cells * flop_scale,
         bytes=counts.bytes * itemsize,
         fft_flops=counts.fft_flops * flop_scale,
+        spectral_flops=counts.spectral_flops * flop_scale,
         calls=counts.calls,
     )
 
@@ -405,8 +424,13 @@ def load_user_calibrations() -> dict[str, Calibration]:
     return result
 
 
-def save_user_calibration(backend: str, calibration: Calibration) -> Path:
-    """Store ``calibration`` for ``backend`` in the user's file (atomic replace); its path."""
+def save_user_calibration(
+    backend: str, calibration: Calibration, *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Store ``calibration`` for ``backend`` in the user's file (atomic replace); its path.
+
+    ``extra`` (e.g. the fit's regret) is stored alongside and ignored when loading.
+    """
     from .autotune import atomic_write_json
 
     path = calibration_path()
@@ -415,7 +439,7 @@ def save_user_calibration(backend: str, calibration: Calibration) -> Path:
         backends = dict(current["backends"]) if current.get("format") == CALIBRATION_FORMAT else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         backends = {}
-    backends[backend] = calibration.to_json()
+    backends[backend] = {**calibration.to_json(), **(extra or {})}
     atomic_write_json(path, {"format": CALIBRATION_FORMAT, "backends": backends})
     _loaded.pop(str(path), None)
     return path

@@ -83,26 +83,43 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> A
     return weight_from_group(gwg, geom, xp=xp)
 
 
+#: Column-gradient rows computed per GEMM in :func:`input_grad` (taps are grouped so that
+#: each GEMM has at least this many rows: thin GEMMs re-read gy once per tap).
+MIN_BLOCK_ROWS = 64
+
+
+def _tap_blocks(geom: ConvGeometry) -> list[list[tuple[int, TapBand]]]:
+    """Consecutive taps grouped so each group has >= MIN_BLOCK_ROWS column-gradient rows."""
+    per_block = max(1, -(-MIN_BLOCK_ROWS // geom.cg))
+    bands = tap_bands(geom)
+    return [bands[k : k + per_block] for k in range(0, len(bands), per_block)]
+
+
 def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
 
-    Per tap, the column-gradient block ``w[..., i, j]^T @ gy`` is added onto the input
-    positions the tap read (col2im, one tap at a time, so the full column gradient is
-    never materialised).
+    col2im by blocks of taps: for a block, the rows of the column gradient
+    ``w[..., taps, :]^T @ gy`` are computed with one GEMM and each tap's rows are added
+    onto the input positions that tap read. The full column gradient is never held.
     """
-    wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
-    gyg = grad_output_5d(gy, geom, xp=xp)  # (G, Fg, N, Ho, Wo)
+    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh*kw)
+    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh * geom.kw))
+    wt = xp.permute_dims(wg, (0, 3, 2, 1))  # (G, kh*kw, Cg, Fg)
+    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
     shape = (geom.groups, geom.cg, geom.n, geom.h, geom.w)
     gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp))  # (G, Cg, N, H, W)
-    for t, band in tap_bands(geom):
-        i, j = divmod(t, geom.kw)
-        h, w_ = band.out_shape()
-        contrib = xp.matrix_transpose(wg[..., i, j]) @ _band_matrix(
-            gyg, band, at_output=True, xp=xp
-        )  # (G, Cg, N*h*w)
-        # (G, Cg, N*h*w) -> (G, Cg, N, h, w)
-        contrib = xp.reshape(contrib, (geom.groups, geom.cg, geom.n, h, w_))
-        gxg = add_at(gxg, band.in_index(3), contrib)
+    for block in _tap_blocks(geom):
+        first, last = block[0][0], block[-1][0] + 1
+        # (G, T, Cg, Fg) -> (G, T*Cg, Fg) for the block's T = last - first taps
+        w_block = xp.reshape(
+            wt[:, first:last, ...], (geom.groups, (last - first) * geom.cg, geom.fg)
+        )
+        gcols = w_block @ gyg  # (G, T*Cg, N*Ho*Wo)
+        # (G, T*Cg, N*Ho*Wo) -> (G, T, Cg, N, Ho, Wo)
+        gcols = xp.reshape(gcols, (geom.groups, last - first, geom.cg, geom.n, geom.ho, geom.wo))
+        for t, band in block:
+            rows = gcols[:, t - first, ...][band.out_index(3)]  # (G, Cg, N, h, w)
+            gxg = add_at(gxg, band.in_index(3), rows)
     return input_from_group_view(gxg, geom, xp=xp)
 
 

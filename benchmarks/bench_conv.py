@@ -1,0 +1,103 @@
+"""conv2d forward and backward: every strategy and ``auto`` on the reference layers."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+import arraycnn
+
+from .common import (
+    BACKENDS,
+    DEPTHWISE,
+    LAYER_NAMES,
+    LAYERS,
+    QUICK,
+    STRATEGIES,
+    Layer,
+    XPBenchmark,
+    skip_if_infeasible,
+)
+
+#: A backward pass (input and weight gradients) costs about this many forward passes.
+BACKWARD_FACTOR = 2.5
+
+DTYPES = ["float32"] if QUICK else ["float32", "float64"]
+
+
+class _ConvCase(XPBenchmark):
+    """Seeded x, w, gy of one layer on one backend; ``kwargs`` for conv2d."""
+
+    layers: dict[str, Layer] = LAYERS
+    factor = 1.0  # predicted cost relative to one forward pass (feasibility rule)
+
+    def setup_case(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
+        spec = self.layers[layer]
+        geom = spec.geometry()
+        self.setup_backend(backend)
+        self.x = self.seeded(spec.x_shape, dtype, seed=0)
+        self.w = self.seeded(spec.w_shape, dtype, seed=1)
+        runs = arraycnn.choose_strategy(self.x, self.w, **spec.kwargs, strategy=strategy)
+        itemsize = np.dtype(dtype).itemsize
+        skip_if_infeasible(runs, geom, itemsize=itemsize, factor=self.factor)
+        self.gy = self.seeded(geom.y_shape, dtype, seed=2)
+        self.kwargs = {**spec.kwargs, "strategy": strategy}
+        # warm-up: first-call costs (FFT plans, fresh pages) stay out of the samples
+        self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
+
+
+class ConvForward(_ConvCase):
+    """``conv2d`` of the four float32 reference layers, per strategy."""
+
+    params: ClassVar[list] = [BACKENDS, STRATEGIES, LAYER_NAMES]
+    param_names: ClassVar[list] = ["backend", "strategy", "layer"]
+
+    def setup(self, backend: str, strategy: str, layer: str) -> None:
+        self.setup_case(backend, strategy, layer, "float32")
+
+    def time_forward(self, *_: str) -> None:
+        self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
+
+
+class ConvBackward(_ConvCase):
+    """``conv2d_backward`` (gx, gw, gb) of the reference layers, per strategy."""
+
+    factor = BACKWARD_FACTOR
+    params: ClassVar[list] = ConvForward.params
+    param_names: ClassVar[list] = ConvForward.param_names
+
+    def setup(self, backend: str, strategy: str, layer: str) -> None:
+        self.setup_case(backend, strategy, layer, "float32")
+
+    def time_backward(self, *_: str) -> None:
+        self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))
+
+
+class DepthwiseForward(_ConvCase):
+    """``conv2d`` of the depthwise layer (groups = C), float32 and float64."""
+
+    layers = DEPTHWISE
+    params: ClassVar[list] = [BACKENDS, STRATEGIES, list(DEPTHWISE), DTYPES]
+    param_names: ClassVar[list] = ["backend", "strategy", "layer", "dtype"]
+
+    def setup(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
+        self.setup_case(backend, strategy, layer, dtype)
+
+    def time_forward(self, *_: str) -> None:
+        self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
+
+
+class DepthwiseBackward(_ConvCase):
+    """``conv2d_backward`` of the depthwise layer, float32 and float64."""
+
+    layers = DEPTHWISE
+    factor = BACKWARD_FACTOR
+    params: ClassVar[list] = DepthwiseForward.params
+    param_names: ClassVar[list] = DepthwiseForward.param_names
+
+    def setup(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
+        self.setup_case(backend, strategy, layer, dtype)
+
+    def time_backward(self, *_: str) -> None:
+        self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))

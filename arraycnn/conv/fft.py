@@ -55,9 +55,21 @@ def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:
     return xpx.at(target, (..., slice(None, None, step[0]), slice(None, None, step[1]))).set(values)
 
 
+#: Below this many multiply-adds per frequency, the channel contraction is a broadcast
+#: product and sum instead of a batched matrix product (tiny matmuls are slow).
+SMALL_CONTRACTION = 16
+
+
 def _contract(a: Array, b: Array, *, xp: ModuleType) -> Array:
     """Per-frequency matrix product: a (G, P, I, K) @ b (G, P, K, J) -> (G, P, I, J)."""
-    return a @ b
+    i, k = a.shape[-2:]
+    j = b.shape[-1]
+    if i * k * j >= SMALL_CONTRACTION:
+        return a @ b
+    if k == 1:
+        return a * b  # (G, P, I, 1) * (G, P, 1, J) -> (G, P, I, J)
+    # (G, P, I, K, 1) * (G, P, 1, K, J) summed over K -> (G, P, I, J)
+    return xp.sum(a[..., None] * b[..., None, :, :], axis=-2)
 
 
 def _to_freq_major(z: Array, *, xp: ModuleType) -> Array:

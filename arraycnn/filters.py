@@ -1,0 +1,593 @@
+"""``correlate2d`` / ``convolve2d`` with the semantics of ``scipy.signal``, on any namespace.
+
+Both functions extend the first input per ``boundary``, then run :func:`arraycnn.conv2d`
+(one input channel, one filter) on the extended image, so every convolution strategy
+(naive, separable, im2col, FFT) and the ``auto`` dispatcher serve them.
+
+Semantics (those of ``scipy.signal.correlate2d`` / ``convolve2d``, SciPy 1.17)
+---------------------------------------------------------------------------
+With ``in1`` of shape (H, W) and ``in2`` of shape (kh, kw), correlation is
+``z[m, n] = sum_{i, j} ext(in1)[m + i - top, n + j - left] * in2[i, j]`` and convolution
+the same with ``in2`` flipped in both axes, where ``ext`` extends ``in1`` beyond its edges:
+
+=========  =======================  ===========================  ===========================
+mode       output shape             correlate: (top, bottom)     convolve: (top, bottom)
+=========  =======================  ===========================  ===========================
+full       (H + kh - 1, W + kw - 1) (kh - 1, kh - 1)             (kh - 1, kh - 1)
+same       (H, W)                   ((kh - 1) // 2, kh // 2)     (kh // 2, (kh - 1) // 2)
+valid      (H - kh + 1, W - kw + 1) (0, 0)                       (0, 0)
+=========  =======================  ===========================  ===========================
+
+(``left``/``right`` likewise with kw). "same" is centred on the "full" output; for an
+even kernel the extra row/column of the extension is at the bottom/right for correlation
+and at the top/left for convolution, as in SciPy.
+
+"valid" needs one input at least as large as the other in every dimension. If ``in2`` is
+the larger one, the roles swap: ``convolve2d`` is commutative, and ``correlate2d`` returns
+``correlate2d(in2, in1, "valid")`` flipped in both axes, which is the part of the "full"
+correlation where ``in1`` lies inside ``in2`` (shape ``(kh - H + 1, kw - W + 1)``).
+
+Boundaries (of the extension; "valid" never reads it):
+
+- ``"fill"`` (alias ``"pad"``): the constant ``fillvalue``.
+- ``"wrap"`` (alias ``"circular"``): periodic, ``ext[i] = x[i mod H]``.
+- ``"symm"`` (alias ``"symmetric"``): mirror with the edge repeated, period 2H
+  (``d c b a | a b c d | d c b a``), like ``numpy.pad(mode="symmetric")``.
+- ``"reflect"`` (arraycnn only; SciPy's correlate2d rejects it): mirror about the edge
+  sample, which is not repeated, period 2H - 2 (``d c b | a b c d | c b a``), like
+  ``numpy.pad(mode="reflect")``. A single row/column extends as a constant.
+
+Extensions wider than the image (kernel larger than the image) continue periodically /
+reflect repeatedly, as SciPy does.
+
+Where arraycnn differs from SciPy
+---------------------------------
+- Inputs must be arrays of one namespace (NumPy, CuPy, torch, array-api-strict, ...);
+  nested lists are refused (SciPy converts them). Results have the inputs' namespace
+  and device.
+- ``in1`` may carry leading batch axes, (..., H, W), filtered with the one 2-D kernel
+  ``in2``; the result is (..., Ho, Wo). SciPy accepts 2-D ``in1`` only. In a swapped
+  "valid" call (``in2`` larger), each image of the batch acts as the kernel.
+- Empty inputs are refused (SciPy returns arrays of arbitrary shape for them).
+- Complex inputs are not supported yet (TypeError); SciPy supports them.
+- ``boundary="reflect"`` is an extension (see above).
+- float16 inputs are computed in float32 and returned as float16 (SciPy refuses float16);
+  bool with bool is refused as in SciPy (there is no arithmetic result dtype).
+- Integer (and bool with integer) inputs: the result dtype is SciPy's
+  (``numpy.result_type`` of the two dtypes, e.g. int8 with int8 -> int8). The sums are
+  computed in float64 with a strategy whose sums are exact (never FFT, never the
+  SVD-based separable strategy), which is exact while ``max|ext(in1)| * sum|in2| < 2**53``;
+  larger inputs raise ValueError instead of returning a rounded answer (SciPy computes in
+  the integer type, wrapping around on overflow). The exact sum is then cast to the result
+  dtype through int64, which wraps modulo 2**bits exactly as SciPy's integer arithmetic
+  does (int8: 100*2 + 100*2 -> -112).
+- ``fillvalue`` must be a real scalar or an array with one element. Complex or non-numeric
+  values raise TypeError (SciPy: ValueError); non-scalar ones ValueError (as SciPy); it is
+  ignored unless ``boundary="fill"`` (as SciPy). For an integer result it is truncated
+  toward zero (1.7 -> 1, as SciPy) and must be finite and within the result dtype's range
+  (SciPy refuses out-of-range Python numbers but silently wraps NumPy integer scalars).
+- Mixed float dtypes follow NumPy promotion on every namespace (float32 with int32 gives
+  float64, as in SciPy), not the namespace's own rules.
+- ``strategy`` as in :func:`arraycnn.conv2d`. ``"auto"`` may pick the FFT for floating
+  inputs: its rounding error is relative to the whole image's magnitude rather than each
+  window's, and a NaN/Inf anywhere spreads over the whole output; force ``"naive"`` or
+  ``"im2col"`` for SciPy's window-local behaviour.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import array_api_extra as xpx
+import numpy as np  # host-side dtype promotion on dtype *names* only; never on user arrays
+
+from .backend import device_of, namespace_of
+from .capabilities import CAPABILITIES
+from .conv import conv2d
+from .conv import cost as _cost
+from .conv.dispatch import eligible_strategies, parse_strategy
+from .geometry import conv_geometry
+
+__all__ = ["BOUNDARIES", "MODES", "convolve2d", "correlate2d"]
+
+Array = Any
+ALL = slice(None)
+
+#: Accepted ``mode`` values.
+MODES: tuple[str, ...] = ("full", "same", "valid")
+
+#: Accepted ``boundary`` values and the canonical mode each one names.
+BOUNDARIES: dict[str, str] = {
+    "fill": "fill",
+    "pad": "fill",
+    "wrap": "wrap",
+    "circular": "wrap",
+    "symm": "symm",
+    "symmetric": "symm",
+    "reflect": "reflect",
+}
+
+#: Strategies whose capability entry claims exact sums but whose arithmetic is not exact on
+#: integer-valued data: separable rebuilds the kernel from rounded SVD factors (a Sobel
+#: kernel on integer data gives errors of ~1e-13). Excluded from integer inputs here.
+ROUNDED_KERNEL_STRATEGIES: frozenset[str] = frozenset({"separable"})
+
+#: float64 represents every integer of magnitude below this exactly.
+EXACT_FLOAT64_LIMIT = 2.0**53
+
+#: Dtype names looked up in a namespace (a dtype's name is found by equality).
+_DTYPE_NAMES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def correlate2d(
+    in1: Array,
+    in2: Array,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    strategy: str = "auto",
+) -> Array:
+    """Cross-correlate ``in1`` with ``in2``, as ``scipy.signal.correlate2d``.
+
+    Parameters
+    ----------
+    in1 : array, shape (H, W) or (..., H, W)
+        Image, or a batch of images (arraycnn extension). Real (bool, integer, float).
+    in2 : array, shape (kh, kw)
+        Kernel; same namespace and device as ``in1``.
+    mode : {"full", "same", "valid"}
+        Output size; see the module docstring for shapes and centring.
+    boundary : {"fill", "wrap", "symm", "reflect"}
+        Extension of ``in1`` beyond its edges (aliases "pad", "circular", "symmetric").
+        "reflect" is an arraycnn extension (edge sample not repeated).
+    fillvalue : real scalar or one-element array
+        Value of the extension for ``boundary="fill"``; ignored otherwise.
+    strategy : {"auto", "naive", "separable", "im2col", "fft"}
+        Convolution strategy. Integer inputs only accept exact ones ("naive", "im2col").
+
+    Returns
+    -------
+    array, shape (..., Ho, Wo)
+        Dtype ``numpy.result_type(in1.dtype, in2.dtype)`` (float16 stays float16);
+        namespace and device of the inputs.
+
+    Raises
+    ------
+    ValueError
+        Wrong number of dimensions, empty input, unknown mode / boundary / strategy,
+        non-scalar ``fillvalue``, "valid" with neither input at least as large as the
+        other, a strategy that is not exact for integer inputs, integer inputs too large
+        for exact float64 sums, inputs on different devices.
+    TypeError
+        Non-array or mixed-namespace inputs, complex inputs, bool with bool, a complex or
+        non-numeric ``fillvalue``.
+    """
+    return _filter2d(in1, in2, mode, boundary, fillvalue, strategy, convolve=False)
+
+
+def convolve2d(
+    in1: Array,
+    in2: Array,
+    mode: str = "full",
+    boundary: str = "fill",
+    fillvalue: Any = 0,
+    *,
+    strategy: str = "auto",
+) -> Array:
+    """Convolve ``in1`` with ``in2``, as ``scipy.signal.convolve2d``.
+
+    The correlation with ``in2`` flipped in both axes; "same" centres the other way for
+    even kernels (see the module docstring). Parameters, returns and errors as in
+    :func:`correlate2d`.
+    """
+    return _filter2d(in1, in2, mode, boundary, fillvalue, strategy, convolve=True)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _parse_mode(mode: Any) -> str:
+    """``mode`` as given (SciPy is case-sensitive); ValueError/TypeError otherwise."""
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be one of {MODES}, got {type(mode).__name__} {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    return mode
+
+
+def _parse_boundary(boundary: Any) -> str:
+    """Canonical boundary name ('fill', 'wrap', 'symm' or 'reflect')."""
+    if not isinstance(boundary, str):
+        raise TypeError(
+            f"boundary must be one of {tuple(BOUNDARIES)}, got {type(boundary).__name__} "
+            f"{boundary!r}"
+        )
+    try:
+        return BOUNDARIES[boundary]
+    except KeyError:
+        raise ValueError(f"boundary must be one of {tuple(BOUNDARIES)}; got {boundary!r}") from None
+
+
+def _check_shapes(in1: Array, in2: Array, func: str) -> None:
+    """in1 (..., H, W), in2 (kh, kw), neither empty."""
+    if in2.ndim != 2:
+        raise ValueError(f"{func}: in2 must be 2-D (kh, kw), got shape {tuple(in2.shape)}")
+    if in1.ndim < 2:
+        raise ValueError(
+            f"{func}: in1 must be 2-D (H, W) or a batch (..., H, W), got shape {tuple(in1.shape)}"
+        )
+    for name, a in (("in1", in1), ("in2", in2)):
+        if any(s == 0 for s in a.shape):
+            raise ValueError(f"{func}: {name} must not be empty, got shape {tuple(a.shape)}")
+
+
+def _valid_swap(hw1: tuple[int, int], hw2: tuple[int, int]) -> bool:
+    """For "valid": True if in2 is the larger input (the roles swap), as SciPy decides.
+
+    Raises ValueError if neither is at least as large as the other in both dimensions.
+    """
+    in1_larger = all(a >= b for a, b in zip(hw1, hw2))
+    in2_larger = all(b >= a for a, b in zip(hw1, hw2))
+    if not (in1_larger or in2_larger):
+        raise ValueError(
+            f"mode='valid' needs one input at least as large as the other in every "
+            f"dimension; got in1 (H, W) = {hw1} and in2 = {hw2}"
+        )
+    return not in1_larger
+
+
+def _dtype_name(dtype: Any, xp: ModuleType) -> str | None:
+    """The name under which ``xp`` exposes ``dtype`` (None if not a known dtype)."""
+    for name in _DTYPE_NAMES:
+        candidate = getattr(xp, name, None)
+        if candidate is not None and dtype == candidate:
+            return name
+    return None
+
+
+def _dtype_plan(in1: Array, in2: Array, xp: ModuleType, func: str) -> tuple[Any, Any, bool]:
+    """(result dtype, compute dtype, integer result?) for the two inputs.
+
+    The result dtype is NumPy's promotion of the two dtypes (what SciPy returns), looked
+    up by name in ``xp``; the sums run in float32/float64 (float64 for integer results).
+    """
+    names = []
+    for arg, a in (("in1", in1), ("in2", in2)):
+        name = _dtype_name(a.dtype, xp)
+        if name is None:
+            raise TypeError(f"{func}: {arg} has an unsupported dtype {a.dtype}")
+        if name.startswith("complex"):
+            raise TypeError(
+                f"{func}: complex inputs are not supported yet ({arg} has dtype {a.dtype}); "
+                f"filter the real and imaginary parts separately"
+            )
+        names.append(name)
+    result = np.result_type(np.dtype(names[0]), np.dtype(names[1])).name
+    if result == "bool":
+        raise TypeError(
+            f"{func}: bool with bool has no arithmetic result dtype (SciPy refuses it too); "
+            f"cast one input to an integer dtype"
+        )
+    result_dtype = getattr(xp, result, None)
+    if result_dtype is None:
+        raise TypeError(f"{func}: result dtype {result} is not available in {xp.__name__}")
+    integer = result.startswith(("int", "uint"))
+    compute = "float64" if integer else ("float32" if result == "float16" else result)
+    return result_dtype, getattr(xp, compute), integer
+
+
+def _scalar_from_array(value: Any) -> int | float | complex:
+    """The Python number held by a one-element array of any namespace."""
+    if any(not isinstance(s, int) for s in value.shape) or math.prod(value.shape) != 1:
+        raise ValueError(
+            f"fillvalue must be a scalar or an array with one element, got an array of "
+            f"shape {tuple(value.shape)}"
+        )
+    vxp = array_api_compat.array_namespace(value)
+    v = vxp.reshape(value, ())  # (1, ..., 1) -> ()
+    if vxp.isdtype(v.dtype, "complex floating"):
+        return complex(v)
+    if vxp.isdtype(v.dtype, "real floating"):
+        return float(v)
+    return int(v)
+
+
+def _parse_fillvalue(fillvalue: Any, integer: bool, result_dtype: Any, xp: ModuleType) -> float:
+    """``fillvalue`` as a float of the computation (truncated toward zero for integers)."""
+    if array_api_compat.is_array_api_obj(fillvalue):
+        value = _scalar_from_array(fillvalue)
+    elif isinstance(fillvalue, (str, bytes)) or fillvalue is None:
+        raise TypeError(
+            f"fillvalue must be a real number, got {type(fillvalue).__name__} {fillvalue!r}"
+        )
+    elif isinstance(fillvalue, Sequence):
+        raise ValueError(
+            f"fillvalue must be a scalar, got {type(fillvalue).__name__} {fillvalue!r}"
+        )
+    elif isinstance(fillvalue, numbers.Number) or hasattr(fillvalue, "__float__"):
+        value = fillvalue
+    else:
+        raise TypeError(
+            f"fillvalue must be a real number, got {type(fillvalue).__name__} {fillvalue!r}"
+        )
+    if isinstance(value, complex) or (
+        isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)
+    ):
+        raise TypeError(f"fillvalue must be real (complex is not supported yet), got {value!r}")
+    try:
+        real = float(value)
+    except (TypeError, ValueError, OverflowError):
+        if isinstance(value, numbers.Integral):  # an int beyond float range
+            real = math.inf if value > 0 else -math.inf
+        else:
+            raise TypeError(
+                f"fillvalue must be a real number, got {type(value).__name__} {value!r}"
+            ) from None
+    if not integer:
+        return real
+    return float(_integer_fill(value, real, result_dtype, xp))
+
+
+def _integer_fill(value: Any, real: float, result_dtype: Any, xp: ModuleType) -> int:
+    """Fill value of an integer result: finite, truncated toward zero, in range."""
+    if not math.isfinite(real):
+        raise ValueError(f"fillvalue must be finite for an integer result, got {value!r}")
+    whole = int(value) if isinstance(value, numbers.Integral) else math.trunc(real)
+    info = xp.iinfo(result_dtype)
+    if not info.min <= whole <= info.max:
+        raise ValueError(
+            f"fillvalue {value!r} is out of range for the integer result dtype "
+            f"{result_dtype} [{info.min}, {info.max}]"
+        )
+    return whole
+
+
+# --------------------------------------------------------------------------- extension
+
+
+def _source_index(i: int, n: int, boundary: str) -> int:
+    """Index into an axis of length ``n`` that extended index ``i`` (any int) reads."""
+    if boundary == "wrap":
+        return i % n
+    if boundary == "symm":  # period 2n: 0 .. n-1, n-1 .. 0
+        k = i % (2 * n)
+        return k if k < n else 2 * n - 1 - k
+    if boundary == "reflect":  # period 2n-2: 0 .. n-1, n-2 .. 1
+        if n == 1:
+            return 0
+        k = i % (2 * n - 2)
+        return k if k < n else 2 * n - 2 - k
+    raise ValueError(f"no index mapping for boundary {boundary!r}")
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Split source indices into maximal runs of step +1 or -1: [(first, last), ...]."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    while start < len(indices):
+        stop = start + 1
+        if stop < len(indices) and abs(indices[stop] - indices[start]) == 1:
+            step = indices[stop] - indices[start]
+            while stop < len(indices) and indices[stop] - indices[stop - 1] == step:
+                stop += 1
+        runs.append((indices[start], indices[stop - 1]))
+        start = stop
+    return runs
+
+
+def _axis_slice(axis: int, sl: slice) -> tuple[Any, ...]:
+    """Index selecting ``sl`` along ``axis`` (-2 or -1) of a (..., A, B) array."""
+    return (..., sl, ALL) if axis == -2 else (..., sl)
+
+
+def _run_piece(x: Array, first: int, last: int, axis: int, *, xp: ModuleType) -> Array:
+    """Source indices first..last (either direction) along ``axis``; basic slicing only."""
+    if first <= last:
+        return x[_axis_slice(axis, slice(first, last + 1))]
+    return xp.flip(x[_axis_slice(axis, slice(last, first + 1))], axis=axis)
+
+
+def _extend_axis(x: Array, lo: int, hi: int, boundary: str, axis: int, *, xp: ModuleType) -> Array:
+    """Extend ``x`` by ``lo``/``hi`` along ``axis`` (-2 or -1) with wrap/symm/reflect."""
+    if lo == 0 and hi == 0:
+        return x
+    n = x.shape[axis]
+    before = [_source_index(i, n, boundary) for i in range(-lo, 0)]
+    after = [_source_index(i, n, boundary) for i in range(n, n + hi)]
+    pieces = [_run_piece(x, a, b, axis, xp=xp) for a, b in _runs(before)]
+    pieces.append(x)
+    pieces += [_run_piece(x, a, b, axis, xp=xp) for a, b in _runs(after)]
+    return xp.concat(pieces, axis=axis)
+
+
+def extend(
+    x: Array,
+    pads: tuple[tuple[int, int], tuple[int, int]],
+    boundary: str,
+    fillvalue: float = 0.0,
+    *,
+    xp: ModuleType,
+) -> Array:
+    """Extend the last two axes of ``x`` (..., H, W) to (..., H + t + b, W + l + r).
+
+    ``pads`` is ``((top, bottom), (left, right))``; ``boundary`` a canonical name. Pads
+    may exceed the image (periodic / repeated mirror continuation).
+    """
+    (top, bottom), (left, right) = pads
+    if boundary == "fill":
+        width = ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right))
+        return xpx.pad(x, width, constant_values=fillvalue, xp=xp)
+    x = _extend_axis(x, top, bottom, boundary, -2, xp=xp)  # (..., H, W) -> (..., Hp, W)
+    return _extend_axis(x, left, right, boundary, -1, xp=xp)  # -> (..., Hp, Wp)
+
+
+def extension_pads(
+    mode: str, kernel_hw: tuple[int, int], *, convolve: bool
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) extension of in1 for ``mode`` (see module table)."""
+    pads = []
+    for k in kernel_hw:
+        if mode == "full":
+            pads.append((k - 1, k - 1))
+        elif mode == "same":
+            lo, hi = (k - 1) // 2, k // 2
+            pads.append((hi, lo) if convolve else (lo, hi))
+        else:
+            pads.append((0, 0))
+    return pads[0], pads[1]
+
+
+# --------------------------------------------------------------------------- computation
+
+
+def _check_exact_strategy(name: str, func: str) -> None:
+    """A forced strategy on integer inputs must sum exactly."""
+    if name == "auto":
+        return
+    if not CAPABILITIES[name].exact_sums or name in ROUNDED_KERNEL_STRATEGIES:
+        why = (
+            "the FFT rounds every output (errors relative to the whole image)"
+            if name == "fft"
+            else "it rebuilds the kernel from rounded SVD factors"
+        )
+        raise ValueError(
+            f"{func}: strategy={name!r} is not exact for integer inputs ({why}); use "
+            f"'auto', 'naive' or 'im2col', or cast the inputs to a float dtype"
+        )
+
+
+def _exact_auto_strategy(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], padding: Any, *, xp: ModuleType
+) -> str:
+    """Cheapest predicted strategy among those exact on integer-valued float64 data."""
+    geom = conv_geometry(x_shape, w_shape, padding=padding)
+    candidates = [
+        name
+        for name in eligible_strategies(xp)
+        if CAPABILITIES[name].exact_sums and name not in ROUNDED_KERNEL_STRATEGIES
+    ]
+    return min(candidates, key=lambda name: _cost.predicted_seconds(name, geom))
+
+
+def _check_integer_magnitude(
+    image: Array, kernels: Array, fill: float | None, func: str, *, xp: ModuleType
+) -> None:
+    """Raise unless ``max|image ext| * max_k sum|kernel k|`` < 2**53 (exact float64 sums).
+
+    ``kernels`` is (..., kh, kw) (one kernel, or one per batch entry in a swapped call).
+    Two reductions brought to the host as Python floats.
+    """
+    peak = float(xp.max(xp.abs(image)))
+    if fill is not None:
+        peak = max(peak, abs(fill))
+    mass = float(xp.max(xp.sum(xp.abs(kernels), axis=(-2, -1))))
+    if not peak * mass < EXACT_FLOAT64_LIMIT:
+        raise ValueError(
+            f"{func}: integer inputs too large for exact sums: max|image| ({peak:.6g}) * "
+            f"sum|kernel| ({mass:.6g}) must be < 2**53; cast the inputs to float64 to "
+            f"accept rounding"
+        )
+
+
+def _to_result(y: Array, result_dtype: Any, integer: bool, *, xp: ModuleType) -> Array:
+    """Cast the float sums to the result dtype; integers go through int64 (exact, wrapping)."""
+    if integer:
+        y = xp.astype(y, xp.int64)
+    return xp.astype(y, result_dtype, copy=False)
+
+
+def _correlate_batch(
+    images: Array,
+    kernels: Array,
+    strategy: str,
+    padding: Any,
+) -> Array:
+    """conv2d of images (N, H, W) with kernels (F, kh, kw) -> (N, F, Ho, Wo)."""
+    x = images[:, None, ...]  # (N, H, W) -> (N, 1, H, W)
+    w = kernels[:, None, ...]  # (F, kh, kw) -> (F, 1, kh, kw)
+    return conv2d(x, w, padding=padding, strategy=strategy)
+
+
+def _filter2d(
+    in1: Array,
+    in2: Array,
+    mode: Any,
+    boundary: Any,
+    fillvalue: Any,
+    strategy: Any,
+    *,
+    convolve: bool,
+) -> Array:
+    """Shared body of :func:`correlate2d` and :func:`convolve2d` (the public boundary)."""
+    func = "convolve2d" if convolve else "correlate2d"
+    xp = namespace_of(in1, in2, names=("in1", "in2"))
+    _check_shapes(in1, in2, func)
+    mode = _parse_mode(mode)
+    boundary = _parse_boundary(boundary)
+    strategy = parse_strategy(strategy)
+    if device_of(in1) != device_of(in2):
+        raise ValueError(f"{func}: in1 is on device {device_of(in1)} but in2 on {device_of(in2)}")
+    result_dtype, compute_dtype, integer = _dtype_plan(in1, in2, xp, func)
+    if integer:
+        _check_exact_strategy(strategy, func)
+    batch = tuple(in1.shape[:-2])
+    h, w = in1.shape[-2:]
+    kh, kw = in2.shape
+    swapped = mode == "valid" and _valid_swap((h, w), (kh, kw))
+    fill = _parse_fillvalue(fillvalue, integer, result_dtype, xp) if boundary == "fill" else None
+
+    a = xp.astype(in1, compute_dtype, copy=False)
+    k = xp.astype(in2, compute_dtype, copy=False)
+    a = xp.reshape(a, (math.prod(batch), h, w))  # (..., H, W) -> (N, H, W)
+    if swapped:  # in2 is the image, each in1 is a kernel; no extension in "valid"
+        image, kernels, padding = k[None, ...], a, 0  # (1, kh, kw), (N, H, W)
+    else:
+        pads = extension_pads(mode, (kh, kw), convolve=convolve)
+        image, kernels = a, k[None, ...]  # (N, H, W), (1, kh, kw)
+        if boundary == "fill" and fill == 0:
+            padding = pads  # conv2d zero-pads inside the strategy
+        else:
+            image = extend(image, pads, boundary, 0.0 if fill is None else fill, xp=xp)
+            padding = 0
+    if convolve:
+        kernels = xp.flip(kernels, axis=(-2, -1))
+    if integer:
+        uses_fill = boundary == "fill" and not swapped and mode != "valid"
+        _check_integer_magnitude(image, kernels, fill if uses_fill else None, func, xp=xp)
+        if strategy == "auto":
+            strategy = _exact_auto_strategy(
+                (image.shape[0], 1, *image.shape[1:]),
+                (kernels.shape[0], 1, *kernels.shape[1:]),
+                padding,
+                xp=xp,
+            )
+    y = _correlate_batch(image, kernels, strategy, padding)  # (N, F, Ho, Wo), N or F is 1
+    ho, wo = y.shape[-2:]
+    if swapped and not convolve:
+        y = xp.flip(y, axis=(-2, -1))
+    y = xp.reshape(y, (*batch, ho, wo))  # (N, 1, Ho, Wo) or (1, N, Ho, Wo) -> (..., Ho, Wo)
+    return _to_result(y, result_dtype, integer, xp=xp)

@@ -1,0 +1,255 @@
+"""Activation functions, as plain functions and as parameter-free layers.
+
+Functions (any shape, real floating input; result in the input's namespace, dtype, device):
+:func:`identity`, :func:`relu`, :func:`leaky_relu`, :func:`sigmoid`, :func:`tanh`,
+:func:`softmax`.
+
+Layers (the :class:`arraycnn.nn.layers.Layer` interface; registered in
+:data:`arraycnn.nn.layers.LAYERS` by class name): :class:`Identity`, :class:`ReLU`,
+:class:`LeakyReLU`, :class:`Sigmoid`, :class:`Tanh`, :class:`Softmax`. Each has no parameters
+(``params == grads == {}``); ``build`` returns the input shape unchanged; ``forward`` keeps what
+``backward`` needs (the input sign for ReLU, the output for Sigmoid / Tanh / Softmax);
+``backward(gy)`` returns the gradient of ``sum(gy * forward(x))`` with respect to ``x``.
+
+Numerics:
+
+* ``sigmoid`` never evaluates ``exp`` of a positive number: with ``z = exp(-|x|)`` it is
+  ``1 / (1 + z)`` for ``x >= 0`` and ``z / (1 + z)`` otherwise, exact to rounding for any ``|x|``
+  (no overflow warnings at ``|x| = 1e4``).
+* ``softmax`` subtracts the maximum along ``axis`` before ``exp``.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+from ..backend import namespace_of
+from .layers import Layer
+
+__all__ = [
+    "Identity",
+    "LeakyReLU",
+    "ReLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "identity",
+    "leaky_relu",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "tanh",
+]
+
+Array = Any
+
+
+def _floating(x: Array, name: str = "x") -> ModuleType:
+    """Namespace of ``x``, which must be a real floating array."""
+    xp = namespace_of(x, names=(name,))
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {x.dtype}")
+    return xp
+
+
+def _check_slope(negative_slope: Any) -> float:
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+        raise TypeError(
+            f"negative_slope must be a real number, got {type(negative_slope).__name__} "
+            f"{negative_slope!r}"
+        )
+    if not math.isfinite(negative_slope):
+        raise ValueError(f"negative_slope must be finite, got {negative_slope!r}")
+    return float(negative_slope)
+
+
+def _check_axis(axis: Any, ndim: int, owner: str) -> int:
+    """``axis`` as a non-negative index into ``ndim`` axes."""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{owner}: axis must be an int, got {type(axis).__name__} {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{owner}: axis {axis} is out of range for {ndim}-D input")
+    return axis % ndim
+
+
+# ---------------------------------------------------------------------------------------------
+# functions
+# ---------------------------------------------------------------------------------------------
+
+
+def identity(x: Array) -> Array:
+    """Return ``x`` unchanged."""
+    namespace_of(x, names=("x",))
+    return x
+
+
+def relu(x: Array) -> Array:
+    """``max(x, 0)`` elementwise."""
+    xp = _floating(x)
+    return xp.where(x > 0, x, xp.zeros_like(x))
+
+
+def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
+    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    slope = _check_slope(negative_slope)
+    xp = _floating(x)
+    return xp.where(x > 0, x, slope * x)
+
+
+def _sigmoid(x: Array, *, xp: ModuleType) -> Array:
+    z = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+    positive = 1.0 / (1.0 + z)
+    return xp.where(x >= 0, positive, z * positive)
+
+
+def sigmoid(x: Array) -> Array:
+    """Logistic function ``1 / (1 + exp(-x))``, stable for any ``|x|``."""
+    return _sigmoid(x, xp=_floating(x))
+
+
+def tanh(x: Array) -> Array:
+    """Hyperbolic tangent."""
+    return _floating(x).tanh(x)
+
+
+def _softmax(x: Array, axis: int, *, xp: ModuleType) -> Array:
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    e = xp.exp(shifted)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def softmax(x: Array, axis: int = -1) -> Array:
+    """``exp(x) / sum(exp(x), axis)``, computed after subtracting the maximum along ``axis``."""
+    xp = _floating(x)
+    return _softmax(x, _check_axis(axis, x.ndim, "softmax"), xp=xp)
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+# ---------------------------------------------------------------------------------------------
+
+
+class _Activation(Layer):
+    """Parameter-free elementwise layer: keeps one array from ``forward`` for ``backward``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved: Array | None = None
+
+    def _recall(self) -> Array:
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._saved
+
+
+class Identity(_Activation):
+    """``y = x``."""
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        self._saved = identity(x)
+        return x
+
+    def backward(self, gy: Array) -> Array:
+        self._recall()
+        return gy
+
+
+class ReLU(_Activation):
+    """``y = max(x, 0)``; the gradient at ``x == 0`` is taken as 0."""
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        xp = _floating(x)
+        self._saved = x > 0
+        return xp.where(self._saved, x, xp.zeros_like(x))
+
+    def backward(self, gy: Array) -> Array:
+        positive = self._recall()
+        xp = namespace_of(gy, names=("gy",))
+        return xp.where(positive, gy, xp.zeros_like(gy))
+
+
+class LeakyReLU(_Activation):
+    """``y = x`` where ``x > 0``, else ``negative_slope * x`` (default 0.01, as torch)."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = _check_slope(negative_slope)
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        xp = _floating(x)
+        self._saved = x > 0
+        return xp.where(self._saved, x, self.negative_slope * x)
+
+    def backward(self, gy: Array) -> Array:
+        positive = self._recall()
+        xp = namespace_of(gy, names=("gy",))
+        return xp.where(positive, gy, self.negative_slope * gy)
+
+    def get_config(self) -> dict:
+        return {"negative_slope": self.negative_slope}
+
+
+class Sigmoid(_Activation):
+    """``y = 1 / (1 + exp(-x))`` (stable); ``dy/dx = y (1 - y)``."""
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        self._saved = sigmoid(x)
+        return self._saved
+
+    def backward(self, gy: Array) -> Array:
+        y = self._recall()
+        return gy * (y * (1.0 - y))
+
+
+class Tanh(_Activation):
+    """``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        self._saved = tanh(x)
+        return self._saved
+
+    def backward(self, gy: Array) -> Array:
+        y = self._recall()
+        return gy * (1.0 - y * y)
+
+
+class Softmax(_Activation):
+    """Softmax along ``axis`` of the batched input (default -1, the last axis).
+
+    ``backward``: ``gx = y * (gy - sum(gy * y, axis))``. For classification prefer
+    ``CategoricalCrossEntropy(from_logits=True)`` on the raw scores: it fuses the two stably.
+    """
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"Softmax: axis must be an int, got {type(axis).__name__} {axis!r}")
+        self.axis = axis
+
+    def build(
+        self,
+        input_shape: tuple[int, ...],
+        *,
+        xp: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+        rng: Any = None,
+    ) -> tuple[int, ...]:
+        shape = super().build(input_shape, xp=xp, device=device, dtype=dtype, rng=rng)
+        _check_axis(self.axis, len(shape) + 1, "Softmax")  # + 1: the batch axis
+        return shape
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        xp = _floating(x)
+        self._saved = _softmax(x, _check_axis(self.axis, x.ndim, "Softmax"), xp=xp)
+        return self._saved
+
+    def backward(self, gy: Array) -> Array:
+        y = self._recall()
+        xp = namespace_of(gy, y, names=("gy", "y"))
+        return y * (gy - xp.sum(gy * y, axis=self.axis, keepdims=True))
+
+    def get_config(self) -> dict:
+        return {"axis": self.axis}

@@ -1,0 +1,216 @@
+"""Weight initialisers: He (Kaiming) and Glorot (Xavier), normal and uniform, and zeros.
+
+Every initialiser has the signature::
+
+    init(shape, *, rng, xp="numpy", device=None, dtype=None, fan_in=None, fan_out=None) -> Array
+
+The values are drawn on the host from the NumPy ``Generator`` ``rng`` (so a seed gives the same
+weights on every backend) and moved once with ``xp.asarray(..., device=device)`` — the one
+documented host step of initialisation. ``dtype=None`` means ``float32``; a dtype of ``xp`` or
+its name (``"float64"``) is accepted.
+
+Fan-in and fan-out (see :func:`fans`) follow the weight layouts of :mod:`arraycnn.nn.layers`:
+
+* Dense weights ``(in_features, out_features)``: ``fan_in = in_features``,
+  ``fan_out = out_features``.
+* Conv2D weights ``(F, C / groups, kh, kw)``: ``fan_in = (C / groups) * kh * kw`` (the inputs of one
+  output unit); ``fan_out = F * kh * kw`` from the shape alone (torch's convention). With
+  ``groups > 1`` an input channel only feeds ``F / groups`` filters; :class:`Conv2D` passes the
+  exact ``fan_out = (F / groups) * kh * kw`` explicitly.
+
+Scales (untruncated distributions, as ``torch.nn.init``; Keras truncates its normals):
+
+===============  =====================================
+he_normal        N(0, 2 / fan_in)
+he_uniform       U(-a, a), a = sqrt(6 / fan_in)
+glorot_normal    N(0, 2 / (fan_in + fan_out))
+glorot_uniform   U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+zeros            0
+===============  =====================================
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..backend import resolve_backend
+
+__all__ = [
+    "INITIALIZERS",
+    "fans",
+    "get_initializer",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "zeros",
+]
+
+Array = Any
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight shape (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is neither 2-D (Dense) nor 4-D (Conv2D); pass ``fan_in``/``fan_out``
+        explicitly for other layouts.
+    """
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    if len(shape) == 4:
+        f, cg, kh, kw = shape
+        return cg * kh * kw, f * kh * kw
+    raise ValueError(
+        f"cannot infer fan_in/fan_out from a weight of shape {tuple(shape)}: expected 2-D "
+        "(in_features, out_features) or 4-D (F, C/groups, kh, kw); pass fan_in= and fan_out="
+    )
+
+
+def _checked_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        dims = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+    if any(d < 1 for d in dims):
+        raise ValueError(f"shape must have positive sizes, got {tuple(shape)}")
+    return dims
+
+
+def _checked_rng(rng: Any) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+            f"got {type(rng).__name__}"
+        )
+    return rng
+
+
+def _fans(shape: tuple[int, ...], fan_in: int | None, fan_out: int | None) -> tuple[int, int]:
+    if fan_in is None or fan_out is None:
+        inferred_in, inferred_out = fans(shape)
+        fan_in = inferred_in if fan_in is None else fan_in
+        fan_out = inferred_out if fan_out is None else fan_out
+    if fan_in < 1 or fan_out < 1:
+        raise ValueError(f"fan_in and fan_out must be positive, got {fan_in} and {fan_out}")
+    return fan_in, fan_out
+
+
+def _move(values: np.ndarray, xp: Any, device: Any, dtype: Any) -> Array:
+    """Host float64 draws -> an array of ``xp`` on ``device`` with ``dtype`` (default float32)."""
+    space: ModuleType = resolve_backend(xp)
+    if dtype is None:
+        dtype = space.float32
+    elif isinstance(dtype, str):
+        try:
+            dtype = getattr(space, dtype)
+        except AttributeError:
+            raise ValueError(f"dtype {dtype!r} is not a dtype of {space.__name__}") from None
+    if not space.isdtype(dtype, "real floating"):
+        raise TypeError(f"dtype must be a real floating dtype, got {dtype}")
+    return space.asarray(values, dtype=dtype, device=device)
+
+
+def _initializer(draw: Callable[[np.random.Generator, tuple[int, ...], int, int], np.ndarray]):
+    """Wrap a host draw ``(rng, shape, fan_in, fan_out) -> ndarray`` into a public initialiser."""
+
+    def init(
+        shape: Any,
+        *,
+        rng: np.random.Generator,
+        xp: Any = "numpy",
+        device: Any = None,
+        dtype: Any = None,
+        fan_in: int | None = None,
+        fan_out: int | None = None,
+    ) -> Array:
+        dims = _checked_shape(shape)
+        generator = _checked_rng(rng)
+        f_in, f_out = _fans(dims, fan_in, fan_out)
+        return _move(draw(generator, dims, f_in, f_out), xp, device, dtype)
+
+    init.__doc__ = draw.__doc__
+    init.__name__ = draw.__name__
+    init.__qualname__ = draw.__name__
+    return init
+
+
+@_initializer
+def he_normal(rng, shape, fan_in, fan_out):
+    """He (Kaiming) normal: N(0, 2 / fan_in). For ReLU networks."""
+    return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+
+
+@_initializer
+def he_uniform(rng, shape, fan_in, fan_out):
+    """He (Kaiming) uniform: U(-a, a) with a = sqrt(6 / fan_in)."""
+    bound = math.sqrt(6.0 / fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+@_initializer
+def glorot_normal(rng, shape, fan_in, fan_out):
+    """Glorot (Xavier) normal: N(0, 2 / (fan_in + fan_out))."""
+    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+
+
+@_initializer
+def glorot_uniform(rng, shape, fan_in, fan_out):
+    """Glorot (Xavier) uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def zeros(
+    shape: Any,
+    *,
+    rng: np.random.Generator | None = None,
+    xp: Any = "numpy",
+    device: Any = None,
+    dtype: Any = None,
+    fan_in: int | None = None,
+    fan_out: int | None = None,
+) -> Array:
+    """All zeros (``rng`` and the fans are accepted for a uniform signature and ignored)."""
+    return _move(np.zeros(_checked_shape(shape)), xp, device, dtype)
+
+
+#: Initialisers by name (the ``init=`` argument of Conv2D and Dense).
+INITIALIZERS: dict[str, Callable[..., Array]] = {
+    "he": he_normal,
+    "he_normal": he_normal,
+    "he_uniform": he_uniform,
+    "glorot": glorot_uniform,
+    "glorot_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "zeros": zeros,
+}
+
+
+def get_initializer(name: str) -> Callable[..., Array]:
+    """The initialiser called ``name`` (``"he"`` = he_normal, ``"glorot"`` = glorot_uniform).
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a string.
+    ValueError
+        If it is unknown; the message lists the valid names.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"init must be a name (str), got {type(name).__name__} {name!r}")
+    try:
+        return INITIALIZERS[name.lower()]
+    except KeyError:
+        valid = ", ".join(repr(n) for n in INITIALIZERS)
+        raise ValueError(f"init must be one of {valid}; got {name!r}") from None

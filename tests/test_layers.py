@@ -1,0 +1,452 @@
+"""Layers and initialisers: gradients by finite differences (input and every parameter, every
+backend), shapes, configs, seeded initialisation, dropout, error paths, and an end-to-end
+comparison with torch autograd (Conv2D -> ReLU -> MaxPool2D -> Flatten -> Dense)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arraycnn.backend import namespace_of, to_numpy
+from arraycnn.nn.activations import ReLU
+from arraycnn.nn.init import (
+    INITIALIZERS,
+    fans,
+    get_initializer,
+    glorot_normal,
+    glorot_uniform,
+    he_normal,
+    he_uniform,
+    zeros,
+)
+from arraycnn.nn.layers import (
+    LAYERS,
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    MaxPool2D,
+)
+from arraycnn.nn.losses import CategoricalCrossEntropy
+from arraycnn.testing import assert_close, check_grad
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover
+    torch = None
+
+
+def layer_gradient_errors(layer, x, xp, to_xp, rng, *, directions=3):
+    """Build ``layer`` in float64 on ``xp``, run forward/backward with a random ``gy`` and check
+    the input gradient and every parameter gradient against central finite differences.
+
+    Returns the largest relative discrepancy per argument name ("x", "w", "b").
+    """
+    out_shape = layer.build(x.shape[1:], xp=xp, dtype="float64", rng=np.random.default_rng(3))
+    y = layer.forward(to_xp(x))
+    assert tuple(y.shape) == (x.shape[0], *out_shape)
+    assert namespace_of(y).__name__ == xp.__name__ and y.dtype == xp.float64
+    gy = rng.standard_normal(tuple(y.shape))
+    gx = layer.backward(to_xp(gy))
+    assert tuple(gx.shape) == x.shape
+    grads = {k: to_numpy(g) for k, g in layer.grads.items()}
+    assert grads.keys() == layer.params.keys()
+
+    def objective(v):
+        return float(np.sum(gy * to_numpy(layer.forward(to_xp(v)))))
+
+    errors = {"x": check_grad(objective, x, to_numpy(gx), directions=directions)}
+    for name, p in list(layer.params.items()):
+        p0 = to_numpy(p).copy()
+
+        def objective_param(v, name=name):
+            layer.params[name] = to_xp(v)
+            return float(np.sum(gy * to_numpy(layer.forward(to_xp(x)))))
+
+        errors[name] = check_grad(objective_param, p0, grads[name], directions=directions)
+        layer.params[name] = to_xp(p0)
+    return errors
+
+
+def _distinct(rng, shape):
+    """Values at least 0.1 apart (no ties in max pooling, FD never crosses one)."""
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 2.0
+
+
+CONV_CASES = [
+    (lambda: Conv2D(2, 3, 3), (2, 2, 5, 5)),
+    (lambda: Conv2D(4, 4, (3, 2), stride=2, padding=1, groups=2), (2, 4, 6, 5)),
+    (lambda: Conv2D(2, 2, 3, dilation=2, padding="same", bias=False), (1, 2, 7, 7)),
+    (lambda: Conv2D(1, 2, 2, padding=((1, 0), (0, 1)), strategy="naive"), (2, 1, 4, 4)),
+]
+POOL_CASES = [
+    (lambda: MaxPool2D(2), (2, 2, 4, 6)),
+    (lambda: MaxPool2D(3, stride=1, padding=1), (1, 2, 5, 5)),
+    (lambda: AvgPool2D(3, 2, 1), (2, 1, 6, 5)),
+    (lambda: AvgPool2D(2, padding=1, count_include_pad=False), (1, 2, 5, 4)),
+]
+OTHER_CASES = [
+    (lambda: Flatten(), (3, 2, 3, 2)),
+    (lambda: Dense(6, 4), (5, 6)),
+    (lambda: Dense(6, 3, bias=False, init="he_uniform"), (2, 6)),
+]
+
+
+@pytest.mark.parametrize(("make", "shape"), CONV_CASES + POOL_CASES + OTHER_CASES)
+def test_layer_gradients_by_finite_differences(make, shape, xp, to_xp, rng):
+    layer = make()
+    x = _distinct(rng, shape)
+    errors = layer_gradient_errors(layer, x, xp, to_xp, rng)
+    assert set(errors) == {"x", *layer.params}
+
+
+@pytest.mark.parametrize(("make", "shape"), CONV_CASES + POOL_CASES + OTHER_CASES)
+def test_float32_forward_and_backward_keep_dtype(make, shape, xp, to_xp, rng):
+    layer = make()
+    out_shape = layer.build(shape[1:], xp=xp, rng=np.random.default_rng(0))  # float32 default
+    for p in layer.params.values():
+        assert p.dtype == xp.float32
+    x = to_xp(rng.standard_normal(shape).astype(np.float32))
+    y = layer.forward(x, training=True)
+    assert y.dtype == xp.float32 and tuple(y.shape) == (shape[0], *out_shape)
+    gx = layer.backward(xp.ones_like(y))
+    assert gx.dtype == xp.float32 and tuple(gx.shape) == shape
+    assert all(layer.grads[k].dtype == xp.float32 for k in layer.params)
+
+
+@pytest.mark.parametrize(("make", "shape"), CONV_CASES + POOL_CASES + OTHER_CASES)
+def test_config_round_trip(make, shape):
+    layer = make()
+    config = json.loads(json.dumps(layer.get_config()))
+    rebuilt = LAYERS[type(layer).__name__](**config)
+    assert rebuilt.get_config() == layer.get_config()
+    assert rebuilt.build(shape[1:], rng=np.random.default_rng(0)) == layer.build(
+        shape[1:], rng=np.random.default_rng(0)
+    )
+
+
+def test_registry_lists_every_layer_and_activation():
+    expected = {
+        "Conv2D",
+        "MaxPool2D",
+        "AvgPool2D",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Identity",
+        "ReLU",
+        "LeakyReLU",
+        "Sigmoid",
+        "Tanh",
+        "Softmax",
+    }
+    assert expected <= set(LAYERS)
+    assert all(issubclass(cls, Layer) for cls in LAYERS.values())
+    assert not any(name.startswith("_") for name in LAYERS)
+
+
+def test_conv_output_shape_follows_the_formula():
+    layer = Conv2D(3, 8, 5, stride=2, padding=1)
+    assert layer.build((3, 28, 28), rng=np.random.default_rng(0)) == (8, 13, 13)
+    assert layer.params["w"].shape == (8, 3, 5, 5) and layer.params["b"].shape == (8,)
+    assert MaxPool2D(2).build((8, 13, 13)) == (8, 6, 6)
+    assert AvgPool2D(3, stride=1, padding=1).build((8, 13, 13)) == (8, 13, 13)
+    assert Flatten().build((8, 6, 6)) == (288,)
+
+
+# ---------------------------------------------------------------------------------------------
+# initialisers
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("init", "std_of"),
+    [
+        (he_normal, lambda fi, fo: np.sqrt(2 / fi)),
+        (he_uniform, lambda fi, fo: np.sqrt(6 / fi) / np.sqrt(3)),
+        (glorot_normal, lambda fi, fo: np.sqrt(2 / (fi + fo))),
+        (glorot_uniform, lambda fi, fo: np.sqrt(6 / (fi + fo)) / np.sqrt(3)),
+    ],
+)
+@pytest.mark.parametrize("shape", [(300, 500), (64, 16, 5, 5)])
+def test_initializer_scale(init, std_of, shape):
+    w = init(shape, rng=np.random.default_rng(0), dtype="float64")
+    fan_in, fan_out = fans(shape)
+    expected = std_of(fan_in, fan_out)
+    n = w.size  # >= 25 600 draws: the sample std is within 2 % with overwhelming probability
+    assert abs(w.std() / expected - 1) < 0.02, (w.std(), expected)
+    assert abs(w.mean()) < 5 * expected / np.sqrt(n)
+    if "uniform" in init.__name__:
+        bound = expected * np.sqrt(3)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.99 * bound
+
+
+def test_fans_of_dense_and_conv_weights():
+    assert fans((784, 10)) == (784, 10)
+    assert fans((8, 3, 3, 2)) == (18, 48)  # (F, C/groups, kh, kw)
+
+
+def test_conv_layer_uses_grouped_fan_out():
+    layer = Conv2D(4, 8, 3, groups=4, init="glorot_uniform")
+    layer.build((4, 6, 6), dtype="float64", rng=np.random.default_rng(0))
+    fan_in, fan_out = 1 * 9, (8 // 4) * 9
+    reference = glorot_uniform(
+        (8, 1, 3, 3), rng=np.random.default_rng(0), dtype="float64", fan_in=fan_in, fan_out=fan_out
+    )
+    np.testing.assert_array_equal(layer.params["w"], reference)
+    assert np.abs(reference).max() <= np.sqrt(6 / (fan_in + fan_out))
+
+
+def test_initialisation_is_seeded_and_backend_independent(xp):
+    a = Dense(5, 3).build((5,), xp=xp, dtype="float64", rng=np.random.default_rng(42))
+    layer_a, layer_b = Dense(5, 3), Dense(5, 3)
+    layer_a.build((5,), xp=xp, dtype="float64", rng=np.random.default_rng(42))
+    layer_b.build((5,), xp="numpy", dtype="float64", rng=np.random.default_rng(42))
+    assert a == (3,)
+    assert namespace_of(layer_a.params["w"]).__name__ == xp.__name__
+    np.testing.assert_array_equal(to_numpy(layer_a.params["w"]), layer_b.params["w"])
+    np.testing.assert_array_equal(to_numpy(layer_a.params["b"]), np.zeros(3))
+    other = Dense(5, 3)
+    other.build((5,), dtype="float64", rng=np.random.default_rng(43))
+    assert not np.array_equal(other.params["w"], layer_b.params["w"])
+
+
+def test_zeros_and_dtypes(xp):
+    z = zeros((2, 3), xp=xp, dtype=xp.float64)
+    assert z.dtype == xp.float64 and not np.any(to_numpy(z))
+    assert he_normal((2, 3), rng=np.random.default_rng(0), xp=xp).dtype == xp.float32
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: he_normal((3, 4), rng=0), TypeError, r"rng must be a numpy.random.Generator"),
+        (lambda: he_normal((3, 4, 5), rng=np.random.default_rng()), ValueError, r"fan_in="),
+        (lambda: he_normal((3, 0), rng=np.random.default_rng()), ValueError, r"positive sizes"),
+        (lambda: he_normal("ab", rng=np.random.default_rng()), TypeError, r"tuple of ints"),
+        (
+            lambda: he_normal((3, 4), rng=np.random.default_rng(), fan_in=0),
+            ValueError,
+            r"fan_in and fan_out must be positive",
+        ),
+        (
+            lambda: he_normal((3, 4), rng=np.random.default_rng(), dtype="int32"),
+            TypeError,
+            r"real floating dtype",
+        ),
+        (
+            lambda: he_normal((3, 4), rng=np.random.default_rng(), dtype="float99"),
+            ValueError,
+            r"dtype 'float99' is not a dtype of",
+        ),
+        (lambda: get_initializer("kaiming"), ValueError, r"init must be one of 'he', "),
+        (lambda: get_initializer(None), TypeError, r"init must be a name"),
+    ],
+)
+def test_initializer_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_initializer_names():
+    assert get_initializer("HE") is he_normal and get_initializer("glorot") is glorot_uniform
+    assert set(INITIALIZERS) >= {"he_normal", "he_uniform", "glorot_normal", "zeros"}
+
+
+# ---------------------------------------------------------------------------------------------
+# dropout
+# ---------------------------------------------------------------------------------------------
+
+
+def _built_dropout(rate, xp, seed=7):
+    layer = Dropout(rate)
+    layer.build((100, 100), xp=xp, rng=np.random.default_rng(seed))
+    return layer
+
+
+def test_dropout_training_masks_and_scales(xp, to_xp, rng):
+    layer = _built_dropout(0.3, xp)
+    x = rng.uniform(1.0, 2.0, size=(4, 100, 100))  # never zero
+    y = to_numpy(layer.forward(to_xp(x), training=True))
+    kept = y != 0
+    assert abs(1 - kept.mean() - 0.3) < 0.01  # 40 000 Bernoulli draws
+    np.testing.assert_allclose(y[kept], x[kept] / 0.7, rtol=1e-15)
+    gy = rng.standard_normal(x.shape)
+    gx = to_numpy(layer.backward(to_xp(gy)))
+    # y = x * m / (1 - rate) and gx = gy * m / (1 - rate): both equal their input times y / x
+    np.testing.assert_allclose(gx, gy * (y / x), rtol=1e-14, atol=0)
+
+
+def test_dropout_is_identity_in_inference_and_at_rate_zero(xp, to_xp, rng):
+    x = to_xp(rng.standard_normal((2, 100, 100)))
+    for layer, training in ((_built_dropout(0.5, xp), False), (_built_dropout(0.0, xp), True)):
+        assert layer.forward(x, training=training) is x
+        gy = to_xp(rng.standard_normal((2, 100, 100)))
+        assert layer.backward(gy) is gy
+
+
+def test_dropout_masks_are_reproducible_and_change_per_call(xp, to_xp):
+    x = to_xp(np.ones((1, 100, 100)))
+    a, b = _built_dropout(0.5, xp), _built_dropout(0.5, xp)
+    first_a, first_b = (to_numpy(d.forward(x, training=True)) for d in (a, b))
+    np.testing.assert_array_equal(first_a, first_b)
+    second_a = to_numpy(a.forward(x, training=True))
+    assert not np.array_equal(first_a, second_a)
+    other = to_numpy(_built_dropout(0.5, xp, seed=8).forward(x, training=True))
+    assert not np.array_equal(first_a, other)
+
+
+def test_dropout_errors():
+    with pytest.raises(ValueError, match=r"Dropout: rate must be in \[0, 1\), got 1.0"):
+        Dropout(1.0)
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\), got -0.1"):
+        Dropout(-0.1)
+    with pytest.raises(TypeError, match=r"Dropout: rate must be a float, got str"):
+        Dropout("0.5")
+    with pytest.raises(TypeError, match=r"Dropout: rng must be a numpy.random.Generator"):
+        Dropout(0.5).build((3,), rng=None)
+    with pytest.raises(RuntimeError, match=r"Dropout has no random source yet"):
+        Dropout(0.5).forward(np.ones((1, 3)), training=True)
+    with pytest.raises(RuntimeError, match=r"Dropout.backward called before forward"):
+        Dropout(0.5).backward(np.ones((1, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# error paths
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "match"),
+    [
+        (Conv2D(1, 4, 3), (3, 28, 28), r"Conv2D: expected .* in_channels = 1, got \(3, 28, 28\)"),
+        (Conv2D(1, 4, 3), (28, 28), r"Conv2D: expected input shape \(C, H, W\)"),
+        (Conv2D(1, 4, 5), (1, 3, 3), r"Conv2D: input shape \(1, 3, 3\) does not fit"),
+        (Dense(784, 10), (800,), r"Dense: expected input shape \(784,\) .*got \(800,\)"),
+        (Dense(784, 10), (1, 28, 28), r"got \(1, 28, 28\) \(add a Flatten layer before Dense\)"),
+        (MaxPool2D(2), (4, 4), r"MaxPool2D: expected input shape \(C, H, W\), got \(4, 4\)"),
+        (MaxPool2D(4), (1, 3, 8), r"MaxPool2D: input shape \(1, 3, 8\) does not fit"),
+        (AvgPool2D(4), (1, 3, 8), r"AvgPool2D: input shape \(1, 3, 8\) does not fit"),
+        (Flatten(), (), r"Flatten: expected at least one axis per sample"),
+        (Flatten(), (0, 3), r"Flatten: input_shape must have positive sizes"),
+    ],
+    ids=str,
+)
+def test_build_rejects_shapes_that_do_not_fit(layer, shape, match):
+    with pytest.raises(ValueError, match=match):
+        layer.build(shape, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: Conv2D(0, 4, 3), ValueError, r"Conv2D: in_channels must be positive"),
+        (lambda: Conv2D(1.5, 4, 3), TypeError, r"Conv2D: in_channels must be an int"),
+        (lambda: Conv2D(3, 4, 3, groups=2), ValueError, r"groups=2 must divide in_channels=3"),
+        (lambda: Conv2D(2, 4, 0), ValueError, r"kernel_size must be positive"),
+        (lambda: Conv2D(2, 4, 3, stride=0), ValueError, r"stride must be positive"),
+        (lambda: Conv2D(2, 4, 3, padding="bogus"), ValueError, r"padding must be"),
+        (lambda: Conv2D(2, 4, 3, strategy="winograd"), ValueError, r"strategy must be one of"),
+        (lambda: Conv2D(2, 4, 3, init="kaiming"), ValueError, r"init must be one of"),
+        (lambda: Conv2D(2, 4, 3, bias=1), TypeError, r"Conv2D: bias must be True or False"),
+        (lambda: Dense(0, 4), ValueError, r"Dense: in_features must be positive"),
+        (lambda: Dense(3, True), TypeError, r"Dense: out_features must be an int"),
+        (lambda: Dense(3, 4, init="nope"), ValueError, r"init must be one of"),
+        (lambda: MaxPool2D(0), ValueError, r"kernel_size must be positive"),
+        (lambda: MaxPool2D(2, padding=2), ValueError, r"at most half the kernel_size"),
+        (lambda: AvgPool2D(2, stride=(1, 0)), ValueError, r"stride must be positive"),
+        (lambda: AvgPool2D(2, count_include_pad=0), TypeError, r"count_include_pad must be"),
+    ],
+)
+def test_constructor_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_state_errors():
+    with pytest.raises(RuntimeError, match=r"Conv2D has no parameters yet: call build first"):
+        Conv2D(1, 1, 1).forward(np.ones((1, 1, 2, 2)))
+    with pytest.raises(RuntimeError, match=r"Dense has no parameters yet"):
+        Dense(2, 1).forward(np.ones((1, 2)))
+    for layer in (Conv2D(1, 1, 1), Dense(2, 1), MaxPool2D(2), AvgPool2D(2), Flatten()):
+        with pytest.raises(RuntimeError, match=rf"{type(layer).__name__}.backward called before"):
+            layer.backward(np.ones((1, 1)))
+    with pytest.raises(TypeError, match=r"Conv2D: rng must be|rng must be a numpy"):
+        Conv2D(1, 1, 1).build((1, 4, 4), rng=None)
+
+
+def test_forward_input_errors():
+    dense = Dense(3, 2)
+    dense.build((3,), rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"Dense: expected input \(N, 3\), got shape \(2, 4\)"):
+        dense.forward(np.ones((2, 4), dtype=np.float32))
+    conv = Conv2D(1, 1, 1)
+    conv.build((1, 2, 2), rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"Conv2D: expected a 4-D batch \(N, C, H, W\)"):
+        conv.forward(np.ones((1, 2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"Flatten: expected a batch \(N, ...\)"):
+        Flatten().forward(np.ones(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end against torch autograd
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed")
+def test_small_network_matches_torch_autograd(rng):
+    """Conv2D -> ReLU -> MaxPool2D -> Flatten -> Dense with cross-entropy, float64."""
+    x = rng.standard_normal((4, 2, 8, 8))
+    labels = np.array([0, 2, 1, 2])
+    stack = [
+        Conv2D(2, 3, 3, padding=1),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(3 * 4 * 4, 3),
+    ]
+    shape = x.shape[1:]
+    build_rng = np.random.default_rng(0)
+    for layer in stack:
+        shape = layer.build(shape, dtype="float64", rng=build_rng)
+    conv, dense = stack[0], stack[4]
+    conv.params["b"] = rng.standard_normal(3)  # non-zero biases exercise the bias gradients
+    dense.params["b"] = rng.standard_normal(3)
+
+    outputs = [x]
+    for layer in stack:
+        outputs.append(layer.forward(outputs[-1], training=True))
+    loss, g = CategoricalCrossEntropy()(outputs[-1], labels)
+    for layer in reversed(stack):
+        g = layer.backward(g)
+
+    tw = torch.tensor(conv.params["w"], requires_grad=True)
+    tb = torch.tensor(conv.params["b"], requires_grad=True)
+    dw = torch.tensor(dense.params["w"].T.copy(), requires_grad=True)  # torch's (out, in)
+    db = torch.tensor(dense.params["b"], requires_grad=True)
+    tx = torch.tensor(x, requires_grad=True)
+    t_out = [tx]
+    t_out.append(F.conv2d(tx, tw, tb, padding=1))
+    t_out.append(F.relu(t_out[-1]))
+    t_out.append(F.max_pool2d(t_out[-1], 2))
+    t_out.append(torch.flatten(t_out[-1], 1))
+    t_out.append(F.linear(t_out[-1], dw, db))
+    t_loss = F.cross_entropy(t_out[-1], torch.tensor(labels))
+    t_loss.backward()
+
+    for ours, theirs in zip(outputs[1:], t_out[1:]):
+        assert_close(ours, theirs.detach().numpy(), scale=np.abs(theirs.detach().numpy()).max())
+    assert_close(loss, t_loss.detach().numpy())
+    assert_close(g, tx.grad.numpy(), scale=np.abs(tx.grad.numpy()).max())
+    for ours, theirs in [
+        (conv.grads["w"], tw.grad),
+        (conv.grads["b"], tb.grad),
+        (dense.grads["w"], dw.grad.T),
+        (dense.grads["b"], db.grad),
+    ]:
+        assert_close(ours, theirs.numpy(), scale=np.abs(theirs.numpy()).max())

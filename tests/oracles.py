@@ -23,8 +23,8 @@ Oracles
 - :func:`correlate_torch`: ``torch.nn.functional.conv2d`` and autograd (None without torch).
 - :func:`error_scales`: the same correlations on absolute values, the rounding-error scale
   ``sum |x| |w|`` of every output (and of every gradient entry) of a plain sum of products.
-- :func:`norm_scales`: whole-map ``|x|_2 |w|_2`` products, the error scale of an FFT, whose
-  rounding is not local (see there).
+- :func:`kernel_scales`, :func:`norm_scales`: coarser scales for strategies whose rounding
+  is not that of a plain sum (SVD factors, FFT); :data:`ERROR_MODEL` says which applies.
 
 All oracles compute in float64 NumPy.
 """
@@ -39,6 +39,8 @@ import numpy as np
 import scipy.signal
 
 __all__ = [
+    "ERROR_MODEL",
+    "MODELS",
     "Reference",
     "correlate_loops",
     "correlate_loops_backward",
@@ -48,6 +50,7 @@ __all__ = [
     "error_scales",
     "explicit_padding",
     "fits",
+    "kernel_scales",
     "norm_scales",
     "out_size",
     "reference",
@@ -314,32 +317,55 @@ def correlate_torch(
 # --------------------------------------------------------------------------- error scale
 
 
+#: Error model of each strategy of arraycnn, by name: which scale its rounding error is
+#: proportional to, per result (y, gx, gw). Every strategy must appear here (checked by
+#: the tests), so a new strategy forces a decision.
+#:
+#: - ``local``: ``sum |x||w|`` over the output's own window (a plain sum of products).
+#: - ``kernel``: ``sum_window |x| * |w[f, c]|_F`` (:func:`kernel_scales`): the SVD factors
+#:   of separable are exact only up to ``eps * s_max`` of the kernel slice, so a tap whose
+#:   weight is ~0 still carries an error ``eps * |w|_F * |x|``.
+#: - ``map``: whole-map 2-norm products (:func:`norm_scales`): an FFT mixes every position.
+ERROR_MODEL: dict[str, dict[str, str]] = {
+    "naive": {"y": "local", "gx": "local", "gw": "local"},
+    "im2col": {"y": "local", "gx": "local", "gw": "local"},
+    "separable": {"y": "kernel", "gx": "kernel", "gw": "local"},  # gw: direct taps
+    "fft": {"y": "map", "gx": "map", "gw": "map"},
+}
+
+MODELS = ("local", "kernel", "map")
+
+
 @dataclass(frozen=True)
 class Reference:
     """Oracle results and their error scales for one call.
 
-    ``local`` = ``(y_s, gx_s, gw_s, gb_s)`` of :func:`error_scales`: ``sum |x||w| (+ |b|)``
-    per output, ``sum |gy||w|`` per input entry, ``sum |gy||x|`` per weight, ``sum |gy|``
-    per bias. ``spread``: the same with :func:`norm_scales` folded in (for FFT).
+    ``scales[model]`` = ``(y_s, gx_s, gw_s, gb_s)`` for ``model`` in :data:`MODELS`, each
+    at least the local scale (:func:`error_scales`): ``sum |x||w| (+ |b|)`` per output,
+    ``sum |gy||w|`` per input entry, ``sum |gy||x|`` per weight, ``sum |gy|`` per bias.
     """
 
     y: np.ndarray
     gx: np.ndarray
     gw: np.ndarray
     gb: np.ndarray
-    local: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    spread: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    scales: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
-    def scales(self, exact_sums: bool) -> tuple[np.ndarray, ...]:
-        """Scales for a strategy that is a plain sum of products (local) or not (spread)."""
-        return self.local if exact_sums else self.spread
+    def scales_for(self, models: dict[str, str]) -> tuple[np.ndarray, ...]:
+        """``(y_s, gx_s, gw_s, gb_s)`` for a strategy's models ``{"y": .., "gx": .., "gw": ..}``."""
+        return (
+            self.scales[models["y"]][0],
+            self.scales[models["gx"]][1],
+            self.scales[models["gw"]][2],
+            self.scales["local"][3],
+        )
 
 
-def error_scales(x, w, b=None, gy=None, *, spread=False, **geometry) -> tuple[np.ndarray, ...]:
-    """The oracle run on absolute values: ``(y_scale,)`` or ``(y_scale, gx_s, gw_s, gb_s)``.
+def error_scales(x, w, b=None, gy=None, *, model="local", **geometry) -> tuple[np.ndarray, ...]:
+    """The error scales ``(y_s,)`` or ``(y_s, gx_s, gw_s, gb_s)`` of ``model``.
 
-    With ``spread=True`` each scale is the elementwise maximum with :func:`norm_scales`, the
-    scale of a strategy whose rounding spreads over whole maps (FFT).
+    ``local``: the oracle run on absolute values. ``kernel`` and ``map``: the elementwise
+    maximum of the local scale and :func:`kernel_scales` / :func:`norm_scales`.
     """
     ax, aw = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64))
     ab = None if b is None else np.abs(np.asarray(b, np.float64))
@@ -347,10 +373,33 @@ def error_scales(x, w, b=None, gy=None, *, spread=False, **geometry) -> tuple[np
     if gy is not None:
         gy_abs = np.abs(np.asarray(gy, np.float64))
         scales.extend(correlate_scipy_backward(gy_abs, ax, aw, **geometry))
-    if spread:
-        norms = norm_scales(x, w, b, gy, **geometry)
-        scales = [np.maximum(s, n) for s, n in zip(scales, norms)]
-    return tuple(scales)
+    if model == "local":
+        return tuple(scales)
+    if model == "kernel":
+        other = kernel_scales(x, w, b, gy, **geometry)
+    elif model == "map":
+        other = norm_scales(x, w, b, gy, **geometry)
+    else:
+        raise ValueError(f"oracle: unknown error model {model!r}")
+    return tuple(np.maximum(s, o) for s, o in zip(scales, other))
+
+
+def kernel_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
+    """Scales of a factorized kernel: every tap weighted by its slice's Frobenius norm.
+
+    ``y[n, f, p, q]``: ``sum_c |w[f, c]|_F sum_{i, j} |xpad[n, c, ...]|`` (+ ``|b[f]|``);
+    ``gx``: the same adjoint with ``|gy|``; ``gw``: ``sum |gy||x|``; ``gb``: ``sum |gy|``.
+    It bounds the local scale (``|w[f, c, i, j]| <= |w[f, c]|_F``).
+    """
+    ax, w = np.abs(np.asarray(x, np.float64)), np.asarray(w, np.float64)
+    norms = np.sqrt(np.sum(w**2, axis=(2, 3), keepdims=True))  # (F, Cg, 1, 1)
+    flat = np.broadcast_to(norms, w.shape)  # (F, Cg, kh, kw), every tap |w[f, c]|_F
+    ab = None if b is None else np.abs(np.asarray(b, np.float64))
+    y_s = correlate_scipy(ax, flat, ab, **geometry)
+    if gy is None:
+        return (y_s,)
+    gy_abs = np.abs(np.asarray(gy, np.float64))
+    return (y_s, *correlate_scipy_backward(gy_abs, ax, flat, **geometry))
 
 
 def norm_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
@@ -395,10 +444,8 @@ def norm_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
 
 
 def reference(x, w, b, gy, **geometry) -> Reference:
-    """Forward and backward by scipy.signal with the local and spread error scales."""
+    """Forward and backward by scipy.signal with the error scales of every model."""
     y = correlate_scipy(x, w, b, **geometry)
     gx, gw, gb = correlate_scipy_backward(gy, x, w, **geometry)
-    local = error_scales(x, w, b, gy, **geometry)
-    norms = norm_scales(x, w, b, gy, **geometry)
-    spread = tuple(np.maximum(s, n) for s, n in zip(local, norms))
-    return Reference(y, gx, gw, gb, local, spread)  # type: ignore[arg-type]
+    scales = {m: error_scales(x, w, b, gy, model=m, **geometry) for m in MODELS}
+    return Reference(y, gx, gw, gb, scales)  # type: ignore[arg-type]

@@ -154,13 +154,12 @@ def test_same_padding_values(xp, to_xp, rng, i, k, s, d, o, pads):
     col_pads = oracles.explicit_padding("same", (i, i + 1), (k, k), s, d)[1]
     expected = oracles.correlate_loops(x, w, stride=s, dilation=d, padding=(pads, col_pads))
     geometry = {"stride": s, "dilation": d, "padding": (pads, col_pads)}
-    scale = oracles.correlate_loops(np.abs(x), np.abs(w), **geometry)
-    spread = np.maximum(scale, oracles.norm_scales(x, w, **geometry)[0])
+    scales = {m: oracles.error_scales(x, w, model=m, **geometry)[0] for m in oracles.MODELS}
     assert expected.shape[2] == o
     tx, tw = to_xp(x), to_xp(w)
     for name in ac.available_strategies(xp):
         y = ac.conv2d(tx, tw, stride=s, dilation=d, padding="same", strategy=name)
-        s_ = scale if ac.CAPABILITIES[name].exact_sums else spread
+        s_ = scales[oracles.ERROR_MODEL[name]["y"]]
         assert_close(
             y, expected, scale=s_, xp=xp, dtype=xp.float64, device=device_of(tx), err_msg=name
         )
@@ -220,6 +219,13 @@ def test_backward_of_the_lecture_example(xp, to_xp):
         assert_close(gb, [16.0], **want)
 
 
+def test_every_strategy_has_an_error_model():
+    """The tests hold each strategy to the scale of its error model (oracles.ERROR_MODEL)."""
+    assert set(oracles.ERROR_MODEL) == set(ac.STRATEGY_NAMES)
+    for models in oracles.ERROR_MODEL.values():
+        assert set(models) == {"y", "gx", "gw"} and set(models.values()) <= set(oracles.MODELS)
+
+
 def test_available_strategies():
     assert ac.available_strategies() == list(ac.STRATEGY_NAMES)
     assert set(ac.STRATEGY_NAMES) == {"naive", "separable", "im2col", "fft"}
@@ -242,8 +248,8 @@ def test_rank_one_kernel_auto_agrees(rng):
     u, v = rng.standard_normal((2, 7)), rng.standard_normal((2, 7))
     w = (u[:, :, None] * v[:, None, :])[None]  # (1, 2, 7, 7), rank one per slice
     y = ac.conv2d(x, w, padding="same")
-    exact = ac.CAPABILITIES[ac.choose_strategy(x, w, padding="same")].exact_sums
-    (scale,) = oracles.error_scales(x, w, spread=not exact, padding="same")
+    model = oracles.ERROR_MODEL[ac.choose_strategy(x, w, padding="same")]["y"]
+    (scale,) = oracles.error_scales(x, w, model=model, padding="same")
     assert_close(y, oracles.correlate_scipy(x, w, padding="same"), scale=scale)
 
 

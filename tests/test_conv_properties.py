@@ -4,8 +4,9 @@ Geometries come from :mod:`geometries` (N 1-3, groups 1-3, C and F 1-4 per group
 1-24, kernels 1-7 per axis, stride and dilation 1-3 per axis, every padding form). The
 oracles (:mod:`oracles`) are scipy.signal, explicit loops, torch autograd and central
 finite differences. Errors are measured against the rounding scale ``sum |x||w|``
-(:func:`oracles.error_scales`; for the FFT, whose rounding spreads over whole maps, the
-larger :func:`oracles.norm_scales`), with the per-dtype tolerances of :mod:`arraycnn.testing`.
+(:func:`oracles.error_scales`), or the coarser scale of the strategy's error model where
+its rounding is not that of a plain sum (:data:`oracles.ERROR_MODEL`: separable's SVD
+factors, the FFT), with the per-dtype tolerances of :mod:`arraycnn.testing`.
 
 ``HYPOTHESIS_PROFILE=thorough`` runs many more examples.
 """
@@ -18,6 +19,7 @@ import pytest
 from geometries import Case, any_cases, fitting_cases, tiny_cases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracles import ERROR_MODEL, MODELS
 
 import arraycnn as ac
 from arraycnn.backend import device_of
@@ -33,19 +35,24 @@ def _strategies(xp) -> list[str]:
     return [*ac.available_strategies(xp), "auto"]
 
 
-def _exact_sums(name: str, x, w, case: Case, direction: str = "forward") -> bool:
-    """The capability table's ``exact_sums`` of the strategy that ran.
+def _scales(name: str, by_model: dict, x, w, case: Case) -> tuple[np.ndarray, ...]:
+    """``(y_s, gx_s, gw_s, gb_s)`` that strategy ``name`` is held to (:data:`ERROR_MODEL`).
 
-    Plain sums of products are held to the local scale ``sum |x||w|``; the FFT, whose
-    rounding spreads over whole maps, to :func:`oracles.norm_scales` as well. For ``auto``
-    the forward's choice is public (``choose_strategy``); the backward is planned on its
-    own and its choice is not, so ``auto``'s gradients get the coarser scale.
+    ``by_model[model]`` holds the scales of each model. ``auto``'s forward choice is public
+    (``choose_strategy``); its backward is planned on its own and the choice is not, so its
+    gradients get the elementwise maximum over all models.
     """
     if name == "auto":
-        if direction != "forward":
-            return False
-        name = ac.choose_strategy(x, w, **case.kwargs)
-    return ac.CAPABILITIES[name].exact_sums
+        chosen = ERROR_MODEL[ac.choose_strategy(x, w, **case.kwargs)]["y"]
+        coarsest = [np.maximum.reduce([by_model[m][k] for m in MODELS]) for k in (1, 2)]
+        return (by_model[chosen][0], *coarsest, by_model["local"][3])
+    model = ERROR_MODEL[name]
+    return (
+        by_model[model["y"]][0],
+        by_model[model["gx"]][1],
+        by_model[model["gw"]][2],
+        by_model["local"][3],
+    )
 
 
 def _run(xp, to_xp, case: Case, dtype: str, bias: bool):
@@ -55,23 +62,15 @@ def _run(xp, to_xp, case: Case, dtype: str, bias: bool):
     return (x, w, b, gy), on_xp
 
 
-def _check(name, got, expected, ref_scales, *, case, x, w, **want):
-    """assert_close of y, gx, gw, gb of strategy ``name`` with the scales that strategy earns.
-
-    ``ref_scales(exact_sums) -> (y_s, gx_s, gw_s, gb_s)``.
-    """
-    forward = ref_scales(_exact_sums(name, x, w, case, "forward"))
-    backward = ref_scales(_exact_sums(name, x, w, case, "backward"))
-    scales = (forward[0], *backward[1:])
+def _check(name, got, expected, by_model, *, case, x, w, **want):
+    """assert_close of y, gx, gw, gb of strategy ``name`` with the scales it is held to."""
+    scales = _scales(name, by_model, x, w, case)
     for a, e, s, label in zip(got, expected, scales, ("y", "gx", "gw", "gb")):
         assert_close(a, e, scale=s, err_msg=f"{label} {name} {case}", **want)
 
 
-def _scales_of(x, w, b, gy, case: Case):
-    """``exact_sums -> scales`` for the oracle tests that do not use oracles.reference."""
-    local = oracles.error_scales(x, w, b, gy, **case.kwargs)
-    spread = oracles.error_scales(x, w, b, gy, spread=True, **case.kwargs)
-    return lambda exact: local if exact else spread
+def _scales_by_model(x, w, b, gy, case: Case) -> dict:
+    return {m: oracles.error_scales(x, w, b, gy, model=m, **case.kwargs) for m in MODELS}
 
 
 @FIXTURES_OK
@@ -96,11 +95,12 @@ def test_every_strategy_matches_scipy_oracle(xp, to_xp, dtype, case, bias):
     rtol, atol = tolerance(dtype)
     first, *others = results
     for name in others:
-        exact = [
-            all(_exact_sums(n, tx, tw, case, d) for n in (name, first))
-            for d in ("forward", "backward")
+        scales = [
+            np.maximum(a, b_)
+            for a, b_ in zip(
+                _scales(name, ref.scales, tx, tw, case), _scales(first, ref.scales, tx, tw, case)
+            )
         ]
-        scales = (ref.scales(exact[0])[0], *ref.scales(exact[1])[1:])
         for a, e, s, label in zip(results[name], results[first], scales, ("y", "gx", "gw", "gb")):
             assert_close(
                 a,
@@ -119,7 +119,7 @@ def test_loop_oracle_matches_every_strategy(case, bias):
     x, w, b, gy = case.data(np.float64, bias=bias)
     y = oracles.correlate_loops(x, w, b, **case.kwargs)
     gx, gw, gb = oracles.correlate_loops_backward(gy, x, w, **case.kwargs)
-    scales = _scales_of(x, w, b, gy, case)
+    scales = _scales_by_model(x, w, b, gy, case)
     for name in ac.available_strategies("numpy"):
         got = (
             ac.conv2d(x, w, b, strategy=name, **case.kwargs),
@@ -157,7 +157,7 @@ def test_every_strategy_matches_torch_autograd(xp, to_xp, case, bias):
     pytest.importorskip("torch")
     (x, w, b, gy), (tx, tw, tb, tgy) = _run(xp, to_xp, case, "float64", bias)
     y, gx, gw, gb = oracles.correlate_torch(x, w, b, gy, **case.kwargs)
-    scales = _scales_of(x, w, b, gy, case)
+    scales = _scales_by_model(x, w, b, gy, case)
     want = {"xp": xp, "dtype": xp.float64, "device": device_of(tx)}
     for name in ac.available_strategies(xp):
         got = (

@@ -1,0 +1,258 @@
+"""Loss functions: ``loss(output, target) -> (value, grad)``.
+
+Every loss is a callable object returning a pair:
+
+* ``value`` — a 0-d array, the mean loss over the batch (namespace, dtype, device of ``output``);
+* ``grad`` — the gradient of ``value`` with respect to ``output``, same shape as ``output``.
+
+Means follow PyTorch's ``reduction="mean"``: :class:`MeanSquaredError` and
+:class:`BinaryCrossEntropy` average over every element; :class:`CategoricalCrossEntropy` sums
+over the K classes and averages over the N samples.
+
+Numerics:
+
+* ``BinaryCrossEntropy(from_logits=True)`` uses ``max(z, 0) - z t + log1p(exp(-|z|))``
+  (finite for any logit); its gradient is ``(sigmoid(z) - t) / size``.
+* ``BinaryCrossEntropy(from_logits=False)`` and ``CategoricalCrossEntropy(from_logits=False)``
+  take probabilities and clip them to ``[eps, 1 - eps]`` with ``eps = finfo(dtype).eps`` before
+  the logarithm (torch clamps the log at -100 instead); the gradient is the unclipped formula
+  evaluated at the clipped probability, so it stays finite and non-zero.
+* ``CategoricalCrossEntropy(from_logits=True)`` fuses softmax and cross-entropy through
+  log-sum-exp (the maximum is subtracted first): finite for logits of 1e4 and beyond.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+from ..backend import device_of, namespace_of, to_numpy
+
+__all__ = [
+    "LOSSES",
+    "BinaryCrossEntropy",
+    "CategoricalCrossEntropy",
+    "Loss",
+    "MeanSquaredError",
+    "get_loss",
+]
+
+Array = Any
+
+
+def _check_output(output: Array, target: Array, owner: str) -> ModuleType:
+    xp = namespace_of(output, target, names=("output", "target"))
+    if not xp.isdtype(output.dtype, "real floating"):
+        raise TypeError(f"{owner}: output must have a real floating dtype, got {output.dtype}")
+    if device_of(output) != device_of(target):
+        raise ValueError(
+            f"{owner}: output is on device {device_of(output)} but target is on {device_of(target)}"
+        )
+    return xp
+
+
+def _same_shape_target(output: Array, target: Array, owner: str, *, xp: ModuleType) -> Array:
+    """``target`` cast to ``output``'s dtype, after checking the shapes agree."""
+    if tuple(target.shape) != tuple(output.shape):
+        raise ValueError(
+            f"{owner}: target shape {tuple(target.shape)} must equal output shape "
+            f"{tuple(output.shape)}"
+        )
+    return xp.astype(target, output.dtype)
+
+
+def _eps(output: Array, xp: ModuleType) -> float:
+    return float(xp.finfo(output.dtype).eps)
+
+
+def _sigmoid(z: Array, *, xp: ModuleType) -> Array:
+    e = xp.exp(-xp.abs(z))
+    positive = 1.0 / (1.0 + e)
+    return xp.where(z >= 0, positive, e * positive)
+
+
+class Loss:
+    """Base class: ``loss(output, target) -> (0-d mean loss, gradient w.r.t. output)``."""
+
+    #: The name :func:`get_loss` knows this loss by.
+    name: str = ""
+
+    def __call__(self, output: Array, target: Array) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """Constructor keyword arguments, JSON-serialisable."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class MeanSquaredError(Loss):
+    """``mean((output - target) ** 2)`` over all elements (torch's ``F.mse_loss``)."""
+
+    name = "mse"
+
+    def __call__(self, output: Array, target: Array) -> tuple[Array, Array]:
+        xp = _check_output(output, target, "MeanSquaredError")
+        t = _same_shape_target(output, target, "MeanSquaredError", xp=xp)
+        diff = output - t
+        size = float(max(math.prod(diff.shape), 1))
+        return xp.sum(diff * diff) / size, (2.0 / size) * diff
+
+
+class BinaryCrossEntropy(Loss):
+    """``-mean(t log p + (1 - t) log(1 - p))`` over all elements, targets ``t`` in [0, 1].
+
+    Parameters
+    ----------
+    from_logits : bool
+        False (default): ``output`` holds probabilities ``p`` (clipped, see the module
+        docstring). True: ``output`` holds logits ``z`` with ``p = sigmoid(z)``, computed
+        stably.
+    """
+
+    name = "binary_crossentropy"
+
+    def __init__(self, from_logits: bool = False) -> None:
+        if not isinstance(from_logits, bool):
+            raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
+        self.from_logits = from_logits
+
+    def __call__(self, output: Array, target: Array) -> tuple[Array, Array]:
+        owner = "BinaryCrossEntropy"
+        xp = _check_output(output, target, owner)
+        t = _same_shape_target(output, target, owner, xp=xp)
+        size = float(max(math.prod(output.shape), 1))
+        if self.from_logits:
+            z = output
+            per_element = xp.maximum(z, xp.zeros_like(z)) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
+            grad = (_sigmoid(z, xp=xp) - t) / size
+        else:
+            eps = _eps(output, xp)
+            p = xp.clip(output, eps, 1.0 - eps)
+            per_element = -(t * xp.log(p) + (1.0 - t) * xp.log1p(-p))
+            grad = (p - t) / (p * (1.0 - p)) / size
+        return xp.sum(per_element) / size, grad
+
+    def get_config(self) -> dict:
+        return {"from_logits": self.from_logits}
+
+
+class CategoricalCrossEntropy(Loss):
+    """Cross-entropy of K-class scores ``output`` (N, K), summed over K, averaged over N.
+
+    Targets are integer labels (N,) in ``[0, K)`` or class probabilities / one-hot (N, K).
+
+    Parameters
+    ----------
+    from_logits : bool
+        True (default): ``output`` holds raw scores; softmax is fused in with log-sum-exp and
+        the gradient is ``(softmax(z) * sum_k t - t) / N`` (``softmax(z) - t`` for one-hot or
+        label targets), as ``torch.nn.functional.cross_entropy``. False: ``output`` holds
+        probabilities (clipped, see the module docstring); gradient ``-t / p / N``.
+    """
+
+    name = "categorical_crossentropy"
+
+    def __init__(self, from_logits: bool = True) -> None:
+        if not isinstance(from_logits, bool):
+            raise TypeError(f"from_logits must be True or False, got {from_logits!r}")
+        self.from_logits = from_logits
+
+    def _target_matrix(self, output: Array, target: Array, *, xp: ModuleType) -> Array:
+        """Targets as an (N, K) array of ``output``'s dtype (labels become one-hot)."""
+        owner = "CategoricalCrossEntropy"
+        n, k = output.shape
+        if target.ndim == 2:
+            return _same_shape_target(output, target, owner, xp=xp)
+        if target.ndim != 1 or target.shape[0] != n:
+            raise ValueError(
+                f"{owner}: target must be integer labels (N,) = ({n},) or probabilities "
+                f"(N, K) = ({n}, {k}), got shape {tuple(target.shape)}"
+            )
+        if not xp.isdtype(target.dtype, "integral"):
+            raise TypeError(
+                f"{owner}: label targets (N,) must have an integer dtype, got {target.dtype}"
+            )
+        outside = (target < 0) | (target >= k)
+        if bool(xp.any(outside)):
+            labels = to_numpy(target)  # error path only: name the offending labels
+            bad = sorted({int(v) for v in labels[(labels < 0) | (labels >= k)]})
+            shown = ", ".join(str(v) for v in bad[:10]) + (", ..." if len(bad) > 10 else "")
+            raise ValueError(
+                f"{owner}: labels must be in [0, {k}) for K={k} classes; got out-of-range "
+                f"labels {shown}"
+            )
+        classes = xp.arange(k, dtype=target.dtype, device=device_of(target))
+        # (N,) == (K,) -> (N, K)
+        one_hot = xp.reshape(target, (n, 1)) == xp.reshape(classes, (1, k))
+        return xp.astype(one_hot, output.dtype)
+
+    def __call__(self, output: Array, target: Array) -> tuple[Array, Array]:
+        owner = "CategoricalCrossEntropy"
+        xp = _check_output(output, target, owner)
+        if output.ndim != 2:
+            raise ValueError(
+                f"{owner}: output must be (N, K) class scores, got shape {tuple(output.shape)}"
+            )
+        t = self._target_matrix(output, target, xp=xp)
+        n = float(max(output.shape[0], 1))
+        if self.from_logits:
+            shifted = output - xp.max(output, axis=1, keepdims=True)  # (N, K), max 0 per row
+            sum_exp = xp.sum(xp.exp(shifted), axis=1, keepdims=True)  # (N, 1), in [1, K]
+            log_p = shifted - xp.log(sum_exp)
+            p = xp.exp(log_p)
+            value = -xp.sum(t * log_p) / n
+            grad = (p * xp.sum(t, axis=1, keepdims=True) - t) / n
+        else:
+            eps = _eps(output, xp)
+            p = xp.clip(output, eps, 1.0 - eps)
+            value = -xp.sum(t * xp.log(p)) / n
+            grad = -t / p / n
+        return value, grad
+
+    def get_config(self) -> dict:
+        return {"from_logits": self.from_logits}
+
+
+#: Loss classes by name (and alias).
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "bce": BinaryCrossEntropy,
+    "categorical_crossentropy": CategoricalCrossEntropy,
+    "cross_entropy": CategoricalCrossEntropy,
+}
+
+
+def get_loss(name_or_obj: str | Loss | type[Loss]) -> Loss:
+    """A :class:`Loss` from a name, a Loss subclass (instantiated with defaults) or an instance.
+
+    Names: ``"mse"`` (``"mean_squared_error"``), ``"binary_crossentropy"`` (``"bce"``),
+    ``"categorical_crossentropy"`` (``"cross_entropy"``), case-insensitive.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the valid ones.
+    TypeError
+        For anything else.
+    """
+    if isinstance(name_or_obj, Loss):
+        return name_or_obj
+    if isinstance(name_or_obj, type) and issubclass(name_or_obj, Loss):
+        return name_or_obj()
+    if isinstance(name_or_obj, str):
+        try:
+            return LOSSES[name_or_obj.lower()]()
+        except KeyError:
+            valid = ", ".join(repr(n) for n in LOSSES)
+            raise ValueError(f"loss must be one of {valid}; got {name_or_obj!r}") from None
+    raise TypeError(
+        f"loss must be a name, a Loss instance or a Loss subclass, got "
+        f"{type(name_or_obj).__name__} {name_or_obj!r}"
+    )

@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-__all__ = ["CAPABILITIES", "STRATEGY_NAMES", "Capability", "missing_requirements"]
+__all__ = [
+    "CAPABILITIES",
+    "STRATEGY_NAMES",
+    "Capability",
+    "exact_strategies",
+    "missing_requirements",
+]
 
 
 @dataclass(frozen=True)
@@ -25,11 +31,15 @@ class Capability:
         Namespace extensions it needs: ``"fft"`` (``xp.fft`` or a backend FFT module),
         ``"linalg"`` (``xp.linalg.svd``).
     exact_sums : bool
-        True if the result is a plain sum of products (exact for integer-valued data that
-        fits the mantissa); False for FFT, whose rounding spreads over the whole output.
+        True if the result is a plain sum of products of the inputs (exact for
+        integer-valued data whose sums fit the mantissa). False for FFT, whose rounding
+        spreads over the whole output, and for separable, whose SVD factors are rounded
+        (irrational in general). ``dispatch.select_strategy(..., require_exact=True)``
+        reads this.
     nan_local : bool
-        True if a NaN/Inf in the input only reaches the outputs whose window contains it.
-        The FFT spreads it over the whole output (every output becomes NaN).
+        True if a NaN/Inf in the input only reaches the outputs whose receptive field
+        contains it (the rule of :mod:`arraycnn.conv.dispatch`). The FFT spreads it over
+        the whole output, so the dispatcher keeps non-finite input away from it.
     """
 
     name: str
@@ -45,7 +55,7 @@ class Capability:
 
 CAPABILITIES: dict[str, Capability] = {
     "naive": Capability("naive"),
-    "separable": Capability("separable", needs=("linalg",)),
+    "separable": Capability("separable", needs=("linalg",), exact_sums=False),
     "im2col": Capability("im2col"),
     "fft": Capability("fft", needs=("fft",), exact_sums=False, nan_local=False),
 }
@@ -65,3 +75,8 @@ def missing_requirements(name: str, xp: ModuleType) -> list[str]:
         if need == "linalg" and not hasattr(getattr(xp, "linalg", None), "svd"):
             missing.append("linalg.svd")
     return missing
+
+
+def exact_strategies() -> tuple[str, ...]:
+    """Strategies whose results are plain sums of products (see ``Capability.exact_sums``)."""
+    return tuple(name for name, cap in CAPABILITIES.items() if cap.exact_sums)

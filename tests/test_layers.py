@@ -74,8 +74,8 @@ def layer_gradient_errors(layer, x, xp, to_xp, rng, *, directions=3):
 
 
 def _distinct(rng, shape):
-    """Values at least 0.1 apart (no ties in max pooling, FD never crosses one)."""
-    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 2.0
+    """Values 0.1 apart, none near 0: no ties in max pooling, FD never crosses a kink."""
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 - 1.95  # |x| >= 0.05
 
 
 CONV_CASES = [
@@ -450,3 +450,25 @@ def test_small_network_matches_torch_autograd(rng):
         (dense.grads["b"], db.grad),
     ]:
         assert_close(ours, theirs.numpy(), scale=np.abs(theirs.numpy()).max())
+
+
+def _report() -> None:  # pragma: no cover - `python tests/test_layers.py` prints the table
+    """Largest finite-difference discrepancy per layer and argument, NumPy float64."""
+    from arraycnn.backend import resolve_backend
+    from arraycnn.nn.activations import LeakyReLU, Sigmoid, Softmax, Tanh
+
+    xp = resolve_backend("numpy")
+    rng = np.random.default_rng(0)
+    activation_cases = [(lambda c=c: c(), (3, 4, 5)) for c in (ReLU, Sigmoid, Tanh, Softmax)]
+    activation_cases.append((lambda: LeakyReLU(0.1), (3, 4, 5)))
+    for make, shape in CONV_CASES + POOL_CASES + OTHER_CASES + activation_cases:
+        layer = make()
+        errors = layer_gradient_errors(
+            layer, _distinct(rng, shape), xp, xp.asarray, rng, directions=8
+        )
+        cells = "  ".join(f"{k}: {v:.1e}" for k, v in errors.items())
+        print(f"{layer!r:<95} {cells}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _report()

@@ -270,7 +270,14 @@ def _load_pkl(path: Path) -> tuple[Split, Split, Split]:
     return out[0], out[1], out[2]
 
 
-def load_mnist(path: str | os.PathLike) -> tuple[Split, Split]:
+def _has_mnist_files(directory: Path) -> bool:
+    return directory.is_dir() and (
+        (directory / MNIST_PKL_NAME).is_file()
+        or _find_idx(directory, "train-images-idx3-ubyte") is not None
+    )
+
+
+def load_mnist(path: str | os.PathLike, *, download: bool = False) -> tuple[Split, Split]:
     """Load MNIST from the IDX files in a directory or from a ``mnist.pkl.gz`` file.
 
     Parameters
@@ -281,6 +288,9 @@ def load_mnist(path: str | os.PathLike) -> tuple[Split, Split]:
         or holding ``mnist.pkl.gz``, or the path of a pickled ``(train, valid, test)`` file.
         For the pickle, train and validation (50 000 + 10 000, the original training set)
         are concatenated into the training split.
+    download : bool
+        If ``path`` is a directory without MNIST files, fetch them there first with
+        :func:`fetch_mnist` (files already present are loaded as they are).
 
     Returns
     -------
@@ -288,6 +298,8 @@ def load_mnist(path: str | os.PathLike) -> tuple[Split, Split]:
         X float32 (N, 1, 28, 28) in [0, 1]; y int64 (N,). 60 000 / 10 000 for the full set.
     """
     path = Path(path)
+    if download and not path.is_file() and not _has_mnist_files(path):
+        fetch_mnist(path)
     if path.is_file():
         train, valid, test = _load_pkl(path)
         X_train = np.concatenate([train[0], valid[0]])

@@ -1,0 +1,182 @@
+"""The lecture's Keras grid search on the 8×8 digits, on arraycnn.
+
+Network (as in the lecture): Conv2D 10 filters 3×3 + ReLU -> MaxPool 2×2 -> Flatten ->
+Dense 50 + ReLU -> Dense 10 + softmax, categorical cross-entropy, plain SGD with an L2 penalty.
+The grid runs over the learning rate η and the L2 strength λ; train and test accuracy of every
+cell are drawn as heat maps.
+
+The L2 penalty is SGD's ``weight_decay = λ``: the gradient of ``λ/2 · ||θ||²`` is added to every
+parameter's gradient. Keras' ``kernel_regularizer=l2(λ)`` adds ``λ · ||W||²`` to the kernels
+only, i.e. it corresponds to weight decay ``2λ`` without decay of the biases.
+
+The split is arraycnn's deterministic stratified 80 / 20 split of the 1797 digits.
+
+Run::
+
+    python -m arraycnn.examples.keras_digits_grid --out out/ \
+        [--lrs 0.01,0.1,1 --lambdas 1e-4,1e-2,1 --epochs 20 --batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def build_model(*, backend: Any = "numpy", seed: int = 0, strategy: str = "auto"):
+    """The lecture's digits CNN for (1, 8, 8) inputs."""
+    from arraycnn.nn.activations import ReLU, Softmax
+    from arraycnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D
+    from arraycnn.nn.model import Sequential
+
+    return Sequential(
+        [
+            Conv2D(1, 10, 3, strategy=strategy),  # (1, 8, 8) -> (10, 6, 6)
+            ReLU(),
+            MaxPool2D(2),  # -> (10, 3, 3)
+            Flatten(),  # -> (90,)
+            Dense(90, 50),
+            ReLU(),
+            Dense(50, 10),
+            Softmax(),
+        ],
+        backend=backend,
+        seed=seed,
+    )
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def run_grid(
+    lrs: list[float],
+    lambdas: list[float],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    backend: Any = "numpy",
+    limit: int | None = None,
+    log=print,
+) -> dict:
+    """Train one model per (η, λ); return accuracies as nested lists [i_lr][j_lambda]."""
+    from arraycnn.datasets import load_digits, train_test_split
+    from arraycnn.nn.optim import SGD
+
+    X, y = load_digits()
+    if limit is not None:
+        X, y = X[:limit], y[:limit]
+    (X_train, y_train), (X_test, y_test) = train_test_split(X, y, test_fraction=0.2, seed=seed)
+    train_acc = np.zeros((len(lrs), len(lambdas)))
+    test_acc = np.zeros_like(train_acc)
+    started = time.perf_counter()
+    for i, lr in enumerate(lrs):
+        for j, lam in enumerate(lambdas):
+            model = build_model(backend=backend, seed=seed)
+            model.fit(
+                X_train,
+                y_train,
+                epochs=epochs,
+                batch_size=batch_size,
+                loss="categorical_crossentropy",
+                optimizer=SGD(lr=lr, weight_decay=lam),
+                seed=seed,
+                progress=False,
+            )
+            train_acc[i, j] = model.evaluate(X_train, y_train)["accuracy"]
+            test_acc[i, j] = model.evaluate(X_test, y_test)["accuracy"]
+            log(
+                f"lr {lr:<8g} lambda {lam:<8g} train accuracy {train_acc[i, j]:.3f}  "
+                f"test accuracy {test_acc[i, j]:.3f}"
+            )
+    return {
+        "lrs": list(lrs),
+        "lambdas": list(lambdas),
+        "train_accuracy": train_acc.tolist(),
+        "test_accuracy": test_acc.tolist(),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "train_samples": int(X_train.shape[0]),
+        "test_samples": int(X_test.shape[0]),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def plot_heatmaps(result: dict, path: Path) -> Path:
+    """Two annotated heat maps (train, test accuracy) side by side, written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lrs, lambdas = result["lrs"], result["lambdas"]
+    fig, axes = plt.subplots(1, 2, figsize=(5 + 1.6 * len(lambdas), 1.5 + 1.0 * len(lrs)))
+    for ax, key, title in zip(
+        axes, ("train_accuracy", "test_accuracy"), ("Training accuracy", "Test accuracy")
+    ):
+        values = np.asarray(result[key])
+        image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w" if v < 0.6 else "k")
+        ax.set_xticks(range(len(lambdas)), [f"{v:g}" for v in lambdas])
+        ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs])
+        ax.set_xlabel("L2 strength λ (weight decay)")
+        ax.set_ylabel("learning rate η")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(
+        f"digits CNN, SGD, {result['epochs']} epochs, batch {result['batch_size']} "
+        f"({result['train_samples']} train / {result['test_samples']} test)"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the grid, write ``digits_grid.png`` and ``digits_grid.json`` into ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out", help="output directory")
+    parser.add_argument("--lrs", type=_floats, default=[0.01, 0.1, 1.0])
+    parser.add_argument("--lambdas", type=_floats, default=[1e-4, 1e-2, 1.0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N digits")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, flush=True)
+
+    result = run_grid(
+        args.lrs,
+        args.lambdas,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        backend=args.backend,
+        limit=args.limit,
+        log=log,
+    )
+    out = Path(args.out)
+    png = plot_heatmaps(result, out / "digits_grid.png")
+    (out / "digits_grid.json").write_text(json.dumps(result, indent=1))
+    result["png"] = str(png)
+    log(f"wrote {png} and {out / 'digits_grid.json'} ({result['seconds']:.1f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

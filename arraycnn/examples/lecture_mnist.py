@@ -1,0 +1,258 @@
+"""The lecture's MNIST CNN, modernised to reach >= 99 % test accuracy on the NumPy backend.
+
+The lecture builds one 3×3 convolution with a single feature map (leaky ReLU), a flatten, dense
+layers of 30 and 20 units and a softmax output, trained with Adam (lr 1e-3) on 10 000 images;
+that network tops out well below 99 %. What we changed (and why):
+
+* two convolution blocks, 16 and 32 filters of 5×5 with "same" padding, each followed by ReLU
+  and 2×2 max pooling (more feature maps: the single map is the bottleneck; 16/32 filters
+  cost a quarter of the usual 32/64 and still reach the target);
+* one dense layer of 128 ReLU units with dropout 0.25, then a 10-way softmax;
+* all 60 000 training images (the lecture used 10 000), mini-batches of 64, Adam lr 1e-3,
+  softmax fused with the cross-entropy (stable, as Keras does).
+
+The test set (10 000 images) is evaluated after every epoch; the first epoch at or above the
+target (99 %) is reported with the wall time up to it.
+
+``--framework torch`` trains the same network with ``torch.nn`` on the CPU (same layers,
+initial-weight distributions, optimizer, batch size and shuffling order) for comparison.
+
+Run::
+
+    python -m arraycnn.examples.lecture_mnist --data-dir data/mnist --epochs 5
+    python -m arraycnn.examples.lecture_mnist --framework torch --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET = 0.99
+
+
+def build_model(*, backend: Any = "numpy", seed: int = 0, strategy: str = "auto", dropout=0.25):
+    """The modernised lecture CNN as an arraycnn ``Sequential`` (input (1, 28, 28))."""
+    from arraycnn.nn.activations import ReLU, Softmax
+    from arraycnn.nn.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+    from arraycnn.nn.model import Sequential
+
+    layers = [
+        Conv2D(1, 16, 5, padding=2, strategy=strategy),  # (1, 28, 28) -> (16, 28, 28)
+        ReLU(),
+        MaxPool2D(2),  # -> (16, 14, 14)
+        Conv2D(16, 32, 5, padding=2, strategy=strategy),  # -> (32, 14, 14)
+        ReLU(),
+        MaxPool2D(2),  # -> (32, 7, 7)
+        Flatten(),  # -> (1568,)
+        Dense(32 * 7 * 7, 128),
+        ReLU(),
+        *([Dropout(dropout)] if dropout else []),
+        Dense(128, 10),
+        Softmax(),
+    ]
+    return Sequential(layers, backend=backend, seed=seed)
+
+
+def _first_epoch_at(target: float, accuracies: list[float]) -> int | None:
+    for epoch, acc in enumerate(accuracies, start=1):
+        if acc >= target:
+            return epoch
+    return None
+
+
+def _summary(framework: str, history: dict[str, list[float]], extra: dict) -> dict:
+    times = history["epoch_time"]
+    reached = _first_epoch_at(TARGET, history["val_accuracy"])
+    return {
+        "framework": framework,
+        "epochs": len(times),
+        "test_accuracy": history["val_accuracy"],
+        "train_loss": history["loss"],
+        "epoch_seconds": times,
+        "seconds_per_epoch": float(np.mean(times)) if times else None,
+        "epochs_to_99": reached,
+        "seconds_to_99": float(sum(times[:reached])) if reached else None,
+        "final_test_accuracy": history["val_accuracy"][-1] if times else None,
+        **extra,
+    }
+
+
+def _stop_at(target: float | None):
+    if target is None:
+        return None
+    return lambda epoch, metrics: metrics["val_accuracy"] >= target
+
+
+def train_arraycnn(
+    data, *, epochs, batch_size, lr, seed, backend, strategy, progress=True, until=None
+):
+    """Train with arraycnn; returns (model, summary dict)."""
+    from arraycnn.nn.optim import Adam
+
+    (X_train, y_train), (X_test, y_test) = data
+    model = build_model(backend=backend, seed=seed, strategy=strategy)
+    history = model.fit(
+        X_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        loss="categorical_crossentropy",
+        optimizer=Adam(lr=lr),
+        validation_data=(X_test, y_test),
+        seed=seed,
+        progress=progress,
+        callback=_stop_at(until),
+    )
+    summary = _summary(
+        "arraycnn", history.history, {"backend": model.backend, "interrupted": history.interrupted}
+    )
+    return model, summary
+
+
+def train_torch(data, *, epochs, batch_size, lr, seed, threads, progress=True, until=None):
+    """The same network and schedule with torch.nn on the CPU; returns a summary dict."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    (X_train, y_train), (X_test, y_test) = data
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, 10),
+    )
+    for module in net:  # the initial distributions arraycnn uses: He normal / Glorot uniform
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X_train), torch.from_numpy(y_train)
+    Xs, ys = torch.from_numpy(X_test), torch.from_numpy(y_test)
+    rng = np.random.default_rng(seed)
+    history: dict[str, list[float]] = {"loss": [], "val_accuracy": [], "epoch_time": []}
+    n = Xt.shape[0]
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        net.train()
+        order = torch.from_numpy(rng.permutation(n))
+        total = 0.0
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(net(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.shape[0]
+        net.eval()
+        with torch.no_grad():
+            correct = sum(
+                int((net(Xs[lo : lo + 1000]).argmax(1) == ys[lo : lo + 1000]).sum())
+                for lo in range(0, Xs.shape[0], 1000)
+            )
+        history["loss"].append(total / n)
+        history["val_accuracy"].append(correct / Xs.shape[0])
+        history["epoch_time"].append(time.perf_counter() - started)
+        if progress:
+            print(
+                f"epoch {epoch}/{epochs}  loss {total / n:.4f}  "
+                f"test accuracy {correct / Xs.shape[0]:.4f}  {history['epoch_time'][-1]:.1f} s",
+                flush=True,
+            )
+        if until is not None and history["val_accuracy"][-1] >= until:
+            break
+    return _summary("torch", history, {"threads": threads, "torch": torch.__version__})
+
+
+def load_data(data_dir: str | os.PathLike, limit: int | None = None, test_limit: int | None = None):
+    """MNIST from ``data_dir`` (fetched there and verified by fetch_mnist if absent)."""
+    from arraycnn.datasets import load_mnist
+
+    (X_train, y_train), (X_test, y_test) = load_mnist(data_dir, download=True)
+    if limit is not None:
+        X_train, y_train = X_train[:limit], y_train[:limit]
+    if test_limit is not None:
+        X_test, y_test = X_test[:test_limit], y_test[:test_limit]
+    return (X_train, y_train), (X_test, y_test)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=("arraycnn", "torch"), default="arraycnn")
+    parser.add_argument("--backend", default="numpy", help="arraycnn backend")
+    parser.add_argument("--strategy", default="auto", help="convolution strategy (arraycnn)")
+    parser.add_argument("--data-dir", default="data/mnist", help="MNIST directory")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--limit", type=int, default=None, help="use the first N train images")
+    parser.add_argument("--test-limit", type=int, default=None, help="first N test images")
+    parser.add_argument(
+        "--until", type=float, default=None, help="stop after the first epoch at this accuracy"
+    )
+    parser.add_argument("--out", default=None, help="directory for summary JSON and model")
+    parser.add_argument("--quiet", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train, print a summary (JSON), optionally write it and the model to ``--out``."""
+    args = parse_args(argv)
+    data = load_data(args.data_dir, args.limit, args.test_limit)
+    common = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "progress": not args.quiet,
+        "until": args.until,
+    }
+    model = None
+    if args.framework == "torch":
+        summary = train_torch(data, threads=args.threads, **common)
+    else:
+        model, summary = train_arraycnn(
+            data, backend=args.backend, strategy=args.strategy, **common
+        )
+    summary.update(
+        train_samples=int(data[0][0].shape[0]),
+        test_samples=int(data[1][0].shape[0]),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+    )
+    if not args.quiet:
+        print(json.dumps(summary, indent=1))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"lecture_mnist_{args.framework}.json").write_text(json.dumps(summary, indent=1))
+        if model is not None:
+            model.save(out / "lecture_mnist.npz")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,192 @@
+"""``arraycnn train``: train a CNN on the 8×8 digits or on MNIST, save the model and its curves.
+
+Writes into ``--out``: ``model_<dataset>.npz`` (load with :func:`arraycnn.nn.model.load_model`),
+``training_<dataset>.png`` (loss and accuracy per epoch, train vs test) and
+``history_<dataset>.json``; prints progress and the final test accuracy.
+
+Examples::
+
+    python -m arraycnn train --dataset digits --out out/
+    python -m arraycnn train --dataset mnist --data-dir data/mnist --epochs 3 --out out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: Per-data-set defaults: epochs, batch size, optimizer, learning rate.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 3e-3},
+    "mnist": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``arraycnn train``."""
+    parser.add_argument("--dataset", choices=tuple(DEFAULTS), default="digits")
+    parser.add_argument("--backend", default="numpy", help="numpy, torch, cupy, array_api_strict")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 30 digits, 3 mnist")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 digits, 64 mnist")
+    parser.add_argument(
+        "--strategy", default="auto", help="convolution strategy (auto, im2col, ...)"
+    )
+    parser.add_argument("--lr", type=float, default=None, help="default: 3e-3 digits, 1e-3 mnist")
+    parser.add_argument(
+        "--optimizer", default=None, help="sgd, momentum, adagrad, rmsprop, adam..."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default="data/mnist", help="MNIST directory (mnist only)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N train images")
+    parser.add_argument("--out", default="out", help="output directory")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
+def digits_model(*, backend: Any, seed: int, strategy: str):
+    """A small CNN for (1, 8, 8) digits: conv 16 3×3 same -> pool -> dense 64 -> 10."""
+    from .nn.activations import ReLU, Softmax
+    from .nn.layers import Conv2D, Dense, Flatten, MaxPool2D
+    from .nn.model import Sequential
+
+    return Sequential(
+        [
+            Conv2D(1, 16, 3, padding=1, strategy=strategy),  # (1, 8, 8) -> (16, 8, 8)
+            ReLU(),
+            MaxPool2D(2),  # -> (16, 4, 4)
+            Flatten(),  # -> (256,)
+            Dense(256, 64),
+            ReLU(),
+            Dense(64, 10),
+            Softmax(),
+        ],
+        backend=backend,
+        seed=seed,
+    )
+
+
+def load_data(args: argparse.Namespace):
+    """(X_train, y_train), (X_test, y_test) of the chosen data set (host NumPy arrays)."""
+    from .datasets import load_digits, load_mnist, train_test_split
+
+    if args.dataset == "digits":
+        X, y = load_digits()
+        train, test = train_test_split(X, y, test_fraction=0.2, seed=args.seed)
+    else:
+        train, test = load_mnist(args.data_dir, download=True)
+    if args.limit is not None:
+        train = (train[0][: args.limit], train[1][: args.limit])
+    return train, test
+
+
+def plot_history(history: dict[str, list[float]], path: Path, title: str) -> Path:
+    """Loss and accuracy per epoch, train vs test, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, history["loss"], "o-", label="train")
+    ax_loss.plot(epochs, history["val_loss"], "s-", label="test")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_loss.set_title("Loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, history["accuracy"], "o-", label="train")
+    ax_acc.plot(epochs, history["val_accuracy"], "s-", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_title("Accuracy")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, evaluate, save; print the final test accuracy. Returns the exit status."""
+    from .examples.lecture_mnist import build_model as mnist_model
+    from .nn.optim import get_optimizer
+
+    defaults = DEFAULTS[args.dataset]
+    epochs = args.epochs if args.epochs is not None else defaults["epochs"]
+    batch_size = args.batch_size if args.batch_size is not None else defaults["batch_size"]
+    lr = args.lr if args.lr is not None else defaults["lr"]
+    optimizer_name = args.optimizer or defaults["optimizer"]
+    for name, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            print(f"arraycnn train: {name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        optimizer = get_optimizer(optimizer_name, lr=lr)
+    except (ValueError, TypeError) as exc:
+        print(f"arraycnn train: --optimizer/--lr: {exc}", file=sys.stderr)
+        return 2
+
+    (X_train, y_train), (X_test, y_test) = load_data(args)
+    build = digits_model if args.dataset == "digits" else mnist_model
+    model = build(backend=args.backend, seed=args.seed, strategy=args.strategy)
+    if not args.quiet:
+        print(
+            f"{args.dataset}: {X_train.shape[0]} train / {X_test.shape[0]} test images, "
+            f"backend {model.backend}, {optimizer_name} lr {lr:g}, batch {batch_size}, "
+            f"{epochs} epochs"
+        )
+    started = time.perf_counter()
+    history = model.fit(
+        X_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        loss="categorical_crossentropy",
+        optimizer=optimizer,
+        validation_data=(X_test, y_test),
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    seconds = time.perf_counter() - started
+    final = model.evaluate(X_test, y_test)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = model.save(out / f"model_{args.dataset}.npz")
+    record = {
+        "dataset": args.dataset,
+        "backend": model.backend,
+        "optimizer": optimizer_name,
+        "lr": lr,
+        "batch_size": batch_size,
+        "epochs_run": len(history.epochs),
+        "interrupted": history.interrupted,
+        "seconds": seconds,
+        "test_accuracy": final["accuracy"],
+        "test_loss": final["loss"],
+        "history": history.history,
+    }
+    (out / f"history_{args.dataset}.json").write_text(json.dumps(record, indent=1))
+    png = None
+    if history.epochs:
+        png = plot_history(
+            history.history,
+            out / f"training_{args.dataset}.png",
+            f"{args.dataset}: {model.backend}, {optimizer_name} lr {lr:g}, batch {batch_size} — "
+            f"test accuracy {final['accuracy']:.4f}",
+        )
+    print(
+        f"test accuracy {final['accuracy']:.4f} (loss {final['loss']:.4f}) after "
+        f"{len(history.epochs)} epoch(s), {seconds:.1f} s"
+    )
+    print(
+        f"wrote {model_path}" + (f", {png}" if png else "") + f", {out}/history_{args.dataset}.json"
+    )
+    return 0

@@ -280,3 +280,39 @@ def test_nan_local_strategies_keep_nan_in_its_windows(name):
     np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
     # padded pixel (5, 7): output rows 3-5, and of the columns 2q..2q+2 only q = 3; F = 2
     assert np.isnan(expected).sum() == 2 * 3 * 1
+
+
+def test_non_contiguous_inputs(xp, to_xp, rng):
+    """Strided and permuted views give the same results as the oracle on their values."""
+    big = rng.standard_normal((2, 6, 11, 3))
+    w_big = rng.standard_normal((3, 4, 2, 5))
+    tx = xp.permute_dims(to_xp(big), (0, 3, 1, 2))[:, :, ::2, 1:]  # (2, 3, 3, 10)
+    tw = xp.permute_dims(to_xp(w_big), (1, 0, 3, 2))[:, :, ::2, :]  # (4, 3, 3, 2)
+    assert tuple(tx.shape) == (2, 3, 3, 10) and tuple(tw.shape) == (4, 3, 3, 2)
+    x = np.transpose(big, (0, 3, 1, 2))[:, :, ::2, 1:]
+    w = np.transpose(w_big, (1, 0, 3, 2))[:, :, ::2, :]
+    kwargs = {"padding": ((1, 0), (0, 2)), "stride": (1, 2)}
+    gy = rng.standard_normal((2, 4, 2, 6))  # Ho = 3 + 1 - 3 + 1, Wo = (10 + 2 - 2) // 2 + 1
+    expected = (
+        oracles.correlate_loops(x, w, **kwargs),
+        *oracles.correlate_loops_backward(gy, x, w, **kwargs)[:2],
+    )
+    for name in ac.available_strategies(xp):
+        models = oracles.ERROR_MODEL[name]
+        scales = {
+            m: oracles.error_scales(x, w, None, gy, model=m, **kwargs) for m in oracles.MODELS
+        }
+        got = (
+            ac.conv2d(tx, tw, strategy=name, **kwargs),
+            *ac.conv2d_backward(to_xp(gy), tx, tw, strategy=name, **kwargs)[:2],
+        )
+        for k, (a, e, label) in enumerate(zip(got, expected, ("y", "gx", "gw"))):
+            assert_close(
+                a,
+                e,
+                scale=scales[models[label]][k],
+                xp=xp,
+                dtype=xp.float64,
+                device=device_of(tx),
+                err_msg=f"{label} {name}",
+            )

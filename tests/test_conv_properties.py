@@ -26,7 +26,13 @@ from arraycnn.backend import device_of
 from arraycnn.testing import assert_close, check_grad, tolerance
 
 # The xp / to_xp fixtures do not change between examples, so sharing them is sound.
-FIXTURES_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Inherits the loaded profile (conftest) and adds this one check to its suppressed list.
+FIXTURES_OK = settings(
+    suppress_health_check=[
+        *settings.default.suppress_health_check,
+        HealthCheck.function_scoped_fixture,
+    ]
+)
 
 DTYPES = ["float32", "float64"]
 

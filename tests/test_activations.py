@@ -177,6 +177,8 @@ def test_softmax_axis_errors():
         Softmax(axis=3).build((4, 5))
     with pytest.raises(ValueError, match=r"softmax: axis -3 is out of range for 2-D input"):
         softmax(np.zeros((2, 3)), axis=-3)
+    with pytest.raises(TypeError, match=r"softmax: axis must be an int, got str"):
+        softmax(np.zeros((2, 3)), axis="last")
 
 
 @pytest.mark.parametrize("layer", LAYER_CASES, ids=repr)

@@ -130,6 +130,30 @@ def test_config_round_trip(make, shape):
     )
 
 
+def test_dropout_config_round_trip():
+    config = json.loads(json.dumps(Dropout(0.25).get_config()))
+    assert LAYERS["Dropout"](**config).get_config() == {"rate": 0.25}
+
+
+def test_base_layer_contract():
+    layer = Layer()
+    assert (layer.params, layer.grads, layer.built) == ({}, {}, False)
+    assert layer.build((2, 3)) == (2, 3) and layer.built
+    assert layer.get_config() == {} and repr(layer) == "Layer()"
+    with pytest.raises(NotImplementedError):
+        layer.forward(np.zeros((1, 2, 3)))
+    with pytest.raises(NotImplementedError):
+        layer.backward(np.zeros((1, 2, 3)))
+
+
+def test_build_dtype_names(xp):
+    layer = Dense(2, 2)
+    layer.build((2,), xp=xp, dtype="float64", rng=np.random.default_rng(0))
+    assert layer.params["w"].dtype == xp.float64 and layer.params["b"].dtype == xp.float64
+    with pytest.raises(ValueError, match=r"dtype 'float99' is not a dtype of"):
+        Dense(2, 2).build((2,), xp=xp, dtype="float99", rng=np.random.default_rng(0))
+
+
 def test_registry_lists_every_layer_and_activation():
     expected = {
         "Conv2D",
@@ -246,6 +270,11 @@ def test_zeros_and_dtypes(xp):
         ),
         (lambda: get_initializer("kaiming"), ValueError, r"init must be one of 'he', "),
         (lambda: get_initializer(None), TypeError, r"init must be a name"),
+        (
+            lambda: he_normal(0, rng=np.random.default_rng()),
+            ValueError,
+            r"positive sizes, got \(0,\)",
+        ),
     ],
 )
 def test_initializer_errors(call, error, match):

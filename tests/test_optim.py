@@ -202,6 +202,8 @@ def test_get_optimizer_names_classes_and_instances():
         "adam",
         "adamw",
     }
+    assert get_optimizer("adagrad_momentum", momentum=0.5).get_config()["momentum"] == 0.5
+    assert repr(SGD(0.5)) == "SGD(lr=0.5, weight_decay=0.0)"
     assert get_optimizer("adam").get_config() == {
         "lr": 0.001,
         "weight_decay": 0.0,

@@ -21,12 +21,15 @@ to FFT, or a workspace over budget even for one sample raise errors.
 
 Non-finite values (NaN, ±Inf) -- one behaviour for every strategy
 ------------------------------------------------------------------
-Every output element is the sum over its *receptive field*: the kernel taps (all of them,
-zero weights included) times the padded input positions they meet. An output is non-finite
-(NaN or ±Inf) exactly when its receptive field holds a non-finite input or weight; all other
-outputs are finite and correct (overflow aside). A NaN gives NaN; an infinity gives ±Inf or
-NaN as IEEE arithmetic makes it (``Inf - Inf`` and ``0 * Inf`` are NaN), which the
-strategies may resolve differently. The gradients follow the same rule for their own sums
+Every output element is the sum over its *receptive field*: the kernel taps times the
+padded input positions they meet. An output is non-finite (NaN or ±Inf) only if its
+receptive field holds a non-finite input or weight, and it is non-finite whenever such a
+value meets a nonzero factor; all other outputs are finite and correct (overflow aside).
+A NaN gives NaN; an infinity gives ±Inf or NaN as IEEE arithmetic makes it
+(``Inf - Inf`` is NaN), which the strategies may resolve differently. Where a non-finite
+value meets an exact zero (zero padding, a zero weight) IEEE says ``0 * Inf = NaN``, but
+BLAS kernels may skip zero operands, so such an output is either NaN or the finite sum of
+its other terms -- unspecified. The gradients follow the same rule for their own sums
 (``gx`` over the outputs that read an input position, ``gw`` over the positions a tap met).
 
 The FFT cannot keep this rule (a non-finite value spreads over the whole transform), so:

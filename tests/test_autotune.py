@@ -1,0 +1,310 @@
+"""Measured autotuning: settings, keys, the persistent cache (round trip, corruption, clear).
+
+Timings are replaced by fixed numbers where a choice is asserted; no test asserts speed.
+Results are checked against scipy.signal.correlate (an independent oracle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import scipy.signal
+
+import arraycnn as ac
+from arraycnn.backend import to_numpy
+from arraycnn.conv import autotune, cost, dispatch
+from arraycnn.testing import assert_close
+
+STRATEGIES = ("naive", "separable", "im2col", "fft")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("ARRAYCNN_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("ARRAYCNN_AUTOTUNE", "ARRAYCNN_WORKSPACE_LIMIT"):
+        monkeypatch.delenv(var, raising=False)
+    ac.conv.set_autotune(None)
+    ac.conv.set_workspace_limit(None)
+    yield
+    ac.conv.set_autotune(None)
+    ac.conv.set_workspace_limit(None)
+
+
+@pytest.fixture
+def fake_times(monkeypatch):
+    """fake_times(times): measurement returns ``times`` (and records what was timed)."""
+    timed: list[list[str]] = []
+
+    def install(times: dict[str, float]):
+        def measure(candidates, run, *, repeats=autotune.REPEATS):
+            timed.append(list(candidates))
+            for name in candidates:
+                run(name)  # the candidates really run (errors would surface)
+            return {name: times.get(name, 1.0) for name in candidates}
+
+        monkeypatch.setattr(autotune, "measure", measure)
+        return timed
+
+    return install
+
+
+def oracle(x, w):
+    """Valid cross-correlation, stride 1, one group: sum over channels of correlate2d."""
+    n, f = x.shape[0], w.shape[0]
+    return np.stack(
+        [
+            np.stack(
+                [
+                    sum(
+                        scipy.signal.correlate2d(x[i, c], w[o, c], mode="valid")
+                        for c in range(x.shape[1])
+                    )
+                    for o in range(f)
+                ]
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def _data(rng, dtype="float64", n=2):
+    return rng.standard_normal((n, 2, 9, 9)).astype(dtype), rng.standard_normal(
+        (3, 2, 3, 3)
+    ).astype(dtype)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_autotune_setting_resolution(monkeypatch):
+    assert autotune.autotune_enabled() is False
+    monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "1")
+    assert autotune.autotune_enabled() is True
+    assert autotune.autotune_enabled(False) is False  # the call's argument wins
+    ac.conv.set_autotune(False)  # the global setting wins over the environment
+    assert autotune.autotune_enabled() is False
+    ac.conv.set_autotune(None)
+    monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "off")
+    assert autotune.autotune_enabled() is False
+    with pytest.raises(TypeError, match="autotune must be True, False or None, got 'yes'"):
+        autotune.autotune_enabled("yes")
+    with pytest.raises(TypeError, match="enabled must be True, False or None, got 1"):
+        ac.conv.set_autotune(1)
+    with pytest.raises(TypeError, match="autotune must be True, False or None"):
+        ac.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), autotune="always")
+
+
+def test_keys_differ_by_every_part():
+    base = {
+        "backend": "numpy",
+        "device": "cpu",
+        "dtype": "float32",
+        "x_shape": (2, 3, 8, 8),
+        "w_shape": (4, 3, 3, 3),
+        "stride": (1, 1),
+        "padding": ((1, 1), (1, 1)),
+        "dilation": (1, 1),
+        "groups": 1,
+        "direction": "forward",
+    }
+    variants = [
+        {"backend": "torch"},
+        {"device": "cuda:0"},
+        {"dtype": "float64"},
+        {"x_shape": (3, 3, 8, 8)},
+        {"w_shape": (5, 3, 3, 3)},
+        {"stride": (2, 1)},
+        {"padding": ((1, 0), (1, 1))},
+        {"dilation": (1, 2)},
+        {"groups": 3},
+        {"direction": "backward"},
+        {"rank": 1},
+        {"budget_chunked": True},
+    ]
+    keys = {autotune.make_key(**base)} | {autotune.make_key(**(base | v)) for v in variants}
+    assert len(keys) == len(variants) + 1
+    assert f"v={ac.__version__}" in autotune.make_key(**base)
+
+
+# --------------------------------------------------------------------------- conv2d
+
+
+def test_first_call_measures_then_cache_is_used(fake_times, rng, tmp_path):
+    timed = fake_times({"naive": 3.0, "im2col": 2.0, "fft": 1.0})
+    x, w = _data(rng)
+    y = ac.conv2d(x, w, autotune=True)
+    assert_close(y, oracle(x, w), scale=oracle(np.abs(x), np.abs(w)))
+    assert len(timed) == 1 and set(timed[0]) <= {"naive", "im2col", "fft"}
+    entries = autotune.cache_entries()
+    assert len(entries) == 1
+    ((key, entry),) = entries.items()
+    assert entry["strategy"] == "fft" and "float64" in key and "x=2x2x9x9" in key
+    assert key.endswith("|forward")
+    ac.conv2d(x, w, autotune=True)
+    assert len(timed) == 1  # cached: not timed again
+    assert ac.choose_strategy(x, w, autotune=True) == "fft"
+    # persisted: a fresh process (empty memory) reads the same choice from the file
+    on_disk = json.loads((tmp_path / "cache" / "autotune.json").read_text())
+    assert on_disk["entries"][key]["strategy"] == "fft"
+    autotune._memory.clear()
+    assert autotune.cache_entries() == entries
+    assert ac.choose_strategy(x, w, autotune=True) == "fft" and len(timed) == 1
+
+
+def test_entries_per_dtype_shape_geometry_direction(fake_times, rng):
+    fake_times({"im2col": 0.5})
+    x, w = _data(rng)
+    ac.conv2d(x, w, autotune=True)
+    ac.conv2d(x.astype("float32"), w.astype("float32"), autotune=True)
+    ac.conv2d(x[:1], w, autotune=True)
+    ac.conv2d(x, w, autotune=True, padding=1)
+    gy = rng.standard_normal((2, 3, 7, 7))
+    ac.conv2d_backward(gy, x, w, autotune=True)
+    keys = list(autotune.cache_entries())
+    assert len(keys) == 5 and sum(k.endswith("|backward") for k in keys) == 1
+    assert all(e["strategy"] == "im2col" for e in autotune.cache_entries().values())
+
+
+def test_autotuned_results_match_oracle_on_every_backend(xp, to_xp, rng):
+    x, w = _data(rng)
+    y = ac.conv2d(to_xp(x), to_xp(w), autotune=True)  # real timing, any winner
+    assert_close(y, oracle(x, w), xp=xp, scale=oracle(np.abs(x), np.abs(w)))
+    (entry,) = autotune.cache_entries().values()
+    assert entry["strategy"] in STRATEGIES and entry["strategy"] in entry["times"]
+    assert all(t > 0 for t in entry["times"].values())
+
+
+def test_environment_switches_autotune_on(monkeypatch, fake_times, rng):
+    timed = fake_times({})
+    x, w = _data(rng)
+    monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "0")
+    ac.conv2d(x, w)
+    assert timed == [] and autotune.cache_entries() == {}
+    monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "1")
+    ac.conv2d(x, w)
+    assert len(timed) == 1 and len(autotune.cache_entries()) == 1
+    ac.conv.set_autotune(False)
+    ac.conv2d(x[:1], w)
+    assert len(timed) == 1
+
+
+def test_only_candidates_within_spread_are_timed(monkeypatch, fake_times, rng):
+    scale = {"naive": 1.0, "separable": 1.0, "im2col": 1.0, "fft": 1e4}  # fft hopeless
+    cal = dataclasses.replace(cost.FIRST_ESTIMATES, scale=scale)
+    monkeypatch.setattr(cost, "calibration_for", lambda backend: (cal, "test"))
+    timed = fake_times({})
+    x, w = _data(rng)
+    ac.conv2d(x, w, autotune=True)
+    assert timed and "fft" not in timed[0]
+
+
+def test_cached_choice_outside_current_candidates_is_remeasured(fake_times, rng):
+    timed = fake_times({"fft": 0.1, "naive": 1.0, "im2col": 1.0})
+    x, w = _data(rng)
+    ac.conv2d(x, w, autotune=True)
+    (key,) = autotune.cache_entries()
+    assert autotune.lookup(key, ["naive", "im2col"]) is None
+    assert autotune.lookup(key, ["fft", "naive"]) == "fft"
+    assert len(timed) == 1
+
+
+def test_cached_fft_is_not_used_for_nonfinite_input(fake_times, rng):
+    fake_times({"fft": 0.1})
+    x, w = _data(rng)
+    assert ac.choose_strategy(x, w, autotune=True) == "fft"
+    x[0, 1, 4, 4] = np.nan
+    plan = dispatch.plan_call(
+        "auto",
+        w,
+        ac.conv_geometry(x.shape, w.shape),
+        xp=ac.resolve_backend("numpy"),
+        x=x,
+        autotune=True,
+    )
+    assert plan.strategy != "fft" and "fft skipped: non-finite input" in plan.reason
+    y = to_numpy(ac.conv2d(x, w, autotune=True))
+    assert np.isnan(y[0]).any() and np.isfinite(y[1]).all() and np.isfinite(y[0]).any()
+
+
+# --------------------------------------------------------------------------- cache file
+
+
+def test_corrupt_cache_warns_and_starts_fresh(fake_times, rng, tmp_path):
+    fake_times({"naive": 0.1})
+    path = tmp_path / "cache" / "autotune.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": 1, "entries": {"k": ')  # truncated write
+    with pytest.warns(RuntimeWarning, match="autotune cache .* is corrupt"):
+        assert autotune.cache_entries() == {}
+    x, w = _data(rng)
+    ac.conv2d(x, w, autotune=True)
+    data = json.loads(path.read_text())  # rewritten whole and valid
+    assert [e["strategy"] for e in data["entries"].values()] == ["naive"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['["a list"]', '{"format": 99, "entries": {}}', '{"format": 1, "entries": {"k": {"x": 1}}}'],
+)
+def test_malformed_cache_contents(content, tmp_path):
+    path = tmp_path / "cache" / "autotune.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        assert autotune.cache_entries() == {}
+
+
+def test_clear_cache(fake_times, rng, tmp_path):
+    fake_times({})
+    x, w = _data(rng)
+    ac.conv2d(x, w, autotune=True)
+    ac.conv2d(x[:1], w, autotune=True)
+    path = tmp_path / "cache" / "autotune.json"
+    assert path.exists()
+    assert autotune.clear_cache() == 2
+    assert not path.exists() and autotune.cache_entries() == {}
+    assert autotune.clear_cache() == 0  # idempotent
+
+
+def test_writes_are_atomic_and_merge_other_processes(fake_times, rng, tmp_path):
+    fake_times({})
+    x, w = _data(rng)
+    ac.conv2d(x, w, autotune=True)
+    path = tmp_path / "cache" / "autotune.json"
+    # another process adds an entry meanwhile
+    data = json.loads(path.read_text())
+    data["entries"]["other|process"] = {"strategy": "naive", "times": {}, "created": "now"}
+    path.write_text(json.dumps(data))
+    ac.conv2d(x[:1], w, autotune=True)
+    merged = json.loads(path.read_text())["entries"]
+    assert "other|process" in merged and len(merged) == 3
+    assert sorted(p.name for p in path.parent.iterdir()) == ["autotune.json"]  # no temp files
+
+
+def test_unwritable_cache_keeps_choice_in_memory(fake_times, rng, tmp_path, monkeypatch):
+    fake_times({"im2col": 0.1})
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ARRAYCNN_CACHE_DIR", str(blocker / "sub"))
+    x, w = _data(rng)
+    with pytest.warns(RuntimeWarning) as record:
+        ac.conv2d(x, w, autotune=True)
+    messages = [str(r.message) for r in record]
+    assert any("cannot read autotune cache" in m for m in messages)
+    assert any("cannot write the autotune cache" in m for m in messages)
+    assert [e["strategy"] for e in autotune.cache_entries().values()] == ["im2col"]
+
+
+def test_real_measure_times_each_candidate():
+    calls = []
+
+    def run(name):
+        calls.append(name)
+        return np.zeros(1)
+
+    times = autotune.measure(["a", "b"], run, repeats=2)
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    assert calls.count("a") == 3 and calls.count("b") in (1, 3)  # b may be cut short

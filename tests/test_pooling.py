@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from arraycnn.backend import to_numpy
 from arraycnn.geometry import resolve_padding
 from arraycnn.pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from arraycnn.testing import assert_close, check_grad
@@ -316,3 +317,11 @@ def test_backward_errors(fn):
 def test_mixed_namespaces_are_refused():
     with pytest.raises(TypeError, match=r"different namespaces"):
         max_pool2d_backward(torch.zeros((1, 1, 2, 2), dtype=torch.float64), X, 2)
+
+
+def test_nan_in_a_window_propagates(xp, to_xp):
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan
+    y = to_numpy(max_pool2d(to_xp(x), 2))
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1:, :]).any()
+    assert not np.isnan(y[0, 0, 0, 1])

@@ -59,6 +59,9 @@ def _prepare(
 ) -> tuple[ModuleType, ConvGeometry]:
     """Resolve the namespace, validate arrays and geometry (the public boundary)."""
     names = ("x", "w", *(n for n, _ in extra))
+    for name, a in zip(names, (x, w, *(a for _, a in extra))):
+        if a is None:  # namespace_of skips None entries
+            raise TypeError(f"{name} must be an array (NumPy, CuPy, torch, ...), got None")
     xp = namespace_of(x, w, *(a for _, a in extra), names=names)
     geom = conv_geometry(
         tuple(x.shape),

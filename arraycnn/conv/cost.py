@@ -402,15 +402,19 @@ def op_counts(
 # --------------------------------------------------------------------------- calibration
 
 
+def _cache_dir_str() -> str:
+    explicit = os.environ.get("ARRAYCNN_CACHE_DIR", "").strip()
+    if explicit:
+        return os.path.expanduser(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "arraycnn")
+
+
 def cache_dir() -> Path:
     """The user cache directory: ``$ARRAYCNN_CACHE_DIR``, ``$XDG_CACHE_HOME/arraycnn`` or
     ``~/.cache/arraycnn`` (read at every call, so the environment can change it)."""
-    explicit = os.environ.get("ARRAYCNN_CACHE_DIR", "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "arraycnn"
+    return Path(_cache_dir_str())
 
 
 def calibration_path() -> Path:
@@ -426,14 +430,14 @@ def load_user_calibrations() -> dict[str, Calibration]:
 
     The parsed file is reused while its modification time is unchanged.
     """
-    path = calibration_path()
+    key = os.path.join(_cache_dir_str(), CALIBRATION_FILE)  # fast path: no Path objects
     try:
-        mtime = path.stat().st_mtime
+        mtime = os.stat(key).st_mtime
     except OSError:
         return {}
-    key = str(path)
     if key in _loaded and _loaded[key][0] == mtime:
         return _loaded[key][1]
+    path = Path(key)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:

@@ -45,6 +45,7 @@ The FFT cannot keep this rule (a non-finite value spreads over the whole transfo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from types import ModuleType
@@ -210,6 +211,20 @@ class _Inputs:
         return [n for n in names if not self.finite(n)]
 
 
+@functools.lru_cache(maxsize=4096)
+def _counts(
+    name: str, geom: ConvGeometry, direction: str, itemsize: int, rank: int | None
+) -> cost.OpCounts:
+    """Memoised :func:`cost.op_counts` (host arithmetic, repeated for every call)."""
+    return cost.op_counts(name, geom, direction=direction, itemsize=itemsize, rank=rank)
+
+
+@functools.lru_cache(maxsize=4096)
+def _workspace(name: str, geom: ConvGeometry, direction: str, itemsize: int, rank: int) -> int:
+    """Memoised :func:`memory.workspace_bytes`."""
+    return memory.workspace_bytes(name, geom, itemsize=itemsize, direction=direction, rank=rank)
+
+
 def _chunked_seconds(
     name: str,
     geom: ConvGeometry,
@@ -223,9 +238,8 @@ def _chunked_seconds(
     """Predicted time of the whole batch run in chunks of ``chunk`` samples."""
 
     def seconds(n: int) -> float:
-        g = dataclasses.replace(geom, n=n)
-        counts = cost.op_counts(name, g, direction=direction, itemsize=itemsize, rank=rank)
-        return cal.seconds(name, counts)
+        g = geom if n == geom.n else dataclasses.replace(geom, n=n)
+        return cal.seconds(name, _counts(name, g, direction, itemsize, rank))
 
     if chunk >= geom.n:
         return seconds(geom.n)
@@ -235,6 +249,34 @@ def _chunked_seconds(
         geom.f * geom.ho * geom.wo if direction == "forward" else geom.c * geom.h * geom.w
     )
     return total + cal.seconds(name, cost.OpCounts(bytes=2 * out_elems * itemsize, calls=1))
+
+
+def _price(
+    cand: _Candidate,
+    geom: ConvGeometry,
+    *,
+    direction: str,
+    itemsize: int,
+    rank: int | None,
+    budget: int,
+    calibration: cost.Calibration,
+) -> None:
+    """Set the candidate's workspace, chunk and predicted seconds, or its exclusion."""
+    name = cand.name
+    kw = {"itemsize": itemsize, "direction": direction, "rank": rank or 0}
+    cand.bytes = _workspace(name, geom, direction, itemsize, rank or 0)
+    fits = cand.bytes <= budget
+    cand.chunk = geom.n if fits else memory.chunk_size(name, geom, budget, **kw)
+    if cand.chunk == 0:
+        one = memory.workspace_bytes(name, dataclasses.replace(geom, n=1), **kw)
+        cand.excluded = (
+            f"workspace {memory.format_bytes(one)} for one sample exceeds the budget "
+            f"{memory.format_bytes(budget)}"
+        )
+        return
+    cand.seconds = _chunked_seconds(
+        name, geom, cand.chunk, direction=direction, itemsize=itemsize, rank=rank, cal=calibration
+    )
 
 
 def _analyse(
@@ -247,56 +289,51 @@ def _analyse(
     budget: int,
     require_exact: bool,
     calibration: cost.Calibration,
+    prune: float = math.inf,
 ) -> tuple[dict[str, _Candidate], int | None]:
     """Every strategy with its exclusion reason or its predicted seconds, bytes and chunk.
 
+    Separable is priced last: if even a rank-1 kernel is predicted more than ``prune``
+    times the best other strategy, it is excluded without computing the SVD of w.
     Returns the candidates and the separable rank (None where it was not computed).
     """
     itemsize = _itemsize(w.dtype, xp)
-    result: dict[str, _Candidate] = {}
-    rank: int | None = None
-    for name in STRATEGY_NAMES:
-        cand = _Candidate(name)
-        result[name] = cand
-        missing = missing_requirements(name, xp)
+    result = {name: _Candidate(name) for name in STRATEGY_NAMES}
+    price = functools.partial(
+        _price, direction=direction, itemsize=itemsize, budget=budget, calibration=calibration
+    )
+    for cand in result.values():
+        missing = missing_requirements(cand.name, xp)
         if missing:
             cand.excluded = f"namespace {xp.__name__} lacks {', '.join(missing)}"
-            continue
-        if require_exact and not CAPABILITIES[name].exact_sums:
+        elif require_exact and not CAPABILITIES[cand.name].exact_sums:
             cand.excluded = "not exact on integer-valued data (require_exact=True)"
-            continue
-        strategy_rank = None
-        if name == "separable":
-            if not _separable_worth_trying(geom):
-                cand.excluded = "kernel too small for separable passes to pay off"
-                continue
-            if not inputs.finite("w"):
-                cand.excluded = "w holds NaN/Inf (no SVD)"
-                continue
-            rank = separable.numerical_rank(w, xp=xp)
-            strategy_rank = rank
-            if rank * (geom.kh + geom.kw) > SEPARABLE_GAIN * geom.kh * geom.kw:
-                cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
-                continue
-        kw = {"itemsize": itemsize, "direction": direction, "rank": strategy_rank or 0}
-        cand.bytes = memory.workspace_bytes(name, geom, **kw)
-        cand.chunk = memory.chunk_size(name, geom, budget, **kw)
-        if cand.chunk == 0:
-            one = memory.workspace_bytes(name, dataclasses.replace(geom, n=1), **kw)
-            cand.excluded = (
-                f"workspace {memory.format_bytes(one)} for one sample exceeds the budget "
-                f"{memory.format_bytes(budget)}"
-            )
-            continue
-        cand.seconds = _chunked_seconds(
-            name,
-            geom,
-            cand.chunk,
-            direction=direction,
-            itemsize=itemsize,
-            rank=strategy_rank,
-            cal=calibration,
-        )
+        elif cand.name != "separable":
+            price(cand, geom, rank=None)
+    cand = result["separable"]
+    if cand.excluded is not None:
+        return result, None
+    if not _separable_worth_trying(geom):
+        cand.excluded = "kernel too small for separable passes to pay off"
+        return result, None
+    price(cand, geom, rank=1)  # a lower bound: the cost grows with the rank
+    others = [c.seconds for c in result.values() if c.excluded is None and c is not cand]
+    best_other = min(others, default=math.inf)
+    if cand.excluded is not None:
+        return result, None
+    if cand.seconds > prune * best_other:
+        cand.excluded = "predicted slower than the best strategy even for a rank-1 kernel"
+        cand.seconds = math.inf
+        return result, None
+    if not inputs.finite("w"):
+        cand.excluded = "w holds NaN/Inf (no SVD)"
+        return result, None
+    rank = separable.numerical_rank(w, xp=xp)
+    if rank * (geom.kh + geom.kw) > SEPARABLE_GAIN * geom.kh * geom.kw:
+        cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
+        cand.seconds = math.inf
+        return result, rank
+    price(cand, geom, rank=rank)
     return result, rank
 
 
@@ -484,6 +521,7 @@ def plan_call(
             w=w,
         )
     cal = calibration if calibration is not None else cost.calibration_for(backend_name(xp))[0]
+    tune = _autotune.autotune_enabled(autotune)
     candidates, rank = _analyse(
         w,
         geom,
@@ -493,6 +531,7 @@ def plan_call(
         budget=budget,
         require_exact=require_exact,
         calibration=cal,
+        prune=AUTOTUNE_SPREAD if tune else 1.0,
     )
     order = sorted((c for c in candidates.values() if c.excluded is None), key=lambda c: c.seconds)
     if not order:
@@ -503,7 +542,7 @@ def plan_call(
         )
     times = None
     can_measure = x is not None and (direction == "forward" or gy is not None)
-    if _autotune.autotune_enabled(autotune) and can_measure:
+    if tune and can_measure:
         choice, times = _autotune_choice(
             order, geom, inputs, xp=xp, direction=direction, rank=rank, w=w
         )

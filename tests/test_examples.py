@@ -122,6 +122,19 @@ def test_lecture_mnist_torch_comparison_runs(tmp_path, rng):
     assert 0.0 <= summary["final_test_accuracy"] <= 1.0
 
 
+def test_lecture_architecture_option(tmp_path, rng):
+    model = lecture_mnist.build_model(architecture="lecture", seed=0)
+    assert model.build((1, 28, 28)) == (10,)
+    assert model.count_parameters() == (9 + 1) + (784 * 30 + 30) + (30 * 20 + 20) + (20 * 10 + 10)
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        lecture_mnist.build_model(architecture="resnet")
+    data_dir = write_fake_mnist(tmp_path / "mnist", rng)
+    summary = lecture_mnist.main(
+        ["--architecture", "lecture", "--data-dir", str(data_dir), "--epochs", "1", "--quiet"]
+    )
+    assert summary["architecture"] == "lecture" and summary["epochs"] == 1
+
+
 def test_first_epoch_at_target():
     assert lecture_mnist._first_epoch_at(0.99, [0.97, 0.991, 0.989]) == 2
     assert lecture_mnist._first_epoch_at(0.99, [0.97]) is None

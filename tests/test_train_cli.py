@@ -109,3 +109,32 @@ def test_missing_mnist_directory_without_network_names_the_problem(tmp_path, mon
     monkeypatch.setattr(datasets, "fetch_mnist", no_fetch)
     with pytest.raises(RuntimeError, match="MNIST not available"):
         main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--quiet"])
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
+def test_train_digits_on_other_backends_with_a_forced_strategy(tmp_path, capsys, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    status = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--backend",
+            backend,
+            "--strategy",
+            "im2col",
+            "--epochs",
+            "1",
+            "--limit",
+            "200",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert status == 0
+    record = json.loads((tmp_path / "history_digits.json").read_text())
+    assert record["backend"] == backend and record["epochs_run"] == 1
+    model = load_model(tmp_path / "model_digits.npz")
+    assert model.layers[0].get_config()["strategy"] == "im2col"

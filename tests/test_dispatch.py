@@ -292,9 +292,47 @@ def test_workspace_formula_im2col_columns():
     g = ac.conv_geometry((3, 4, 10, 12), (6, 2, 3, 5), groups=2, padding="valid")
     columns = g.groups * g.cg * g.kh * g.kw * g.n * g.ho * g.wo
     fwd = memory.workspace_bytes("im2col", g, itemsize=8)
-    assert fwd == 8 * (columns + g.f * g.n * g.ho * g.wo)
+    assert fwd == 8 * (columns + g.f * g.n * g.ho * g.wo) + memory.SMALL_ARRAYS_BYTES
     bwd = memory.workspace_bytes("im2col", g, itemsize=8, direction="backward")
     assert bwd >= 8 * 2 * columns  # columns and their gradient
+
+
+WORKSPACE_CASES = [
+    ((4, 8, 20, 20), (8, 8, 3, 3), {"padding": 1}),
+    ((2, 4, 33, 31), (6, 2, 5, 5), {"padding": "same", "groups": 2, "stride": 2}),
+    ((1, 2, 40, 40), (2, 2, 9, 9), {"dilation": 2}),
+    ((8, 1, 28, 28), (16, 1, 5, 5), {}),
+]
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw"), WORKSPACE_CASES)
+def test_workspace_prediction_bounds_the_measured_peak(name, x_shape, w_shape, kw, rng):
+    """NumPy reports its allocations to tracemalloc: the traced peak of a call, minus its
+    results, stays within the predicted workspace (scratch buffers dropped first)."""
+    import tracemalloc
+
+    from arraycnn.conv import workspace
+
+    x, w = _data(rng, x_shape, w_shape, rank1=True)
+    geom = _geom(x, w, **kw)
+    gy = rng.standard_normal(geom.y_shape)
+    xp = ac.resolve_backend("numpy")
+    for direction in ("forward", "backward"):
+        workspace.clear()
+        tracemalloc.start()
+        try:
+            if direction == "forward":
+                results = [dispatch.KERNELS[name].forward(x, w, geom, xp=xp)]
+            else:
+                results = list(dispatch.KERNELS[name].backward(gy, x, w, geom, xp=xp))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            workspace.clear()
+        measured = peak - sum(r.nbytes for r in results)
+        predicted = memory.workspace_bytes(name, geom, itemsize=8, direction=direction, rank=1)
+        assert measured <= predicted, (direction, measured, predicted)
 
 
 def test_big_kernel_never_picks_im2col():

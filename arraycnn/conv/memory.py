@@ -51,6 +51,8 @@ ENV_WORKSPACE_LIMIT = "ARRAYCNN_WORKSPACE_LIMIT"
 DEFAULT_FRACTION = 0.5
 #: Available memory assumed where it cannot be read (2 GiB).
 FALLBACK_BYTES = 2 * 1024**3
+#: Added to every prediction: small arrays (kernel factors, per-tap results), Python objects.
+SMALL_ARRAYS_BYTES = 64 * 1024
 #: Seconds a reading of the available memory is reused (reading /proc costs ~20 µs).
 _MEMINFO_TTL = 1.0
 
@@ -65,35 +67,44 @@ class WorkspaceError(MemoryError, ValueError):
     """
 
 
-def _bytes_naive(g: ConvGeometry, direction: str, s: int) -> int:
-    """Padded input, one tap slice (Cg·N·Ho·Wo per group), the tap product and the sum.
+def _naive_input_phase(g: ConvGeometry) -> int:
+    """Elements of naive's input gradient: reordered gy, the (G, Cg, N, H, W) accumulator and
+    two blocks of column-gradient rows (the next block is computed while the last is held)."""
+    from .cost import taps_per_block
 
-    Backward: the input gradient's padded accumulator and the reordered ``gy`` plus one
-    tap slice (input phase), then the weight-gradient per-tap products.
+    cols = g.n * g.ho * g.wo
+    return g.f * cols + g.n * g.c * g.h * g.w + 2 * taps_per_block(g) * g.c * cols
+
+
+def _naive_weight_phase(g: ConvGeometry) -> int:
+    """Elements of naive's weight gradient: reordered gy, one tap's gy and x bands, the taps."""
+    cols = g.n * g.ho * g.wo
+    return 2 * g.f * cols + g.c * cols + 2 * g.kh * g.kw * g.f * g.cg
+
+
+def _bytes_naive(g: ConvGeometry, direction: str, s: int) -> int:
+    """The (G, Fg, N, Ho, Wo) accumulator, one tap's input band and its product.
+
+    Backward: the larger of the input-gradient and weight-gradient phases (they run one
+    after the other).
     """
     cols = g.n * g.ho * g.wo
-    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
     if direction == "forward":
-        return s * (pad + g.c * cols + 2 * g.f * cols)
-    taps = g.kh * g.kw
-    input_phase = g.f * cols + g.n * g.c * g.hp * g.wp + 2 * g.c * cols
-    weight_phase = pad + g.f * cols + g.c * cols + 2 * taps * g.f * g.cg
-    return s * max(input_phase, weight_phase)
+        return s * (g.c * cols + 2 * g.f * cols)
+    return s * max(_naive_input_phase(g), _naive_weight_phase(g))
 
 
 def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
-    """The columns G·Cg·kh·kw·N·Ho·Wo, the padded input and the GEMM result.
+    """The columns G·Cg·kh·kw·N·Ho·Wo and the GEMM result (F·N·Ho·Wo).
 
-    Backward: the columns and the column gradient (counted as coexisting), the reordered
-    ``gy`` and the padded input-gradient accumulator (twice: accumulate, then reorder).
+    Backward: reordered gy and the columns (kept while naive's blocked input gradient
+    runs), then that input gradient's phase; the full column gradient is never held.
     """
     cols = g.n * g.ho * g.wo
     columns = g.c * g.kh * g.kw * cols
-    padded = g.n * g.c * g.hp * g.wp
-    pad = padded if g.is_padded else 0
     if direction == "forward":
-        return s * (pad + columns + g.f * cols)
-    return s * (pad + g.f * cols + 2 * columns + 2 * padded)
+        return s * (columns + g.f * cols)
+    return s * (g.f * cols + columns + _naive_input_phase(g))
 
 
 def _bytes_fft(g: ConvGeometry, direction: str, s: int) -> int:
@@ -127,12 +138,12 @@ def _bytes_separable(g: ConvGeometry, direction: str, s: int, rank: int) -> int:
     them, the direct weight gradient of :mod:`.naive`.
     """
     lanes = g.n * g.f * g.cg * rank
-    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
     if direction == "forward":
         return s * (pad + 2 * lanes * g.ho * g.wp + 2 * lanes * g.ho * g.wo)
     transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
     transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
-    return max(s * transposed, _bytes_naive(g, "backward", s))
+    return s * max(transposed, _naive_weight_phase(g))
 
 
 def workspace_bytes(
@@ -153,15 +164,17 @@ def workspace_bytes(
     if direction not in ("forward", "backward"):
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     if name == "naive":
-        return _bytes_naive(geom, direction, itemsize)
-    if name == "im2col":
-        return _bytes_im2col(geom, direction, itemsize)
-    if name == "fft":
-        return _bytes_fft(geom, direction, itemsize)
-    if name == "separable":
+        arrays = _bytes_naive(geom, direction, itemsize)
+    elif name == "im2col":
+        arrays = _bytes_im2col(geom, direction, itemsize)
+    elif name == "fft":
+        arrays = _bytes_fft(geom, direction, itemsize)
+    elif name == "separable":
         r = rank if rank > 0 else min(geom.kh, geom.kw)
-        return _bytes_separable(geom, direction, itemsize, r)
-    raise ValueError(f"unknown strategy {name!r}")
+        arrays = _bytes_separable(geom, direction, itemsize, r)
+    else:
+        raise ValueError(f"unknown strategy {name!r}")
+    return arrays + SMALL_ARRAYS_BYTES
 
 
 def chunk_size(

@@ -146,3 +146,20 @@ def test_update_shipped_rewrites_only_the_block(tmp_path):
     bad.write_text("x = 1\n")
     with pytest.raises(RuntimeError, match="no SHIPPED CALIBRATION block"):
         tune_cli.update_shipped({"numpy": mine}, path=bad)
+
+
+def test_tune_evaluate_held_out(capsys, tmp_path):
+    assert main(["tune", "--evaluate", "2", "--repeats", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "2 held-out cases" in out and "calibration in use geomean" in out
+    assert not (tmp_path / "cache" / "calibration.json").exists()  # evaluation stores nothing
+    with pytest.raises(SystemExit, match="--evaluate must be >= 0, got -1"):
+        main(["tune", "--evaluate", "-1"])
+
+
+def test_holdout_cases_are_seeded_and_bounded():
+    first = tune_cli.holdout_cases(5, seed=7)
+    assert first == tune_cli.holdout_cases(5, seed=7)
+    assert first != tune_cli.holdout_cases(5, seed=8)
+    for case in first:
+        assert tune_cli._geometry(case).macs() <= tune_cli.HOLDOUT_MAX_MACS_TINY

@@ -546,7 +546,7 @@ def plan_call(
         choice, times = _autotune_choice(
             order, geom, inputs, xp=xp, direction=direction, rank=rank, w=w
         )
-        how = "measured fastest" if times is not None else "autotune cache"
+        how = "measured fastest" if times is not None else "autotune (cached or only candidate)"
         ranked = [choice] + [c.name for c in order if c.name != choice]
     else:
         how = "cheapest predicted"

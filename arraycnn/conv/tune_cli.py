@@ -148,6 +148,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "shipped defaults (run on an idle machine with OMP_NUM_THREADS=1)",
     )
     parser.add_argument("--note", default="", help="text added to the calibration's source")
+    parser.add_argument(
+        "--evaluate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no fit: time N random held-out cases and report the regret of the "
+        "calibration in use and of dispatcher v1",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the --evaluate cases")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -390,6 +399,78 @@ def tune_backend(
     }
 
 
+#: Work cap (multiply-accumulates) of a held-out case, normal and tiny.
+HOLDOUT_MAX_MACS = 3e7
+HOLDOUT_MAX_MACS_TINY = 2e5
+
+
+def holdout_cases(count: int, seed: int) -> list[Case]:
+    """``count`` seeded random geometries, unlike the designed set (host arithmetic)."""
+    tiny = os.environ.get(ENV_TUNE_CASES, "").strip().lower() == "tiny"
+    rng = np.random.default_rng(seed)
+    cases: list[Case] = []
+    while len(cases) < count:
+        c = int(rng.choice([1, 3, 8, 16, 32]))
+        f = int(rng.choice([1, 4, 8, 16, 32]))
+        k = int(rng.choice([1, 3, 5, 7, 9, 11, 15]))
+        h = int(rng.choice([8, 12] if tiny else [8, 16, 28, 32, 48, 64]))
+        groups = c if (c == f and c > 1 and rng.random() < 0.3) else 1
+        case = Case(
+            n=int(rng.choice([1, 2, 4, 8, 16])),
+            c=c,
+            h=h,
+            f=f,
+            k=k,
+            stride=int(rng.choice([1, 1, 1, 2])),
+            groups=groups,
+            padding=str(rng.choice(["same", "valid"])),
+            dtype="float64" if rng.random() < 0.2 else "float32",
+            rank1=bool(k >= 5 and rng.random() < 0.3),
+        )
+        if k > h:
+            continue
+        macs = _geometry(case).macs()
+        if macs <= (HOLDOUT_MAX_MACS_TINY if tiny else HOLDOUT_MAX_MACS):
+            cases.append(case)
+    return cases
+
+
+def evaluate_backend(backend: str, count: int, *, seed: int, repeats: int | None) -> dict:
+    """Time held-out cases; regret of the calibration in use and of dispatcher v1."""
+    xp = resolve_backend(backend)
+    name = backend_name(xp)
+    cal, source = cost.calibration_for(name)
+    rng = np.random.default_rng(seed)
+    samples: list[Sample] = []
+    for case in holdout_cases(count, seed):
+        samples.extend(measure_case(case, xp, repeats=repeats or 3, rng=rng))
+    current, v1 = regret(samples, cal), regret(samples, None)
+    return {
+        "backend": name,
+        "calibration_source": source,
+        "cases": count,
+        "regret_calibration": _summary(current),
+        "regret_v1": _summary(v1),
+        "rows_before": v1,
+        "rows_after": current,
+    }
+
+
+def _print_evaluation(report: dict) -> None:
+    print(
+        f"backend {report['backend']}: {report['cases']} held-out cases, calibration "
+        f"{report['calibration_source']}"
+    )
+    print(f"  {'case':<34} {'dir':<8} {'v1 pick':<10} {'regret':>7} {'now pick':<10} {'regret':>7}")
+    for b, a in zip(report["rows_before"], report["rows_after"]):
+        print(f"  {b[0]:<34} {b[1]:<8} {b[2]:<10} {b[3]:>7.2f} {a[2]:<10} {a[3]:>7.2f}")
+    rb, ra = report["regret_v1"], report["regret_calibration"]
+    print(
+        f"  regret time(model pick)/min: dispatcher v1 geomean {rb['geomean']:.3f} max "
+        f"{rb['max']:.2f}; calibration in use geomean {ra['geomean']:.3f} max {ra['max']:.2f}"
+    )
+
+
 def _shipped_block(calibrations: dict[str, cost.Calibration]) -> str:
     """The SHIPPED block as ruff-formatted Python (JSON string literals are Python ones)."""
     lines = [
@@ -454,6 +535,8 @@ def run(args: argparse.Namespace) -> int:
     backends = [b.strip() for arg in (args.backend or ["numpy"]) for b in arg.split(",")]
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit(f"arraycnn tune: --repeats must be >= 1, got {args.repeats}")
+    if args.evaluate < 0:
+        raise SystemExit(f"arraycnn tune: --evaluate must be >= 0, got {args.evaluate}")
     reports = []
     for backend in backends:
         try:
@@ -461,11 +544,21 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, ValueError, TypeError) as exc:
             print(f"arraycnn tune: skipping backend {backend!r}: {exc}")
             continue
+        if args.evaluate:
+            report = evaluate_backend(backend, args.evaluate, seed=args.seed, repeats=args.repeats)
+            if args.json:
+                print(json.dumps(report, indent=1))
+            else:
+                _print_evaluation(report)
+            reports.append(report)
+            continue
         reports.append(
             tune_backend(backend, quick=args.quick, repeats=args.repeats, note=args.note)
         )
     if not reports:
         return 1
+    if args.evaluate:
+        return 0
     fitted = {r["backend"]: r["calibration"] for r in reports}
     for report in reports:
         name, cal = report["backend"], report["calibration"]

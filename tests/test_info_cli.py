@@ -163,3 +163,12 @@ def test_holdout_cases_are_seeded_and_bounded():
     assert first != tune_cli.holdout_cases(5, seed=8)
     for case in first:
         assert tune_cli._geometry(case).macs() <= tune_cli.HOLDOUT_MAX_MACS_TINY
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_shipped_calibrations_are_fitted_and_sane(backend):
+    cal = cost.SHIPPED[backend]
+    assert cal.source.startswith("fitted by `arraycnn tune")
+    assert all(0 < c < 1e-3 for c in cal.coefficients())
+    assert set(cal.scale) == {"naive", "separable", "im2col", "fft"}
+    assert cost.calibration_for(backend) == (cal, "shipped")  # no user file in the tmp dir

@@ -8,7 +8,7 @@ The counts
 (forward and backward; see the ``_counts_*`` helpers):
 
 ``gemm_flops``
-    ``2 M K Ncol`` per matrix product (complex products count 4 real ones).
+    ``2 M K Ncol`` per real matrix product.
 ``gemm_cells``
     ``2 M Ncol`` per matrix product: the short-K penalty. With it, a GEMM of inner size K
     costs ``2 M Ncol (K + K_half) / peak``, i.e. it runs at ``peak K / (K + K_half)``:
@@ -28,16 +28,20 @@ does half the flops per cycle of a float32 one on SIMD hardware).
 
 The constants
 -------------
-A :class:`Calibration` holds seconds per unit of each of the six counts plus one multiplicative
-factor per strategy (what the counts miss about an implementation). Predicted time::
+A :class:`Calibration` holds seconds per unit of each of the six counts plus one
+multiplicative factor per strategy (what the counts miss about an implementation)::
 
     scale[strategy] * (gemm_flops * sec_per_gemm_flop + gemm_cells * sec_per_gemm_cell
                        + bytes * sec_per_byte + fft_flops * sec_per_fft_flop
                        + spectral_flops * sec_per_spectral_flop + calls * sec_per_call)
 
 :func:`calibration_for` returns the user's calibration from ``arraycnn tune`` (JSON in the
-cache directory, see :mod:`.autotune`) when present, else the shipped defaults
-:data:`SHIPPED` fitted on the project's reference machine, else :data:`FIRST_ESTIMATES`.
+cache directory, see :func:`cache_dir`) when present, else the shipped defaults
+:data:`SHIPPED` fitted on the project's reference machine (the block says where and when;
+refit it with ``OMP_NUM_THREADS=1 arraycnn tune --backend numpy --backend torch
+--update-shipped`` on an idle machine), else :data:`FIRST_ESTIMATES`. The counts follow
+the strategy kernels as of the commit that last touched this file; when a kernel changes
+shape (new temporaries, new GEMM layout), update its ``_counts_*`` helper and refit.
 """
 
 from __future__ import annotations

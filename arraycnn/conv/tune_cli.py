@@ -22,8 +22,19 @@ The result is stored as JSON in the user cache directory (``ARRAYCNN_CACHE_DIR``
 Test inputs are drawn on the host with NumPy's seeded generator and moved to the backend
 (an explicit, documented host step).
 
+``--evaluate N`` fits nothing: it times N seeded random geometries (held out from the
+designed set) and reports the regret ``time(model's pick) / min(time)`` of the calibration
+in use and of dispatcher v1's model.
+
 The environment variable ``ARRAYCNN_TUNE_CASES=tiny`` shrinks the case set to a few tiny
 convolutions (for tests of the command itself).
+
+Commands::
+
+    arraycnn tune                      # fit this machine, store in the user cache dir
+    arraycnn tune --quick --dry-run    # ~5 s, print the fit only
+    arraycnn tune --evaluate 40        # held-out regret of the calibration in use
+    OMP_NUM_THREADS=1 arraycnn tune --backend numpy --backend torch --update-shipped
 """
 
 from __future__ import annotations

@@ -130,6 +130,8 @@ def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleTy
             raise TypeError(
                 f"{name} must be an array (NumPy, CuPy, torch, ...), got {type(a).__name__}"
             ) from exc
+    if not spaces:
+        raise TypeError(f"{', '.join(names)}: expected at least one array, got only None")
     distinct = {id(ns): ns for ns in spaces.values()}
     if len(distinct) > 1:
         described = ", ".join(f"{n}: {ns.__name__}" for n, ns in spaces.items())

@@ -3,10 +3,19 @@
 Used by arraycnn's own tests and offered to users who test code built on it. Oracles are
 NumPy arrays on the host; the array under test may come from any namespace.
 
-Tolerances are relative to a *scale*: for a sum of products such as a convolution, the
-rounding error is bounded by a small multiple of ``eps * sum(|x| |w|)`` (the same sum
-taken over absolute values), not of ``|result|``, which can be tiny by cancellation.
-Pass that sum as ``scale``; it defaults to ``|expected|``.
+Tolerances are relative to a *scale*, the quantity a method's rounding error is
+proportional to, not ``|result|``, which can be tiny by cancellation. Which scale depends
+on the method (the test suite's ``tests/oracles.py`` states one per strategy):
+
+- direct sums (naive, im2col, and every weight gradient but FFT's): ``sum |x| |w|`` over
+  each output's window — the error is a few eps of it;
+- separable's forward and input gradient: the window's ``|x|`` times the Frobenius norm of
+  the kernel slice (the SVD factors round the kernel as a whole);
+- FFT: whole-map norms ``sum_c |x_nc|_2 |w_fc|_2`` — rounding spreads over the output, so
+  an output whose exact value is 0 (say, a window over padding only) may come out as a
+  few eps of the map's norm.
+
+Pass the scale as ``scale``; it defaults to ``|expected|``.
 """
 
 from __future__ import annotations
@@ -34,8 +43,11 @@ FD_TOLERANCE: tuple[float, float] = (1e-6, 1e-8)
 
 
 def _dtype_name(dtype: Any) -> str:
-    name = str(dtype).rsplit(".", 1)[-1]
-    return name
+    """Name of a dtype of any namespace: 'float32' for np.float32, torch.float32, ..."""
+    try:
+        return np.dtype(dtype).name  # NumPy dtypes and scalar types
+    except TypeError:
+        return str(dtype).rsplit(".", 1)[-1]  # torch.float32, array_api_strict.float32
 
 
 def tolerance(dtype: Any) -> tuple[float, float]:

@@ -2,13 +2,24 @@
 
 The same code runs on NumPy (CPU), CuPy (GPU), torch, JAX and array-api-strict. 2-D
 convolution comes in four verified strategies (naive, separable, im2col, FFT) behind one
-dispatcher (``strategy="auto"``).
+dispatcher (``strategy="auto"``); image filtering (``correlate2d``/``convolve2d``) and
+pooling run on the same machinery; :mod:`arraycnn.nn` builds and trains CNNs.
 """
 
 from .backend import asarray, fft_module, resolve_backend, synchronize, to_numpy
 from .capabilities import CAPABILITIES, STRATEGY_NAMES
-from .conv import available_strategies, choose_strategy, conv2d, conv2d_backward
+from .conv import (
+    WorkspaceError,
+    available_strategies,
+    choose_strategy,
+    conv2d,
+    conv2d_backward,
+    set_autotune,
+    set_workspace_limit,
+)
+from .filters import convolve2d, correlate2d
 from .geometry import ConvGeometry, PoolGeometry, conv_geometry, output_size, pool_geometry
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 
 __version__ = "0.1.0"
 
@@ -17,17 +28,26 @@ __all__ = [
     "STRATEGY_NAMES",
     "ConvGeometry",
     "PoolGeometry",
+    "WorkspaceError",
     "__version__",
     "asarray",
     "available_strategies",
+    "avg_pool2d",
+    "avg_pool2d_backward",
     "choose_strategy",
     "conv2d",
     "conv2d_backward",
     "conv_geometry",
+    "convolve2d",
+    "correlate2d",
     "fft_module",
+    "max_pool2d",
+    "max_pool2d_backward",
     "output_size",
     "pool_geometry",
     "resolve_backend",
+    "set_autotune",
+    "set_workspace_limit",
     "synchronize",
     "to_numpy",
 ]

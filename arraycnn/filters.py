@@ -89,8 +89,7 @@ import numpy as np  # host-side dtype promotion on dtype *names* only; never on 
 from .backend import device_of, namespace_of
 from .capabilities import CAPABILITIES
 from .conv import conv2d
-from .conv import cost as _cost
-from .conv.dispatch import eligible_strategies, parse_strategy
+from .conv.dispatch import parse_strategy, select_strategy
 from .geometry import conv_geometry
 
 __all__ = ["BOUNDARIES", "MODES", "convolve2d", "correlate2d"]
@@ -111,11 +110,6 @@ BOUNDARIES: dict[str, str] = {
     "symmetric": "symm",
     "reflect": "reflect",
 }
-
-#: Strategies whose capability entry claims exact sums but whose arithmetic is not exact on
-#: integer-valued data: separable rebuilds the kernel from rounded SVD factors (a Sobel
-#: kernel on integer data gives errors of ~1e-13). Excluded from integer inputs here.
-ROUNDED_KERNEL_STRATEGIES: frozenset[str] = frozenset({"separable"})
 
 #: float64 represents every integer of magnitude below this exactly.
 EXACT_FLOAT64_LIMIT = 2.0**53
@@ -468,7 +462,7 @@ def _check_exact_strategy(name: str, func: str) -> None:
     """A forced strategy on integer inputs must sum exactly."""
     if name == "auto":
         return
-    if not CAPABILITIES[name].exact_sums or name in ROUNDED_KERNEL_STRATEGIES:
+    if not CAPABILITIES[name].exact_sums:
         why = (
             "the FFT rounds every output (errors relative to the whole image)"
             if name == "fft"
@@ -480,17 +474,16 @@ def _check_exact_strategy(name: str, func: str) -> None:
         )
 
 
-def _exact_auto_strategy(
-    x_shape: tuple[int, ...], w_shape: tuple[int, ...], padding: Any, *, xp: ModuleType
-) -> str:
-    """Cheapest predicted strategy among those exact on integer-valued float64 data."""
+def _exact_auto_strategy(image: Array, kernels: Array, padding: Any, *, xp: ModuleType) -> str:
+    """The dispatcher's choice among strategies exact on integer-valued float64 data.
+
+    image (N, H, W), kernels (F, kh, kw), as :func:`_correlate_batch` will run them.
+    """
+    x_shape = (image.shape[0], 1, *image.shape[1:])  # (N, 1, H, W)
+    w_shape = (kernels.shape[0], 1, *kernels.shape[1:])  # (F, 1, kh, kw)
     geom = conv_geometry(x_shape, w_shape, padding=padding)
-    candidates = [
-        name
-        for name in eligible_strategies(xp)
-        if CAPABILITIES[name].exact_sums and name not in ROUNDED_KERNEL_STRATEGIES
-    ]
-    return min(candidates, key=lambda name: _cost.predicted_seconds(name, geom))
+    w = kernels[:, None, ...]  # (F, kh, kw) -> (F, 1, kh, kw)
+    return select_strategy("auto", w, geom, xp=xp, require_exact=True)
 
 
 def _check_integer_magnitude(
@@ -579,12 +572,7 @@ def _filter2d(
         uses_fill = boundary == "fill" and not swapped and mode != "valid"
         _check_integer_magnitude(image, kernels, fill if uses_fill else None, func, xp=xp)
         if strategy == "auto":
-            strategy = _exact_auto_strategy(
-                (image.shape[0], 1, *image.shape[1:]),
-                (kernels.shape[0], 1, *kernels.shape[1:]),
-                padding,
-                xp=xp,
-            )
+            strategy = _exact_auto_strategy(image, kernels, padding, xp=xp)
     y = _correlate_batch(image, kernels, strategy, padding)  # (N, F, Ho, Wo), N or F is 1
     ho, wo = y.shape[-2:]
     if swapped and not convolve:

@@ -346,8 +346,7 @@ class Sequential:
         rows = [("layer", "output shape", "parameters")]
         shape = self.input_shape
         rows.append(("input", str(shape), ""))
-        # Output shapes: rebuild on a scratch copy is not possible; run the layers on a
-        # one-sample zero batch instead (cheap, and exact).
+        # Output shapes from a forward pass of one zero sample: exact for any layer, cheap.
         x = self.xp.zeros((1, *shape), dtype=self.dtype, device=self.device)
         for i, layer in enumerate(self.layers):
             x = layer.forward(x, training=False)

@@ -32,7 +32,19 @@ def write_fake_mnist(directory, rng, n_train=48, n_test=24):
 def test_train_digits_writes_model_curve_and_history(tmp_path, capsys):
     out = tmp_path / "out"
     status = main(
-        ["train", "--dataset", "digits", "--epochs", "3", "--batch-size", "32", "--out", str(out)]
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--limit",
+            "700",
+            "--out",
+            str(out),
+        ]
     )
     assert status == 0
     text = capsys.readouterr().out

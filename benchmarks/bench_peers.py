@@ -16,6 +16,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.ndimage  # imported once with the suite (asv's forkserver), not per sample
+import scipy.signal
+
+try:
+    import cv2  # noqa: F401 - optional peer
+except ImportError:  # pragma: no cover - opencv-python-headless is optional
+    pass
 
 from .common import (
     DEPTHWISE,
@@ -100,13 +107,13 @@ def _filter_call(peer: str, image: np.ndarray, kernel: np.ndarray) -> Callable[[
     """A no-argument call of ``peer`` correlating ``image`` with ``kernel`` ("same" size)."""
     flipped = np.ascontiguousarray(kernel[::-1, ::-1])
     if peer.startswith("scipy.signal."):
-        signal = _optional("scipy.signal")
+        signal = scipy.signal
         if peer.endswith(":auto"):
             return lambda: signal.convolve(image, flipped, mode="same", method="auto")
         fn = getattr(signal, peer.rsplit(".", 1)[1])
         return lambda: fn(image, flipped, mode="same")
     if peer == "scipy.ndimage.convolve":
-        ndimage = _optional("scipy.ndimage")
+        ndimage = scipy.ndimage
         return lambda: ndimage.convolve(image, flipped, mode="constant")
     if peer.startswith("cv2."):
         cv2 = _optional("cv2")

@@ -98,13 +98,10 @@ def train_step(params: dict[str, Array], x: Array, onehot: Array, strategy: str,
     return float(loss)
 
 
-class TrainStep(XPBenchmark):
-    """One training step (batch 64 of 1 x 28 x 28, float32) per conv strategy."""
+class _TrainCase(XPBenchmark):
+    """Seeded parameters, a batch (64 x 1 x 28 x 28, float32) and its labels."""
 
-    params: ClassVar[list] = [BACKENDS, STRATEGIES]
-    param_names: ClassVar[list] = ["backend", "strategy"]
-
-    def setup(self, backend: str, strategy: str) -> None:
+    def setup_step(self, backend: str, strategy: str) -> None:
         if strategy == "separable":
             raise NotImplementedError("separable: random 3x3 filters are full rank")
         xp = self.setup_backend(backend)
@@ -127,14 +124,33 @@ class TrainStep(XPBenchmark):
         self.xp_ = xp
         train_step(self.params_, self.x, self.onehot, strategy, xp=xp)  # warm-up
 
+
+class TrainStep(_TrainCase):
+    """One training step (batch 64 of 1 x 28 x 28, float32) per conv strategy."""
+
+    params: ClassVar[list] = [BACKENDS, STRATEGIES]
+    param_names: ClassVar[list] = ["backend", "strategy"]
+
+    def setup(self, backend: str, strategy: str) -> None:
+        self.setup_step(backend, strategy)
+
     def time_step(self, *_: str) -> None:
         train_step(self.params_, self.x, self.onehot, self.strategy, xp=self.xp_)
 
     def peakmem_step(self, *_: str) -> None:
         train_step(self.params_, self.x, self.onehot, self.strategy, xp=self.xp_)
 
+
+class TrainLoss(_TrainCase):
+    """Loss after 20 more steps with ``auto``: a sanity signal that the step learns."""
+
+    params: ClassVar[list] = [BACKENDS]
+    param_names: ClassVar[list] = ["backend"]
+
+    def setup(self, backend: str) -> None:
+        self.setup_step(backend, "auto")
+
     def track_loss_after_20_steps(self, *_: str) -> float:
-        """Loss after 20 more steps: a sanity signal that the step learns (not a timing)."""
         loss = float("nan")
         for _ in range(20):
             loss = train_step(self.params_, self.x, self.onehot, self.strategy, xp=self.xp_)

@@ -42,10 +42,10 @@ import numpy as np
 from . import __version__
 from .backend import BACKEND_NAMES, asarray, resolve_backend, synchronize
 from .capabilities import STRATEGY_NAMES
-from .conv import choose_strategy, conv2d
+from .conv import choose_strategy, conv2d, conv2d_backward
 from .conv import cost as _cost
-from .conv.dispatch import eligible_strategies
-from .conv.fft import fast_shape
+from .conv import memory as _memory
+from .conv.dispatch import eligible_strategies, plan_call
 from .conv.separable import numerical_rank
 from .geometry import ConvGeometry, conv_geometry
 
@@ -53,8 +53,6 @@ __all__ = ["Case", "add_arguments", "build_cases", "measure_case", "run"]
 
 #: Workspaces above this many bytes are not timed.
 MAX_WORKSPACE_BYTES = 2 * 1024**3
-#: FFT throughput of the feasibility rule (5 L log2 L flops per real 2-D transform).
-FFT_RULE_FLOPS = 1e10
 KERNEL_KINDS = ("gaussian", "random")
 
 #: Reference layers: label -> (x shape, filters, kernel, stride, padding, groups).
@@ -153,36 +151,34 @@ def host_arrays(case: Case) -> tuple[np.ndarray, np.ndarray]:
 # --- feasibility ----------------------------------------------------------------------------
 
 
-def estimated_seconds(strategy: str, geom: ConvGeometry, rank: int | None = None) -> float:
-    """Rough forward time for the feasibility rule (the cost model; own FFT estimate)."""
-    if strategy != "fft":
-        return _cost.predicted_seconds(strategy, geom, rank)
-    lh, lw = fast_shape(geom)
-    transforms = geom.n * geom.c + geom.f * geom.cg + geom.n * geom.f
-    product = 8 * geom.n * geom.fg * geom.cg * geom.groups * lh * (lw // 2 + 1)
-    size = lh * lw
-    return (5 * transforms * size * math.log2(max(size, 2)) + product) / FFT_RULE_FLOPS
+def estimated_seconds(
+    strategy: str, geom: ConvGeometry, rank: int | None = None, *, direction: str = "forward"
+) -> float:
+    """The dispatcher's own prediction (:func:`arraycnn.conv.cost.predicted_seconds`)."""
+    return _cost.predicted_seconds(strategy, geom, rank, direction=direction)
 
 
-def workspace_bytes(strategy: str, geom: ConvGeometry, itemsize: int = 4) -> int:
-    """Rough size of the largest temporary of ``strategy`` in bytes."""
-    if strategy == "im2col":
-        return geom.c * geom.kh * geom.kw * geom.n * geom.ho * geom.wo * itemsize
-    if strategy == "fft":
-        lh, lw = fast_shape(geom)
-        spectra = geom.n * geom.c + geom.f * geom.cg + geom.n * geom.f
-        return 4 * spectra * lh * (lw // 2 + 1) * itemsize
-    return (
-        4 * (geom.n * geom.c * geom.hp * geom.wp + geom.n * geom.f * geom.ho * geom.wo) * itemsize
-    )
+def workspace_bytes(
+    strategy: str, geom: ConvGeometry, itemsize: int = 4, *, direction: str = "forward"
+) -> int:
+    """The dispatcher's own workspace prediction (:func:`arraycnn.conv.memory.workspace_bytes`)."""
+    return _memory.workspace_bytes(strategy, geom, itemsize=itemsize, direction=direction)
 
 
-def skip_reason(strategy: str, geom: ConvGeometry, rank: int | None, max_seconds: float) -> str:
+def skip_reason(
+    strategy: str,
+    geom: ConvGeometry,
+    rank: int | None,
+    max_seconds: float,
+    *,
+    direction: str = "forward",
+    itemsize: int = 4,
+) -> str:
     """Why ``strategy`` is not timed on this case ('' if it is)."""
-    seconds = estimated_seconds(strategy, geom, rank)
+    seconds = estimated_seconds(strategy, geom, rank, direction=direction)
     if seconds > max_seconds:
         return f"predicted {seconds:.2g} s per call"
-    if workspace_bytes(strategy, geom) > MAX_WORKSPACE_BYTES:
+    if workspace_bytes(strategy, geom, itemsize, direction=direction) > MAX_WORKSPACE_BYTES:
         return f"workspace over {MAX_WORKSPACE_BYTES / 2**30:.0f} GiB"
     return ""
 
@@ -219,18 +215,66 @@ def _torch() -> ModuleType | None:
     return torch
 
 
-def layer_peers(case: Case, x: np.ndarray, w: np.ndarray) -> dict[str, Callable[[], Any]]:
-    """Peers of a layer case: torch conv2d forward (one thread, no autograd)."""
+def layer_peers(
+    case: Case, x: np.ndarray, w: np.ndarray, gy: np.ndarray | None = None
+) -> dict[str, Callable[[], Any]]:
+    """Peers of a layer case: torch, one thread, no autograd graph.
+
+    Forward: ``torch.nn.functional.conv2d``. Backward (when ``gy`` is given):
+    ``torch.ops.aten.convolution_backward`` for (gx, gw, gb), the kernel torch's autograd
+    runs for conv2d, so that both sides are timed without a forward pass in the backward.
+    """
     torch = _torch()
     if torch is None:
         return {}
     tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    if gy is None:
 
-    def call() -> Any:
-        with torch.no_grad():
-            return torch.nn.functional.conv2d(tx, tw, **case.kwargs)
+        def forward() -> Any:
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, **case.kwargs)
 
-    return {"torch": call}
+        return {"torch": forward}
+    tgy = torch.from_numpy(gy)
+    geom = case.geometry()
+    (top, _), (left, _) = geom.padding  # the reference layers pad symmetrically
+
+    def backward() -> Any:
+        return torch.ops.aten.convolution_backward(
+            tgy,
+            tx,
+            tw,
+            [geom.f],
+            list(geom.stride),
+            [top, left],
+            list(geom.dilation),
+            False,
+            [0, 0],
+            geom.groups,
+            [True, True, True],
+        )
+
+    return {"torch": backward}
+
+
+def gemm_reference(case: Case, xp: ModuleType) -> Callable[[], Any]:
+    """The GEMM of an im2col forward of ``case`` alone: (G, Fg, Cg·kh·kw) @ (G, Cg·kh·kw, M).
+
+    Its GFLOP/s is the backend's matrix-multiply rate on the layer's own shape, the
+    anchor for "fraction of GEMM speed".
+    """
+    g = case.geometry()
+    k, m = g.cg * g.kh * g.kw, g.n * g.ho * g.wo
+    rng = np.random.default_rng(3)
+    a = asarray(rng.standard_normal((g.groups, g.fg, k), dtype=np.float32), backend=xp)
+    b = asarray(rng.standard_normal((g.groups, k, m), dtype=np.float32), backend=xp)
+    return lambda: a @ b
+
+
+def forward_flops(case: Case) -> int:
+    """Multiply-adds × 2 of the direct forward convolution of ``case``."""
+    g = case.geometry()
+    return 2 * g.n * g.f * g.ho * g.wo * g.cg * g.kh * g.kw
 
 
 def filter_peers(
@@ -280,28 +324,45 @@ def filter_peers(
 # --- measurement ----------------------------------------------------------------------------
 
 
+def _timed(call: Callable[[], Any]) -> float:
+    """Seconds of one call, the device synchronised on its result (a tuple: its first array)."""
+    start = time.perf_counter()
+    out = call()
+    synchronize(out[0] if isinstance(out, tuple) else out)
+    return time.perf_counter() - start
+
+
 def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call over ``repeats`` round-robin rounds (after one warm-up)."""
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for round_ in range(repeats + 1):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            out = call()
-            synchronize(out if not isinstance(out, tuple) else out[0])
-            if round_:
-                samples[name].append(time.perf_counter() - start)
+    """Median steady-state seconds of each call, measured round-robin.
+
+    Each round visits every contender in a rotated order; a contender gets one untimed call
+    right before its timed one, so that it is timed in its own steady state (its buffers
+    reused, as in a loop that repeats the call) and not while paying for pages another
+    contender just returned to the OS (see DESIGN.md: first touches cost ~3 µs per 4 KiB
+    page here). Machine noise still hits all contenders alike, and no contender always
+    follows the same other one.
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            _timed(calls[name])  # warm: plans, scratch buffers, fresh pages
+            samples[name].append(_timed(calls[name]))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
 @dataclass
 class CaseResult:
-    """Medians of one case: per backend, strategies and auto; peers; choices and regrets."""
+    """Medians of one case in one direction: per backend, strategies and auto; peers."""
 
     case: Case
+    direction: str = "forward"
     times: dict[str, dict[str, float]] = field(default_factory=dict)  # backend -> name -> s
     choice: dict[str, str] = field(default_factory=dict)  # backend -> auto's strategy
     skipped: dict[str, str] = field(default_factory=dict)  # "backend:strategy"/peer -> why
     peers: dict[str, float] = field(default_factory=dict)
+    gemm: dict[str, float] = field(default_factory=dict)  # backend -> s of the layer's GEMM
 
     def best(self, backend: str) -> str | None:
         """The fastest timed strategy on ``backend`` (None if none was timed)."""
@@ -318,6 +379,7 @@ class CaseResult:
         return {
             "case": c.label,
             "kind": c.kind,
+            "direction": self.direction,
             "x_shape": list(c.x_shape),
             "w_shape": list(c.w_shape),
             "stride": c.stride,
@@ -328,8 +390,17 @@ class CaseResult:
             "best": {b: self.best(b) for b in self.times},
             "regret": {b: self.regret(b) for b in self.times},
             "peers": self.peers,
+            "gemm": self.gemm,
             "skipped": self.skipped,
         }
+
+
+def _strategy_call(
+    case: Case, direction: str, strategy: str, x: Any, w: Any, gy: Any
+) -> Callable[[], Any]:
+    if direction == "forward":
+        return lambda: conv2d(x, w, **case.kwargs, strategy=strategy)
+    return lambda: conv2d_backward(gy, x, w, **case.kwargs, strategy=strategy)
 
 
 def measure_case(
@@ -339,28 +410,42 @@ def measure_case(
     repeats: int,
     max_seconds: float,
     peers: bool = True,
+    direction: str = "forward",
 ) -> CaseResult:
-    """Time every strategy and auto on each backend, and the peers, interleaved."""
+    """Time every strategy and auto on each backend, and the peers, interleaved.
+
+    ``direction="backward"`` times ``conv2d_backward`` (and torch's convolution backward);
+    forward layer cases also time the layer's GEMM alone on each backend.
+    """
     x_host, w_host = host_arrays(case)
     geom = case.geometry()
-    result = CaseResult(case)
+    gy_host = None
+    if direction == "backward":
+        gy_host = np.random.default_rng(2).standard_normal(geom.y_shape).astype(np.float32)
+    result = CaseResult(case, direction)
     calls: dict[str, Callable[[], Any]] = {}
     for backend, xp in namespaces.items():
         x, w = asarray(x_host, backend=xp), asarray(w_host, backend=xp)
-        result.choice[backend] = choose_strategy(x, w, **case.kwargs)
+        gy = None if gy_host is None else asarray(gy_host, backend=xp)
+        if direction == "forward":
+            result.choice[backend] = choose_strategy(x, w, **case.kwargs)
+        else:
+            result.choice[backend] = plan_call(
+                "auto", w, geom, xp=xp, x=x, gy=gy, direction="backward"
+            ).strategy
         for strategy in [*eligible_strategies(xp), "auto"]:
             runs = result.choice[backend] if strategy == "auto" else strategy
             rank = numerical_rank(w, xp=xp) if runs == "separable" else None
-            reason = skip_reason(runs, geom, rank, max_seconds)
+            reason = skip_reason(runs, geom, rank, max_seconds, direction=direction)
             if reason and strategy != "auto":  # auto is always timed: it is the subject
                 result.skipped[f"{backend}:{strategy}"] = reason
                 continue
-            calls[f"{backend}:{strategy}"] = lambda x=x, w=w, s=strategy: conv2d(
-                x, w, **case.kwargs, strategy=s
-            )
+            calls[f"{backend}:{strategy}"] = _strategy_call(case, direction, strategy, x, w, gy)
+        if case.kind == "layer" and direction == "forward":
+            calls[f"gemm:{backend}"] = gemm_reference(case, xp)
     if peers:
         if case.kind == "layer":
-            peer_calls = layer_peers(case, x_host, w_host)
+            peer_calls = layer_peers(case, x_host, w_host, gy_host)
         else:
             peer_calls, peer_skipped = filter_peers(case, x_host, w_host, max_seconds)
             result.skipped.update(peer_skipped)
@@ -370,6 +455,8 @@ def measure_case(
         owner, name = key.split(":", 1)
         if owner == "peer":
             result.peers[name] = seconds
+        elif owner == "gemm":
+            result.gemm[name] = seconds
         else:
             result.times.setdefault(owner, {})[name] = seconds
     return result
@@ -396,6 +483,116 @@ def table_rows(results: list[CaseResult]) -> tuple[list[str], list[list[str]]]:
             row += [_ms(r.peers.get(p)) if first else "" for p in peer_names]
             rows.append(row)
     return header, rows
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
+
+
+def layer_summary_rows(
+    forward: list[CaseResult], backward: list[CaseResult]
+) -> tuple[list[str], list[list[str]]]:
+    """Forward + backward per layer and backend against torch, and GFLOP/s against GEMM.
+
+    ``auto/torch`` is (auto forward + auto backward) / (torch forward + torch backward);
+    ``%gemm`` is auto's forward GFLOP/s over the GFLOP/s of the layer's GEMM alone on the
+    same backend. The last rows are the geometric means of auto/torch per backend.
+    """
+    header = [
+        "case",
+        "backend",
+        "auto f+b",
+        "best f+b",
+        "torch f+b",
+        "auto/torch",
+        "gemm GF/s",
+        "auto fwd GF/s",
+        "%gemm",
+    ]
+    rows, ratios = [], {}
+    by_label = {r.case.label: r for r in backward}
+    for fwd in forward:
+        bwd = by_label.get(fwd.case.label)
+        if bwd is None:
+            continue
+        flops = forward_flops(fwd.case)
+        torch_total = (
+            fwd.peers["torch"] + bwd.peers["torch"]
+            if "torch" in fwd.peers and "torch" in bwd.peers
+            else None
+        )
+        for backend in fwd.times:
+            auto = fwd.times[backend]["auto"] + bwd.times[backend]["auto"]
+            common = set(fwd.times[backend]) & set(bwd.times[backend]) - {"auto"}
+            best = min(
+                (fwd.times[backend][s] + bwd.times[backend][s] for s in common), default=None
+            )
+            gemm = fwd.gemm.get(backend)
+            gemm_rate = flops / gemm / 1e9 if gemm else None
+            auto_rate = flops / fwd.times[backend]["auto"] / 1e9
+            ratio = auto / torch_total if torch_total else None
+            if ratio is not None:
+                ratios.setdefault(backend, []).append(ratio)
+            rows.append(
+                [
+                    fwd.case.label,
+                    backend,
+                    _ms(auto),
+                    _ms(best),
+                    _ms(torch_total),
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    "-" if gemm_rate is None else f"{gemm_rate:.0f}",
+                    f"{auto_rate:.0f}",
+                    "-" if gemm_rate is None else f"{100 * auto_rate / gemm_rate:.0f}",
+                ]
+            )
+    for backend, values in ratios.items():
+        rows.append(["geometric mean", backend, "", "", "", f"{_geomean(values):.2f}", "", "", ""])
+    return header, rows
+
+
+#: SciPy's functions among the filtering peers (the "scipy best" of a case).
+SCIPY_PEERS = ("scipy.fft", "scipy.oa", "scipy.2d", "scipy.auto", "ndimage")
+#: OpenCV's functions among the filtering peers.
+OPENCV_PEERS = ("cv2", "cv2.sep")
+
+
+def filter_summary_rows(results: list[CaseResult]) -> tuple[list[str], list[list[str]]]:
+    """auto against the fastest SciPy function and the fastest OpenCV function per case."""
+    header = ["case", "backend", "auto", "scipy best", "auto/scipy", "cv2 best", "auto/cv2"]
+    rows = []
+    for r in results:
+        scipy = {p: t for p, t in r.peers.items() if p in SCIPY_PEERS}
+        opencv = {p: t for p, t in r.peers.items() if p in OPENCV_PEERS}
+        for backend, times in r.times.items():
+            auto = times["auto"]
+            row = [r.case.label, backend, _ms(auto)]
+            for group in (scipy, opencv):
+                if group:
+                    name = min(group, key=group.__getitem__)
+                    row += [f"{_ms(group[name])} ({name})", f"{auto / group[name]:.2f}"]
+                else:
+                    row += ["-", "-"]
+            rows.append(row)
+    return header, rows
+
+
+def regret_summary(results: list[CaseResult]) -> dict[str, dict[str, float]]:
+    """Per backend: the largest regret, its case, and the geometric mean over all cases."""
+    by_backend: dict[str, list[tuple[float, str]]] = {}
+    for r in results:
+        for backend in r.times:
+            label = f"{r.case.label} ({r.direction})"
+            by_backend.setdefault(backend, []).append((r.regret(backend), label))
+    return {
+        backend: {
+            "max": max(values)[0],
+            "max_case": max(values)[1],
+            "geomean": _geomean([v for v, _ in values]),
+            "cases": len(values),
+        }
+        for backend, values in by_backend.items()
+    }
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -639,25 +836,46 @@ def run(args: argparse.Namespace) -> int:
     cases = build_cases(layers, images, kernels)
     results = []
     for case in cases:
-        results.append(
-            measure_case(
-                case, namespaces, repeats=repeats, max_seconds=max_seconds, peers=not args.no_peers
+        for direction in ("forward", "backward") if case.kind == "layer" else ("forward",):
+            results.append(
+                measure_case(
+                    case,
+                    namespaces,
+                    repeats=repeats,
+                    max_seconds=max_seconds,
+                    peers=not args.no_peers,
+                    direction=direction,
+                )
             )
-        )
     elapsed = time.perf_counter() - started
 
+    layer_fwd = [r for r in results if r.case.kind == "layer" and r.direction == "forward"]
+    layer_bwd = [r for r in results if r.case.kind == "layer" and r.direction == "backward"]
+    filtering = [r for r in results if r.case.kind != "layer"]
     for title, group in (
-        (
-            "conv layers (forward, float32), median ms",
-            [r for r in results if r.case.kind == "layer"],
-        ),
-        (
-            "image filtering ('same', float32), median ms",
-            [r for r in results if r.case.kind != "layer"],
-        ),
+        ("conv layers (forward, float32), median ms", layer_fwd),
+        ("conv layers (backward: gx, gw, gb; float32), median ms", layer_bwd),
+        ("image filtering ('same', float32), median ms", filtering),
     ):
         if group:
             print_table(title, *table_rows(group))
+    if layer_fwd and layer_bwd:
+        print_table(
+            "conv layers: forward + backward against torch, ms; forward GFLOP/s against the "
+            "layer's GEMM",
+            *layer_summary_rows(layer_fwd, layer_bwd),
+        )
+    if filtering and not args.no_peers:
+        print_table(
+            "image filtering: auto against the fastest SciPy and OpenCV function, ms",
+            *filter_summary_rows(filtering),
+        )
+    regrets = regret_summary(results)
+    for backend, summary in regrets.items():
+        print(
+            f"\nregret on {backend}: max {summary['max']:.2f} ({summary['max_case']}), "
+            f"geometric mean {summary['geomean']:.3f} over {summary['cases']} cases"
+        )
     peers_seen = sorted({p for r in results for p in r.peers})
     if peers_seen:
         print("\npeers: " + "; ".join(f"{p} = {PEER_LEGEND.get(p, p)}" for p in peers_seen))
@@ -684,6 +902,7 @@ def run(args: argparse.Namespace) -> int:
         },
         "strategies": list(STRATEGY_NAMES),
         "seconds_total": elapsed,
+        "regret": regrets,
         "cases": [r.to_json() for r in results],
     }
     json_path = out / "results.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import ClassVar
 
 import numpy as np
@@ -20,9 +21,6 @@ from .common import (
     skip_if_infeasible,
 )
 
-#: A backward pass (input and weight gradients) costs about this many forward passes.
-BACKWARD_FACTOR = 2.5
-
 DTYPES = ["float32"] if QUICK else ["float32", "float64"]
 
 
@@ -30,7 +28,7 @@ class _ConvCase(XPBenchmark):
     """Seeded x, w, gy of one layer on one backend; ``kwargs`` for conv2d."""
 
     layers: dict[str, Layer] = LAYERS
-    factor = 1.0  # predicted cost relative to one forward pass (feasibility rule)
+    direction = "forward"  # the pass whose predicted cost decides feasibility
 
     def setup_case(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
         spec = self.layers[layer]
@@ -40,7 +38,7 @@ class _ConvCase(XPBenchmark):
         self.w = self.seeded(spec.w_shape, dtype, seed=1)
         runs = arraycnn.choose_strategy(self.x, self.w, **spec.kwargs, strategy=strategy)
         itemsize = np.dtype(dtype).itemsize
-        skip_if_infeasible(runs, geom, itemsize=itemsize, factor=self.factor)
+        skip_if_infeasible(runs, geom, itemsize=itemsize, direction=self.direction)
         self.gy = self.seeded(geom.y_shape, dtype, seed=2)
         self.kwargs = {**spec.kwargs, "strategy": strategy}
         # warm-up: first-call costs (FFT plans, fresh pages) stay out of the samples
@@ -63,7 +61,7 @@ class ConvForward(_ConvCase):
 class ConvBackward(_ConvCase):
     """``conv2d_backward`` (gx, gw, gb) of the reference layers, per strategy."""
 
-    factor = BACKWARD_FACTOR
+    direction = "backward"
     params: ClassVar[list] = ConvForward.params
     param_names: ClassVar[list] = ConvForward.param_names
 
@@ -92,7 +90,7 @@ class DepthwiseBackward(_ConvCase):
     """``conv2d_backward`` of the depthwise layer, float32 and float64."""
 
     layers = DEPTHWISE
-    factor = BACKWARD_FACTOR
+    direction = "backward"
     params: ClassVar[list] = DepthwiseForward.params
     param_names: ClassVar[list] = DepthwiseForward.param_names
 
@@ -101,3 +99,50 @@ class DepthwiseBackward(_ConvCase):
 
     def time_backward(self, *_: str) -> None:
         self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))
+
+
+#: Strategies whose workspace (unfolded columns, spectra) dominates memory.
+WORKSPACE_STRATEGIES = ["im2col", "fft"]
+WORKSPACE_BACKENDS = ["numpy"] if QUICK else BACKENDS
+
+
+class ConvWorkspace(_ConvCase):
+    """Peak resident memory of a forward / backward pass of im2col and FFT.
+
+    asv's ``peakmem`` is the process's maximum RSS, baseline included (the interpreter and
+    imported libraries): compare rows with each other, not with zero.
+    """
+
+    params: ClassVar[list] = [WORKSPACE_BACKENDS, WORKSPACE_STRATEGIES, LAYER_NAMES]
+    param_names: ClassVar[list] = ["backend", "strategy", "layer"]
+    direction = "backward"
+
+    def setup(self, backend: str, strategy: str, layer: str) -> None:
+        self.setup_case(backend, strategy, layer, "float32")
+
+    def peakmem_forward(self, *_: str) -> None:
+        self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
+
+    def peakmem_backward(self, *_: str) -> None:
+        self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))
+
+
+class ConvWorkspaceTraced(_ConvCase):
+    """Peak bytes NumPy allocates during one forward pass (tracemalloc), baseline excluded."""
+
+    params: ClassVar[list] = [["numpy"], WORKSPACE_STRATEGIES, LAYER_NAMES]
+    param_names: ClassVar[list] = ["backend", "strategy", "layer"]
+
+    def setup(self, backend: str, strategy: str, layer: str) -> None:
+        self.setup_case(backend, strategy, layer, "float32")
+
+    def track_forward_peak(self, *_: str) -> float:
+        tracemalloc.start()
+        try:
+            self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return peak / 2**20
+
+    track_forward_peak.unit = "MiB"  # type: ignore[attr-defined]

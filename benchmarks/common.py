@@ -14,17 +14,22 @@ Conventions (those of the scipy and scikit-image suites):
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.fft  # noqa: F401 - imported once here (asv's forkserver), not in every sample
 
 import arraycnn
-from arraycnn.conv import cost
+from arraycnn import bench
 from arraycnn.geometry import ConvGeometry, conv_geometry
+
+try:  # optional backend: imported with the suite so that each forked sample does not pay it
+    import torch  # noqa: F401
+except ImportError:  # pragma: no cover - torch is an optional extra
+    pass
 
 #: True when the reduced grids are requested (``ARRAYCNN_BENCH_QUICK=1``).
 QUICK = os.environ.get("ARRAYCNN_BENCH_QUICK", "0").strip().lower() not in ("", "0", "false", "no")
@@ -32,7 +37,7 @@ QUICK = os.environ.get("ARRAYCNN_BENCH_QUICK", "0").strip().lower() not in ("", 
 #: A call predicted slower than this (seconds) is skipped instead of run.
 MAX_SECONDS = 2.0
 #: A call whose strategy workspace is predicted larger than this (bytes) is skipped.
-MAX_BYTES = 2 * 1024**3
+MAX_BYTES = bench.MAX_WORKSPACE_BYTES
 
 #: Strategies timed by the conv and filter suites; ``auto`` is the dispatcher.
 STRATEGIES = [*arraycnn.STRATEGY_NAMES, "auto"]
@@ -99,11 +104,8 @@ def filter_layer(image: int, kernel: int) -> Layer:
 
 
 def gaussian_kernel(size: int, dtype: Any = np.float32) -> np.ndarray:
-    """Normalized isotropic Gaussian (rank 1), sigma = size / 6, shape (size, size)."""
-    r = np.arange(size) - (size - 1) / 2
-    g = np.exp(-0.5 * (r / max(size / 6.0, 0.5)) ** 2)
-    g /= g.sum()
-    return np.outer(g, g).astype(dtype)
+    """Normalized isotropic Gaussian (rank 1), shape (size, size): that of ``arraycnn bench``."""
+    return bench.gaussian_kernel(size).astype(dtype)
 
 
 def random_kernel(size: int, seed: int = 1, dtype: Any = np.float32) -> np.ndarray:
@@ -121,63 +123,25 @@ def kernel_of(kind: str, size: int, dtype: Any = np.float32) -> np.ndarray:
     raise ValueError(f"kernel kind must be 'gaussian' or 'random', got {kind!r}")
 
 
-def workspace_bytes(strategy: str, geom: ConvGeometry, itemsize: int) -> int:
-    """Rough size of the largest temporary of ``strategy`` (bytes; host arithmetic only)."""
-    cols = geom.n * geom.ho * geom.wo
-    if strategy == "im2col":
-        return geom.c * geom.kh * geom.kw * cols * itemsize
-    if strategy == "fft":
-        from arraycnn.conv.fft import fast_shape
-
-        lh, lw = fast_shape(geom)
-        spectra = geom.n * geom.c + geom.f * geom.cg + geom.n * geom.f
-        return 2 * spectra * lh * (lw // 2 + 1) * itemsize * 2
-    padded_input = geom.n * geom.c * geom.hp * geom.wp
-    return 4 * (padded_input + geom.n * geom.f * geom.ho * geom.wo) * itemsize
-
-
-#: FFT throughput of the feasibility rule, flop/s (5 L log2 L flops per real 2-D transform).
-#: arraycnn's cost model v1 overestimates single-image FFTs a hundredfold, so the rule
-#: uses its own estimate for ``fft``.
-FFT_RULE_FLOPS = 1e10
-
-
-def fft_rule_seconds(geom: ConvGeometry) -> float:
-    """Rough FFT-strategy time: the transforms plus the spectral channel contraction."""
-    from arraycnn.conv.fft import fast_shape
-
-    lh, lw = fast_shape(geom)
-    size = lh * lw
-    transforms = geom.n * geom.c + geom.f * geom.cg + geom.n * geom.f
-    product = 8 * geom.n * geom.fg * geom.cg * geom.groups * lh * (lw // 2 + 1)
-    return (5 * transforms * size * math.log2(max(size, 2)) + product) / FFT_RULE_FLOPS
-
-
-def predicted_seconds(strategy: str, geom: ConvGeometry, *, rank: int | None = None) -> float:
-    """Forward time of ``strategy`` predicted for the feasibility rule (never ``auto``)."""
-    if strategy == "fft":
-        return fft_rule_seconds(geom)
-    return cost.predicted_seconds(strategy, geom, rank)
-
-
 def skip_if_infeasible(
     strategy: str,
     geom: ConvGeometry,
     *,
     itemsize: int = 4,
     rank: int | None = None,
-    factor: float = 1.0,
+    direction: str = "forward",
 ) -> None:
     """Raise NotImplementedError (asv: skipped) for a call too slow or too large to time.
 
-    ``strategy`` is the one that runs (for ``auto``, pass what the dispatcher chose);
-    ``factor`` scales the forward prediction (about 2.5 for a backward pass).
+    ``strategy`` is the one that runs (for ``auto``, pass what the dispatcher chose). The
+    rule is that of ``arraycnn bench`` (:func:`arraycnn.bench.skip_reason`: the
+    dispatcher's own time and workspace predictions) with :data:`MAX_SECONDS`.
     """
-    seconds = factor * predicted_seconds(strategy, geom, rank=rank)
-    if seconds > MAX_SECONDS:
-        raise NotImplementedError(f"{strategy}: predicted {seconds:.1f} s per call")
-    if workspace_bytes(strategy, geom, itemsize) > MAX_BYTES:
-        raise NotImplementedError(f"{strategy}: workspace over {MAX_BYTES / 2**30:.0f} GiB")
+    reason = bench.skip_reason(
+        strategy, geom, rank, MAX_SECONDS, direction=direction, itemsize=itemsize
+    )
+    if reason:
+        raise NotImplementedError(f"{strategy}: {reason}")
 
 
 def resolve(backend: str) -> ModuleType:

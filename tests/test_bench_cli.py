@@ -57,8 +57,13 @@ def test_writes_json_with_expected_keys(tiny_run: tuple[Path, str]) -> None:
     )
     assert report["strategies"] == list(STRATEGY_NAMES)
     assert report["settings"]["backends"] == ["numpy"]
-    labels = [c["case"] for c in report["cases"]]
-    assert labels == ["64x1x28x28:32x3x3", "img12:k3:gaussian", "img12:k3:random"]
+    labels = [(c["case"], c["direction"]) for c in report["cases"]]
+    assert labels == [
+        ("64x1x28x28:32x3x3", "forward"),
+        ("64x1x28x28:32x3x3", "backward"),
+        ("img12:k3:gaussian", "forward"),
+        ("img12:k3:random", "forward"),
+    ]
     for case in report["cases"]:
         keys = {"times", "auto_choice", "best", "regret", "peers", "skipped", "kind", "x_shape"}
         assert keys <= set(case)
@@ -70,8 +75,13 @@ def test_writes_json_with_expected_keys(tiny_run: tuple[Path, str]) -> None:
         expected = times["auto"] / min(times.values())
         assert case["regret"]["numpy"] == pytest.approx(expected)
         assert case["regret"]["numpy"] >= 1.0
-    filtering = report["cases"][1]
+    filtering = report["cases"][2]
     assert {"scipy.fft", "scipy.2d", "ndimage"} <= set(filtering["peers"])
+    layer_forward = report["cases"][0]
+    assert layer_forward["gemm"]["numpy"] > 0  # the layer's GEMM alone, the GFLOP/s anchor
+    regrets = [case["regret"]["numpy"] for case in report["cases"]]
+    assert report["regret"]["numpy"]["max"] == pytest.approx(max(regrets))
+    assert report["regret"]["numpy"]["cases"] == len(regrets)
 
 
 def test_writes_a_png_crossover_plot(tiny_run: tuple[Path, str]) -> None:
@@ -89,6 +99,16 @@ def test_prints_tables(tiny_run: tuple[Path, str]) -> None:
     _, stdout = tiny_run
     assert "conv layers" in stdout and "image filtering" in stdout
     assert "regret" in stdout and "results.json" in stdout
+    assert "backward" in stdout and "fastest SciPy and OpenCV" in stdout
+
+
+def test_interleaving_warms_each_contender_and_rotates_the_order() -> None:
+    log: list[str] = []
+    calls = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
+    medians = bench.interleaved_medians(calls, repeats=3)
+    assert set(medians) == {"a", "b", "c"} and all(t >= 0 for t in medians.values())
+    # each round: every contender twice in a row (warm, timed), starting one further on
+    assert log == [*"aabbcc", *"bbccaa", *"ccaabb"]
 
 
 def test_skipped_strategies_are_reported_and_auto_still_timed(tmp_path: Path) -> None:

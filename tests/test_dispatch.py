@@ -455,6 +455,33 @@ def test_auto_with_tiny_budget_skips_or_chunks(xp, to_xp, rng, favour):
     assert "chunks of 2" in plan.reason
 
 
+def test_repeated_auto_calls_follow_budget_and_calibration_changes(rng, favour):
+    x, w = _data(rng, (4, 2, 7, 7), (3, 2, 3, 3))
+    geom = _geom(x, w, padding=1)
+    xp = ac.resolve_backend("numpy")
+    favour("im2col")
+    for _ in range(2):  # the second call reuses the first one's analysis
+        plan = dispatch.plan_call("auto", w, geom, xp=xp, x=x)
+        assert (plan.strategy, plan.chunk) == ("im2col", 4)
+    # a smaller budget after the memoised call: chunked, as a fresh analysis says
+    two = memory.workspace_bytes("im2col", dataclasses.replace(geom, n=2), itemsize=8)
+    plan = dispatch.plan_call("auto", w, geom, xp=xp, x=x, budget=two)
+    assert (plan.strategy, plan.chunk) == ("im2col", 2)
+    favour("naive")  # another calibration: another choice for the same signature
+    assert dispatch.plan_call("auto", w, geom, xp=xp, x=x).strategy == "naive"
+
+
+def test_repeated_auto_calls_see_new_nonfinite_values(rng, favour):
+    favour("fft")
+    x, w = _data(rng, (1, 1, 9, 9), (1, 1, 3, 3))
+    xp = ac.resolve_backend("numpy")
+    geom = _geom(x, w)
+    assert dispatch.plan_call("auto", w, geom, xp=xp, x=x).strategy == "fft"
+    x[0, 0, 4, 4] = np.nan  # same signature, now non-finite: fft must not run
+    plan = dispatch.plan_call("auto", w, geom, xp=xp, x=x)
+    assert plan.strategy != "fft" and "non-finite" in plan.reason
+
+
 def test_nothing_fits_raises():
     ac.conv.set_workspace_limit(16)
     x, w = np.ones((2, 1, 8, 8)), np.ones((1, 1, 3, 3))

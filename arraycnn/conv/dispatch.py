@@ -205,6 +205,10 @@ class _Inputs:
             self._finite[name] = bool(xp.all(xp.isfinite(self.arrays[name])))
         return self._finite[name]
 
+    def was_checked(self, name: str) -> bool:
+        """True if the finiteness of array ``name`` has been computed (its values read)."""
+        return name in self._finite
+
     def nonfinite(self, direction: str) -> list[str]:
         """Names of the inputs of ``direction`` that hold NaN or Inf."""
         names = ("x", "w") if direction == "forward" else ("gy", "x", "w")
@@ -335,6 +339,49 @@ def _analyse(
         return result, rank
     price(cand, geom, rank=rank)
     return result, rank
+
+
+#: Analyses of ``auto`` calls that did not depend on the values of w, by call signature:
+#: ``key -> (calibration, candidates, bytes needed for every candidate to run unchunked)``.
+#: The calibration is held so that its ``id`` in the key cannot be reused by another.
+_ANALYSES: dict[tuple[Any, ...], tuple[cost.Calibration, dict[str, _Candidate], int]] = {}
+#: Signatures kept at most (the memo is emptied when full).
+ANALYSES_KEPT = 1024
+
+
+def _memoised_analyse(
+    w: Array, geom: ConvGeometry, inputs: _Inputs, *, xp: ModuleType, **options: Any
+) -> tuple[dict[str, _Candidate], int | None]:
+    """:func:`_analyse` (same arguments), reused for a repeated call signature where exact.
+
+    An analysis is kept only when it did not read w's values (no SVD rank, no finiteness
+    test of w) and every candidate fitted the budget unchunked; it is reused while the
+    budget still holds them all. Other calls are analysed afresh (their choice may depend
+    on w or on the memory available now). The candidates are shared: read them only.
+    """
+    calibration, budget = options["calibration"], options["budget"]
+    key = (
+        backend_name(xp),
+        str(device_of(w)),
+        str(w.dtype),
+        geom,
+        options["direction"],
+        options["require_exact"],
+        options["prune"],
+        id(calibration),
+    )
+    hit = _ANALYSES.get(key)
+    if hit is not None and hit[0] is calibration and budget >= hit[2]:
+        return hit[1], None
+    candidates, rank = _analyse(w, geom, inputs, xp=xp, **options)
+    read_w = rank is not None or inputs.was_checked("w")
+    priced = [c for c in candidates.values() if c.bytes]
+    if not read_w and all(c.chunk == geom.n for c in priced):
+        if len(_ANALYSES) >= ANALYSES_KEPT:
+            _ANALYSES.clear()
+        need = max((c.bytes for c in priced), default=0)
+        _ANALYSES[key] = (calibration, candidates, need)
+    return candidates, rank
 
 
 def predicted_costs(
@@ -522,7 +569,7 @@ def plan_call(
         )
     cal = calibration if calibration is not None else cost.calibration_for(backend_name(xp))[0]
     tune = _autotune.autotune_enabled(autotune)
-    candidates, rank = _analyse(
+    candidates, rank = _memoised_analyse(
         w,
         geom,
         inputs,

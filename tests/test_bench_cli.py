@@ -154,6 +154,16 @@ def test_no_case_to_run_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run_bench([*argv, "--out", str(tmp_path)]) == 2
     assert "no case to run" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+    argv = ["--layers", "none", "--no-filters"]
+    assert run_bench([*argv, "--out", str(tmp_path)]) == 2
+    assert "no case to run" in capsys.readouterr().err
+
+
+def test_no_filters_times_layers_only(tmp_path: Path) -> None:
+    argv = ["--quick", "--layers", "64x1x28x28:32x3x3", "--no-filters", "--no-peers"]
+    assert run_bench([*argv, "--repeat", "1", "--backend", "numpy", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert {c["kind"] for c in report["cases"]} == {"layer"}
 
 
 def test_unusable_backend_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -332,8 +332,12 @@ def _timed(call: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median steady-state seconds of each call, measured round-robin.
+def interleaved_medians(
+    calls: dict[Any, Callable[[], Any]],
+    repeats: int,
+    reduce: Callable[[list[float]], float] = statistics.median,
+) -> dict[Any, float]:
+    """Median (or ``reduce``) of the steady-state seconds of each call, measured round-robin.
 
     Each round visits every contender in a rotated order; a contender gets one untimed call
     right before its timed one, so that it is timed in its own steady state (its buffers
@@ -349,7 +353,7 @@ def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int) -> di
         for name in names[shift:] + names[:shift]:
             _timed(calls[name])  # warm: plans, scratch buffers, fresh pages
             samples[name].append(_timed(calls[name]))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: reduce(values) for name, values in samples.items()}
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """``arraycnn tune``: fit the dispatcher's cost model on this machine, per backend.
 
 The command times a small designed set of convolutions (:data:`CASES`) with every strategy,
-forward and backward, interleaved (one run of each strategy in turn, repeated; the best run
-counts), and fits the constants of :class:`arraycnn.conv.cost.Calibration` to the times.
+forward and backward, interleaved as by ``arraycnn bench`` (each strategy in turn, warmed
+right before its timed run, repeated; the best run counts), and fits the constants of
+:class:`arraycnn.conv.cost.Calibration` to the times.
 
 The fit
 -------
@@ -53,7 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import asarray, backend_name, resolve_backend, synchronize
+from ..backend import asarray, backend_name, resolve_backend
+from ..bench import interleaved_medians
 from ..capabilities import STRATEGY_NAMES, missing_requirements
 from ..geometry import ConvGeometry, conv_geometry
 from . import cost
@@ -209,7 +211,8 @@ def _strategies(case: Case, xp: Any) -> list[str]:
 
 
 def measure_case(case: Case, xp: Any, *, repeats: int, rng: np.random.Generator) -> list[Sample]:
-    """Best-of-``repeats`` times of each strategy and direction, interleaved."""
+    """Best-of-``repeats`` times of each strategy and direction, interleaved as by
+    ``arraycnn bench`` (each run warmed right before it is timed, order rotated)."""
     x, w, gy = _inputs(case, xp, rng)
     geom = _geometry(case)
     rank = numerical_rank(w, xp=xp) if case.rank1 else min(case.k, case.k)
@@ -223,14 +226,7 @@ def measure_case(case: Case, xp: Any, *, repeats: int, rng: np.random.Generator)
             for name in names
         }
     )
-    best = dict.fromkeys(runs, math.inf)
-    for fn in runs.values():  # warm-up
-        synchronize(fn())
-    for _ in range(repeats):
-        for key, fn in runs.items():
-            start = time.perf_counter()
-            synchronize(fn())
-            best[key] = min(best[key], time.perf_counter() - start)
+    best = interleaved_medians(runs, repeats, reduce=min)  # best of each, steady state
     itemsize = np.dtype(case.dtype).itemsize
     return [
         Sample(case, name, direction, geom, itemsize, rank, seconds)

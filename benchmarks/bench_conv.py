@@ -1,4 +1,9 @@
-"""conv2d forward and backward: every strategy and ``auto`` on the reference layers."""
+"""conv2d forward and backward: every strategy and ``auto`` on the reference layers.
+
+Forward and backward run the four reference layers and the depthwise one in float32 and
+float64 (``DTYPES``; float32 only under ``ARRAYCNN_BENCH_QUICK=1``). The workspace rows
+are float32.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from .common import (
     skip_if_infeasible,
 )
 
+#: Element types of the forward / backward rows (parameter ``dtype``).
 DTYPES = ["float32"] if QUICK else ["float32", "float64"]
 
 
@@ -46,27 +52,27 @@ class _ConvCase(XPBenchmark):
 
 
 class ConvForward(_ConvCase):
-    """``conv2d`` of the four float32 reference layers, per strategy."""
+    """``conv2d`` of the four reference layers, per strategy, float32 and float64."""
 
-    params: ClassVar[list] = [BACKENDS, STRATEGIES, LAYER_NAMES]
-    param_names: ClassVar[list] = ["backend", "strategy", "layer"]
+    params: ClassVar[list] = [BACKENDS, STRATEGIES, LAYER_NAMES, DTYPES]
+    param_names: ClassVar[list] = ["backend", "strategy", "layer", "dtype"]
 
-    def setup(self, backend: str, strategy: str, layer: str) -> None:
-        self.setup_case(backend, strategy, layer, "float32")
+    def setup(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
+        self.setup_case(backend, strategy, layer, dtype)
 
     def time_forward(self, *_: str) -> None:
         self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
 
 
 class ConvBackward(_ConvCase):
-    """``conv2d_backward`` (gx, gw, gb) of the reference layers, per strategy."""
+    """``conv2d_backward`` (gx, gw, gb) of the reference layers, per strategy and dtype."""
 
     direction = "backward"
     params: ClassVar[list] = ConvForward.params
     param_names: ClassVar[list] = ConvForward.param_names
 
-    def setup(self, backend: str, strategy: str, layer: str) -> None:
-        self.setup_case(backend, strategy, layer, "float32")
+    def setup(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
+        self.setup_case(backend, strategy, layer, dtype)
 
     def time_backward(self, *_: str) -> None:
         self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))

@@ -1,128 +1,146 @@
-"""One SGD training step of a small MNIST-like CNN, and its peak memory.
+"""One training step of the lecture MNIST network, per conv strategy, and the same step in torch.
 
-Network (28 x 28 inputs, batch 64): conv 1->8 3x3 pad 1, ReLU, 2x2 pool, conv 8->16 3x3
-pad 1, ReLU, 2x2 pool, dense 784->10, softmax cross-entropy. Written with
-:func:`arraycnn.conv2d` / :func:`arraycnn.conv2d_backward` and ``arraycnn.pooling``'s
-max pooling (a reshape-based 2x2 average pool where that module is absent), so it does
-not depend on the layer classes' API.
+The network is :func:`arraycnn.examples.lecture_mnist.build_model` (the one the lecture
+example trains to 99 %): conv 1->16 5x5 pad 2, ReLU, 2x2 max pool, conv 16->32 5x5 pad 2,
+ReLU, 2x2 max pool, flatten, dense 1568->128, ReLU, dropout 0.25, dense 128->10, softmax.
+A batch is 64 seeded standard-normal (1, 28, 28) float32 images with seeded integer labels
+(no data set is read).
+
+One step is what ``Sequential.fit`` does per batch, through the public API only::
+
+    logits = model.forward(x, training=True, stop=-1)   # the final Softmax is skipped ...
+    loss, g = CategoricalCrossEntropy(from_logits=True)(logits, labels)  # ... and fused here
+    model.backward(g, stop=-1)
+    model.set_parameters(adam.step(model.parameters(), model.gradients()))
+
+(``fit`` also counts the batch's correct predictions for its progress line: a metric, not
+part of the step, left out here.) The torch row times the same network, batch and Adam
+(forward, loss, backward, update; one thread).
+
+Forcing ``separable`` is allowed (``auto`` never picks it here: He-initialised 5x5 kernels
+are full rank, and the dispatcher needs rank 1 before two 1-D passes pay off for 5x5);
+a forced strategy is skipped only when the dispatcher's own predictions of its four calls
+(forward and backward of both convolutions) add up to more than :data:`common.MAX_SECONDS`.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 
 import arraycnn
+from arraycnn import bench, nn
+from arraycnn.examples.lecture_mnist import build_model
+from arraycnn.geometry import conv_geometry
 
-from .common import BACKENDS, STRATEGIES, XPBenchmark, seeded
+from .common import (
+    BACKENDS,
+    MAX_BYTES,
+    MAX_SECONDS,
+    STRATEGIES,
+    XPBenchmark,
+    limit_threads,
+    seeded,
+)
 
 Array = Any
 
 BATCH = 64
+SAMPLE = (1, 28, 28)
 CLASSES = 10
-LEARNING_RATE = 0.05
+LEARNING_RATE = 1e-3
+MODEL_SEED = 0
+DATA_SEED = 10
+#: Steps before :class:`TrainLoss` reads the loss.
+LOSS_STEPS = 20
 
 
-def avg_pool2(x: Array, *, xp: ModuleType) -> Array:
-    """2 x 2 average pooling of (N, C, H, W) with even H, W."""
-    n, c, h, w = x.shape
-    x6 = xp.reshape(x, (n, c, h // 2, 2, w // 2, 2))  # (N, C, H, W) -> (N, C, H/2, 2, W/2, 2)
-    return xp.mean(x6, axis=(3, 5))
+def host_batch() -> tuple[np.ndarray, np.ndarray]:
+    """Seeded images (BATCH, 1, 28, 28) float32 and labels (BATCH,) int64 in [0, CLASSES)."""
+    x = seeded((BATCH, *SAMPLE), np.float32, seed=DATA_SEED)
+    labels = np.random.default_rng(DATA_SEED + 1).integers(0, CLASSES, BATCH).astype(np.int64)
+    return x, labels
 
 
-def avg_pool2_backward(gy: Array, *, xp: ModuleType) -> Array:
-    """Gradient of :func:`avg_pool2`: each input gets a quarter of its window's gradient."""
-    n, c, h2, w2 = gy.shape
-    g6 = xp.reshape(gy / 4, (n, c, h2, 1, w2, 1))  # (N, C, H/2, W/2) -> (N, C, H/2, 1, W/2, 1)
-    g6 = xp.broadcast_to(g6, (n, c, h2, 2, w2, 2))
-    return xp.reshape(g6, (n, c, 2 * h2, 2 * w2))  # (N, C, H/2, 2, W/2, 2) -> (N, C, H, W)
+def predicted_step_seconds(model: nn.Sequential, strategy: str) -> tuple[float, int]:
+    """Sum of the dispatcher's predictions for the step's conv calls when ``strategy`` is
+    forced (forward and backward of every Conv2D), and the largest predicted workspace."""
+    seconds, workspace = 0.0, 0
+    for layer in model.layers:
+        if not isinstance(layer, nn.Conv2D):
+            continue
+        geom = conv_geometry(
+            (BATCH, *layer.input_shape),
+            layer.weight_shape,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+        )
+        rank = min(geom.kh, geom.kw)  # random (He) kernels are full rank
+        for direction in ("forward", "backward"):
+            seconds += bench.estimated_seconds(strategy, geom, rank, direction=direction)
+            workspace = max(workspace, bench.workspace_bytes(strategy, geom, direction=direction))
+    return seconds, workspace
 
 
-try:
-    from arraycnn.pooling import max_pool2d, max_pool2d_backward
+class ArraycnnStep:
+    """The lecture network (built, seeded), its loss and Adam, and one batch on a backend."""
 
-    def pool2(x: Array, *, xp: ModuleType) -> Array:
-        """2 x 2 max pooling (arraycnn.pooling)."""
-        return max_pool2d(x, 2)
+    def __init__(self, backend: str, strategy: str, x: Array, labels: Array) -> None:
+        self.model = build_model(backend=backend, seed=MODEL_SEED, strategy=strategy)
+        self.model.build(SAMPLE)
+        self.loss_fn = nn.CategoricalCrossEntropy(from_logits=True)
+        self.opt = nn.Adam(LEARNING_RATE)
+        self.x, self.labels = x, labels
 
-    def pool2_backward(gy: Array, x: Array, *, xp: ModuleType) -> Array:
-        """Gradient of :func:`pool2` with respect to its input ``x``."""
-        return max_pool2d_backward(gy, x, 2)
+    def __call__(self) -> Array:
+        """One training step; returns the batch loss (0-d array, before the update)."""
+        model = self.model
+        logits = model.forward(self.x, training=True, stop=-1)  # (N, 10), Softmax skipped
+        value, g = self.loss_fn(logits, self.labels)
+        model.backward(g, stop=-1)
+        model.set_parameters(self.opt.step(model.parameters(), model.gradients()))
+        return value
 
-except ImportError:  # an older arraycnn without pooling
+    def last_parameter(self) -> Array:
+        """An array written by the step's update (what the timer waits for)."""
+        return next(reversed(self.model.parameters().values()))
 
-    def pool2(x: Array, *, xp: ModuleType) -> Array:
-        """2 x 2 average pooling."""
-        return avg_pool2(x, xp=xp)
-
-    def pool2_backward(gy: Array, x: Array, *, xp: ModuleType) -> Array:
-        """Gradient of :func:`pool2`."""
-        return avg_pool2_backward(gy, xp=xp)
-
-
-def relu(x: Array, *, xp: ModuleType) -> Array:
-    return xp.where(x > 0, x, xp.zeros_like(x))
-
-
-def train_step(params: dict[str, Array], x: Array, onehot: Array, strategy: str, *, xp) -> float:
-    """Forward, backward and SGD update of ``params`` in place (dict entries replaced).
-
-    Returns the batch loss as a Python float (a host sync, as a training loop's log line).
-    """
-    conv = {"padding": 1, "strategy": strategy}
-    z1 = arraycnn.conv2d(x, params["w1"], params["b1"], **conv)  # (N, 8, 28, 28)
-    a1 = relu(z1, xp=xp)
-    p1 = pool2(a1, xp=xp)  # (N, 8, 14, 14)
-    z2 = arraycnn.conv2d(p1, params["w2"], params["b2"], **conv)  # (N, 16, 14, 14)
-    a2 = relu(z2, xp=xp)
-    p2 = pool2(a2, xp=xp)  # (N, 16, 7, 7)
-    flat = xp.reshape(p2, (p2.shape[0], -1))  # (N, 16, 7, 7) -> (N, 784)
-    logits = flat @ params["w3"] + params["b3"]  # (N, 10)
-    shifted = logits - xp.max(logits, axis=1, keepdims=True)
-    log_z = xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-    log_p = shifted - log_z
-    n = x.shape[0]
-    loss = -xp.sum(onehot * log_p) / n
-    g_logits = (xp.exp(log_p) - onehot) / n  # (N, 10)
-    grads = {"w3": xp.matrix_transpose(flat) @ g_logits, "b3": xp.sum(g_logits, axis=0)}
-    g_flat = g_logits @ xp.matrix_transpose(params["w3"])  # (N, 784)
-    g_p2 = xp.reshape(g_flat, p2.shape)  # (N, 784) -> (N, 16, 7, 7)
-    g_z2 = xp.where(z2 > 0, pool2_backward(g_p2, a2, xp=xp), xp.zeros_like(z2))
-    g_p1, grads["w2"], grads["b2"] = arraycnn.conv2d_backward(g_z2, p1, params["w2"], **conv)
-    g_z1 = xp.where(z1 > 0, pool2_backward(g_p1, a1, xp=xp), xp.zeros_like(z1))
-    _, grads["w1"], grads["b1"] = arraycnn.conv2d_backward(g_z1, x, params["w1"], **conv)
-    for name, g in grads.items():
-        params[name] = params[name] - LEARNING_RATE * g
-    return float(loss)
+    def eval_loss(self) -> float:
+        """Loss on the batch without dropout (inference mode)."""
+        logits = self.model.forward(self.x, training=False, stop=-1)
+        value, _ = self.loss_fn(logits, self.labels)
+        return float(value)
 
 
 class _TrainCase(XPBenchmark):
-    """Seeded parameters, a batch (64 x 1 x 28 x 28, float32) and its labels."""
+    """Backend, seeded batch and (for the step rows) a warmed-up :class:`ArraycnnStep`."""
+
+    def setup_data(self, backend: str) -> None:
+        self.setup_backend(backend)
+        self.backend = backend
+        x, labels = host_batch()
+        self.x = self.to_xp(x)
+        self.labels = self.to_xp(labels)
 
     def setup_step(self, backend: str, strategy: str) -> None:
-        if strategy == "separable":
-            raise NotImplementedError("separable: random 3x3 filters are full rank")
-        xp = self.setup_backend(backend)
-        shapes = {
-            "w1": (8, 1, 3, 3),
-            "b1": (8,),
-            "w2": (16, 8, 3, 3),
-            "b2": (16,),
-            "w3": (16 * 7 * 7, CLASSES),
-            "b3": (CLASSES,),
-        }
-        self.params_ = {
-            name: self.to_xp((0.1 * seeded(shape, np.float32, seed=i)).astype(np.float32))
-            for i, (name, shape) in enumerate(shapes.items())
-        }
-        self.x = self.to_xp(np.abs(seeded((BATCH, 1, 28, 28), np.float32, seed=10)))
-        labels = np.random.default_rng(11).integers(0, CLASSES, BATCH)
-        self.onehot = self.to_xp(np.eye(CLASSES, dtype=np.float32)[labels])
-        self.strategy = strategy
-        self.xp_ = xp
-        train_step(self.params_, self.x, self.onehot, strategy, xp=xp)  # warm-up
+        self.setup_data(backend)
+        if strategy != "auto" and strategy not in arraycnn.available_strategies(self.xp):
+            raise NotImplementedError(f"{strategy}: not available on {backend}")
+        self.step = ArraycnnStep(backend, strategy, self.x, self.labels)
+        if strategy != "auto":  # auto picks from the same predictions: never the slowest
+            seconds, workspace = predicted_step_seconds(self.step.model, strategy)
+            if seconds > MAX_SECONDS:
+                raise NotImplementedError(f"{strategy}: predicted {seconds:.2g} s per step")
+            if workspace > MAX_BYTES:
+                raise NotImplementedError(f"{strategy}: workspace over {MAX_BYTES} bytes")
+        self.run_step()  # warm-up: dispatcher analyses, FFT plans, optimizer state, fresh pages
+
+    def run_step(self) -> None:
+        self.step()
+        self.sync(self.step.last_parameter())
 
 
 class TrainStep(_TrainCase):
@@ -135,25 +153,94 @@ class TrainStep(_TrainCase):
         self.setup_step(backend, strategy)
 
     def time_step(self, *_: str) -> None:
-        train_step(self.params_, self.x, self.onehot, self.strategy, xp=self.xp_)
+        self.run_step()
 
     def peakmem_step(self, *_: str) -> None:
-        train_step(self.params_, self.x, self.onehot, self.strategy, xp=self.xp_)
+        self.run_step()
 
 
 class TrainLoss(_TrainCase):
-    """Loss after 20 more steps with ``auto``: a sanity signal that the step learns."""
+    """Loss on the batch after 20 Adam steps on it with ``auto``: a sanity signal that the
+    step learns (ln 10 = 2.30 nats at chance; a fresh seeded model every call)."""
 
     params: ClassVar[list] = [BACKENDS]
     param_names: ClassVar[list] = ["backend"]
 
     def setup(self, backend: str) -> None:
-        self.setup_step(backend, "auto")
+        self.setup_data(backend)
 
     def track_loss_after_20_steps(self, *_: str) -> float:
-        loss = float("nan")
-        for _ in range(20):
-            loss = train_step(self.params_, self.x, self.onehot, self.strategy, xp=self.xp_)
-        return loss
+        step = ArraycnnStep(self.backend, "auto", self.x, self.labels)
+        for _ in range(LOSS_STEPS):
+            step()
+        return step.eval_loss()
 
     track_loss_after_20_steps.unit = "nats"  # type: ignore[attr-defined]
+
+
+def torch_network(torch: Any) -> Any:
+    """The lecture network in ``torch.nn`` (logits out), initialised as arraycnn does:
+    He normal convolutions, Glorot uniform dense layers, zero biases."""
+    tnn = torch.nn
+    net = tnn.Sequential(
+        tnn.Conv2d(1, 16, 5, padding=2),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(16, 32, 5, padding=2),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Flatten(),
+        tnn.Linear(32 * 7 * 7, 128),
+        tnn.ReLU(),
+        tnn.Dropout(0.25),
+        tnn.Linear(128, CLASSES),
+    )
+    for module in net:
+        if isinstance(module, tnn.Conv2d):
+            tnn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            tnn.init.zeros_(module.bias)
+        elif isinstance(module, tnn.Linear):
+            tnn.init.xavier_uniform_(module.weight)
+            tnn.init.zeros_(module.bias)
+    return net
+
+
+class TorchStep:
+    """The same step in torch (CPU, one thread): forward, cross-entropy, backward, Adam."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray) -> None:
+        try:
+            import torch
+        except ImportError as exc:
+            raise NotImplementedError("torch is not installed") from exc
+        torch.set_num_threads(1)
+        torch.manual_seed(MODEL_SEED)
+        self.net = torch_network(torch)
+        self.net.train()
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=LEARNING_RATE)
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.x, self.labels = torch.from_numpy(x), torch.from_numpy(labels)
+
+    def __call__(self) -> Any:
+        self.opt.zero_grad()
+        loss = self.loss_fn(self.net(self.x), self.labels)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+
+class TrainStepTorch:
+    """Peer row: one training step of the same network in ``torch.nn`` (one thread)."""
+
+    timeout = 120.0
+
+    def setup(self) -> None:
+        limit_threads()
+        self.step = TorchStep(*host_batch())
+        self.step()  # warm-up
+
+    def time_step(self) -> None:
+        self.step()
+
+    def peakmem_step(self) -> None:
+        self.step()

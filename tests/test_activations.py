@@ -132,6 +132,14 @@ def test_config_round_trip_and_registry(layer):
     assert cls(**config).get_config() == layer.get_config()
 
 
+def test_relu_propagates_nan_as_torch(xp, to_xp):
+    layer = ReLU()
+    y = layer.forward(to_xp(np.array([[np.nan, -1.0, 2.0]])))
+    np.testing.assert_array_equal(to_numpy(y), [[np.nan, 0.0, 2.0]])
+    gx = layer.backward(to_xp(np.ones((1, 3))))
+    np.testing.assert_array_equal(to_numpy(gx), [[1.0, 0.0, 1.0]])  # torch passes gy at NaN
+
+
 def test_relu_gradient_at_zero_is_zero():
     layer = ReLU()
     layer.forward(np.array([[0.0, -1.0, 2.0]]))

@@ -86,9 +86,8 @@ def identity(x: Array) -> Array:
 
 
 def relu(x: Array) -> Array:
-    """``max(x, 0)`` elementwise."""
-    xp = _floating(x)
-    return xp.where(x > 0, x, xp.zeros_like(x))
+    """``max(x, 0)`` elementwise; NaN stays NaN (as ``torch.relu``)."""
+    return _floating(x).maximum(x, 0.0)
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
@@ -157,17 +156,21 @@ class Identity(_Activation):
 
 
 class ReLU(_Activation):
-    """``y = max(x, 0)``; the gradient at ``x == 0`` is taken as 0."""
+    """``y = max(x, 0)``; the gradient at ``x == 0`` is taken as 0. NaN stays NaN (as torch).
+
+    No array of zeros is allocated: each pass writes one new array (fresh memory is costly,
+    see DESIGN.md); the saved mask is one byte per element.
+    """
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
-        xp = _floating(x)
-        self._saved = x > 0
-        return xp.where(self._saved, x, xp.zeros_like(x))
+        y = relu(x)  # checks x
+        self._saved = x <= 0  # False at NaN: its gradient passes, as in torch
+        return y
 
     def backward(self, gy: Array) -> Array:
-        positive = self._recall()
+        nonpositive = self._recall()
         xp = namespace_of(gy, names=("gy",))
-        return xp.where(positive, gy, xp.zeros_like(gy))
+        return xp.where(nonpositive, 0.0, gy)
 
 
 class LeakyReLU(_Activation):

@@ -66,7 +66,7 @@ LAYERS: dict[str, tuple[tuple[int, int, int, int], int, int, int, int, int]] = {
 QUICK_LAYERS = ("64x1x28x28:32x3x3", "64x32x14x14:64x3x3")
 
 #: Grids: (image sides, kernel sides, repeats, max seconds per call).
-FULL_GRID = ((256, 1024, 2048), (3, 7, 15, 31, 63), 5, 2.0)
+FULL_GRID = ((256, 1024, 4096), (3, 7, 15, 31, 63), 5, 2.0)
 QUICK_GRID = ((64, 256), (3, 7, 15), 3, 0.25)
 
 

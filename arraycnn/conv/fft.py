@@ -27,7 +27,7 @@ import scipy.fft
 
 from ..backend import fft_module
 from ..geometry import ConvGeometry
-from ._layout import ALL, crop_padding, pad_input, zeros
+from ._layout import ALL, crop_padding, pad_input, set_at, zeros
 
 Array = Any
 AXES = (-2, -1)
@@ -116,19 +116,147 @@ def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return _set_strided(up, g, (sh, sw))
 
 
-def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo)."""
-    fft = fft_module(xp)
-    shape = fast_shape(geom)
-    lh, lw2 = shape[0], shape[1] // 2 + 1
-    xf = _to_freq_major(_input_spectrum(x, geom, shape, xp=xp, fft=fft), xp=xp)  # (G, P, N, Cg)
-    wf = _weight_spectrum(w, geom, shape, xp=xp, fft=fft)  # (Fg, G, Cg, Lh, Lw2)
+def forward_length(size: int, out: int, kernel: int, stride: int, pad_lo: int) -> int:
+    """Shortest fast length at which the forward's circular convolution is exact, one axis.
+
+    Parameters
+    ----------
+    size, out : int
+        Input (unpadded) and output length of the axis.
+    kernel : int
+        Dilated kernel length ``kd``.
+    stride, pad_lo : int
+        Stride and leading padding of the axis.
+
+    Notes
+    -----
+    The forward convolves the *unpadded* input circularly, at length ``L``, with the
+    flipped kernel whose tap ``t`` sits at ``(p - t) mod L`` (``p = pad_lo``), and keeps
+    the outputs ``o = 0, s, ..., M = (out - 1) s``. Output ``o`` receives input ``m`` through
+    the residue of ``o - m``; the taps occupy ``u = p - t`` in ``[p - kd + 1, p]`` and the
+    true differences ``o - m`` lie in ``[o - size + 1, o]``. No wrapped term reaches a kept
+    output when both spans stay below ``L``: ``p + size - 1 < L`` (output 0) and
+    ``M - (p - kd + 1) < L`` (output M); ``M < L`` keeps the crop a plain slice at 0 and
+    ``kd <= L`` keeps the taps at distinct positions. Every such ``L`` is ``<= Hp``.
+    """
+    last = (out - 1) * stride
+    need = max(size + pad_lo, last + kernel - pad_lo, last + 1, kernel)
+    return scipy.fft.next_fast_len(need, real=True)
+
+
+def forward_shape(geom: ConvGeometry) -> tuple[int, int]:
+    """FFT lengths (Lh, Lw) of the untiled forward (see :func:`forward_length`). Host."""
+    (top, _), (left, _) = geom.padding
+    return (
+        forward_length(geom.h, geom.ho, geom.kh_dilated, geom.stride[0], top),
+        forward_length(geom.w, geom.wo, geom.kw_dilated, geom.stride[1], left),
+    )
+
+
+def _wrapped(offset: int, taps: int, step: int, length: int) -> list[tuple[slice, slice]]:
+    """(target, source) slices putting entry ``r < taps`` at ``(offset + step r) mod length``.
+
+    ``0 <= offset < length`` and ``step (taps - 1) < length``: one piece, or two when the
+    entries wrap past the end.
+    """
+    first = min(taps, -(-(length - offset) // step))  # entries before the wrap, >= 1
+    pieces = [(slice(offset, offset + step * (first - 1) + 1, step), slice(0, first))]
+    if first < taps:
+        start = offset + step * first - length
+        stop = start + step * (taps - first - 1) + 1
+        pieces.append((slice(start, stop, step), slice(first, taps)))
+    return pieces
+
+
+def _kernel_spectrum(
+    w: Array,
+    geom: ConvGeometry,
+    shape: tuple[int, int],
+    offsets: tuple[int, int],
+    *,
+    xp: ModuleType,
+    fft: ModuleType,
+) -> Array:
+    """rfft of the flipped, dilated kernel placed circularly at ``offsets``.
+
+    Flipped tap ``r`` (original ``kd - 1 - r``) of each axis sits at ``(offset + r) mod L``
+    (dilated: every ``d``-th position). (F, Cg, kh, kw) -> (G, Fg, Cg, Lh, Lw//2+1).
+    """
+    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
+    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
+    wflip = xp.flip(wg, axis=(-2, -1))
+    placed = zeros((geom.groups, geom.fg, geom.cg, *shape), w, xp=xp)
+    (dh, dw), (lh, lw) = geom.dilation, shape
+    for rows, src_rows in _wrapped(offsets[0], geom.kh, dh, lh):
+        for cols, src_cols in _wrapped(offsets[1], geom.kw, dw, lw):
+            placed = set_at(placed, (ALL, ALL, ALL, rows, cols), wflip[..., src_rows, src_cols])
+    return fft.rfftn(placed, s=shape, axes=AXES)
+
+
+def _product(xf: Array, wf: Array, *, xp: ModuleType) -> Array:
+    """Per-frequency channel contraction ``Y[a, g, f] = sum_c X[a, g, c] W[g, f, c]``.
+
+    xf (A, G, Cg, Lh, Lw2), wf (G, Fg, Cg, Lh, Lw2) -> (A, G, Fg, Lh, Lw2). With one input
+    or one output channel per group it is a broadcast product in this layout (no
+    reordering); otherwise a batched matrix product over frequencies (:func:`_contract`).
+    """
+    _, g, cg, lh, lw2 = xf.shape
+    fg = wf.shape[1]
+    if cg == 1:
+        # (A, G, 1, Lh, Lw2) * (1, G, Fg, Lh, Lw2) -> (A, G, Fg, Lh, Lw2)
+        return xf * xp.reshape(wf, (1, g, fg, lh, lw2))
+    if fg == 1:
+        # (A, G, Cg, Lh, Lw2) * (1, G, Cg, Lh, Lw2), summed over Cg -> (A, G, 1, Lh, Lw2)
+        return xp.sum(xf * xp.reshape(wf, (1, g, cg, lh, lw2)), axis=2, keepdims=True)
+    xm = _to_freq_major(xf, xp=xp)  # (G, P, A, Cg)
+    wm = xp.permute_dims(wf, (1, 0, 2, 3, 4))  # (Fg, G, Cg, Lh, Lw2)
     # (Fg, G, Cg, Lh, Lw2) -> (G, P, Fg, Cg) -> (G, P, Cg, Fg)
-    wf = xp.matrix_transpose(_to_freq_major(xp.conj(wf), xp=xp))
-    yf = _from_freq_major(_contract(xf, wf, xp=xp), lh, lw2, xp=xp)  # (N, G, Fg, Lh, Lw2)
-    y = fft.irfftn(yf, s=shape, axes=AXES)  # (N, G, Fg, Lh, Lw)
-    sh, sw = geom.stride
-    y = y[ALL, ALL, ALL, : (geom.ho - 1) * sh + 1 : sh, : (geom.wo - 1) * sw + 1 : sw]
+    wm = xp.matrix_transpose(_to_freq_major(wm, xp=xp))
+    return _from_freq_major(_contract(xm, wm, xp=xp), lh, lw2, xp=xp)  # (A, G, Fg, Lh, Lw2)
+
+
+def _overwrite(fft: ModuleType) -> dict[str, bool]:
+    """``overwrite_x=True`` for the SciPy-style FFT modules that accept it, else nothing."""
+    name = getattr(fft, "__name__", "")
+    return {"overwrite_x": True} if name in ("scipy.fft", "cupyx.scipy.fft") else {}
+
+
+def _inverse(yf: Array, shape: tuple[int, int], rows: slice, cols: slice, *, fft) -> Array:
+    """``irfftn(yf, s=shape)[..., rows, cols]`` computing only the kept rows' last pass.
+
+    The inverse over the rows is a complex transform of every column (in place where the
+    FFT module allows; ``yf`` is consumed); the real inverse over the columns then runs on
+    the kept rows only. (..., Lh, Lw2) -> (..., len(rows), len(cols)).
+    """
+    z = fft.ifft(yf, axis=-2, **_overwrite(fft))  # (..., Lh, Lw2)
+    return fft.irfft(z[..., rows, :], n=shape[1], axis=-1)[..., cols]
+
+
+def _kept(out: int, stride: int) -> slice:
+    """Positions 0, s, ..., (out - 1) s of a circular result that are outputs."""
+    return slice(0, (out - 1) * stride + 1, stride)
+
+
+def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
+
+    A circular convolution of the unpadded input with the flipped kernel placed at
+    ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
+    padding and the conjugate of the kernel spectrum are never formed, and the outputs
+    start at position 0.
+    """
+    fft = fft_module(xp)
+    shape = forward_shape(geom)
+    # (N, C, H, W) -> (N, G, Cg, H, W)
+    x5 = xp.reshape(x, (geom.n, geom.groups, geom.cg, geom.h, geom.w))
+    xf = fft.rfftn(x5, s=shape, axes=AXES)  # (N, G, Cg, Lh, Lw2)
+    (top, _), (left, _) = geom.padding
+    offsets = ((top - geom.kh_dilated + 1) % shape[0], (left - geom.kw_dilated + 1) % shape[1])
+    wf = _kernel_spectrum(w, geom, shape, offsets, xp=xp, fft=fft)  # (G, Fg, Cg, Lh, Lw2)
+    yf = _product(xf, wf, xp=xp)  # (N, G, Fg, Lh, Lw2)
+    del xf, wf
+    rows, cols = _kept(geom.ho, geom.stride[0]), _kept(geom.wo, geom.stride[1])
+    y = _inverse(yf, shape, rows, cols, fft=fft)  # (N, G, Fg, Ho, Wo)
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.astype(xp.reshape(y, geom.y_shape), x.dtype, copy=False)
 

@@ -332,22 +332,50 @@ def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
     )
 
 
+def _fft_forward(g: ConvGeometry) -> OpCounts:
+    """The FFT forward as :func:`arraycnn.conv.fft.forward_work` describes it.
+
+    Transforms: the input's (A·C, A rows: images, times tiles when tiled), the kernel's
+    (F·Cg, its real pass on kh rows only) and the inverse (A·F, the real pass on the kept
+    rows only), at the plan's FFT shape. Product: a batched complex GEMM per frequency, or
+    a broadcast multiply-add per input channel (elementwise traffic). Copies: the
+    zero-padded input (the FFT's own copy, or the tile windows, one call each), the placed
+    kernel spectrum and the assembled output of the tiles.
+    """
+    from .fft import forward_work
+
+    work = forward_work(g)
+    lh, lw = work.shape
+    bins = lh * (lw // 2 + 1)
+    a = work.rows
+    transforms = OpCounts()
+    for count, share in work.transforms:
+        transforms = transforms + _fft(count, lh, lw).scaled(share)
+    if work.matmul:
+        product = _spectral(a, g.cg, g.fg, g.groups * bins)
+        # frequency-major copies of both operands and the product's reordering
+        product = product + _traffic(2 * 2 * (a * g.c + g.f * g.cg + a * g.f) * bins, calls=8)
+    else:
+        # per channel: product term written, then added (read two, write one); complex
+        per_output = 3 + 5 * (g.cg - 1)
+        product = _traffic(2 * per_output * a * g.f * bins, calls=2 * g.cg)
+    kernel = _traffic(g.f * g.cg * (g.kh * g.kw + g.kh * lw), calls=8)
+    copies = _traffic(2 * work.copied, calls=work.windows + 6)  # read and write
+    return transforms + product + kernel + copies
+
+
 def _counts_fft(g: ConvGeometry, direction: str) -> OpCounts:
-    """Transforms of x, w and y; the per-frequency complex channel product; reorderings.
+    """Forward: :func:`_fft_forward`.
 
     Backward: transforms of gy, w, x (forward) and gx, gw (inverse), two products.
     """
     from .fft import fast_shape
 
+    if direction == "forward":
+        return _fft_forward(g)
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
     nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
-    if direction == "forward":
-        transforms = _fft(nc, lh, lw) + _fft(fc, lh, lw) + _fft(nf, lh, lw)
-        product = _spectral(g.n, g.cg, g.fg, g.groups * bins)
-        # spectra are complex (2 reals per bin): rfft writes, reorder copies, irfft copies
-        layout = _traffic(2 * (3 * nc + 4 * fc + 3 * nf) * bins, calls=12)
-        return _pad(g) + transforms + product + layout + _traffic(2 * nf * g.ho * g.wo, calls=3)
     transforms = _fft(nf, lh, lw) + _fft(fc, lh, lw) + _fft(nc, lh, lw)
     transforms = transforms + _fft(nc, lh, lw) + _fft(fc, lh, lw)
     products = _spectral(g.n, g.fg, g.cg, g.groups * bins)

@@ -1,17 +1,34 @@
 """FFT convolution: products in the frequency domain, contracted over channels.
 
-Cross-correlation is computed as a *circular* correlation ``irfft(X * conj(W))`` at a fast
-length ``L >= Hp`` (resp. ``Wp``). For every output position ``p`` that is kept,
-``p + d(k-1) <= Hp - 1 < L``, so no term wraps around: the result is the linear
-correlation, cropped at the origin and subsampled by the stride. The same length serves
-the backward pass (the input gradient is a full convolution of length ``<= Hp``, the
-weight gradient a correlation over ``<= Hp`` positions), so one transform of the input
-is reused for all three products.
+Forward
+-------
+Cross-correlation with zero padding ``(p_lo, p_hi)`` is a *circular convolution* of the
+unpadded input, at a fast length ``L``, with the flipped (dilated) kernel whose tap ``t``
+sits at ``(p_lo - t) mod L``: the flipped kernel starts at ``p_lo - kd + 1 (mod L)``. The
+padded input is never formed, nor the conjugate of the kernel spectrum, and the outputs
+are the positions ``0, s, 2s, ...`` of the circular result (:func:`forward_length` shows
+that no wrapped term reaches them; ``L <= next_fast_len(Hp)``).
 
-Channel contraction happens in the frequency domain as one batched matrix product per
-frequency::
+Large images are cut into overlap-save tiles (:class:`TilePlan`): tile ``(i, j)`` is the
+padded input's ``Th x Tw`` window at ``(i Bh sh, j Bw sw)``, and its ``Bh x Bw`` outputs
+are exact with the flipped kernel at ``1 - kd (mod T)`` (the same circular product, with
+no padding inside the tile). All tiles go through one batched transform, product and
+inverse; their outputs are assembled into the result. :func:`tile_plan` picks the tiles
+with a host model (:func:`predicted_ns`), or keeps the untiled path.
 
-    Y[n, g, f, k] = sum_c X[n, g, c, k] * conj(Wf[g, f, c, k])
+The channel contraction, per frequency (:func:`_product`)::
+
+    Y[a, g, f, k] = sum_c X[a, g, c, k] * W[g, f, c, k]      (a: image, or image x tile)
+
+is a broadcast multiply-add per input channel, or a batched matrix product when the
+per-frequency matrices are large enough. The inverse transform is a complex one over the
+rows, then a real one over the columns of the kept rows only.
+
+Backward
+--------
+At the lengths of :func:`fast_shape` (``>= (Hp, Wp)``): the input gradient is the full
+convolution of the stride-upsampled ``gy`` with the dilated kernel, the weight gradient
+the correlation of the padded input with it (conjugate spectra), cropped at the origin.
 
 Real input stays in its precision (float32 -> complex64 -> float32).
 FFT module: scipy.fft (NumPy), cupyx.scipy.fft (CuPy), ``xp.fft`` otherwise.
@@ -19,6 +36,9 @@ FFT module: scipy.fft (NumPy), cupyx.scipy.fft (CuPy), ``xp.fft`` otherwise.
 
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -27,32 +47,14 @@ import scipy.fft
 
 from ..backend import fft_module
 from ..geometry import ConvGeometry
-from ._layout import ALL, crop_padding, pad_input, set_at, zeros
+from ._layout import ALL, add_at, crop_padding, pad_input, set_at, zeros
+from .workspace import scratch
 
 Array = Any
 AXES = (-2, -1)
 
 
-def fast_shape(geom: ConvGeometry) -> tuple[int, int]:
-    """FFT lengths (Lh, Lw): the next 5-smooth sizes >= (Hp, Wp). Host arithmetic."""
-    return (
-        scipy.fft.next_fast_len(geom.hp, real=True),
-        scipy.fft.next_fast_len(geom.wp, real=True),
-    )
-
-
-def _dilate(wg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Insert dh-1 / dw-1 zeros between taps: (..., kh, kw) -> (..., khd, kwd)."""
-    dh, dw = geom.dilation
-    if dh == dw == 1:
-        return wg
-    out = zeros((*wg.shape[:-2], geom.kh_dilated, geom.kw_dilated), wg, xp=xp)
-    return _set_strided(out, wg, (dh, dw))
-
-
-def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:
-    """``target[..., ::step[0], ::step[1]] = values`` through array-api-extra."""
-    return xpx.at(target, (..., slice(None, None, step[0]), slice(None, None, step[1]))).set(values)
+# --------------------------------------------------------------------------- contraction
 
 
 #: Below this many multiply-adds per frequency, the channel contraction is a broadcast
@@ -88,32 +90,7 @@ def _from_freq_major(z: Array, lh: int, lw2: int, *, xp: ModuleType) -> Array:
     return xp.permute_dims(z, (3, 0, 4, 1, 2))  # (A, G, B, Lh, Lw2)
 
 
-def _input_spectrum(x: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
-    """rfft of the padded input: (N, C, H, W) -> (N, G, Cg, Lh, Lw//2+1)."""
-    xpad = pad_input(x, geom, xp=xp)
-    # (N, C, Hp, Wp) -> (N, G, Cg, Hp, Wp)
-    xpad = xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
-    return fft.rfftn(xpad, s=shape, axes=AXES)
-
-
-def _weight_spectrum(w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
-    """rfft of the dilated kernel: (F, Cg, kh, kw) -> (Fg, G, Cg, Lh, Lw//2+1)."""
-    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
-    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
-    wg = xp.permute_dims(wg, (1, 0, 2, 3, 4))  # (Fg, G, Cg, kh, kw)
-    return fft.rfftn(_dilate(wg, geom, xp=xp), s=shape, axes=AXES)
-
-
-def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """gy (N, F, Ho, Wo) -> (N, G, Fg, Hv, Wv) with stride-1 zeros between rows/columns."""
-    # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
-    g = xp.reshape(gy, (geom.n, geom.groups, geom.fg, geom.ho, geom.wo))
-    sh, sw = geom.stride
-    if sh == sw == 1:
-        return g
-    hv, wv = (geom.ho - 1) * sh + 1, (geom.wo - 1) * sw + 1
-    up = zeros((geom.n, geom.groups, geom.fg, hv, wv), g, xp=xp)
-    return _set_strided(up, g, (sh, sw))
+# --------------------------------------------------------------------------- forward pieces
 
 
 def forward_length(size: int, out: int, kernel: int, stride: int, pad_lo: int) -> int:
@@ -179,40 +156,70 @@ def _kernel_spectrum(
 ) -> Array:
     """rfft of the flipped, dilated kernel placed circularly at ``offsets``.
 
-    Flipped tap ``r`` (original ``kd - 1 - r``) of each axis sits at ``(offset + r) mod L``
-    (dilated: every ``d``-th position). (F, Cg, kh, kw) -> (G, Fg, Cg, Lh, Lw//2+1).
+    Flipped tap ``r`` (original ``kd - 1 - r``) of each axis sits at ``(offset + d r) mod L``.
+    Only the kernel's ``kh`` rows go through the real transform over the columns; they are
+    then placed among zero rows for the complex transform over the rows.
+    (F, Cg, kh, kw) -> (G, Fg, Cg, Lh, Lw//2+1).
     """
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     wflip = xp.flip(wg, axis=(-2, -1))
-    placed = zeros((geom.groups, geom.fg, geom.cg, *shape), w, xp=xp)
     (dh, dw), (lh, lw) = geom.dilation, shape
-    for rows, src_rows in _wrapped(offsets[0], geom.kh, dh, lh):
-        for cols, src_cols in _wrapped(offsets[1], geom.kw, dw, lw):
-            placed = set_at(placed, (ALL, ALL, ALL, rows, cols), wflip[..., src_rows, src_cols])
-    return fft.rfftn(placed, s=shape, axes=AXES)
+    lead = (geom.groups, geom.fg, geom.cg)
+    cols = zeros((*lead, geom.kh, lw), w, xp=xp)  # (G, Fg, Cg, kh, Lw)
+    for dst, src in _wrapped(offsets[1], geom.kw, dw, lw):
+        cols = set_at(cols, (ALL, ALL, ALL, ALL, dst), wflip[..., src])
+    rows = fft.rfft(cols, axis=-1)  # (G, Fg, Cg, kh, Lw2)
+    placed = zeros((*lead, lh, lw // 2 + 1), rows, xp=xp)  # (G, Fg, Cg, Lh, Lw2)
+    for dst, src in _wrapped(offsets[0], geom.kh, dh, lh):
+        placed = set_at(placed, (ALL, ALL, ALL, dst, ALL), rows[:, :, :, src, :])
+    return fft.fft(placed, axis=-2, **_overwrite(fft))
+
+
+#: The forward's channel contraction is a batched matrix product over frequencies (in
+#: frequency-major order) only for per-frequency matrices of at least MATMUL_ROWS rows
+#: (images times tiles), MATMUL_DEPTH input and MATMUL_COLS output channels per group;
+#: otherwise a broadcast multiply-add per input channel in the transforms' own layout.
+#: Measured forwards (numpy float32, one thread), loop against matrix product: N=32,
+#: C=16, F=32, 32 px: 11.0 / 14.6 ms; N=64, C=3, F=16: 3.9 / 11.5 ms; tiles of one image
+#: with C=2, F=4: 27 / 47 ms; N=32, C=24, F=48, 16 px: 8.2 / 5.4 ms; N=8, C=64, F=8:
+#: 3.7 / 3.0 ms; N=32, C=F=64: 19.6 / 10.3 ms.
+MATMUL_ROWS = 8
+MATMUL_DEPTH = 20
+MATMUL_COLS = 8
+
+
+def _use_matmul(rows: int, cg: int, fg: int) -> bool:
+    """Whether the forward's product of ``rows`` x ``cg`` by ``cg`` x ``fg`` per frequency
+    is a batched matrix product (host arithmetic)."""
+    return rows >= MATMUL_ROWS and cg >= MATMUL_DEPTH and fg >= MATMUL_COLS
 
 
 def _product(xf: Array, wf: Array, *, xp: ModuleType) -> Array:
     """Per-frequency channel contraction ``Y[a, g, f] = sum_c X[a, g, c] W[g, f, c]``.
 
-    xf (A, G, Cg, Lh, Lw2), wf (G, Fg, Cg, Lh, Lw2) -> (A, G, Fg, Lh, Lw2). With one input
-    or one output channel per group it is a broadcast product in this layout (no
-    reordering); otherwise a batched matrix product over frequencies (:func:`_contract`).
+    xf (A, G, Cg, Lh, Lw2), wf (G, Fg, Cg, Lh, Lw2) -> (A, G, Fg, Lh, Lw2). In this layout
+    (no reordering) a broadcast product per input channel, accumulated in place; for
+    large enough matrices (:func:`_use_matmul`) a batched matrix product over frequencies
+    (:func:`_contract`) in frequency-major order.
     """
-    _, g, cg, lh, lw2 = xf.shape
+    a, g, cg, lh, lw2 = xf.shape
     fg = wf.shape[1]
-    if cg == 1:
+    if _use_matmul(a, cg, fg):
+        xm = _to_freq_major(xf, xp=xp)  # (G, P, A, Cg)
+        wm = xp.permute_dims(wf, (1, 0, 2, 3, 4))  # (Fg, G, Cg, Lh, Lw2)
+        # (Fg, G, Cg, Lh, Lw2) -> (G, P, Fg, Cg) -> (G, P, Cg, Fg)
+        wm = xp.matrix_transpose(_to_freq_major(wm, xp=xp))
+        return _from_freq_major(_contract(xm, wm, xp=xp), lh, lw2, xp=xp)  # (A, G, Fg, Lh, Lw2)
+
+    def term(c: int) -> Array:
         # (A, G, 1, Lh, Lw2) * (1, G, Fg, Lh, Lw2) -> (A, G, Fg, Lh, Lw2)
-        return xf * xp.reshape(wf, (1, g, fg, lh, lw2))
-    if fg == 1:
-        # (A, G, Cg, Lh, Lw2) * (1, G, Cg, Lh, Lw2), summed over Cg -> (A, G, 1, Lh, Lw2)
-        return xp.sum(xf * xp.reshape(wf, (1, g, cg, lh, lw2)), axis=2, keepdims=True)
-    xm = _to_freq_major(xf, xp=xp)  # (G, P, A, Cg)
-    wm = xp.permute_dims(wf, (1, 0, 2, 3, 4))  # (Fg, G, Cg, Lh, Lw2)
-    # (Fg, G, Cg, Lh, Lw2) -> (G, P, Fg, Cg) -> (G, P, Cg, Fg)
-    wm = xp.matrix_transpose(_to_freq_major(wm, xp=xp))
-    return _from_freq_major(_contract(xm, wm, xp=xp), lh, lw2, xp=xp)  # (A, G, Fg, Lh, Lw2)
+        return xf[:, :, c : c + 1, ...] * xp.reshape(wf[:, :, c, ...], (1, g, fg, lh, lw2))
+
+    y = term(0)
+    for c in range(1, cg):
+        y = add_at(y, (ALL,) * 5, term(c))  # one term alive at a time
+    return y
 
 
 def _overwrite(fft: ModuleType) -> dict[str, bool]:
@@ -237,14 +244,282 @@ def _kept(out: int, stride: int) -> slice:
     return slice(0, (out - 1) * stride + 1, stride)
 
 
+# --------------------------------------------------------------------------- tiles
+
+
+@dataclass(frozen=True)
+class AxisTiles:
+    """Overlap-save tiling of one axis.
+
+    Tile ``i`` is the padded input's positions ``i * block * stride + [0, length)`` (zeros
+    beyond the input) and yields the ``block`` outputs ``i * block + [0, block)``;
+    ``count * block >= out``.
+    """
+
+    length: int
+    block: int
+    count: int
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of both axes; their FFT shape is ``(rows.length, cols.length)``."""
+
+    rows: AxisTiles
+    cols: AxisTiles
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """FFT lengths (Th, Tw) of one tile."""
+        return self.rows.length, self.cols.length
+
+    @property
+    def tiles(self) -> int:
+        """Tiles per image."""
+        return self.rows.count * self.cols.count
+
+
+def axis_tiles(out: int, kernel: int, stride: int, length: int) -> AxisTiles:
+    """The tiling of an axis of ``out`` outputs by tiles of at most ``length`` (host).
+
+    Blocks are balanced (``ceil(out / count)`` outputs each) and each tile's length is the
+    fast length of what its block needs, ``(block - 1) stride + kd``.
+    """
+    widest = (length - kernel) // stride + 1
+    count = -(-out // widest)
+    block = -(-out // count)
+    return AxisTiles(
+        scipy.fft.next_fast_len((block - 1) * stride + kernel, real=True), block, count
+    )
+
+
+def _windows(
+    axis: AxisTiles, size: int, stride: int, pad_lo: int
+) -> list[tuple[slice, slice] | None]:
+    """Per tile: (positions in the tile, positions in the unpadded input) it copies, or None."""
+    windows = []
+    for i in range(axis.count):
+        start = i * axis.block * stride - pad_lo  # input position of the tile's position 0
+        lo, hi = max(0, start), min(size, start + axis.length)
+        windows.append((slice(lo - start, hi - start), slice(lo, hi)) if lo < hi else None)
+    return windows
+
+
+def _tile_batch(x: Array, geom: ConvGeometry, plan: TilePlan, *, xp: ModuleType) -> Array:
+    """The input's tiles as one batch: (N, C, H, W) -> (N*nth*ntw, G, Cg, Th, Tw).
+
+    A scratch buffer keyed by the geometry and plan: the copied windows are the same at
+    every call, so the positions outside the input (the padding) stay zero.
+    """
+    rows, cols = plan.rows, plan.cols
+    shape = (geom.n, rows.count, cols.count, geom.c, rows.length, cols.length)
+    tiles = scratch("fft.tiles", shape, like=x, xp=xp, key=(geom, plan))  # (N, nth, ntw, C, Th, Tw)
+    (top, _), (left, _) = geom.padding
+    col_windows = _windows(cols, geom.w, geom.stride[1], left)
+    for i, row_window in enumerate(_windows(rows, geom.h, geom.stride[0], top)):
+        for j, col_window in enumerate(col_windows):
+            if row_window is None or col_window is None:
+                continue
+            (dst_r, src_r), (dst_c, src_c) = row_window, col_window
+            tiles = set_at(tiles, (ALL, i, j, ALL, dst_r, dst_c), x[ALL, ALL, src_r, src_c])
+    # (N, nth, ntw, C, Th, Tw) -> (N*nth*ntw, G, Cg, Th, Tw)
+    return xp.reshape(tiles, (geom.n * plan.tiles, geom.groups, geom.cg, *plan.shape))
+
+
+def _forward_tiled(x: Array, w: Array, geom: ConvGeometry, plan: TilePlan, *, xp) -> Array:
+    """Overlap-save: all tiles in one batched transform, product and inverse."""
+    fft = fft_module(xp)
+    rows, cols = plan.rows, plan.cols
+    shape = plan.shape
+    xf = fft.rfftn(_tile_batch(x, geom, plan, xp=xp), s=shape, axes=AXES)  # (A, G, Cg, Th, Tw2)
+    offsets = ((1 - geom.kh_dilated) % shape[0], (1 - geom.kw_dilated) % shape[1])
+    wf = _kernel_spectrum(w, geom, shape, offsets, xp=xp, fft=fft)  # (G, Fg, Cg, Th, Tw2)
+    yf = _product(xf, wf, xp=xp)  # (A, G, Fg, Th, Tw2)
+    del xf, wf
+    keep_r, keep_c = _kept(rows.block, geom.stride[0]), _kept(cols.block, geom.stride[1])
+    y = _inverse(yf, shape, keep_r, keep_c, fft=fft)  # (A, G, Fg, Bh, Bw)
+    # (A, G, Fg, Bh, Bw) -> (N, nth, ntw, F, Bh, Bw)
+    y = xp.reshape(y, (geom.n, rows.count, cols.count, geom.f, rows.block, cols.block))
+    y = xp.permute_dims(y, (0, 3, 1, 4, 2, 5))  # (N, F, nth, Bh, ntw, Bw)
+    # (N, F, nth, Bh, ntw, Bw) -> (N, F, nth*Bh, ntw*Bw)
+    y = xp.reshape(y, (geom.n, geom.f, rows.count * rows.block, cols.count * cols.block))
+    return xp.astype(y[..., : geom.ho, : geom.wo], x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- tile plan
+
+
+@dataclass(frozen=True)
+class ForwardWork:
+    """What one forward call does (host arithmetic), for the tile rule and the cost model.
+
+    Attributes
+    ----------
+    plan : TilePlan or None
+        The tiles, or None for the untiled path.
+    shape : (int, int)
+        FFT lengths of every transform.
+    transforms : tuple of (int, float)
+        ``(count, share)`` per batch of 2-D transforms at ``shape``: the input's, the
+        kernel's and the inverse, each doing ``share`` of a full real 2-D transform (the
+        kernel's real pass covers its ``kh`` rows only, the inverse's the kept rows only).
+    rows : int
+        Rows of the per-frequency channel product (images times tiles).
+    macs : int
+        Complex multiply-adds of that product.
+    matmul : bool
+        Whether the product is a batched matrix product (else broadcast, per channel).
+    copied : int
+        Elements copied: the zero-padded input (the FFT's own copy untiled, the tiles
+        otherwise), the placed kernel spectrum and, tiled, the assembled output.
+    windows : int
+        Tile windows copied, one array operation each (0 untiled).
+    """
+
+    plan: TilePlan | None
+    shape: tuple[int, int]
+    transforms: tuple[tuple[int, float], ...]
+    rows: int
+    macs: int
+    matmul: bool
+    copied: int
+    windows: int
+
+
+def _work(geom: ConvGeometry, plan: TilePlan | None) -> ForwardWork:
+    """The :class:`ForwardWork` of the untiled path (``plan=None``) or of ``plan``."""
+    if plan is None:
+        shape, rows, kept = forward_shape(geom), geom.n, geom.ho
+        assembled = windows = 0
+    else:
+        shape, rows, kept = plan.shape, geom.n * plan.tiles, plan.rows.block
+        assembled = geom.n * geom.f * plan.tiles * plan.rows.block * plan.cols.block
+        windows = plan.tiles
+    lh = shape[0]
+    bins = shape[0] * (shape[1] // 2 + 1)
+    # the zero-padded input (the FFT's copy, or the tiles), the placed kernel spectrum
+    copied = rows * geom.c * shape[0] * shape[1] + 2 * geom.f * geom.cg * bins + assembled
+    transforms = (
+        (rows * geom.c, 1.0),
+        (geom.f * geom.cg, 0.5 + 0.5 * min(geom.kh, lh) / lh),
+        (rows * geom.f, 0.5 + 0.5 * min(kept, lh) / lh),
+    )
+    macs = rows * geom.groups * geom.cg * geom.fg * bins
+    matmul = _use_matmul(rows, geom.cg, geom.fg)
+    return ForwardWork(plan, shape, transforms, rows, macs, matmul, copied, windows)
+
+
+#: Nanoseconds per unit of work of the tile rule's model, fitted (robust least squares) on
+#: 191 timed forwards with numpy float32 on one thread of the reference machine: single
+#: images of 256-4096 px with kernels 3-63 and 15 multi-channel layers, untiled and tiled at
+#: 32-2048 (picking among those, the model's mean regret is 1.03). Only their ratios
+#: matter: they rank tilings against each other and against the untiled path.
+NS_PER_POINT = 1.98  # per point of a full real 2-D transform (scaled by each share)
+NS_PER_SPILL = 0.36  # per point and log2 of the transform size beyond 2**SPILL_LOG2 points
+SPILL_LOG2 = 20  # larger transforms outgrow the caches
+NS_PER_MAC_LOOP = 0.36  # per complex multiply-add, broadcast per channel
+NS_PER_MAC_MATMUL = 0.36  # per complex multiply-add, batched matrix product
+NS_PER_COPY = 0.66  # per element copied into or out of the tiles
+NS_PER_WINDOW = 4000.0  # per tile window copied (one array operation)
+#: Tiling is used when its predicted time is below this fraction of the untiled one.
+TILE_GAIN = 0.95
+
+
+def predicted_ns(work: ForwardWork) -> float:
+    """Predicted nanoseconds of a forward doing ``work`` (the tile rule's model)."""
+    points = work.shape[0] * work.shape[1]
+    spill = max(0.0, math.log2(points) - SPILL_LOG2)
+    per_transform = points * (NS_PER_POINT + NS_PER_SPILL * spill)
+    total = sum(count * share for count, share in work.transforms) * per_transform
+    total += work.macs * (NS_PER_MAC_MATMUL if work.matmul else NS_PER_MAC_LOOP)
+    return total + work.copied * NS_PER_COPY + work.windows * NS_PER_WINDOW
+
+
+@functools.cache
+def _smooth_lengths(limit: int) -> tuple[int, ...]:
+    """The 5-smooth numbers up to ``limit`` (the fast real FFT lengths), ascending."""
+    found = []
+    p2 = 1
+    while p2 <= limit:
+        p3 = p2
+        while p3 <= limit:
+            p5 = p3
+            while p5 <= limit:
+                found.append(p5)
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return tuple(sorted(found))
+
+
+def _axis_options(out: int, kernel: int, stride: int, limit: int) -> list[AxisTiles]:
+    """Tilings of an axis by fast lengths in ``[2 kd, limit]``, one per tile count."""
+    options: dict[int, AxisTiles] = {}
+    for length in _smooth_lengths(limit):
+        if length >= 2 * kernel:
+            axis = axis_tiles(out, kernel, stride, length)
+            options.setdefault(axis.count, axis)
+    if not options:  # the kernel is too large to tile: one tile of the whole axis
+        axis = axis_tiles(out, kernel, stride, (out - 1) * stride + kernel)
+        options[axis.count] = axis
+    return list(options.values())
+
+
+def _closest(options: list[AxisTiles], length: int) -> AxisTiles:
+    """The option whose tile length is closest to ``length``."""
+    return min(options, key=lambda axis: abs(axis.length - length))
+
+
+@functools.lru_cache(maxsize=512)
+def tile_plan(geom: ConvGeometry) -> TilePlan | None:
+    """The overlap-save tiles of the forward, or None when the untiled path is predicted
+    faster (host arithmetic, cached per geometry).
+
+    Each axis offers one tiling per tile count (lengths in ``[2 kd, L]``, see
+    :func:`axis_tiles`); the pair minimising :func:`predicted_ns` is found by coordinate
+    descent (rows given columns, columns given rows), and it is used when it beats the
+    untiled path by the factor :data:`TILE_GAIN`.
+    """
+    untiled = forward_shape(geom)
+    (sh, sw), (khd, kwd) = geom.stride, (geom.kh_dilated, geom.kw_dilated)
+    rows = _axis_options(geom.ho, khd, sh, untiled[0])
+    cols = _axis_options(geom.wo, kwd, sw, untiled[1])
+
+    def cost(plan: TilePlan) -> float:
+        return predicted_ns(_work(geom, plan))
+
+    # seed: near-square tiles; then coordinate descent, rows given columns and back
+    best = min((TilePlan(r, _closest(cols, r.length)) for r in rows), key=cost)
+    for _ in range(2):
+        best = min((TilePlan(r, best.cols) for r in rows), key=cost)
+        best = min((TilePlan(best.rows, c) for c in cols), key=cost)
+    if best.tiles == 1:
+        return None
+    if predicted_ns(_work(geom, best)) >= TILE_GAIN * predicted_ns(_work(geom, None)):
+        return None
+    return best
+
+
+def forward_work(geom: ConvGeometry) -> ForwardWork:
+    """What :func:`forward` does for ``geom``: its tile plan, transforms, products, copies."""
+    return _work(geom, tile_plan(geom))
+
+
+# --------------------------------------------------------------------------- forward
+
+
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
-    A circular convolution of the unpadded input with the flipped kernel placed at
-    ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
+    With the tiles of :func:`tile_plan` when it returns some (:func:`_forward_tiled`);
+    otherwise a circular convolution of the unpadded input with the flipped kernel placed
+    at ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
     padding and the conjugate of the kernel spectrum are never formed, and the outputs
     start at position 0.
     """
+    plan = tile_plan(geom)
+    if plan is not None:
+        return _forward_tiled(x, w, geom, plan, xp=xp)
     fft = fft_module(xp)
     shape = forward_shape(geom)
     # (N, C, H, W) -> (N, G, Cg, H, W)
@@ -259,6 +534,59 @@ def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     y = _inverse(yf, shape, rows, cols, fft=fft)  # (N, G, Fg, Ho, Wo)
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.astype(xp.reshape(y, geom.y_shape), x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- backward
+
+
+def fast_shape(geom: ConvGeometry) -> tuple[int, int]:
+    """FFT lengths (Lh, Lw): the next 5-smooth sizes >= (Hp, Wp). Host arithmetic."""
+    return (
+        scipy.fft.next_fast_len(geom.hp, real=True),
+        scipy.fft.next_fast_len(geom.wp, real=True),
+    )
+
+
+def _dilate(wg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Insert dh-1 / dw-1 zeros between taps: (..., kh, kw) -> (..., khd, kwd)."""
+    dh, dw = geom.dilation
+    if dh == dw == 1:
+        return wg
+    out = zeros((*wg.shape[:-2], geom.kh_dilated, geom.kw_dilated), wg, xp=xp)
+    return _set_strided(out, wg, (dh, dw))
+
+
+def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:
+    """``target[..., ::step[0], ::step[1]] = values`` through array-api-extra."""
+    return xpx.at(target, (..., slice(None, None, step[0]), slice(None, None, step[1]))).set(values)
+
+
+def _input_spectrum(x: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
+    """rfft of the padded input: (N, C, H, W) -> (N, G, Cg, Lh, Lw//2+1)."""
+    xpad = pad_input(x, geom, xp=xp)
+    # (N, C, Hp, Wp) -> (N, G, Cg, Hp, Wp)
+    xpad = xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
+    return fft.rfftn(xpad, s=shape, axes=AXES)
+
+
+def _weight_spectrum(w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
+    """rfft of the dilated kernel: (F, Cg, kh, kw) -> (Fg, G, Cg, Lh, Lw//2+1)."""
+    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
+    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
+    wg = xp.permute_dims(wg, (1, 0, 2, 3, 4))  # (Fg, G, Cg, kh, kw)
+    return fft.rfftn(_dilate(wg, geom, xp=xp), s=shape, axes=AXES)
+
+
+def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """gy (N, F, Ho, Wo) -> (N, G, Fg, Hv, Wv) with stride-1 zeros between rows/columns."""
+    # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    g = xp.reshape(gy, (geom.n, geom.groups, geom.fg, geom.ho, geom.wo))
+    sh, sw = geom.stride
+    if sh == sw == 1:
+        return g
+    hv, wv = (geom.ho - 1) * sh + 1, (geom.wo - 1) * sw + 1
+    up = zeros((geom.n, geom.groups, geom.fg, hv, wv), g, xp=xp)
+    return _set_strided(up, g, (sh, sw))
 
 
 def backward(

@@ -53,6 +53,8 @@ DEFAULT_FRACTION = 0.5
 FALLBACK_BYTES = 2 * 1024**3
 #: Added to every prediction: small arrays (kernel factors, per-tap results), Python objects.
 SMALL_ARRAYS_BYTES = 64 * 1024
+#: Elements NumPy's buffered ufunc loops (broadcasting) allocate per operand.
+UFUNC_BUFFER = 8192
 #: Seconds a reading of the available memory is reused (reading /proc costs ~20 µs).
 _MEMINFO_TTL = 1.0
 
@@ -107,22 +109,64 @@ def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
     return s * (g.f * cols + columns + _naive_input_phase(g))
 
 
-def _bytes_fft(g: ConvGeometry, direction: str, s: int) -> int:
-    """Complex spectra (2 s bytes per bin) at the fast lengths, each counted with its copy.
+def _fft_forward_elements(g: ConvGeometry) -> int:
+    """Real elements (a complex one counts 2) of the FFT forward's largest phase.
 
-    Forward: x (N·C), w (F·Cg, with its conjugate), y (N·F) spectra and the real inverse
-    transform of y at (Lh, Lw). Backward: the spectra of gy, w, gx, x, gw, their real
-    inverse transforms and the stride-upsampled ``gy``.
+    Follows :func:`arraycnn.conv.fft.forward_work`, with ``A`` rows (images, times tiles
+    when tiled), ``B`` spectrum bins and ``(Lh, Lw)`` the FFT shape:
+
+    1. input transform: the tile batch (tiled; a scratch buffer) or the zero-padded copy
+       the FFT makes of the input, and the input spectrum (A·C);
+    2. kernel: its column-placed rows, their spectrum and the placed spectrum (F·Cg);
+    3. channel product: input and kernel spectra, the product (A·F) and either the
+       per-channel term with the buffers of a broadcast operation (NumPy buffers up to
+       :data:`UFUNC_BUFFER` elements of two operands) or the frequency-major copies of
+       both operands;
+    4. inverse: the product, its column inverse (counted as a new array: only SciPy's FFT
+       overwrites it), a contiguous copy of its kept rows and their real inverse;
+    5. tiled: that real inverse and the assembled output.
+    """
+    from .fft import forward_work
+
+    work = forward_work(g)
+    lh, lw = work.shape
+    bins = lh * (lw // 2 + 1)
+    rows = work.rows
+    plan = work.plan
+    kept = g.ho if plan is None else plan.rows.block
+    tiles = 0 if plan is None else rows * g.c * lh * lw
+    padded = rows * g.c * lh * lw if plan is None else 0
+    x_spec, w_spec, y_spec = 2 * rows * g.c * bins, 2 * g.f * g.cg * bins, 2 * rows * g.f * bins
+    kernel = g.f * g.cg * (g.kh * lw + 2 * g.kh * (lw // 2 + 1)) + w_spec
+    buffers = 2 * 2 * UFUNC_BUFFER
+    operands = x_spec + w_spec if work.matmul else (y_spec if g.cg > 1 else 0) + buffers
+    kept_rows = 2 * rows * g.f * kept * (lw // 2 + 1)
+    inverse = rows * g.f * kept * lw
+    assembled = 0 if plan is None else g.n * g.f * plan.tiles * plan.rows.block * plan.cols.block
+    return tiles + max(
+        padded + x_spec,
+        x_spec + kernel,
+        x_spec + w_spec + y_spec + operands,
+        2 * y_spec + kept_rows + inverse,
+        inverse + assembled,
+    )
+
+
+def _bytes_fft(g: ConvGeometry, direction: str, s: int) -> int:
+    """Forward: :func:`_fft_forward_elements` (s bytes each).
+
+    Backward: complex spectra (2 s bytes per bin) at the fast lengths, each counted with
+    its copy: the spectra of gy, w, gx, x, gw, their real inverse transforms and the
+    stride-upsampled ``gy``.
     """
     from .fft import fast_shape
 
+    if direction == "forward":
+        return s * _fft_forward_elements(g)
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
     complex_bytes = 2 * s
     pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
-    if direction == "forward":
-        spectra = 2 * g.n * g.c + 3 * g.f * g.cg + 2 * g.n * g.f
-        return complex_bytes * spectra * bins + s * (pad + g.n * g.f * lh * lw)
     hv = (g.ho - 1) * g.stride[0] + 1
     wv = (g.wo - 1) * g.stride[1] + 1
     spectra = 3 * g.n * g.f + 2 * g.f * g.cg + 2 * g.n * g.c + 2 * g.n * g.c + 2 * g.f * g.cg

@@ -1,0 +1,317 @@
+"""FFT forward: the circular placement of the kernel, overlap-save tiles, their plan, and
+the cost and workspace predictions that follow them.
+
+Oracles: ``scipy.signal.correlate2d`` summed over each group's channels
+(:func:`oracles.correlate_scipy`) and the explicit loops of :func:`oracles.correlate_loops`;
+errors are held to the FFT's error model (whole-map norms, :func:`oracles.norm_scales`)
+with the per-dtype tolerances of :mod:`arraycnn.testing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+import oracles
+import pytest
+import scipy.fft
+
+import arraycnn as ac
+from arraycnn.backend import device_of
+from arraycnn.conv import cost, dispatch, fft, memory, workspace
+from arraycnn.testing import assert_close
+
+DTYPES = ["float32", "float64"]
+
+
+def _tiles_of_at_most(length: int):
+    """A tile_plan replacement: tiles of at most ``length`` on both axes (no cost rule)."""
+
+    def plan(geom):
+        rows = fft.axis_tiles(geom.ho, geom.kh_dilated, geom.stride[0], length)
+        cols = fft.axis_tiles(geom.wo, geom.kw_dilated, geom.stride[1], length)
+        return fft.TilePlan(rows, cols)
+
+    return plan
+
+
+@pytest.fixture
+def tiles_of(monkeypatch):
+    """tiles_of(length): the FFT forward tiles every geometry by at most ``length``."""
+
+    def apply(length):
+        monkeypatch.setattr(fft, "tile_plan", _tiles_of_at_most(length))
+
+    return apply
+
+
+@pytest.fixture
+def untiled(monkeypatch):
+    """The FFT forward never tiles."""
+    monkeypatch.setattr(fft, "tile_plan", lambda geom: None)
+
+
+def _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype="float64", **kw):
+    """conv2d(strategy="fft") against scipy.signal, on the FFT's error scale."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    expected = oracles.correlate_scipy(x, w, **kw)
+    scale = oracles.norm_scales(x, w, **kw)[0]
+    tx, tw = to_xp(x), to_xp(w)
+    y = ac.conv2d(tx, tw, strategy="fft", **kw)
+    assert_close(
+        y,
+        expected,
+        scale=scale,
+        xp=xp,
+        dtype=getattr(xp, dtype),
+        device=device_of(tx),
+        err_msg=f"{x_shape} {w_shape} {kw}",
+    )
+    return y
+
+
+# --------------------------------------------------------------------------- placement
+
+
+@pytest.mark.parametrize(
+    ("offset", "taps", "step", "length"),
+    [(0, 3, 1, 8), (6, 3, 1, 8), (7, 1, 1, 8), (5, 4, 2, 9), (8, 2, 3, 9), (3, 5, 2, 9)],
+)
+def test_wrapped_pieces_put_every_entry_at_its_residue(offset, taps, step, length):
+    target = [None] * length
+    pieces = fft._wrapped(offset, taps, step, length)
+    assert 1 <= len(pieces) <= 2
+    for dst, src in pieces:
+        assert dst.step == step and dst.start >= 0 and dst.stop <= length
+        for position, r in zip(range(dst.start, dst.stop, dst.step), range(src.start, src.stop)):
+            assert target[position] is None
+            target[position] = r
+    expected = [None] * length
+    for r in range(taps):
+        expected[(offset + step * r) % length] = r
+    assert target == expected
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 9])
+@pytest.mark.parametrize("kernel", [1, 2, 4, 7])
+def test_forward_length_is_exact_and_never_longer_than_the_padded_input(size, kernel):
+    """Every padding, stride and dilated length: the untiled length is <= next_fast_len(Hp)
+    and at least what the circular product needs (checked by the forward tests below)."""
+    for lo, hi, stride in itertools.product(range(0, 9), range(0, 9), (1, 2, 3)):
+        out = oracles.out_size(size, kernel, stride, lo, hi, 1)
+        if out < 1:
+            continue
+        length = fft.forward_length(size, out, kernel, stride, lo)
+        last = (out - 1) * stride
+        assert length >= max(size + lo, last + kernel - lo, last + 1, kernel)
+        assert length <= scipy.fft.next_fast_len(size + lo + hi, real=True)
+
+
+def test_untiled_forward_matches_the_loops_on_tiny_geometries(xp, to_xp, rng, untiled):
+    """Padding larger than the kernel, asymmetric, stride, dilation, groups, 'same' with
+    stride (end padding larger): the circular placement at p - kd + 1 is exact."""
+    paddings = [0, 2, ((0, 3), (4, 0)), ((5, 1), (0, 6)), "same", "full"]
+    for h, w, kh, kw in [(1, 1, 1, 1), (5, 7, 3, 2), (6, 4, 2, 4), (2, 9, 1, 3)]:
+        for padding, stride, dilation in itertools.product(paddings, (1, 2, (3, 1)), (1, (2, 1))):
+            geometry = {"padding": padding, "stride": stride, "dilation": dilation}
+            if not oracles.fits((2, 4, h, w), (6, 2, kh, kw), **geometry):
+                continue
+            args = {**geometry, "groups": 2}
+            x = rng.standard_normal((2, 4, h, w))
+            wt = rng.standard_normal((6, 2, kh, kw))
+            y = ac.conv2d(to_xp(x), to_xp(wt), strategy="fft", **args)
+            expected = oracles.correlate_loops(x, wt, **args)
+            scale = oracles.norm_scales(x, wt, **args)[0]
+            assert_close(y, expected, scale=scale, err_msg=str(args))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_untiled_forward_with_the_matrix_product(xp, to_xp, rng, untiled, dtype):
+    """Enough images and channels per group for the per-frequency matrix product."""
+    assert fft._use_matmul(8, 20, 8)
+    _check_forward(xp, to_xp, rng, (8, 40, 13, 11), (16, 20, 3, 2), dtype, padding=1, groups=2)
+
+
+# --------------------------------------------------------------------------- tiles
+
+TILED_CASES = [
+    # (x_shape, w_shape, geometry, tile length)
+    ((1, 1, 150, 130), (1, 1, 3, 3), {"padding": 1}, 32),
+    ((1, 1, 200, 120), (1, 1, 7, 5), {"padding": "same"}, 40),
+    ((2, 3, 101, 117), (4, 3, 5, 5), {"padding": ((4, 0), (1, 6))}, 48),
+    ((1, 4, 128, 96), (6, 2, 3, 5), {"padding": "full", "groups": 2}, 30),
+    ((2, 2, 111, 100), (3, 2, 3, 3), {"padding": 2, "dilation": (2, 3)}, 36),
+    ((1, 2, 140, 160), (2, 2, 5, 4), {"padding": "same", "stride": 2}, 45),
+    ((1, 3, 99, 121), (2, 3, 9, 9), {"padding": 4, "stride": (1, 3)}, 64),
+    ((3, 2, 100, 100), (2, 2, 3, 3), {"padding": "valid"}, 16),
+    ((1, 6, 100, 90), (6, 1, 3, 3), {"padding": 1, "groups": 6}, 25),
+    # 9 tiles, 20 input and 8 output channels per group: the batched matrix product
+    ((1, 40, 100, 100), (16, 20, 3, 3), {"padding": 1, "groups": 2}, 40),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw", "length"), TILED_CASES)
+def test_tiled_forward_matches_scipy(xp, to_xp, rng, tiles_of, dtype, x_shape, w_shape, kw, length):
+    tiles_of(length)
+    _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype, **kw)
+
+
+def test_tiled_and_untiled_agree_for_every_tile_length(rng, monkeypatch):
+    """One geometry, tile lengths from the smallest possible to one tile per axis."""
+    x = rng.standard_normal((2, 3, 70, 53))
+    w = rng.standard_normal((4, 3, 4, 3))
+    kw = {"padding": ((3, 1), (0, 5)), "stride": (1, 2), "dilation": (2, 1)}
+    expected = oracles.correlate_scipy(x, w, **kw)
+    scale = oracles.norm_scales(x, w, **kw)[0]
+    for length in (7, 8, 11, 16, 23, 40, 80, 200):
+        monkeypatch.setattr(fft, "tile_plan", _tiles_of_at_most(length))
+        assert_close(
+            ac.conv2d(x, w, strategy="fft", **kw), expected, scale=scale, err_msg=f"{length}"
+        )
+
+
+def test_tile_scratch_is_reused_and_stays_exact(rng, tiles_of):
+    """The tile batch is a scratch buffer: calls with new data (and another geometry in
+    between) still see zero padding."""
+    tiles_of(24)
+    workspace.clear()
+    kw = {"padding": 3}
+    w = rng.standard_normal((2, 1, 5, 5))
+    for shape in [(1, 1, 90, 80), (1, 1, 60, 61), (1, 1, 90, 80)]:
+        x = rng.standard_normal(shape)
+        y = ac.conv2d(x, w, strategy="fft", **kw)
+        assert_close(
+            y, oracles.correlate_scipy(x, w, **kw), scale=oracles.norm_scales(x, w, **kw)[0]
+        )
+    workspace.clear()
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def test_large_image_is_tiled_and_forward_uses_the_plan(monkeypatch, rng):
+    """A 2048² image with a 7x7 kernel: the rule tiles it, and forward runs those tiles."""
+    g = ac.conv_geometry((1, 1, 2048, 2048), (1, 1, 7, 7), padding=3)
+    plan = fft.tile_plan(g)
+    assert plan is not None and plan.tiles > 1
+    assert fft.forward_work(g).plan == plan
+    for axis, out in ((plan.rows, g.ho), (plan.cols, g.wo)):
+        assert axis.count * axis.block >= out > (axis.count - 1) * axis.block
+        assert axis.length >= axis.block + g.kh_dilated - 1
+        assert axis.length < fft.forward_shape(g)[0]
+    seen = []
+    original = fft._forward_tiled
+
+    def spy(x, w, geom, used, *, xp):
+        seen.append(used)
+        return original(x, w, geom, used, xp=xp)
+
+    monkeypatch.setattr(fft, "_forward_tiled", spy)
+    x = rng.standard_normal((1, 1, 2048, 2048)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 7, 7)).astype(np.float32)
+    y = ac.conv2d(x, w, padding=3, strategy="fft")
+    assert seen == [plan]
+    # spot check one window away from the tile boundaries and one across them
+    b = plan.rows.block
+    for p, q in [(5, 9), (b - 1, b), (2047, 0)]:
+        xpad = np.pad(x[0, 0].astype(np.float64), 3)
+        want = float(np.sum(xpad[p : p + 7, q : q + 7] * w[0, 0]))
+        assert abs(float(y[0, 0, p, q]) - want) <= 1e-4 * (1 + abs(want))
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [
+        ((1, 1, 32, 32), (1, 1, 3, 3)),
+        ((32, 16, 32, 32), (32, 16, 3, 3)),
+        ((1, 1, 64, 64), (1, 1, 31, 31)),
+    ],
+)
+def test_small_inputs_stay_untiled(x_shape, w_shape):
+    g = ac.conv_geometry(x_shape, w_shape, padding=w_shape[-1] // 2)
+    assert fft.tile_plan(g) is None
+    assert fft.forward_work(g).plan is None
+
+
+def test_tile_plan_is_host_arithmetic_and_cached():
+    g = ac.conv_geometry((1, 1, 3000, 1000), (1, 1, 9, 9), padding="same")
+    first = fft.tile_plan(g)
+    assert fft.tile_plan(g) is first
+    assert first is not None
+    assert all(isinstance(v, int) for a in (first.rows, first.cols) for v in dataclasses.astuple(a))
+
+
+def test_plan_beats_untiled_in_its_own_model():
+    g = ac.conv_geometry((1, 1, 4096, 4096), (1, 1, 15, 15), padding=7)
+    tiled, untiled = fft.forward_work(g), fft._work(g, None)
+    assert fft.predicted_ns(tiled) < fft.TILE_GAIN * fft.predicted_ns(untiled)
+
+
+# --------------------------------------------------------------------------- counts and bytes
+
+
+def test_cost_counts_follow_the_forward_work():
+    """fft_flops: 2.5 L log2 L per transform, times each batch's share; calls grow with the
+    tile windows."""
+    for x_shape, w_shape in [((1, 1, 2048, 2048), (1, 1, 7, 7)), ((8, 4, 32, 32), (8, 4, 3, 3))]:
+        g = ac.conv_geometry(x_shape, w_shape, padding=w_shape[-1] // 2)
+        work = fft.forward_work(g)
+        points = work.shape[0] * work.shape[1]
+        flops = sum(n * s for n, s in work.transforms) * 2.5 * points * math.log2(points)
+        counts = cost.op_counts("fft", g)
+        assert counts.fft_flops == pytest.approx(flops)
+        assert counts.calls >= work.windows
+        if not work.matmul:
+            assert counts.spectral_flops == 0
+
+
+def test_tiled_transforms_are_smaller_than_untiled():
+    g = ac.conv_geometry((1, 1, 4096, 4096), (1, 1, 7, 7), padding=3)
+    assert fft.tile_plan(g) is not None
+    work = fft._work(g, None)
+    points = work.shape[0] * work.shape[1]
+    untiled_flops = sum(n * s for n, s in work.transforms) * 2.5 * points * math.log2(points)
+    assert cost.op_counts("fft", g).fft_flops < untiled_flops
+
+
+WORKSPACE_CASES = [
+    ((1, 1, 300, 280), (1, 1, 7, 7), {"padding": 3}, 64),
+    ((2, 3, 150, 170), (4, 3, 5, 5), {"padding": "same", "stride": 2}, 48),
+    ((1, 8, 120, 120), (8, 8, 3, 3), {"padding": 1}, 40),
+    ((12, 4, 90, 90), (6, 2, 3, 3), {"padding": 1, "groups": 2}, 32),
+    ((1, 1, 300, 280), (1, 1, 7, 7), {"padding": 3}, None),
+    ((2, 3, 60, 70), (5, 3, 9, 9), {"padding": ((8, 0), (2, 9)), "dilation": 2}, None),
+    ((16, 4, 40, 40), (8, 4, 3, 3), {"padding": 1}, None),
+]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw", "length"), WORKSPACE_CASES)
+def test_workspace_prediction_bounds_the_measured_peak(
+    monkeypatch, rng, x_shape, w_shape, kw, length
+):
+    """As in test_dispatch: the traced peak of a forward minus its result stays within the
+    predicted workspace, tiled (scratch tiles allocated in the call) and untiled."""
+    import tracemalloc
+
+    plan = _tiles_of_at_most(length) if length else (lambda geom: None)
+    monkeypatch.setattr(fft, "tile_plan", plan)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    geom = ac.conv_geometry(x.shape, w.shape, **kw)
+    xp = ac.resolve_backend("numpy")
+    workspace.clear()
+    tracemalloc.start()
+    try:
+        y = dispatch.KERNELS["fft"].forward(x, w, geom, xp=xp)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        workspace.clear()
+    measured = peak - y.nbytes
+    predicted = memory.workspace_bytes("fft", geom, itemsize=8)
+    assert measured <= predicted, (measured, predicted)
+    assert predicted <= 4 * measured + memory.SMALL_ARRAYS_BYTES, (measured, predicted)

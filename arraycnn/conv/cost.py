@@ -356,8 +356,9 @@ def _fft_forward(g: ConvGeometry) -> OpCounts:
         # frequency-major copies of both operands and the product's reordering
         product = product + _traffic(2 * 2 * (a * g.c + g.f * g.cg + a * g.f) * bins, calls=8)
     else:
-        # per channel: product term written, then added (read two, write one); complex
-        per_output = 3 + 5 * (g.cg - 1)
+        # complex elements moved per output: the first term written; per further channel
+        # its term written, then read with the sum and the sum written back
+        per_output = 1 + 4 * (g.cg - 1)
         product = _traffic(2 * per_output * a * g.f * bins, calls=2 * g.cg)
     kernel = _traffic(g.f * g.cg * (g.kh * g.kw + g.kh * lw), calls=8)
     copies = _traffic(2 * work.copied, calls=work.windows + 6)  # read and write

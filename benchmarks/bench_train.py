@@ -31,7 +31,7 @@ import numpy as np
 
 import arraycnn
 from arraycnn import bench, nn
-from arraycnn.examples.lecture_mnist import build_model
+from arraycnn.examples.lecture_mnist import build_model, torch_network
 from arraycnn.geometry import conv_geometry
 
 from .common import (
@@ -178,33 +178,6 @@ class TrainLoss(_TrainCase):
     track_loss_after_20_steps.unit = "nats"  # type: ignore[attr-defined]
 
 
-def torch_network(torch: Any) -> Any:
-    """The lecture network in ``torch.nn`` (logits out), initialised as arraycnn does:
-    He normal convolutions, Glorot uniform dense layers, zero biases."""
-    tnn = torch.nn
-    net = tnn.Sequential(
-        tnn.Conv2d(1, 16, 5, padding=2),
-        tnn.ReLU(),
-        tnn.MaxPool2d(2),
-        tnn.Conv2d(16, 32, 5, padding=2),
-        tnn.ReLU(),
-        tnn.MaxPool2d(2),
-        tnn.Flatten(),
-        tnn.Linear(32 * 7 * 7, 128),
-        tnn.ReLU(),
-        tnn.Dropout(0.25),
-        tnn.Linear(128, CLASSES),
-    )
-    for module in net:
-        if isinstance(module, tnn.Conv2d):
-            tnn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            tnn.init.zeros_(module.bias)
-        elif isinstance(module, tnn.Linear):
-            tnn.init.xavier_uniform_(module.weight)
-            tnn.init.zeros_(module.bias)
-    return net
-
-
 class TorchStep:
     """The same step in torch (CPU, one thread): forward, cross-entropy, backward, Adam."""
 
@@ -215,7 +188,7 @@ class TorchStep:
             raise NotImplementedError("torch is not installed") from exc
         torch.set_num_threads(1)
         torch.manual_seed(MODEL_SEED)
-        self.net = torch_network(torch)
+        self.net = torch_network()
         self.net.train()
         self.opt = torch.optim.Adam(self.net.parameters(), lr=LEARNING_RATE)
         self.loss_fn = torch.nn.CrossEntropyLoss()

@@ -157,11 +157,14 @@ def train_arraycnn(
     return model, summary
 
 
-def _torch_net(architecture: str):
+def torch_network(architecture: str = "modern"):
+    """The same network in ``torch.nn`` (logits out: the loss applies the softmax),
+    initialised with the distributions arraycnn uses: He normal convolutions, Glorot
+    uniform dense layers, zero biases. Seed torch first for a reproducible draw."""
     from torch import nn
 
     if architecture == "lecture":
-        return nn.Sequential(
+        layers = [
             nn.Conv2d(1, 1, 3, padding=1),
             nn.LeakyReLU(),
             nn.Flatten(),
@@ -170,20 +173,29 @@ def _torch_net(architecture: str):
             nn.Linear(30, 20),
             nn.LeakyReLU(),
             nn.Linear(20, 10),
-        )
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 128),
-        nn.ReLU(),
-        nn.Dropout(0.25),
-        nn.Linear(128, 10),
-    )
+        ]
+    else:
+        layers = [
+            nn.Conv2d(1, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 128),
+            nn.ReLU(),
+            nn.Dropout(0.25),
+            nn.Linear(128, 10),
+        ]
+    for module in layers:
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return nn.Sequential(*layers)
 
 
 def train_torch(
@@ -196,14 +208,7 @@ def train_torch(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     (X_train, y_train), (X_test, y_test) = data
-    net = _torch_net(architecture)
-    for module in net:  # the initial distributions arraycnn uses: He normal / Glorot uniform
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
+    net = torch_network(architecture)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X_train), torch.from_numpy(y_train)

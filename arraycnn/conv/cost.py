@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from ..geometry import ConvGeometry
+from .im2col import batch_chunks, transposed_geometry, uses_transposed_input_grad
 
 __all__ = [
     "COUNT_NAMES",
@@ -314,22 +315,32 @@ def _unfold(g: ConvGeometry) -> OpCounts:
     return _traffic(2 * taps * g.c * cols, calls=2 * taps + 2)
 
 
-def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
-    """Unfold, then one GEMM with K = Cg·kh·kw; reorder the output.
-
-    Backward: reorder gy, unfold, GEMM for gw (K = N·Ho·Wo), and naive's blocked input
-    gradient (:func:`_naive_input_grad`).
-    """
+def _im2col_forward(g: ConvGeometry) -> OpCounts:
+    """Unfold, one GEMM with K = Cg·kh·kw, reorder the output; per batch chunk."""
     cols = g.n * g.ho * g.wo
     k = g.cg * g.kh * g.kw
+    counts = _unfold(g) + _gemm(g.fg, k, cols, g.groups) + _traffic(2 * g.f * cols, calls=3)
+    return counts + OpCounts(calls=3 * (len(batch_chunks(g)) - 1))
+
+
+def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
+    """Forward: :func:`_im2col_forward`.
+
+    Backward: reorder gy; per batch chunk, unfold and a GEMM for gw (K = n·Ho·Wo); the input
+    gradient as the forward of the transposed correlation where im2col runs it so, else
+    naive's blocked input gradient (:func:`_naive_input_grad`).
+    """
     if direction == "forward":
-        return _unfold(g) + _gemm(g.fg, k, cols, g.groups) + _traffic(2 * g.f * cols, calls=3)
-    return (
-        _traffic(2 * g.f * cols, calls=3)
-        + _unfold(g)
-        + _gemm(g.fg, cols, k, g.groups)
-        + _naive_input_grad(g)
-    )
+        return _im2col_forward(g)
+    chunks = len(batch_chunks(g))
+    cols = g.n * g.ho * g.wo
+    k = g.cg * g.kh * g.kw
+    weight = _traffic(2 * g.f * cols, calls=3) + _unfold(g) + _gemm(g.fg, cols, k, g.groups)
+    weight = weight + OpCounts(calls=3 * (chunks - 1))
+    if uses_transposed_input_grad(g):
+        tgeom = transposed_geometry(g)
+        return weight + _im2col_forward(tgeom) + _traffic(4 * g.f * g.cg * g.kh * g.kw, calls=3)
+    return weight + _naive_input_grad(g) + OpCounts(calls=4 * (chunks - 1))
 
 
 def _fft_forward(g: ConvGeometry) -> OpCounts:

@@ -9,19 +9,38 @@ The column matrix is a scratch buffer reused across calls with the same geometry
 tap writes only its band (the positions where it meets the input), and the rest — the
 zero padding — stays zero from the allocation, so no padded copy of the input is made.
 
-Backward reuses the columns for the weight gradient (``gy @ cols^T``) and folds the
-column gradient ``w^T @ gy`` back onto the input with slice additions (col2im), one
-tap's block of rows at a time (:func:`.naive.input_grad`), so the full column gradient
-is never materialised.
-Memory beyond input and output: the columns, G·Cg·kh·kw·N·Ho·Wo elements.
+Backward reuses the columns for the weight gradient (``gy @ cols^T``). The input
+gradient depends on the stride:
+
+- stride 1 and Fg <= Cg: it is itself a stride-1 correlation, of gy with the kernel
+  flipped and its channel axes swapped, padded by the kernel's extent minus the forward
+  padding::
+
+      gx = correlate(gy (N, F, Ho, Wo), flip(w)^T (C, Fg, kh, kw)),
+           padding (d·(k-1) - pad_lo, d·(k-1) - pad_hi) per axis
+
+  and runs as one more unfold + GEMM (no slice additions);
+- otherwise (stride > 1, a forward padding beyond the kernel's extent, or more output
+  than input channels per group, where gy's columns would outgrow the column gradient):
+  the column gradient ``w^T @ gy`` is folded back onto the input with slice additions
+  (col2im), one block of taps at a time (:func:`.naive.input_grad`), never held in full.
+
+The batch runs in chunks of samples whose columns fit in the last-level cache
+(:data:`COLUMN_CHUNK_ELEMENTS`): each chunk's columns are written and then read by its GEMM
+while still in cache, and the column buffer stays small.
+Memory beyond input and output: the columns of one chunk, G·Cg·kh·kw·n·Ho·Wo elements for
+n = :func:`samples_per_chunk` (backward: also those of gy, G·Fg·kh·kw·n·H·W, or col2im's
+blocks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 from typing import Any
 
-from ..geometry import ConvGeometry
+from ..backend import backend_name, device_of
+from ..geometry import ConvGeometry, conv_geometry
 from . import naive
 from ._layout import (
     ALL,
@@ -34,6 +53,34 @@ from ._layout import (
 from .workspace import scratch
 
 Array = Any
+
+
+#: Column-buffer elements per chunk of samples (8 MiB of float32: a quarter of this
+#: machine's 32 MiB L3, so the columns are still cached when the GEMM reads them).
+COLUMN_CHUNK_ELEMENTS = 1 << 21
+#: A batch whose columns have at most this many elements runs whole (they fit in cache).
+WHOLE_BATCH_ELEMENTS = 1 << 22
+
+
+def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
+    """Samples per chunk: N if the columns fit :data:`WHOLE_BATCH_ELEMENTS` (or ``cached``
+    is False: a GPU, whose GEMMs want size), else as many as fit
+    :data:`COLUMN_CHUNK_ELEMENTS` (at least 1)."""
+    per_sample = geom.groups * geom.cg * geom.kh * geom.kw * geom.ho * geom.wo
+    if not cached or geom.n * per_sample <= WHOLE_BATCH_ELEMENTS:
+        return geom.n
+    return max(1, min(geom.n, COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
+
+
+def batch_chunks(geom: ConvGeometry, *, cached: bool = True) -> list[tuple[int, int]]:
+    """``(start, stop)`` sample ranges of the chunks the batch runs in."""
+    step = samples_per_chunk(geom, cached=cached)
+    return [(start, min(start + step, geom.n)) for start in range(0, geom.n, step)]
+
+
+def cache_chunked(x: Array, xp: ModuleType) -> bool:
+    """True on CPU devices, where the batch runs in cache-sized chunks (not on a GPU)."""
+    return backend_name(xp) != "cupy" and "cuda" not in str(device_of(x))
 
 
 def unfold(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -54,15 +101,105 @@ def _weight_matrix(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo)."""
-    yg = _weight_matrix(w, geom, xp=xp) @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
-    return output_from_group_major(yg, geom, xp=xp)
+    return _correlate(x, w, geom, xp=xp)
+
+
+def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """The forward's unfold + GEMM by batch chunks (also runs the input gradient)."""
+    wm = _weight_matrix(w, geom, xp=xp)  # (G, Fg, Cg*kh*kw)
+    chunks = batch_chunks(geom, cached=cache_chunked(x, xp))
+    if len(chunks) == 1:
+        yg = wm @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
+        return output_from_group_major(yg, geom, xp=xp)
+    y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every sample written
+    for start, stop in chunks:
+        part = dataclasses.replace(geom, n=stop - start)
+        yg = wm @ unfold(x[start:stop, ...], part, xp=xp)  # (G, Fg, n*Ho*Wo)
+        y = set_at(y, (slice(start, stop), ALL, ALL, ALL), output_from_group_major(yg, part, xp=xp))
+    return y
+
+
+def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the batch chunks.
+
+    gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw).
+    """
+    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
+    per_sample = geom.ho * geom.wo
+    gw = None
+    for start, stop in batch_chunks(geom, cached=cache_chunked(x, xp)):
+        part = dataclasses.replace(geom, n=stop - start)
+        cols = unfold(x[start:stop, ...], part, xp=xp)  # (G, Cg*kh*kw, n*Ho*Wo)
+        term = gyg[..., start * per_sample : stop * per_sample] @ xp.matrix_transpose(cols)
+        gw = term if gw is None else gw + term  # (G, Fg, Cg*kh*kw)
+    return xp.reshape(gw, geom.w_shape)  # (G, Fg, Cg*kh*kw) -> (F, Cg, kh, kw)
+
+
+def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
+    """Geometry of the input gradient as a stride-1 correlation of gy, or None.
+
+    gy (N, F, Ho, Wo) correlated with the flipped, channel-swapped kernel (C, Fg, kh, kw)
+    at padding ``d (k - 1) - pad`` per side gives (N, C, H, W). None where the forward
+    stride is not 1 or a forward padding exceeds the kernel's extent ``d (k - 1)`` (the
+    transposed padding would be negative); those run col2im.
+    """
+    if geom.stride != (1, 1):
+        return None
+    extent = (geom.dilation[0] * (geom.kh - 1), geom.dilation[1] * (geom.kw - 1))
+    pads = tuple(
+        (extent[axis] - lo, extent[axis] - hi) for axis, (lo, hi) in enumerate(geom.padding)
+    )
+    if min(min(pair) for pair in pads) < 0:
+        return None
+    return conv_geometry(
+        (geom.n, geom.f, geom.ho, geom.wo),
+        (geom.c, geom.fg, geom.kh, geom.kw),
+        padding=pads,
+        dilation=geom.dilation,
+        groups=geom.groups,
+    )
+
+
+def uses_transposed_input_grad(geom: ConvGeometry) -> bool:
+    """True where the input gradient runs as a correlation of gy (else col2im).
+
+    That needs :func:`transposed_geometry`, and pays where gy's columns (Fg per tap) are
+    no more than the column gradient col2im folds back (Cg per tap): col2im's additions
+    read and write the input gradient once per tap, the unfold of gy only writes.
+    """
+    return geom.fg <= geom.cg and transposed_geometry(geom) is not None
+
+
+def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """w (F, Cg, kh, kw) -> flipped, channel-swapped (C, Fg, kh, kw), group by group."""
+    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))  # (G, Fg, Cg, kh, kw)
+    wt = xp.permute_dims(wg, (0, 2, 1, 3, 4))  # (G, Fg, Cg, kh, kw) -> (G, Cg, Fg, kh, kw)
+    wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
+    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw)
+    return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
+
+
+def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
+
+    Unfold + GEMM on gy where :func:`uses_transposed_input_grad`; otherwise col2im by
+    batch chunks (:func:`.naive.input_grad` on each, concatenated along N).
+    """
+    if uses_transposed_input_grad(geom):
+        tgeom = transposed_geometry(geom)
+        return _correlate(gy, transposed_kernel(w, geom, xp=xp), tgeom, xp=xp)
+    chunks = batch_chunks(geom, cached=cache_chunked(gy, xp))
+    if len(chunks) == 1:
+        return naive.input_grad(gy, w, geom, xp=xp)
+    parts = [
+        naive.input_grad(gy[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
+        for start, stop in chunks
+    ]
+    return xp.concat(parts, axis=0)  # chunks of (n, C, H, W) -> (N, C, H, W)
 
 
 def backward(
     gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
 ) -> tuple[Array, Array]:
     """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``."""
-    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
-    cols = unfold(x, geom, xp=xp)  # (G, Cg*kh*kw, N*Ho*Wo)
-    gw = xp.reshape(gyg @ xp.matrix_transpose(cols), geom.w_shape)  # (G, Fg, Cg*kh*kw) -> w shape
-    return naive.input_grad(gy, w, geom, xp=xp), gw
+    return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)

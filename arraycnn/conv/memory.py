@@ -99,14 +99,25 @@ def _bytes_naive(g: ConvGeometry, direction: str, s: int) -> int:
 def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
     """The columns G·Cg·kh·kw·N·Ho·Wo and the GEMM result (F·N·Ho·Wo).
 
-    Backward: reordered gy and the columns (kept while naive's blocked input gradient
-    runs), then that input gradient's phase; the full column gradient is never held.
+    Backward: reordered gy and the columns, then the input gradient: the transposed
+    correlation's columns and result where im2col runs it so (Fg·kh·kw·N·H·W and
+    C·N·H·W), else naive's blocked input-gradient phase; the full column gradient is
+    never held. On a CPU the batch runs in cache-sized chunks
+    (:func:`arraycnn.conv.im2col.samples_per_chunk`) and needs less; the bound is the
+    whole batch's, which a GPU needs.
     """
+    from .im2col import uses_transposed_input_grad
+
     cols = g.n * g.ho * g.wo
     columns = g.c * g.kh * g.kw * cols
     if direction == "forward":
         return s * (columns + g.f * cols)
-    return s * (g.f * cols + columns + _naive_input_phase(g))
+    if uses_transposed_input_grad(g):
+        inputs = g.n * g.h * g.w
+        input_phase = g.f * g.kh * g.kw * inputs + g.c * inputs
+    else:
+        input_phase = _naive_input_phase(g)
+    return s * (g.f * cols + columns + input_phase)
 
 
 def _fft_forward_elements(g: ConvGeometry) -> int:

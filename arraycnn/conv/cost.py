@@ -327,8 +327,9 @@ def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
     """Forward: :func:`_im2col_forward`.
 
     Backward: reorder gy; per batch chunk, unfold and a GEMM for gw (K = n·Ho·Wo); the input
-    gradient as the forward of the transposed correlation where im2col runs it so, else
-    naive's blocked input gradient (:func:`_naive_input_grad`).
+    gradient as the forward of the transposed correlation where im2col runs it so, else at
+    stride 1 :func:`_col2im_rows`, else naive's blocked input gradient
+    (:func:`_naive_input_grad`).
     """
     if direction == "forward":
         return _im2col_forward(g)
@@ -340,7 +341,24 @@ def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
     if uses_transposed_input_grad(g):
         tgeom = transposed_geometry(g)
         return weight + _im2col_forward(tgeom) + _traffic(4 * g.f * g.cg * g.kh * g.kw, calls=3)
+    if g.stride == (1, 1):
+        return weight + _col2im_rows(g) + OpCounts(calls=4 * (chunks - 1))
     return weight + _naive_input_grad(g) + OpCounts(calls=4 * (chunks - 1))
+
+
+def _col2im_rows(g: ConvGeometry) -> OpCounts:
+    """im2col's stride-1 col2im: gy into padded-width rows, one GEMM (kh·kw·Cg x Fg x
+    N·Ho·Wp), zero the sums, one contiguous addition per tap, crop and reorder into gx."""
+    rows = g.n * g.ho * g.wp
+    taps = g.kh * g.kw
+    sums = g.n * g.c * g.hp * g.wp
+    return (
+        _traffic(2 * g.f * g.n * g.ho * g.wo, calls=3)
+        + _gemm(taps * g.cg, g.fg, rows, g.groups)
+        + _traffic(sums, calls=1)
+        + _traffic(3 * g.c * rows, calls=1).scaled(taps)
+        + _traffic(2 * g.n * g.c * g.h * g.w, calls=3)
+    )
 
 
 def _fft_forward(g: ConvGeometry) -> OpCounts:
@@ -400,18 +418,35 @@ def _counts_fft(g: ConvGeometry, direction: str) -> OpCounts:
 
 
 def _counts_separable(g: ConvGeometry, direction: str, rank: int) -> OpCounts:
-    """SVD of the F·Cg kernel slices; r column passes over (Ho, Wp), r row passes over
-    (Ho, Wo), elementwise (multiply: 2 element moves, accumulate: 3).
+    """SVD of the F·Cg kernel slices; kh column taps over (Ho, Wp), kw row taps over
+    (Ho, Wo) on the r·F·Cg lanes, elementwise (multiply: 2 element moves, accumulate: 3).
+
+    The forward runs in bands of output rows (:func:`arraycnn.conv.separable.bands`, sized
+    here for float32: the counts do not see the itemsize): the traffic is that of the whole
+    output, the array calls are paid per band -- per tap a multiply and an accumulate, the
+    sum over (Cg, r) where Cg·r > 1 (one read of the lanes, one write of the band) and the
+    band's copy into the result (counted as two calls: ``array_api_extra.at`` costs about
+    that).
 
     Backward: the transposed passes, then the direct weight gradient of naive.
     """
+    from .separable import band_rows
+
     lanes = g.n * g.f * g.cg * rank
     svd = OpCounts(calls=6 + g.f * g.cg)  # a small SVD costs about one array call
     column = _traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
     row = _traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
     if direction == "forward":
-        total = _traffic(lanes * g.ho * g.wo + g.n * g.f * g.ho * g.wo, calls=2)
-        return svd + _pad(g) + column + row + total
+        count = -(-g.ho // band_rows(g, rank))  # bands
+        outputs = g.n * g.f * g.ho * g.wo
+        passes = _traffic(column.bytes + row.bytes, calls=0)  # the taps' traffic, whole output
+        # per band: the first tap of each pass a multiply, the others multiply + accumulate
+        per_band = OpCounts(calls=(2 * g.kh - 1) + (2 * g.kw - 1) + 2)
+        if g.cg * rank > 1:
+            per_band = per_band + OpCounts(calls=1)
+            passes = passes + _traffic(lanes * g.ho * g.wo + outputs, calls=0)
+        result = _traffic(2 * outputs, calls=2)  # allocated once, each band copied in
+        return svd + _pad(g) + passes + per_band.scaled(count) + result
     scatter_rows = _traffic(lanes * g.ho * g.wp) + row
     gather_cols = _traffic(3 * lanes * g.ho * g.wp + 4 * g.n * g.c * g.ho * g.wp, calls=3).scaled(
         g.kh

@@ -44,11 +44,15 @@ from ..geometry import ConvGeometry, conv_geometry
 from . import naive
 from ._layout import (
     ALL,
+    add_at,
+    fill_zero,
     grad_output_group_major,
+    input_from_group_view,
     input_group_view,
     output_from_group_major,
     set_at,
     tap_bands,
+    taps,
 )
 from .workspace import scratch
 
@@ -179,20 +183,62 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
 
 
+def _col2im_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Stride-1 col2im over rows of the padded width: gy (N, F, Ho, Wo) -> (N, C, H, W).
+
+    gy is laid into rows of the padded width Wp (zeros beyond Wo), so the column gradient
+    ``w^T @ gy`` of tap (i, j) lands on the flattened padded input at the single offset
+    ``i·dh·Wp + j·dw``: one contiguous addition per tap instead of a strided band (the
+    zero columns add nothing). Stride 1 makes Hp = Ho + dh (kh - 1), Wp = Wo + dw (kw - 1).
+    """
+    g = geom
+    ntaps, row_span = g.kh * g.kw, g.ho * g.wp
+    # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    gy5 = xp.reshape(gy, (g.n, g.groups, g.fg, g.ho, g.wo))
+    gy5 = xp.permute_dims(gy5, (1, 2, 0, 3, 4))  # (N, G, Fg, Ho, Wo) -> (G, Fg, N, Ho, Wo)
+    frame = scratch("im2col.gy_rows", (g.groups, g.fg, g.n, g.ho, g.wp), like=gy, xp=xp, key=g)
+    frame = set_at(frame, (ALL, ALL, ALL, ALL, slice(0, g.wo)), gy5)  # columns >= Wo stay 0
+    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh*kw)
+    wt = xp.reshape(w, (g.groups, g.fg, g.cg, ntaps))
+    wt = xp.permute_dims(wt, (0, 3, 2, 1))  # (G, Fg, Cg, kh*kw) -> (G, kh*kw, Cg, Fg)
+    wt = xp.reshape(wt, (g.groups, ntaps * g.cg, g.fg))  # -> (G, kh*kw*Cg, Fg)
+    # (G, Fg, N, Ho, Wp) -> (G, Fg, N*Ho*Wp)
+    gcols = wt @ xp.reshape(frame, (g.groups, g.fg, g.n * row_span))  # (G, T*Cg, N*Ho*Wp)
+    # (G, T*Cg, N*Ho*Wp) -> (G, T, Cg, N, Ho*Wp)
+    gcols = xp.reshape(gcols, (g.groups, ntaps, g.cg, g.n, row_span))
+    flat = g.hp * g.wp
+    span = flat + g.dilation[1] * (g.kw - 1)  # the last tap's junk columns run past Hp*Wp
+    acc = fill_zero(scratch("im2col.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp))
+    for t, (i, j) in enumerate(taps(g)):
+        start = i * g.dilation[0] * g.wp + j * g.dilation[1]
+        acc = add_at(acc, (ALL, ALL, ALL, slice(start, start + row_span)), gcols[:, t, ...])
+    # (G, Cg, N, Hp*Wp) -> (G, Cg, N, Hp, Wp)
+    gxpad = xp.reshape(acc[..., :flat], (g.groups, g.cg, g.n, g.hp, g.wp))
+    top, left = g.padding[0][0], g.padding[1][0]
+    return input_from_group_view(gxpad[..., top : top + g.h, left : left + g.w], g, xp=xp)
+
+
+def _col2im(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """col2im of one chunk: over padded-width rows at stride 1, else naive's tap bands."""
+    if geom.stride == (1, 1):
+        return _col2im_rows(gy, w, geom, xp=xp)
+    return naive.input_grad(gy, w, geom, xp=xp)
+
+
 def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
 
     Unfold + GEMM on gy where :func:`uses_transposed_input_grad`; otherwise col2im by
-    batch chunks (:func:`.naive.input_grad` on each, concatenated along N).
+    batch chunks (:func:`_col2im` on each, concatenated along N).
     """
     if uses_transposed_input_grad(geom):
         tgeom = transposed_geometry(geom)
         return _correlate(gy, transposed_kernel(w, geom, xp=xp), tgeom, xp=xp)
     chunks = batch_chunks(geom, cached=cache_chunked(gy, xp))
     if len(chunks) == 1:
-        return naive.input_grad(gy, w, geom, xp=xp)
+        return _col2im(gy, w, geom, xp=xp)
     parts = [
-        naive.input_grad(gy[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
+        _col2im(gy[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
         for start, stop in chunks
     ]
     return xp.concat(parts, axis=0)  # chunks of (n, C, H, W) -> (N, C, H, W)

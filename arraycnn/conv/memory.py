@@ -101,8 +101,9 @@ def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
 
     Backward: reordered gy and the columns, then the input gradient: the transposed
     correlation's columns and result where im2col runs it so (Fg·kh·kw·N·H·W and
-    C·N·H·W), else naive's blocked input-gradient phase; the full column gradient is
-    never held. On a CPU the batch runs in cache-sized chunks
+    C·N·H·W); else, at stride 1, col2im over padded-width rows (gy's frame F·N·Ho·Wp, the
+    column gradient kh·kw·C·N·Ho·Wp, the sums C·N·Hp·Wp and gx); else naive's blocked
+    input-gradient phase. On a CPU the batch runs in cache-sized chunks
     (:func:`arraycnn.conv.im2col.samples_per_chunk`) and needs less; the bound is the
     whole batch's, which a GPU needs.
     """
@@ -112,9 +113,13 @@ def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
     columns = g.c * g.kh * g.kw * cols
     if direction == "forward":
         return s * (columns + g.f * cols)
+    inputs = g.n * g.h * g.w
     if uses_transposed_input_grad(g):
-        inputs = g.n * g.h * g.w
         input_phase = g.f * g.kh * g.kw * inputs + g.c * inputs
+    elif g.stride == (1, 1):  # col2im over padded-width rows: gy frame, column gradient, sums
+        rows = g.n * g.ho * g.wp
+        span = g.n * (g.hp * g.wp + g.dilation[1] * (g.kw - 1))
+        input_phase = g.f * rows + g.kh * g.kw * g.c * rows + g.c * span + g.c * inputs
     else:
         input_phase = _naive_input_phase(g)
     return s * (g.f * cols + columns + input_phase)
@@ -186,16 +191,22 @@ def _bytes_fft(g: ConvGeometry, direction: str, s: int) -> int:
 
 
 def _bytes_separable(g: ConvGeometry, direction: str, s: int, rank: int) -> int:
-    """The column-pass intermediate N·F·Cg·r·Ho·Wp and the row-pass accumulator, each with
-    the temporary of its update (``rank`` = the kernel's numerical rank).
+    """Forward: the padded input and one band's temporaries (``rank`` = the kernel's
+    numerical rank, B the rows of a band, :func:`arraycnn.conv.separable.band_rows`): the
+    column-pass intermediate N·F·Cg·r·B·Wp and the row-pass accumulator N·F·Cg·r·B·Wo, each
+    with the temporary of its update (the sum over (Cg, r) fits in what the pass freed). The
+    result, allocated once, is the output.
 
     Backward: the transposed intermediates, the padded input-gradient accumulator and, after
     them, the direct weight gradient of :mod:`.naive`.
     """
+    from .separable import band_rows
+
     lanes = g.n * g.f * g.cg * rank
     pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
     if direction == "forward":
-        return s * (pad + 2 * lanes * g.ho * g.wp + 2 * lanes * g.ho * g.wo)
+        rows = band_rows(g, rank, s)
+        return s * (pad + 2 * lanes * rows * g.wp + 2 * lanes * rows * g.wo)
     transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
     transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
     return s * max(transposed, _naive_weight_phase(g))

@@ -228,3 +228,76 @@ def test_workspace_bound_covers_the_input_gradient(x_shape, w_shape, transposed)
     results = (g.n * g.c * g.h * g.w + g.f * g.cg * g.kh * g.kw) * 8
     assert peak - results <= predicted
     assert peak > 0.4 * predicted  # the bound is not vacuous (it is ~1.8x here)
+
+
+# --------------------------------------------------------------------------- row bands
+
+BANDED_GEOMETRIES = [
+    ((1, 1, 11, 9), (1, 1, 3, 3), {"padding": 1}),
+    ((2, 2, 10, 7), (3, 2, 3, 2), {"padding": ((2, 0), (1, 1)), "stride": (2, 1)}),
+    ((1, 2, 12, 8), (2, 2, 3, 3), {"padding": 2, "dilation": (3, 1)}),
+    ((1, 4, 9, 6), (4, 2, 2, 3), {"padding": ((5, 4), (0, 1)), "groups": 2}),  # padding rows
+    ((1, 1, 8, 8), (1, 1, 4, 4), {"padding": "same"}),
+]
+
+
+@pytest.fixture
+def rows_of(monkeypatch):
+    """rows_of(geom, rows): the forward of ``geom`` runs in bands of ``rows`` output rows."""
+
+    def apply(geom, rows: int) -> None:
+        per_row = geom.groups * geom.cg * geom.kh * geom.kw * geom.wo
+        monkeypatch.setattr(im2col, "COLUMN_CHUNK_ELEMENTS", per_row * rows)
+        monkeypatch.setattr(im2col, "WHOLE_BATCH_ELEMENTS", 0)
+        assert im2col.rows_per_band(geom) == (rows if 2 * rows < geom.ho else geom.ho)
+
+    return apply
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), BANDED_GEOMETRIES)
+def test_banded_forward_matches_the_loops(
+    xp, to_xp, rng, rows_of, rows, x_shape, w_shape, geometry
+):
+    """Bands of 1-3 output rows (remainders, bands of padding only) against the loops."""
+    g = conv_geometry(x_shape, w_shape, **geometry)
+    rows_of(g, rows)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    y = ac.conv2d(to_xp(x), to_xp(w), strategy="im2col", **geometry)
+    scale = oracles.error_scales(x, w, **geometry)[0]
+    assert_close(
+        y,
+        oracles.correlate_loops(x, w, **geometry),
+        scale=scale,
+        xp=xp,
+        device=device_of(to_xp(x)),
+        err_msg=f"{geometry} rows {rows}",
+    )
+
+
+def test_band_geometries_cover_the_output_rows():
+    """Each band yields its own rows (Ho = stop - start) from the input rows it names;
+    bands over padding alone are None."""
+    for x_shape, w_shape, geometry in BANDED_GEOMETRIES:
+        g = conv_geometry(x_shape, w_shape, **geometry)
+        for start in range(g.ho):
+            for stop in range(start + 1, g.ho + 1):
+                band = im2col.band_geometry(g, start, stop)
+                if band is None:
+                    continue
+                part, rows = band
+                assert part.ho == stop - start and part.wo == g.wo
+                assert 0 <= rows.start < rows.stop <= g.h and part.h == rows.stop - rows.start
+    only_padding = conv_geometry((1, 1, 4, 4), (1, 1, 2, 2), padding=((5, 0), (0, 0)))
+    assert im2col.band_geometry(only_padding, 0, 2) is None
+    assert im2col.band_geometry(only_padding, 0, only_padding.ho) is not None
+
+
+def test_large_image_runs_in_bands():
+    g = conv_geometry((1, 1, 4096, 4096), (1, 1, 3, 3), padding=1)
+    rows = im2col.rows_per_band(g)
+    assert 1 <= rows < g.ho and 9 * rows * g.wo <= im2col.COLUMN_CHUNK_ELEMENTS
+    assert im2col.rows_per_band(g, cached=False) == g.ho  # a GPU runs it whole
+    small = conv_geometry((1, 1, 256, 256), (1, 1, 3, 3), padding=1)
+    assert im2col.rows_per_band(small) == small.ho

@@ -25,9 +25,10 @@ gradient depends on the stride:
   the column gradient ``w^T @ gy`` is folded back onto the input with slice additions
   (col2im), one block of taps at a time (:func:`.naive.input_grad`), never held in full.
 
-The batch runs in chunks of samples whose columns fit in the last-level cache
-(:data:`COLUMN_CHUNK_ELEMENTS`): each chunk's columns are written and then read by its GEMM
-while still in cache, and the column buffer stays small.
+On a CPU the batch runs in chunks of samples whose columns fit in the last-level cache
+(:data:`COLUMN_CHUNK_ELEMENTS`), and the forward of a large image in bands of output rows
+(:func:`band_geometry`): each piece's columns are written and then read by its GEMM while
+still in cache, and the column buffer stays small.
 Memory beyond input and output: the columns of one chunk, G·Cg·kh·kw·n·Ho·Wo elements for
 n = :func:`samples_per_chunk` (backward: also those of gy, G·Fg·kh·kw·n·H·W, or col2im's
 blocks).
@@ -108,18 +109,67 @@ def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return _correlate(x, w, geom, xp=xp)
 
 
+def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
+    """Output rows per forward band: Ho, unless one sample's columns exceed twice
+    :data:`COLUMN_CHUNK_ELEMENTS` (a large image), then as many rows as fit it (at least 1).
+    A GPU (``cached`` False) runs whole samples."""
+    per_row = geom.groups * geom.cg * geom.kh * geom.kw * geom.wo
+    if not cached or per_row * geom.ho <= 2 * COLUMN_CHUNK_ELEMENTS:
+        return geom.ho
+    return max(1, COLUMN_CHUNK_ELEMENTS // per_row)
+
+
+def band_geometry(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeometry, slice] | None:
+    """One sample's output rows [start, stop) as a convolution of their input rows.
+
+    Returns the band's geometry (N = 1, its own top and bottom padding, Ho = stop - start)
+    and the input rows it reads, or None if those output rows read only padding.
+    """
+    stride, dilation, top = geom.stride[0], geom.dilation[0], geom.padding[0][0]
+    first = start * stride - top  # input row read by the band's first tap of its first row
+    end = (stop - 1) * stride - top + dilation * (geom.kh - 1) + 1
+    lo, hi = max(first, 0), min(end, geom.h)
+    if hi <= lo:
+        return None
+    band = conv_geometry(
+        (1, geom.c, hi - lo, geom.w),
+        geom.w_shape,
+        stride=geom.stride,
+        padding=((lo - first, end - hi), geom.padding[1]),
+        dilation=geom.dilation,
+        groups=geom.groups,
+    )
+    return band, slice(lo, hi)
+
+
 def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """The forward's unfold + GEMM by batch chunks (also runs the input gradient)."""
+    """The forward's unfold + GEMM by batch chunks or row bands (also runs gx)."""
     wm = _weight_matrix(w, geom, xp=xp)  # (G, Fg, Cg*kh*kw)
-    chunks = batch_chunks(geom, cached=cache_chunked(x, xp))
-    if len(chunks) == 1:
+    cached = cache_chunked(x, xp)
+    chunks = batch_chunks(geom, cached=cached)
+    rows = rows_per_band(geom, cached=cached)
+    if len(chunks) == 1 and rows == geom.ho:
         yg = wm @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
         return output_from_group_major(yg, geom, xp=xp)
-    y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every sample written
-    for start, stop in chunks:
-        part = dataclasses.replace(geom, n=stop - start)
-        yg = wm @ unfold(x[start:stop, ...], part, xp=xp)  # (G, Fg, n*Ho*Wo)
-        y = set_at(y, (slice(start, stop), ALL, ALL, ALL), output_from_group_major(yg, part, xp=xp))
+    y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every element written
+    if rows == geom.ho:
+        for start, stop in chunks:
+            part = dataclasses.replace(geom, n=stop - start)
+            yg = wm @ unfold(x[start:stop, ...], part, xp=xp)  # (G, Fg, n*Ho*Wo)
+            chunk = output_from_group_major(yg, part, xp=xp)  # (n, F, Ho, Wo)
+            y = set_at(y, (slice(start, stop), ALL, ALL, ALL), chunk)
+        return y
+    for sample in range(geom.n):
+        for start in range(0, geom.ho, rows):
+            stop = min(start + rows, geom.ho)
+            where = (slice(sample, sample + 1), ALL, slice(start, stop), ALL)
+            band = band_geometry(geom, start, stop)
+            if band is None:
+                y = set_at(y, where, 0)
+                continue
+            part, in_rows = band
+            yg = wm @ unfold(x[sample : sample + 1, :, in_rows, :], part, xp=xp)  # (G, Fg, B*Wo)
+            y = set_at(y, where, output_from_group_major(yg, part, xp=xp))
     return y
 
 

@@ -56,7 +56,12 @@ from pathlib import Path
 from typing import Any
 
 from ..geometry import ConvGeometry
-from .im2col import batch_chunks, transposed_geometry, uses_transposed_input_grad
+from .im2col import (
+    batch_chunks,
+    rows_per_band,
+    transposed_geometry,
+    uses_transposed_input_grad,
+)
 
 __all__ = [
     "COUNT_NAMES",
@@ -316,11 +321,14 @@ def _unfold(g: ConvGeometry) -> OpCounts:
 
 
 def _im2col_forward(g: ConvGeometry) -> OpCounts:
-    """Unfold, one GEMM with K = Cg·kh·kw, reorder the output; per batch chunk."""
+    """Unfold, one GEMM with K = Cg·kh·kw, reorder the output; per batch chunk or row band
+    (each piece pays its own array calls)."""
     cols = g.n * g.ho * g.wo
     k = g.cg * g.kh * g.kw
     counts = _unfold(g) + _gemm(g.fg, k, cols, g.groups) + _traffic(2 * g.f * cols, calls=3)
-    return counts + OpCounts(calls=3 * (len(batch_chunks(g)) - 1))
+    rows = rows_per_band(g)
+    pieces = len(batch_chunks(g)) if rows == g.ho else g.n * -(-g.ho // rows)
+    return counts + OpCounts(calls=(3 + 2 * g.kh * g.kw) * (pieces - 1))
 
 
 def _counts_im2col(g: ConvGeometry, direction: str) -> OpCounts:
@@ -426,7 +434,7 @@ def _counts_separable(g: ConvGeometry, direction: str, rank: int) -> OpCounts:
     output, the array calls are paid per band -- per tap a multiply and an accumulate, the
     sum over (Cg, r) where Cg·r > 1 (one read of the lanes, one write of the band) and the
     band's copy into the result (counted as two calls: ``array_api_extra.at`` costs about
-    that).
+    that; a single band is the result).
 
     Backward: the transposed passes, then the direct weight gradient of naive.
     """
@@ -445,7 +453,8 @@ def _counts_separable(g: ConvGeometry, direction: str, rank: int) -> OpCounts:
         if g.cg * rank > 1:
             per_band = per_band + OpCounts(calls=1)
             passes = passes + _traffic(lanes * g.ho * g.wo + outputs, calls=0)
-        result = _traffic(2 * outputs, calls=2)  # allocated once, each band copied in
+        # several bands: the result allocated once, each band copied in
+        result = _traffic(2 * outputs, calls=2) if count > 1 else OpCounts()
         return svd + _pad(g) + passes + per_band.scaled(count) + result
     scatter_rows = _traffic(lanes * g.ho * g.wp) + row
     gather_cols = _traffic(3 * lanes * g.ho * g.wp + 4 * g.n * g.c * g.ho * g.wp, calls=3).scaled(

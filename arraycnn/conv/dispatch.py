@@ -4,8 +4,9 @@ A call's *plan* (:class:`Plan`: a strategy and a batch chunk size) comes from:
 
 1. **Eligibility** -- the capability table against the namespace (``xp.fft``,
    ``xp.linalg.svd``); with ``require_exact=True`` only strategies whose result is a plain
-   sum of products (no FFT, no SVD); separable only where the kernel's numerical rank makes
-   it clearly cheaper than direct taps: ``r (kh + kw) <= SEPARABLE_GAIN kh kw``.
+   sum of products (no FFT, no SVD); separable only where the kernel's numerical rank r
+   gives its passes fewer taps than the direct kernel, ``r (kh + kw) < SEPARABLE_GAIN kh kw``
+   (then the cost model decides); the SVD is skipped where even r = 1 fails that test.
 2. **Memory** -- the predicted workspace (:mod:`.memory`) against the budget. A strategy
    over budget runs on batch chunks (N split so that each chunk fits; forward outputs are
    concatenated along N; backward concatenates gx and sums gw), or is skipped if not even
@@ -89,8 +90,10 @@ KERNELS: dict[str, ModuleType] = {
     "fft": fft,
 }
 
-#: Separable is eligible for ``auto`` only when r (kh + kw) <= SEPARABLE_GAIN * kh * kw.
-SEPARABLE_GAIN = 0.5
+#: Separable is eligible for ``auto`` only when r (kh + kw) < SEPARABLE_GAIN * kh * kw:
+#: with 1.0, strictly fewer taps than the direct kernel (rank 1 from 2x3 and 3x3 up); the
+#: cost model weighs the rest (per-call overhead, bands, the SVD).
+SEPARABLE_GAIN = 1.0
 #: Autotuning times only candidates predicted at most this many times the best.
 AUTOTUNE_SPREAD = 20.0
 
@@ -172,20 +175,25 @@ def _itemsize(dtype: Any, xp: ModuleType) -> int:
     return xp.finfo(dtype).bits // 8
 
 
+def _separable_rank_pays_off(rank: int, geom: ConvGeometry) -> bool:
+    """``r (kh + kw) < SEPARABLE_GAIN kh kw``: the passes have fewer taps than the kernel."""
+    return rank * (geom.kh + geom.kw) < SEPARABLE_GAIN * geom.kh * geom.kw
+
+
 def _separable_worth_trying(geom: ConvGeometry) -> bool:
-    """Even rank 1 must pass ``r (kh + kw) <= SEPARABLE_GAIN kh kw`` (skips the SVD)."""
-    return geom.kh + geom.kw <= SEPARABLE_GAIN * geom.kh * geom.kw
+    """Even rank 1 must pass :func:`_separable_rank_pays_off` (else the SVD is skipped)."""
+    return _separable_rank_pays_off(1, geom)
 
 
 def worthwhile_separable_rank(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> int | None:
-    """The kernel's numerical rank if separable is clearly cheaper than direct taps, else None.
+    """The kernel's numerical rank if its passes have fewer taps than the kernel, else None.
 
     The SVD is skipped where even rank 1 could not pass the test. ``w`` must be finite.
     """
     if not _separable_worth_trying(geom):
         return None
     rank = separable.numerical_rank(w, xp=xp)
-    return rank if rank * (geom.kh + geom.kw) <= SEPARABLE_GAIN * geom.kh * geom.kw else None
+    return rank if _separable_rank_pays_off(rank, geom) else None
 
 
 class _Inputs:
@@ -333,7 +341,7 @@ def _analyse(
         cand.excluded = "w holds NaN/Inf (no SVD)"
         return result, None
     rank = separable.numerical_rank(w, xp=xp)
-    if rank * (geom.kh + geom.kw) > SEPARABLE_GAIN * geom.kh * geom.kw:
+    if not _separable_rank_pays_off(rank, geom):
         cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
         cand.seconds = math.inf
         return result, rank

@@ -7,15 +7,20 @@ all slices, the correlation becomes r column passes (along H) then r row passes 
     t[n, g, f, c, r, p, :] = sum_i u[g, f, c, r, i] * xpad[n, g, c, p*sh + i*dh, :]
     y[n, g, f, p, q]       = sum_{c, r, j} v[g, f, c, r, j] * t[n, g, f, c, r, p, q*sw + j*dw]
 
-This is exact for any kernel (r <= min(kh, kw)); it pays off where r (kh + kw) is well
-below kh kw, which the dispatcher checks. Singular values below
+This is exact for any kernel (r <= min(kh, kw)); it can pay off only where r (kh + kw) is
+below kh kw (fewer taps than the direct kernel), which the dispatcher checks before its cost
+model decides. Singular values below
 ``max(kh, kw) * eps(dtype) * s_max`` of their slice are dropped, an error at the level of
 the dtype's rounding.
 
 Backward: the input gradient runs the transposed passes (row scatter, then column
 scatter); the weight gradient does not factor through the SVD and is the direct tap
 contraction of :mod:`.naive`.
-Memory beyond input and output: the intermediate t, N·F·Cg·r·Ho·Wp elements.
+The forward runs in bands of output rows (:func:`bands`) so that each band's t and its
+row-pass accumulator stay small (:data:`BAND_BYTES`), each band written into the result
+allocated once. Memory beyond input and output: the padded input and one band's
+temporaries, about 2 N·F·Cg·r·B·(Wp + Wo) elements for B rows (the backward still holds
+the full t, N·F·Cg·r·Ho·Wp elements).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import array_api_extra as xpx
+
+from ..backend import device_of
 from ..geometry import ConvGeometry
 from . import naive
 from ._layout import ALL, add_at, crop_padding, pad_input, zeros
@@ -63,26 +71,127 @@ def _padded_5d(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
 
 
+#: Bytes the forward aims at per band temporary (the column-pass result, the row-pass
+#: accumulator and each tap's product). Below glibc's default mmap threshold (128 KiB) the
+#: temporaries come from the heap and are reused band after band, warm in the 1 MiB L2; a
+#: full-size temporary (or a band of several hundred KiB) is mapped afresh and faulted in
+#: page by page (measured on the reference machine, one float32 4096² image, 7x7 rank 1,
+#: fresh process: 60-65 ms with bands of 112 KiB, 95 ms with 256 KiB, 165-175 ms unbanded).
+BAND_BYTES = 112 * 1024
+
+
+def band_rows(geom: ConvGeometry, rank: int, itemsize: int = 4) -> int:
+    """Output rows per band of the forward (the last band may hold fewer).
+
+    A band's column-pass result has ``L = N G Fg Cg r`` lanes of (rows, Wp) elements of
+    ``itemsize`` bytes; the widest band keeps it within :data:`BAND_BYTES` (at least one
+    row, at most Ho), and the rows are then evened out over the bands that takes:
+    ``ceil(Ho / ceil(Ho / widest))``.
+    """
+    lanes = geom.n * geom.f * geom.cg * rank
+    widest = max(1, min(geom.ho, BAND_BYTES // max(1, lanes * geom.wp * itemsize)))
+    count = -(-geom.ho // widest)  # ceil(Ho / widest)
+    return -(-geom.ho // count)
+
+
+def bands(geom: ConvGeometry, rank: int, itemsize: int = 4) -> list[tuple[int, int]]:
+    """Output row ranges ``[start, stop)`` of the forward's bands, in order, covering Ho."""
+    rows = band_rows(geom, rank, itemsize)
+    return [(start, min(start + rows, geom.ho)) for start in range(0, geom.ho, rows)]
+
+
+def _tap_rows_of_band(geom: ConvGeometry, i: int, start: int, stop: int) -> slice:
+    """Rows of the padded input that kernel row ``i`` meets for output rows [start, stop)."""
+    sh = geom.stride[0]
+    first = start * sh + i * geom.dilation[0]
+    return slice(first, first + sh * (stop - start - 1) + 1, sh)
+
+
+def _tap_factors(f: Array) -> list[Array]:
+    """The factor of each tap, ready to broadcast.
+
+    (G, Fg, Cg, r, k) -> k arrays (1, G, Fg, Cg, r, 1, 1).
+    """
+    return [f[None, ..., t, None, None] for t in range(f.shape[-1])]
+
+
+def _column_pass(
+    x7: Array, u_taps: list[Array], geom: ConvGeometry, start: int, stop: int
+) -> Array:
+    """``t`` of output rows [start, stop) (B of them).
+
+    x7 (N, G, 1, Cg, 1, Hp, Wp) -> (N, G, Fg, Cg, r, B, Wp).
+    """
+
+    def term(i: int) -> Array:
+        # (N, G, 1, Cg, 1, Hp, Wp) -> (N, G, 1, Cg, 1, B, Wp), x (1, G, Fg, Cg, r, 1, 1)
+        return x7[..., _tap_rows_of_band(geom, i, start, stop), :] * u_taps[i]
+
+    cols = term(0)
+    for i in range(1, geom.kh):
+        cols += term(i)  # one tap's product alive at a time
+    return cols
+
+
+def _row_pass(cols: Array, v_taps: list[Array], geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Row pass and the sum over (Cg, r): (N, G, Fg, Cg, r, B, Wp) -> (N, G, Fg, B, Wo)."""
+
+    def term(j: int) -> Array:
+        # (N, G, Fg, Cg, r, B, Wp) -> (N, G, Fg, Cg, r, B, Wo), x (1, G, Fg, Cg, r, 1, 1)
+        return cols[..., geom.tap_cols(j)] * v_taps[j]
+
+    acc = term(0)  # (N, G, Fg, Cg, r, B, Wo)
+    for j in range(1, geom.kw):
+        acc += term(j)
+    n, g, fg, cg, r, b, wo = acc.shape
+    if cg * r == 1:  # nothing to add up
+        # (N, G, Fg, 1, 1, B, Wo) -> (N, G, Fg, B, Wo)
+        return xp.reshape(acc, (n, g, fg, b, wo))
+    return xp.sum(acc, axis=(3, 4))  # (N, G, Fg, B, Wo)
+
+
+def _band(
+    x7: Array,
+    u_taps: list[Array],
+    v_taps: list[Array],
+    geom: ConvGeometry,
+    start: int,
+    stop: int,
+    *,
+    xp: ModuleType,
+) -> Array:
+    """Output rows [start, stop): x7 (N, G, 1, Cg, 1, Hp, Wp) -> (N, G, Fg, B, Wo).
+
+    The band's temporaries (t and the row-pass accumulator) are freed on return.
+    """
+    cols = _column_pass(x7, u_taps, geom, start, stop)  # (N, G, Fg, Cg, r, B, Wp)
+    return _row_pass(cols, v_taps, geom, xp=xp)
+
+
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo)."""
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
+
+    Runs in bands of output rows (:func:`bands`): per band the column pass, the row pass
+    and one sum over (Cg, r), written into the result allocated once (a single band is
+    the result).
+    """
     u, v = decompose(w, geom, xp=xp)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
-    xpad = _padded_5d(x, geom, xp=xp)  # (N, G, Cg, Hp, Wp)
-    cols = None  # column pass result t: (N, G, Fg, Cg, r, Ho, Wp)
-    for i in range(geom.kh):
-        rows = xpad[ALL, ALL, None, ALL, None, geom.tap_rows(i), ALL]  # (N, G, 1, Cg, 1, Ho, Wp)
-        term = rows * u[None, ..., i, None, None]  # x (1, G, Fg, Cg, r, 1, 1)
-        if cols is None:
-            cols = term
-        else:
-            cols += term
-    acc = None  # row pass before the channel/rank sum: (N, G, Fg, Cg, r, Ho, Wo)
-    for j in range(geom.kw):
-        term = cols[..., geom.tap_cols(j)] * v[None, ..., j, None, None]
-        if acc is None:
-            acc = term
-        else:
-            acc += term
-    y = xp.sum(acc, axis=(3, 4))  # (N, G, Fg, Ho, Wo)
+    u_taps, v_taps = _tap_factors(u), _tap_factors(v)
+    # (N, G, Cg, Hp, Wp) -> (N, G, 1, Cg, 1, Hp, Wp)
+    x7 = _padded_5d(x, geom, xp=xp)[:, :, None, :, None, ...]
+    plan = bands(geom, u.shape[3], xp.finfo(x.dtype).bits // 8)
+    if len(plan) == 1:
+        y = _band(x7, u_taps, v_taps, geom, 0, geom.ho, xp=xp)  # (N, G, Fg, Ho, Wo)
+        # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
+        return xp.reshape(y, geom.y_shape)
+    y = xp.empty(
+        (geom.n, geom.groups, geom.fg, geom.ho, geom.wo), dtype=x.dtype, device=device_of(x)
+    )
+    for start, stop in plan:
+        band = _band(x7, u_taps, v_taps, geom, start, stop, xp=xp)  # (N, G, Fg, B, Wo)
+        # in place where the backend allows; xp given, so at() does not look it up per band
+        y = xpx.at(y, (ALL, ALL, ALL, slice(start, stop), ALL)).set(band, xp=xp)
+        del band  # the next band reuses its memory
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.reshape(y, geom.y_shape)
 

@@ -309,7 +309,7 @@ def _v1_seconds(name: str, g: ConvGeometry, rank: int) -> float:
 def _auto_eligible(case: Case, strategy: str, rank: int) -> bool:
     if strategy != "separable":
         return True
-    return rank * 2 * case.k <= SEPARABLE_GAIN * case.k * case.k
+    return rank * 2 * case.k < SEPARABLE_GAIN * case.k * case.k
 
 
 def regret(

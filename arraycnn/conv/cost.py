@@ -425,12 +425,12 @@ def _counts_fft(g: ConvGeometry, direction: str) -> OpCounts:
     return _pad(g) + transforms + products + layout + upsample + _traffic(2 * g.n * g.c * g.h * g.w)
 
 
-def _counts_separable(g: ConvGeometry, direction: str, rank: int) -> OpCounts:
+def _counts_separable(g: ConvGeometry, direction: str, rank: int, itemsize: int = 4) -> OpCounts:
     """SVD of the F·Cg kernel slices; kh column taps over (Ho, Wp), kw row taps over
     (Ho, Wo) on the r·F·Cg lanes, elementwise (multiply: 2 element moves, accumulate: 3).
 
     The forward runs in bands of output rows (:func:`arraycnn.conv.separable.bands`, sized
-    here for float32: the counts do not see the itemsize): the traffic is that of the whole
+    by the itemsize): the traffic is that of the whole
     output, the array calls are paid per band -- per tap a multiply and an accumulate, the
     sum over (Cg, r) where Cg·r > 1 (one read of the lanes, one write of the band) and the
     band's copy into the result (counted as two calls: ``array_api_extra.at`` costs about
@@ -445,7 +445,7 @@ def _counts_separable(g: ConvGeometry, direction: str, rank: int) -> OpCounts:
     column = _traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
     row = _traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
     if direction == "forward":
-        count = -(-g.ho // band_rows(g, rank))  # bands
+        count = -(-g.ho // band_rows(g, rank, itemsize))  # bands
         outputs = g.n * g.f * g.ho * g.wo
         passes = _traffic(column.bytes + row.bytes, calls=0)  # the taps' traffic, whole output
         # per band: the first tap of each pass a multiply, the others multiply + accumulate
@@ -489,7 +489,7 @@ def op_counts(
         counts = _counts_fft(geom, direction)
     elif name == "separable":
         r = rank if rank is not None else min(geom.kh, geom.kw)
-        counts = _counts_separable(geom, direction, r)
+        counts = _counts_separable(geom, direction, r, itemsize)
     else:
         raise ValueError(f"unknown strategy {name!r}")
     flop_scale = itemsize / 4.0

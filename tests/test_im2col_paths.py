@@ -28,7 +28,7 @@ def paths(monkeypatch):
     path that builds the transposed kernel), 'rows' (stride-1 col2im over padded-width
     rows) or 'bands' (naive's col2im by tap bands)."""
     taken: list[str] = []
-    kernel, rows, bands = im2col.transposed_kernel, im2col._col2im_rows, naive.input_grad
+    kernel, rows, bands = im2col.transposed_kernel, naive._input_grad_rows, naive._input_grad_bands
 
     def spy_kernel(w, geom, *, xp):
         taken.append("transposed")
@@ -43,8 +43,8 @@ def paths(monkeypatch):
         return bands(gy, w, geom, xp=xp)
 
     monkeypatch.setattr(im2col, "transposed_kernel", spy_kernel)
-    monkeypatch.setattr(im2col, "_col2im_rows", spy_rows)
-    monkeypatch.setattr(naive, "input_grad", spy_bands)
+    monkeypatch.setattr(naive, "_input_grad_rows", spy_rows)
+    monkeypatch.setattr(naive, "_input_grad_bands", spy_bands)
     return taken
 
 
@@ -259,7 +259,8 @@ def rows_of(monkeypatch):
 def test_banded_forward_matches_the_loops(
     xp, to_xp, rng, rows_of, rows, x_shape, w_shape, geometry
 ):
-    """Bands of 1-3 output rows (remainders, bands of padding only) against the loops."""
+    """Bands of 1-3 output rows (remainders, bands of padding only) against the loops,
+    forward and backward."""
     g = conv_geometry(x_shape, w_shape, **geometry)
     rows_of(g, rows)
     x = rng.standard_normal(x_shape)
@@ -274,6 +275,7 @@ def test_banded_forward_matches_the_loops(
         device=device_of(to_xp(x)),
         err_msg=f"{geometry} rows {rows}",
     )
+    _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry)  # gw summed over the bands
 
 
 def test_band_geometries_cover_the_output_rows():

@@ -100,7 +100,7 @@ def _synthetic_samples(truth: cost.Calibration) -> list[tune_cli.Sample]:
                 counts = cost.op_counts(
                     name, geom, direction=direction, itemsize=itemsize, rank=rank
                 )
-                seconds = truth.seconds(name, counts)
+                seconds = truth.seconds(name, counts, direction)
                 samples.append(
                     tune_cli.Sample(case, name, direction, geom, itemsize, rank, seconds)
                 )
@@ -115,13 +115,13 @@ def test_fit_recovers_a_known_model():
         sec_per_fft_flop=1 / 2e9,
         sec_per_spectral_flop=1 / 1e9,
         sec_per_call=15e-6,
-        scale={"naive": 1.5, "separable": 0.8, "im2col": 1.0, "fft": 1.2},
+        scale={"naive": 1.5, "separable": 0.8, "im2col": 1.0, "fft": 1.2, "fft:backward": 0.6},
     )
     samples = _synthetic_samples(truth)
     fitted = tune_cli.fit(samples, cost.FIRST_ESTIMATES, source="synthetic")
     for s in samples:
         counts = cost.OpCounts(*tune_cli._counts(s))
-        assert fitted.seconds(s.strategy, counts) == pytest.approx(s.seconds, rel=0.1)
+        assert fitted.seconds(s.strategy, counts, s.direction) == pytest.approx(s.seconds, rel=0.1)
     assert tune_cli._summary(tune_cli.regret(samples, fitted))["max"] == pytest.approx(1.0)
     # the v1 baseline is evaluated on the same samples (a ratio >= 1 by definition)
     assert tune_cli._summary(tune_cli.regret(samples, None))["geomean"] >= 1.0
@@ -170,5 +170,21 @@ def test_shipped_calibrations_are_fitted_and_sane(backend):
     cal = cost.SHIPPED[backend]
     assert cal.source.startswith("fitted by `arraycnn tune")
     assert all(0 < c < 1e-3 for c in cal.coefficients())
-    assert set(cal.scale) == {"naive", "separable", "im2col", "fft"}
+    names = ("naive", "separable", "im2col", "fft")
+    assert set(cal.scale) == {*names, *(f"{n}:backward" for n in names)}
     assert cost.calibration_for(backend) == (cal, "shipped")  # no user file in the tmp dir
+
+
+def test_backward_factor_falls_back_to_the_forward_one():
+    counts = cost.OpCounts(bytes=1e9)
+    only_forward = dataclasses.replace(cost.FIRST_ESTIMATES, scale={"naive": 2.0})
+    assert only_forward.factor("naive", "backward") == 2.0
+    assert only_forward.seconds("naive", counts, "backward") == only_forward.seconds(
+        "naive", counts
+    )
+    both = dataclasses.replace(only_forward, scale={"naive": 2.0, "naive:backward": 3.0})
+    assert both.factor("naive", "backward") == 3.0 and both.factor("naive") == 2.0
+    assert both.seconds("naive", counts, "backward") == pytest.approx(
+        1.5 * both.seconds("naive", counts)
+    )
+    assert both.factor("fft", "backward") == 1.0  # unknown strategy: neutral

@@ -251,7 +251,7 @@ def _chunked_seconds(
 
     def seconds(n: int) -> float:
         g = geom if n == geom.n else dataclasses.replace(geom, n=n)
-        return cal.seconds(name, _counts(name, g, direction, itemsize, rank))
+        return cal.seconds(name, _counts(name, g, direction, itemsize, rank), direction)
 
     if chunk >= geom.n:
         return seconds(geom.n)
@@ -260,7 +260,8 @@ def _chunked_seconds(
     out_elems = geom.n * (
         geom.f * geom.ho * geom.wo if direction == "forward" else geom.c * geom.h * geom.w
     )
-    return total + cal.seconds(name, cost.OpCounts(bytes=2 * out_elems * itemsize, calls=1))
+    concat = cost.OpCounts(bytes=2 * out_elems * itemsize, calls=1)
+    return total + cal.seconds(name, concat, direction)
 
 
 def _price(

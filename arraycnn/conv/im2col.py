@@ -22,8 +22,9 @@ gradient depends on the stride:
   and runs as one more unfold + GEMM (no slice additions);
 - otherwise (stride > 1, a forward padding beyond the kernel's extent, or more output
   than input channels per group, where gy's columns would outgrow the column gradient):
-  the column gradient ``w^T @ gy`` is folded back onto the input with slice additions
-  (col2im), one block of taps at a time (:func:`.naive.input_grad`), never held in full.
+  the column gradient ``w^T @ gy`` is folded back onto the input (col2im), one block of
+  taps at a time (:func:`.naive.input_grad`: at stride 1 one contiguous addition per tap
+  over rows of the padded width), never held in full.
 
 On a CPU the batch runs in chunks of samples whose columns fit in the last-level cache
 (:data:`COLUMN_CHUNK_ELEMENTS`), and the forward of a large image in bands of output rows
@@ -37,6 +38,7 @@ blocks).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -45,15 +47,11 @@ from ..geometry import ConvGeometry, conv_geometry
 from . import naive
 from ._layout import (
     ALL,
-    add_at,
-    fill_zero,
     grad_output_group_major,
-    input_from_group_view,
     input_group_view,
     output_from_group_major,
     set_at,
     tap_bands,
-    taps,
 )
 from .workspace import scratch
 
@@ -142,50 +140,73 @@ def band_geometry(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeomet
     return band, slice(lo, hi)
 
 
-def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """The forward's unfold + GEMM by batch chunks or row bands (also runs gx)."""
-    wm = _weight_matrix(w, geom, xp=xp)  # (G, Fg, Cg*kh*kw)
-    cached = cache_chunked(x, xp)
-    chunks = batch_chunks(geom, cached=cached)
+@dataclass(frozen=True)
+class Piece:
+    """A part of the call run as one unfold + GEMM: samples, output rows, input rows.
+
+    ``geom`` is the part's own geometry, or None where its output rows read only padding.
+    """
+
+    samples: slice
+    out_rows: slice
+    in_rows: slice
+    geom: ConvGeometry | None
+
+
+def pieces(geom: ConvGeometry, *, cached: bool = True) -> list[Piece]:
+    """The call's pieces: batch chunks (:func:`batch_chunks`), or per sample its row bands
+    (:func:`rows_per_band`, :func:`band_geometry`) when one sample's columns are large."""
     rows = rows_per_band(geom, cached=cached)
-    if len(chunks) == 1 and rows == geom.ho:
-        yg = wm @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
-        return output_from_group_major(yg, geom, xp=xp)
-    y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every element written
     if rows == geom.ho:
-        for start, stop in chunks:
-            part = dataclasses.replace(geom, n=stop - start)
-            yg = wm @ unfold(x[start:stop, ...], part, xp=xp)  # (G, Fg, n*Ho*Wo)
-            chunk = output_from_group_major(yg, part, xp=xp)  # (n, F, Ho, Wo)
-            y = set_at(y, (slice(start, stop), ALL, ALL, ALL), chunk)
-        return y
+        return [
+            Piece(
+                slice(a, b), slice(0, geom.ho), slice(0, geom.h), dataclasses.replace(geom, n=b - a)
+            )
+            for a, b in batch_chunks(geom, cached=cached)
+        ]
+    result = []
     for sample in range(geom.n):
         for start in range(0, geom.ho, rows):
             stop = min(start + rows, geom.ho)
-            where = (slice(sample, sample + 1), ALL, slice(start, stop), ALL)
             band = band_geometry(geom, start, stop)
-            if band is None:
-                y = set_at(y, where, 0)
-                continue
-            part, in_rows = band
-            yg = wm @ unfold(x[sample : sample + 1, :, in_rows, :], part, xp=xp)  # (G, Fg, B*Wo)
-            y = set_at(y, where, output_from_group_major(yg, part, xp=xp))
+            part, in_rows = band if band is not None else (None, slice(0, 0))
+            result.append(Piece(slice(sample, sample + 1), slice(start, stop), in_rows, part))
+    return result
+
+
+def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """The forward's unfold + GEMM by pieces (batch chunks or row bands; also runs gx)."""
+    wm = _weight_matrix(w, geom, xp=xp)  # (G, Fg, Cg*kh*kw)
+    parts = pieces(geom, cached=cache_chunked(x, xp))
+    if len(parts) == 1:
+        yg = wm @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
+        return output_from_group_major(yg, geom, xp=xp)
+    y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every element written
+    for piece in parts:
+        where = (piece.samples, ALL, piece.out_rows, ALL)
+        if piece.geom is None:
+            y = set_at(y, where, 0)
+            continue
+        yg = wm @ unfold(x[piece.samples, :, piece.in_rows, :], piece.geom, xp=xp)  # (G, Fg, P)
+        y = set_at(y, where, output_from_group_major(yg, piece.geom, xp=xp))
     return y
 
 
 def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the batch chunks.
+    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces.
 
     gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw).
     """
-    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
-    per_sample = geom.ho * geom.wo
     gw = None
-    for start, stop in batch_chunks(geom, cached=cache_chunked(x, xp)):
-        part = dataclasses.replace(geom, n=stop - start)
-        cols = unfold(x[start:stop, ...], part, xp=xp)  # (G, Cg*kh*kw, n*Ho*Wo)
-        term = gyg[..., start * per_sample : stop * per_sample] @ xp.matrix_transpose(cols)
+    for piece in pieces(geom, cached=cache_chunked(x, xp)):
+        if piece.geom is None:  # rows that read only padding contribute nothing
+            continue
+        gyp = grad_output_group_major(gy[piece.samples, :, piece.out_rows, :], piece.geom, xp=xp)
+        cols = unfold(x[piece.samples, :, piece.in_rows, :], piece.geom, xp=xp)  # (G, K, P)
+        term = gyp @ xp.matrix_transpose(cols)  # (G, Fg, P) @ (G, P, Cg*kh*kw)
         gw = term if gw is None else gw + term  # (G, Fg, Cg*kh*kw)
+    if gw is None:  # every output row read only padding
+        return xp.zeros(geom.w_shape, dtype=x.dtype, device=device_of(x))
     return xp.reshape(gw, geom.w_shape)  # (G, Fg, Cg*kh*kw) -> (F, Cg, kh, kw)
 
 
@@ -233,62 +254,20 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
 
 
-def _col2im_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Stride-1 col2im over rows of the padded width: gy (N, F, Ho, Wo) -> (N, C, H, W).
-
-    gy is laid into rows of the padded width Wp (zeros beyond Wo), so the column gradient
-    ``w^T @ gy`` of tap (i, j) lands on the flattened padded input at the single offset
-    ``i·dh·Wp + j·dw``: one contiguous addition per tap instead of a strided band (the
-    zero columns add nothing). Stride 1 makes Hp = Ho + dh (kh - 1), Wp = Wo + dw (kw - 1).
-    """
-    g = geom
-    ntaps, row_span = g.kh * g.kw, g.ho * g.wp
-    # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
-    gy5 = xp.reshape(gy, (g.n, g.groups, g.fg, g.ho, g.wo))
-    gy5 = xp.permute_dims(gy5, (1, 2, 0, 3, 4))  # (N, G, Fg, Ho, Wo) -> (G, Fg, N, Ho, Wo)
-    frame = scratch("im2col.gy_rows", (g.groups, g.fg, g.n, g.ho, g.wp), like=gy, xp=xp, key=g)
-    frame = set_at(frame, (ALL, ALL, ALL, ALL, slice(0, g.wo)), gy5)  # columns >= Wo stay 0
-    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh*kw)
-    wt = xp.reshape(w, (g.groups, g.fg, g.cg, ntaps))
-    wt = xp.permute_dims(wt, (0, 3, 2, 1))  # (G, Fg, Cg, kh*kw) -> (G, kh*kw, Cg, Fg)
-    wt = xp.reshape(wt, (g.groups, ntaps * g.cg, g.fg))  # -> (G, kh*kw*Cg, Fg)
-    # (G, Fg, N, Ho, Wp) -> (G, Fg, N*Ho*Wp)
-    gcols = wt @ xp.reshape(frame, (g.groups, g.fg, g.n * row_span))  # (G, T*Cg, N*Ho*Wp)
-    # (G, T*Cg, N*Ho*Wp) -> (G, T, Cg, N, Ho*Wp)
-    gcols = xp.reshape(gcols, (g.groups, ntaps, g.cg, g.n, row_span))
-    flat = g.hp * g.wp
-    span = flat + g.dilation[1] * (g.kw - 1)  # the last tap's junk columns run past Hp*Wp
-    acc = fill_zero(scratch("im2col.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp))
-    for t, (i, j) in enumerate(taps(g)):
-        start = i * g.dilation[0] * g.wp + j * g.dilation[1]
-        acc = add_at(acc, (ALL, ALL, ALL, slice(start, start + row_span)), gcols[:, t, ...])
-    # (G, Cg, N, Hp*Wp) -> (G, Cg, N, Hp, Wp)
-    gxpad = xp.reshape(acc[..., :flat], (g.groups, g.cg, g.n, g.hp, g.wp))
-    top, left = g.padding[0][0], g.padding[1][0]
-    return input_from_group_view(gxpad[..., top : top + g.h, left : left + g.w], g, xp=xp)
-
-
-def _col2im(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """col2im of one chunk: over padded-width rows at stride 1, else naive's tap bands."""
-    if geom.stride == (1, 1):
-        return _col2im_rows(gy, w, geom, xp=xp)
-    return naive.input_grad(gy, w, geom, xp=xp)
-
-
 def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
 
     Unfold + GEMM on gy where :func:`uses_transposed_input_grad`; otherwise col2im by
-    batch chunks (:func:`_col2im` on each, concatenated along N).
+    batch chunks (:func:`.naive.input_grad` on each, concatenated along N).
     """
     if uses_transposed_input_grad(geom):
         tgeom = transposed_geometry(geom)
         return _correlate(gy, transposed_kernel(w, geom, xp=xp), tgeom, xp=xp)
     chunks = batch_chunks(geom, cached=cache_chunked(gy, xp))
     if len(chunks) == 1:
-        return _col2im(gy, w, geom, xp=xp)
+        return naive.input_grad(gy, w, geom, xp=xp)
     parts = [
-        _col2im(gy[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
+        naive.input_grad(gy[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
         for start, stop in chunks
     ]
     return xp.concat(parts, axis=0)  # chunks of (n, C, H, W) -> (N, C, H, W)

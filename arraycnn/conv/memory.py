@@ -70,12 +70,22 @@ class WorkspaceError(MemoryError, ValueError):
 
 
 def _naive_input_phase(g: ConvGeometry) -> int:
-    """Elements of naive's input gradient: reordered gy, the (G, Cg, N, H, W) accumulator and
-    two blocks of column-gradient rows (the next block is computed while the last is held)."""
+    """Elements of naive's input gradient: reordered gy, the accumulator, two blocks of
+    column-gradient rows (the next block is computed while the last is held) and gx.
+
+    At stride 1 over rows of the padded width: gy's frame (F·N·Ho·Wp), the flat padded
+    accumulator (C·N·(Hp·Wp + dw (kw-1))) and blocks of N·Ho·Wp columns; otherwise gy
+    reordered, the (G, Cg, N, H, W) accumulator and blocks of N·Ho·Wo columns.
+    """
     from .cost import taps_per_block
 
+    inputs = g.n * g.c * g.h * g.w
+    if g.stride == (1, 1):
+        rows = g.n * g.ho * g.wp
+        span = g.n * g.c * (g.hp * g.wp + g.dilation[1] * (g.kw - 1))
+        return g.f * rows + span + 2 * taps_per_block(g) * g.c * rows + inputs
     cols = g.n * g.ho * g.wo
-    return g.f * cols + g.n * g.c * g.h * g.w + 2 * taps_per_block(g) * g.c * cols
+    return g.f * cols + inputs + 2 * taps_per_block(g) * g.c * cols + inputs
 
 
 def _naive_weight_phase(g: ConvGeometry) -> int:
@@ -101,11 +111,9 @@ def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
 
     Backward: reordered gy and the columns, then the input gradient: the transposed
     correlation's columns and result where im2col runs it so (Fg·kh·kw·N·H·W and
-    C·N·H·W); else, at stride 1, col2im over padded-width rows (gy's frame F·N·Ho·Wp, the
-    column gradient kh·kw·C·N·Ho·Wp, the sums C·N·Hp·Wp and gx); else naive's blocked
-    input-gradient phase. On a CPU the batch runs in cache-sized chunks
-    (:func:`arraycnn.conv.im2col.samples_per_chunk`) and needs less; the bound is the
-    whole batch's, which a GPU needs.
+    C·N·H·W); else naive's blocked input-gradient phase (col2im). On a CPU the batch
+    runs in cache-sized chunks (:func:`arraycnn.conv.im2col.samples_per_chunk`) and needs
+    less; the bound is the whole batch's, which a GPU needs.
     """
     from .im2col import uses_transposed_input_grad
 
@@ -116,10 +124,6 @@ def _bytes_im2col(g: ConvGeometry, direction: str, s: int) -> int:
     inputs = g.n * g.h * g.w
     if uses_transposed_input_grad(g):
         input_phase = g.f * g.kh * g.kw * inputs + g.c * inputs
-    elif g.stride == (1, 1):  # col2im over padded-width rows: gy frame, column gradient, sums
-        rows = g.n * g.ho * g.wp
-        span = g.n * (g.hp * g.wp + g.dilation[1] * (g.kw - 1))
-        input_phase = g.f * rows + g.kh * g.kw * g.c * rows + g.c * span + g.c * inputs
     else:
         input_phase = _naive_input_phase(g)
     return s * (g.f * cols + columns + input_phase)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..geometry import ConvGeometry
 from ._layout import (
+    ALL,
     TapBand,
     add_at,
     fill_zero,
@@ -26,6 +27,7 @@ from ._layout import (
     input_from_group_view,
     input_group_view,
     output_from_group_view,
+    set_at,
     tap_bands,
     weight_by_group,
     weight_from_group,
@@ -103,32 +105,85 @@ def _tap_blocks(geom: ConvGeometry) -> list[list[tuple[int, TapBand]]]:
     return [bands[k : k + per_block] for k in range(0, len(bands), per_block)]
 
 
-def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
-
-    col2im by blocks of taps: for a block, the rows of the column gradient
-    ``w[..., taps, :]^T @ gy`` are computed with one GEMM and each tap's rows are added
-    onto the input positions that tap read. The full column gradient is never held.
-    """
+def _tap_weights(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """w (F, Cg, kh, kw) -> (G, kh*kw, Cg, Fg): per tap, the transposed channel matrix."""
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh*kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh * geom.kw))
-    wt = xp.permute_dims(wg, (0, 3, 2, 1))  # (G, kh*kw, Cg, Fg)
+    return xp.permute_dims(wg, (0, 3, 2, 1))  # (G, Fg, Cg, kh*kw) -> (G, kh*kw, Cg, Fg)
+
+
+def _block_weights(wt: Array, first: int, last: int, geom: ConvGeometry, *, xp) -> Array:
+    """Taps [first, last) of wt (G, kh*kw, Cg, Fg) as one GEMM operand (G, T*Cg, Fg)."""
+    # (G, T, Cg, Fg) -> (G, T*Cg, Fg) for the block's T = last - first taps
+    return xp.reshape(wt[:, first:last, ...], (geom.groups, (last - first) * geom.cg, geom.fg))
+
+
+def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """col2im by tap bands (any stride): each tap's rows added onto the inputs it read."""
+    wt = _tap_weights(w, geom, xp=xp)  # (G, kh*kw, Cg, Fg)
     gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
     shape = (geom.groups, geom.cg, geom.n, geom.h, geom.w)
     gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp))  # (G, Cg, N, H, W)
     for block in _tap_blocks(geom):
         first, last = block[0][0], block[-1][0] + 1
-        # (G, T, Cg, Fg) -> (G, T*Cg, Fg) for the block's T = last - first taps
-        w_block = xp.reshape(
-            wt[:, first:last, ...], (geom.groups, (last - first) * geom.cg, geom.fg)
-        )
-        gcols = w_block @ gyg  # (G, T*Cg, N*Ho*Wo)
+        gcols = _block_weights(wt, first, last, geom, xp=xp) @ gyg  # (G, T*Cg, N*Ho*Wo)
         # (G, T*Cg, N*Ho*Wo) -> (G, T, Cg, N, Ho, Wo)
         gcols = xp.reshape(gcols, (geom.groups, last - first, geom.cg, geom.n, geom.ho, geom.wo))
         for t, band in block:
             rows = gcols[:, t - first, ...][band.out_index(3)]  # (G, Cg, N, h, w)
             gxg = add_at(gxg, band.in_index(3), rows)
     return input_from_group_view(gxg, geom, xp=xp)
+
+
+def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Stride-1 col2im over rows of the padded width.
+
+    gy is laid into rows of the padded width Wp (zeros beyond Wo), so the column-gradient
+    rows of tap (i, j) land on the flattened padded input at the single offset
+    ``i·dh·Wp + j·dw``: one contiguous addition per tap instead of a strided band (the
+    zero columns add nothing). Stride 1 makes Hp = Ho + dh (kh - 1), Wp = Wo + dw (kw - 1).
+    """
+    g = geom
+    row_span = g.ho * g.wp
+    # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    gy5 = xp.reshape(gy, (g.n, g.groups, g.fg, g.ho, g.wo))
+    gy5 = xp.permute_dims(gy5, (1, 2, 0, 3, 4))  # (N, G, Fg, Ho, Wo) -> (G, Fg, N, Ho, Wo)
+    frame = scratch("naive.gy_rows", (g.groups, g.fg, g.n, g.ho, g.wp), like=gy, xp=xp, key=g)
+    frame = set_at(frame, (ALL, ALL, ALL, ALL, slice(0, g.wo)), gy5)  # columns >= Wo stay 0
+    # (G, Fg, N, Ho, Wp) -> (G, Fg, N*Ho*Wp)
+    frame = xp.reshape(frame, (g.groups, g.fg, g.n * row_span))
+    wt = _tap_weights(w, g, xp=xp)  # (G, kh*kw, Cg, Fg)
+    flat = g.hp * g.wp
+    span = flat + g.dilation[1] * (g.kw - 1)  # the last tap's zero columns run past Hp*Wp
+    acc = fill_zero(scratch("naive.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp))
+    for block in _tap_blocks(g):
+        first, last = block[0][0], block[-1][0] + 1
+        gcols = _block_weights(wt, first, last, g, xp=xp) @ frame  # (G, T*Cg, N*Ho*Wp)
+        # (G, T*Cg, N*Ho*Wp) -> (G, T, Cg, N, Ho*Wp)
+        gcols = xp.reshape(gcols, (g.groups, last - first, g.cg, g.n, row_span))
+        for t in range(first, last):
+            i, j = divmod(t, g.kw)
+            start = i * g.dilation[0] * g.wp + j * g.dilation[1]
+            where = (ALL, ALL, ALL, slice(start, start + row_span))
+            acc = add_at(acc, where, gcols[:, t - first, ...])
+    # (G, Cg, N, Hp*Wp) -> (G, Cg, N, Hp, Wp)
+    gxpad = xp.reshape(acc[..., :flat], (g.groups, g.cg, g.n, g.hp, g.wp))
+    top, left = g.padding[0][0], g.padding[1][0]
+    return input_from_group_view(gxpad[..., top : top + g.h, left : left + g.w], g, xp=xp)
+
+
+def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
+
+    col2im by blocks of taps: for a block, the rows of the column gradient
+    ``w[..., taps, :]^T @ gy`` are computed with one GEMM and each tap's rows are added
+    onto the input positions that tap read -- at stride 1 over rows of the padded width
+    (:func:`_input_grad_rows`, one contiguous addition per tap), otherwise band by band.
+    The full column gradient is never held.
+    """
+    if geom.stride == (1, 1):
+        return _input_grad_rows(gy, w, geom, xp=xp)
+    return _input_grad_bands(gy, w, geom, xp=xp)
 
 
 def backward(

@@ -7,10 +7,11 @@ right before its timed run, repeated; the best run counts), and fits the constan
 
 The fit
 -------
-The model predicts ``scale[s] * sum_k c_k n_k`` for strategy ``s`` with operation counts
-``n_k`` (:func:`arraycnn.conv.cost.op_counts`). The constants are fitted in log space,
+The model predicts ``scale[s, d] * sum_k c_k n_k`` for strategy ``s`` in direction ``d``
+(forward or backward: one factor each, since the backward's kernels differ) with operation
+counts ``n_k`` (:func:`arraycnn.conv.cost.op_counts`). The constants are fitted in log space,
 ``min sum_i (log pred_i - log t_i)^2`` (relative errors: a 10 µs case matters as much as a
-100 ms one), over ``log c_k`` and ``log scale[s]``, with a weak prior pulling the constants
+100 ms one), over ``log c_k`` and ``log scale[s, d]``, with a weak prior pulling the constants
 toward their previous values and the scales toward 1 (it keeps a constant that the cases
 barely exercise sane, and pins the scale/constant degeneracy). The fit is host work with
 ``scipy.optimize.least_squares``.
@@ -252,8 +253,8 @@ def fit(samples: list[Sample], prior: cost.Calibration, *, source: str) -> cost.
 
     counts = np.array([_counts(s) for s in samples])  # (S, NC)
     times = np.array([s.seconds for s in samples])  # (S,)
-    names = list(STRATEGY_NAMES)
-    which = np.array([names.index(s.strategy) for s in samples])  # (S,)
+    names = [cost.scale_key(n, d) for n in STRATEGY_NAMES for d in ("forward", "backward")]
+    which = np.array([names.index(cost.scale_key(s.strategy, s.direction)) for s in samples])
     theta0 = np.log(np.maximum(np.array(prior.coefficients()), 1e-30))
     present = np.isin(np.arange(len(names)), which)
 
@@ -329,7 +330,7 @@ def regret(
     def predicted(s: Sample) -> float:
         if cal is None:
             return _v1_seconds(s.strategy, s.geom, s.rank)
-        return cal.seconds(s.strategy, cost.OpCounts(*_counts(s)))
+        return cal.seconds(s.strategy, cost.OpCounts(*_counts(s)), s.direction)
 
     groups: dict[tuple[Case, str], list[Sample]] = {}
     for s in samples:
@@ -497,8 +498,9 @@ def _shipped_block(calibrations: dict[str, cost.Calibration]) -> str:
             if f.name in ("scale", "source"):
                 continue
             lines.append(f"        {f.name}={getattr(cal, f.name):.6g},")
-        scale = ", ".join(f"{json.dumps(k)}: {v:.4g}" for k, v in cal.scale.items())
-        lines.append(f"        scale={{{scale}}},")
+        lines.append("        scale={")
+        lines.extend(f"            {json.dumps(k)}: {v:.4g}," for k, v in cal.scale.items())
+        lines.append("        },")
         lines.append("        source=(")
         words = cal.source.split(" ")
         chunk = ""

@@ -98,8 +98,10 @@ def unfold(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 
 def _weight_matrix(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """(F, Cg, kh, kw) -> (G, Fg, Cg*kh*kw)."""
-    return xp.reshape(w, (geom.groups, geom.fg, geom.cg * geom.kh * geom.kw))
+    """(F, Cg, kh, kw) -> (G, Fg, Cg*kh*kw), a contiguous copy (w is small): a flipped w (as
+    ``convolve2d`` passes) would otherwise be a view with negative strides, which NumPy's
+    matmul cannot pass to BLAS."""
+    return xp.reshape(w, (geom.groups, geom.fg, geom.cg * geom.kh * geom.kw), copy=True)
 
 
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -250,9 +252,8 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))  # (G, Fg, Cg, kh, kw)
     wt = xp.permute_dims(wg, (0, 2, 1, 3, 4))  # (G, Fg, Cg, kh, kw) -> (G, Cg, Fg, kh, kw)
     wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
-    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); a copy: a flipped view has negative strides,
-    # which NumPy's matmul cannot hand to BLAS (its fallback loop is ~5x slower)
-    return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw), copy=True)
+    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); made contiguous by _weight_matrix
+    return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
 
 
 def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:

@@ -471,6 +471,26 @@ def test_repeated_auto_calls_follow_budget_and_calibration_changes(rng, favour):
     assert dispatch.plan_call("auto", w, geom, xp=xp, x=x).strategy == "naive"
 
 
+def test_repeated_auto_calls_decide_separable_by_each_kernel(rng, favour):
+    """The w-independent analysis is reused, but each call's kernel decides separable:
+    a rank-1 kernel, then a full-rank and a NaN kernel of the same signature."""
+    favour("separable")
+    x, w = _data(rng, (1, 1, 16, 16), (1, 1, 5, 5), rank1=True)
+    xp = ac.resolve_backend("numpy")
+    geom = _geom(x, w, padding=2)
+    for _ in range(2):
+        assert dispatch.plan_call("auto", w, geom, xp=xp, x=x).strategy == "separable"
+    full = rng.standard_normal(w.shape)
+    plan = dispatch.plan_call("auto", full, geom, xp=xp, x=x)
+    assert plan.strategy != "separable"
+    nan = w.copy()
+    nan[0, 0, 2, 2] = np.nan
+    assert dispatch.plan_call("auto", nan, geom, xp=xp, x=x).strategy != "separable"
+    assert dispatch.plan_call("auto", w, geom, xp=xp, x=x).strategy == "separable"
+    info = dispatch.explain(full, full, padding=2)  # a 5x5 image, rank-5 kernel
+    assert "too high" in info["strategies"]["separable"]["reason"]
+
+
 def test_repeated_auto_calls_see_new_nonfinite_values(rng, favour):
     favour("fft")
     x, w = _data(rng, (1, 1, 9, 9), (1, 1, 3, 3))

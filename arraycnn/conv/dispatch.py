@@ -292,6 +292,91 @@ def _price(
     )
 
 
+def _analyse_static(
+    geom: ConvGeometry,
+    *,
+    itemsize: int,
+    xp: ModuleType,
+    direction: str,
+    budget: int,
+    require_exact: bool,
+    calibration: cost.Calibration,
+    prune: float = math.inf,
+) -> tuple[dict[str, _Candidate], bool]:
+    """The part of :func:`_analyse` that does not read w's values.
+
+    Returns the candidates -- separable priced at rank 1 when it is still in question --
+    and whether separable needs w's rank (and finiteness) to be decided.
+    """
+    result = {name: _Candidate(name) for name in STRATEGY_NAMES}
+    price = functools.partial(
+        _price, direction=direction, itemsize=itemsize, budget=budget, calibration=calibration
+    )
+    for cand in result.values():
+        missing = missing_requirements(cand.name, xp)
+        if missing:
+            cand.excluded = f"namespace {xp.__name__} lacks {', '.join(missing)}"
+        elif require_exact and not CAPABILITIES[cand.name].exact_sums:
+            cand.excluded = "not exact on integer-valued data (require_exact=True)"
+        elif cand.name != "separable":
+            price(cand, geom, rank=None)
+    cand = result["separable"]
+    if cand.excluded is not None:
+        return result, False
+    if not _separable_worth_trying(geom):
+        cand.excluded = "kernel too small for separable passes to pay off"
+        return result, False
+    price(cand, geom, rank=1)  # a lower bound: the cost grows with the rank
+    others = [c.seconds for c in result.values() if c.excluded is None and c is not cand]
+    best_other = min(others, default=math.inf)
+    if cand.excluded is not None:
+        return result, False
+    if cand.seconds > prune * best_other:
+        cand.excluded = "predicted slower than the best strategy even for a rank-1 kernel"
+        cand.seconds = math.inf
+        return result, False
+    return result, True
+
+
+def _with_separable_rank(
+    static: dict[str, _Candidate],
+    w: Array,
+    geom: ConvGeometry,
+    inputs: _Inputs,
+    *,
+    itemsize: int,
+    xp: ModuleType,
+    direction: str,
+    budget: int,
+    calibration: cost.Calibration,
+) -> tuple[dict[str, _Candidate], int | None]:
+    """``static`` with separable decided by w: its finiteness, SVD rank and price.
+
+    ``static`` is not modified (it may be memoised): the result holds a new separable
+    candidate and shares the others.
+    """
+    result = dict(static)
+    cand = result["separable"] = dataclasses.replace(static["separable"])
+    if not inputs.finite("w"):
+        cand.excluded, cand.seconds = "w holds NaN/Inf (no SVD)", math.inf
+        return result, None
+    rank = separable.numerical_rank(w, xp=xp)
+    if not _separable_rank_pays_off(rank, geom):
+        cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
+        cand.seconds = math.inf
+        return result, rank
+    _price(
+        cand,
+        geom,
+        direction=direction,
+        itemsize=itemsize,
+        rank=rank,
+        budget=budget,
+        calibration=calibration,
+    )
+    return result, rank
+
+
 def _analyse(
     w: Array,
     geom: ConvGeometry,
@@ -311,49 +396,20 @@ def _analyse(
     Returns the candidates and the separable rank (None where it was not computed).
     """
     itemsize = _itemsize(w.dtype, xp)
-    result = {name: _Candidate(name) for name in STRATEGY_NAMES}
-    price = functools.partial(
-        _price, direction=direction, itemsize=itemsize, budget=budget, calibration=calibration
+    common = {"itemsize": itemsize, "xp": xp, "direction": direction, "budget": budget}
+    static, needs_rank = _analyse_static(
+        geom, **common, require_exact=require_exact, calibration=calibration, prune=prune
     )
-    for cand in result.values():
-        missing = missing_requirements(cand.name, xp)
-        if missing:
-            cand.excluded = f"namespace {xp.__name__} lacks {', '.join(missing)}"
-        elif require_exact and not CAPABILITIES[cand.name].exact_sums:
-            cand.excluded = "not exact on integer-valued data (require_exact=True)"
-        elif cand.name != "separable":
-            price(cand, geom, rank=None)
-    cand = result["separable"]
-    if cand.excluded is not None:
-        return result, None
-    if not _separable_worth_trying(geom):
-        cand.excluded = "kernel too small for separable passes to pay off"
-        return result, None
-    price(cand, geom, rank=1)  # a lower bound: the cost grows with the rank
-    others = [c.seconds for c in result.values() if c.excluded is None and c is not cand]
-    best_other = min(others, default=math.inf)
-    if cand.excluded is not None:
-        return result, None
-    if cand.seconds > prune * best_other:
-        cand.excluded = "predicted slower than the best strategy even for a rank-1 kernel"
-        cand.seconds = math.inf
-        return result, None
-    if not inputs.finite("w"):
-        cand.excluded = "w holds NaN/Inf (no SVD)"
-        return result, None
-    rank = separable.numerical_rank(w, xp=xp)
-    if not _separable_rank_pays_off(rank, geom):
-        cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
-        cand.seconds = math.inf
-        return result, rank
-    price(cand, geom, rank=rank)
-    return result, rank
+    if not needs_rank:
+        return static, None
+    return _with_separable_rank(static, w, geom, inputs, **common, calibration=calibration)
 
 
-#: Analyses of ``auto`` calls that did not depend on the values of w, by call signature:
-#: ``key -> (calibration, candidates, bytes needed for every candidate to run unchunked)``.
-#: The calibration is held so that its ``id`` in the key cannot be reused by another.
-_ANALYSES: dict[tuple[Any, ...], tuple[cost.Calibration, dict[str, _Candidate], int]] = {}
+#: The w-independent part of ``auto`` analyses (:func:`_analyse_static`), by call signature:
+#: ``key -> (calibration, candidates, separable needs w's rank, bytes needed for every
+#: candidate to run unchunked)``. The calibration is held so that its ``id`` in the key
+#: cannot be reused by another.
+_ANALYSES: dict[tuple[Any, ...], tuple[cost.Calibration, dict[str, _Candidate], bool, int]] = {}
 #: Signatures kept at most (the memo is emptied when full).
 ANALYSES_KEPT = 1024
 
@@ -361,14 +417,15 @@ ANALYSES_KEPT = 1024
 def _memoised_analyse(
     w: Array, geom: ConvGeometry, inputs: _Inputs, *, xp: ModuleType, **options: Any
 ) -> tuple[dict[str, _Candidate], int | None]:
-    """:func:`_analyse` (same arguments), reused for a repeated call signature where exact.
+    """:func:`_analyse` (same arguments), its w-independent part reused where exact.
 
-    An analysis is kept only when it did not read w's values (no SVD rank, no finiteness
-    test of w) and every candidate fitted the budget unchunked; it is reused while the
-    budget still holds them all. Other calls are analysed afresh (their choice may depend
-    on w or on the memory available now). The candidates are shared: read them only.
+    The part that does not read w (:func:`_analyse_static`) is kept for a call signature
+    when every candidate fitted the budget unchunked, and reused while the budget still
+    holds them all; w's finiteness, SVD rank and separable's price are decided afresh on
+    every call that needs them. The candidates are shared: read them only.
     """
     calibration, budget = options["calibration"], options["budget"]
+    itemsize = _itemsize(w.dtype, xp)
     key = (
         backend_name(xp),
         str(device_of(w)),
@@ -380,17 +437,29 @@ def _memoised_analyse(
         id(calibration),
     )
     hit = _ANALYSES.get(key)
-    if hit is not None and hit[0] is calibration and budget >= hit[2]:
-        return hit[1], None
-    candidates, rank = _analyse(w, geom, inputs, xp=xp, **options)
-    read_w = rank is not None or inputs.was_checked("w")
-    priced = [c for c in candidates.values() if c.bytes]
-    if not read_w and all(c.chunk == geom.n for c in priced):
-        if len(_ANALYSES) >= ANALYSES_KEPT:
-            _ANALYSES.clear()
-        need = max((c.bytes for c in priced), default=0)
-        _ANALYSES[key] = (calibration, candidates, need)
-    return candidates, rank
+    if hit is not None and hit[0] is calibration and budget >= hit[3]:
+        static, needs_rank = hit[1], hit[2]
+    else:
+        static, needs_rank = _analyse_static(geom, itemsize=itemsize, xp=xp, **options)
+        priced = [c for c in static.values() if c.bytes]
+        if all(c.chunk == geom.n for c in priced):
+            if len(_ANALYSES) >= ANALYSES_KEPT:
+                _ANALYSES.clear()
+            need = max((c.bytes for c in priced), default=0)
+            _ANALYSES[key] = (calibration, static, needs_rank, need)
+    if not needs_rank:
+        return static, None
+    return _with_separable_rank(
+        static,
+        w,
+        geom,
+        inputs,
+        itemsize=itemsize,
+        xp=xp,
+        direction=options["direction"],
+        budget=budget,
+        calibration=calibration,
+    )
 
 
 def predicted_costs(

@@ -103,10 +103,25 @@ COL2IM_GEOMETRIES = [
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "geometry", "path"), COL2IM_GEOMETRIES)
 def test_input_grad_by_col2im_where_the_transposed_form_does_not_apply(
-    xp, to_xp, rng, paths, x_shape, w_shape, geometry, path
+    xp, to_xp, rng, paths, monkeypatch, x_shape, w_shape, geometry, path
 ):
+    """Rows at every width here (the tiny inputs are narrower than ROWS_MIN_WIDTH)."""
+    monkeypatch.setattr(naive, "ROWS_MIN_WIDTH", 1)
     _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry)
     assert paths == [path]
+
+
+def test_narrow_outputs_use_bands_and_wide_ones_rows():
+    narrow = conv_geometry((2, 2, 14, 14), (4, 2, 3, 3), padding=1)
+    wide = conv_geometry((1, 2, 8, 40), (4, 2, 3, 3), padding=1)
+    strided = conv_geometry((1, 2, 8, 80), (4, 2, 3, 3), padding=1, stride=2)
+    assert not naive.uses_rows(narrow) and naive.uses_rows(wide)
+    assert not naive.uses_rows(strided)
+
+
+def test_wide_output_takes_rows_by_default(xp, to_xp, rng, paths):
+    _backward_case(xp, to_xp, rng, (1, 2, 4, 33), (3, 2, 2, 2), padding=((0, 1), (1, 0)))
+    assert paths == ["rows"]
 
 
 def test_transposed_geometry_gives_the_input_shape():
@@ -179,7 +194,7 @@ def test_chunk_sizes():
     assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
 
 
-def test_cost_counts_follow_the_input_gradient_path():
+def test_cost_counts_follow_the_input_gradient_path(monkeypatch):
     """The transposed path counts its own unfold + GEMM (F·kh·kw·N·H·W columns); col2im
     its GEMM over padded-width rows (stride 1) or naive's blocked input gradient; all with
     the same weight-gradient GEMM."""
@@ -189,6 +204,7 @@ def test_cost_counts_follow_the_input_gradient_path():
     bt = cost.op_counts("im2col", t, direction="backward")
     # two GEMMs of 2 F Cg kh kw N Ho Wo flops: gw and the transposed correlation
     assert bt.gemm_flops == pytest.approx(2 * (2 * 8 * 8 * 9 * 2 * 100))
+    monkeypatch.setattr(naive, "ROWS_MIN_WIDTH", 1)  # the 10-wide output adds rows
     bc = cost.op_counts("im2col", c, direction="backward")
     # gw, then col2im's GEMM over padded-width rows: 2 (kh kw Cg) Fg (N Ho Wp), Wp = 12
     assert bc.gemm_flops == pytest.approx(2 * 8 * 4 * 9 * 2 * 100 + 2 * (9 * 4) * 8 * (2 * 10 * 12))

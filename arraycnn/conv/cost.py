@@ -59,6 +59,7 @@ from typing import Any
 
 from ..geometry import ConvGeometry
 from .im2col import pieces, transposed_geometry, uses_transposed_input_grad
+from .naive import uses_rows
 
 __all__ = [
     "COUNT_NAMES",
@@ -298,14 +299,15 @@ def _naive_input_grad(g: ConvGeometry) -> OpCounts:
     """Reorder gy; per block of taps: one GEMM (T·Cg x Fg x columns); per tap: add its rows
     onto the input; zero the accumulator, reorder it into gx.
 
-    At stride 1 the columns are the padded-width rows N·Ho·Wp (gy copied into its frame,
-    one contiguous addition per tap over C·N·Ho·Wp); otherwise N·Ho·Wo, added band by band.
+    Where :func:`arraycnn.conv.naive.uses_rows`, the columns are the padded-width rows
+    N·Ho·Wp (gy copied into its frame, one contiguous addition per tap over C·N·Ho·Wp);
+    otherwise N·Ho·Wo, added band by band.
     """
     taps = g.kh * g.kw
     per_block = taps_per_block(g)
     blocks = -(-taps // per_block)
     inputs = g.n * g.c * g.h * g.w
-    if g.stride == (1, 1):
+    if uses_rows(g):
         rows = g.n * g.ho * g.wp
         sums = g.n * g.c * g.hp * g.wp
         return (

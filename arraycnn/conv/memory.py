@@ -73,14 +73,16 @@ def _naive_input_phase(g: ConvGeometry) -> int:
     """Elements of naive's input gradient: reordered gy, the accumulator, two blocks of
     column-gradient rows (the next block is computed while the last is held) and gx.
 
-    At stride 1 over rows of the padded width: gy's frame (F·N·Ho·Wp), the flat padded
-    accumulator (C·N·(Hp·Wp + dw (kw-1))) and blocks of N·Ho·Wp columns; otherwise gy
+    Over rows of the padded width (:func:`arraycnn.conv.naive.uses_rows`): gy's frame
+    (F·N·Ho·Wp), the flat padded accumulator (C·N·(Hp·Wp + dw (kw-1))) and blocks of
+    N·Ho·Wp columns; otherwise gy
     reordered, the (G, Cg, N, H, W) accumulator and blocks of N·Ho·Wo columns.
     """
     from .cost import taps_per_block
+    from .naive import uses_rows
 
     inputs = g.n * g.c * g.h * g.w
-    if g.stride == (1, 1):
+    if uses_rows(g):
         rows = g.n * g.ho * g.wp
         span = g.n * g.c * (g.hp * g.wp + g.dilation[1] * (g.kw - 1))
         return g.f * rows + span + 2 * taps_per_block(g) * g.c * rows + inputs

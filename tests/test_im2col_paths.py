@@ -319,3 +319,29 @@ def test_large_image_runs_in_bands():
     assert im2col.rows_per_band(g, cached=False) == g.ho  # a GPU runs it whole
     small = conv_geometry((1, 1, 256, 256), (1, 1, 3, 3), padding=1)
     assert im2col.rows_per_band(small) == small.ho
+
+
+# --------------------------------------------------------------------------- naive's chunks
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), CHUNKED_GEOMETRIES)
+def test_naive_chunked_batch_forward_and_backward(
+    xp, to_xp, rng, monkeypatch, samples, x_shape, w_shape, geometry
+):
+    """naive in chunks of 1 or 2 samples (im2col's chunk constants) against the loops."""
+    g = conv_geometry(x_shape, w_shape, **geometry)
+    monkeypatch.setattr(im2col, "WHOLE_BATCH_ELEMENTS", 0)
+    monkeypatch.setattr(im2col, "COLUMN_CHUNK_ELEMENTS", (g.f + g.c) * g.ho * g.wo * samples)
+    assert len(naive.batch_chunks(g)) == -(-g.n // samples)
+    assert len(naive.batch_chunks(g, cached=False)) == 1
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    gy = rng.standard_normal(g.y_shape)
+    y = ac.conv2d(to_xp(x), to_xp(w), strategy="naive", **geometry)
+    gx, gw = ac.conv2d_backward(to_xp(gy), to_xp(x), to_xp(w), strategy="naive", **geometry)[:2]
+    sy, sgx, sgw = oracles.error_scales(x, w, gy=gy, **geometry)[:3]
+    ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, **geometry)
+    assert_close(y, oracles.correlate_loops(x, w, **geometry), scale=sy, xp=xp)
+    assert_close(gx, ex_gx, scale=sgx, xp=xp)
+    assert_close(gw, ex_gw, scale=sgw, xp=xp)

@@ -341,21 +341,32 @@ def _counts_naive(g: ConvGeometry, direction: str) -> OpCounts:
     """Zero the accumulator; per tap: band copy (C·cols) and GEMM with K = Cg -- or, with one
     channel per group, a broadcast product -- then accumulate (F·cols); reorder the output.
 
-    Backward: :func:`_naive_input_grad` + :func:`_naive_weight_grad`.
+    Backward: :func:`_naive_input_grad` + :func:`_naive_weight_grad`. Each batch chunk
+    (:func:`arraycnn.conv.naive.batch_chunks`) pays the array calls again, plus the
+    concatenation of the chunks' results.
     """
+    from .naive import batch_chunks
+
+    chunks = len(batch_chunks(g))
     if direction == "backward":
-        return _naive_input_grad(g) + _naive_weight_grad(g)
-    cols = g.n * g.ho * g.wo
-    if g.cg == 1:
-        product = _traffic(g.f * cols + g.c * cols, calls=2)
+        base = _naive_input_grad(g) + _naive_weight_grad(g)
+        joined = g.n * g.c * g.h * g.w
     else:
-        product = _traffic(2 * g.c * cols, calls=2) + _gemm(g.fg, g.cg, cols, g.groups)
-    per_tap = product + _traffic(3 * g.f * cols, calls=3)
-    return (
-        _traffic(g.f * cols, calls=2)
-        + per_tap.scaled(g.kh * g.kw)
-        + _traffic(2 * g.f * cols, calls=3)
-    )
+        cols = g.n * g.ho * g.wo
+        if g.cg == 1:
+            product = _traffic(g.f * cols + g.c * cols, calls=2)
+        else:
+            product = _traffic(2 * g.c * cols, calls=2) + _gemm(g.fg, g.cg, cols, g.groups)
+        per_tap = product + _traffic(3 * g.f * cols, calls=3)
+        base = (
+            _traffic(g.f * cols, calls=2)
+            + per_tap.scaled(g.kh * g.kw)
+            + _traffic(2 * g.f * cols, calls=3)
+        )
+        joined = g.f * cols
+    if chunks == 1:
+        return base
+    return base + OpCounts(calls=base.calls * (chunks - 1)) + _traffic(2 * joined, calls=1)
 
 
 def _unfold(g: ConvGeometry) -> OpCounts:

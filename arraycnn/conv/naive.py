@@ -14,6 +14,7 @@ Memory beyond input and output: one tap slice and one tap product, each at most
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 from typing import Any
 
@@ -53,12 +54,47 @@ def grad_output_5d(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(gyg, (geom.groups, geom.fg, geom.n, geom.ho, geom.wo))
 
 
+def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
+    """Samples per chunk of the batch: N where the accumulator and one tap's slice
+    ((F + C)·Ho·Wo per sample) fit im2col's whole-batch size, else as many as fit its
+    chunk size (at least 1); N on a GPU (``cached`` False). See
+    :data:`arraycnn.conv.im2col.COLUMN_CHUNK_ELEMENTS`."""
+    from . import im2col
+
+    per_sample = (geom.f + geom.c) * geom.ho * geom.wo
+    if not cached or geom.n * per_sample <= im2col.WHOLE_BATCH_ELEMENTS:
+        return geom.n
+    return max(1, min(geom.n, im2col.COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
+
+
+def batch_chunks(geom: ConvGeometry, *, cached: bool = True) -> list[tuple[int, int]]:
+    """``(start, stop)`` sample ranges the batch runs in (:func:`samples_per_chunk`)."""
+    step = samples_per_chunk(geom, cached=cached)
+    return [(start, min(start + step, geom.n)) for start in range(0, geom.n, step)]
+
+
+def _cached(x: Array, xp: ModuleType) -> bool:
+    from .im2col import cache_chunked
+
+    return cache_chunked(x, xp)
+
+
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
     With one input channel per group (single-channel images, depthwise layers) the
-    contraction over channels is a broadcast product, not a GEMM with K = 1.
+    contraction over channels is a broadcast product, not a GEMM with K = 1. On a CPU a
+    large batch runs in chunks whose accumulator stays in cache (:func:`batch_chunks`).
     """
+    chunks = batch_chunks(geom, cached=_cached(x, xp))
+    if len(chunks) == 1:
+        return _forward(x, w, geom, xp=xp)
+    parts = [_forward(x[a:b, ...], w, dataclasses.replace(geom, n=b - a), xp=xp) for a, b in chunks]
+    return xp.concat(parts, axis=0)  # chunks of (n, F, Ho, Wo) -> (N, F, Ho, Wo)
+
+
+def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """:func:`forward` on one chunk of samples."""
     xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
     wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
     shape = (geom.groups, geom.fg, geom.n, geom.ho, geom.wo)
@@ -202,5 +238,15 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Ar
 def backward(
     gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
 ) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``."""
-    return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
+    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``, by batch chunks on a CPU
+    (:func:`batch_chunks`: gx concatenated along N, gw summed)."""
+    chunks = batch_chunks(geom, cached=_cached(x, xp))
+    if len(chunks) == 1:
+        return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
+    gx_parts, gw = [], None
+    for a, b in chunks:
+        part = dataclasses.replace(geom, n=b - a)
+        gx_parts.append(input_grad(gy[a:b, ...], w, part, xp=xp))
+        term = weight_grad(gy[a:b, ...], x[a:b, ...], part, xp=xp)
+        gw = term if gw is None else gw + term
+    return xp.concat(gx_parts, axis=0), gw  # chunks of (n, C, H, W) -> (N, C, H, W)

@@ -16,7 +16,7 @@ from typing import Any
 
 import array_api_extra as xpx
 
-from ..backend import device_of
+from ..backend import backend_name, device_of
 from ..geometry import ConvGeometry
 
 Array = Any
@@ -186,6 +186,16 @@ def tap_bands(geom: ConvGeometry) -> list[tuple[int, TapBand]]:
         if rows is not None and cols is not None:
             bands.append((t, TapBand(rows[0], cols[0], rows[1], cols[1])))
     return bands
+
+
+def ranges(total: int, step: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of at most ``step`` covering ``[0, total)``, in order."""
+    return [(start, min(start + step, total)) for start in range(0, total, step)]
+
+
+def cache_chunked(x: Array, xp: ModuleType) -> bool:
+    """True on CPU devices, where kernels run in cache-sized pieces (not on a GPU)."""
+    return backend_name(xp) != "cupy" and "cuda" not in str(device_of(x))
 
 
 def fill_zero(buf: Array) -> Array:

@@ -62,6 +62,7 @@ from ..capabilities import (
 from ..geometry import ConvGeometry, Padding, conv_geometry
 from . import autotune as _autotune
 from . import cost, fft, im2col, memory, naive, separable
+from ._layout import ranges
 
 Array = Any
 
@@ -708,10 +709,6 @@ def select_strategy(
     return plan_call(strategy, w, geom, xp=xp, **options).strategy
 
 
-def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:
-    return [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
-
-
 def run_forward(plan: Plan, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W) -> y (N, F, Ho, Wo), chunks concatenated on N."""
     kernel = KERNELS[plan.strategy]
@@ -719,7 +716,7 @@ def run_forward(plan: Plan, x: Array, w: Array, geom: ConvGeometry, *, xp: Modul
         return kernel.forward(x, w, geom, xp=xp)
     parts = [
         kernel.forward(x[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
-        for start, stop in _chunks(geom.n, plan.chunk)
+        for start, stop in ranges(geom.n, plan.chunk)
     ]
     return xp.concat(parts, axis=0)  # chunks of (n_i, F, Ho, Wo) -> (N, F, Ho, Wo)
 
@@ -733,7 +730,7 @@ def run_backward(
         return kernel.backward(gy, x, w, geom, xp=xp)
     gx_parts = []
     gw = None
-    for start, stop in _chunks(geom.n, plan.chunk):
+    for start, stop in ranges(geom.n, plan.chunk):
         g = dataclasses.replace(geom, n=stop - start)
         gx_i, gw_i = kernel.backward(gy[start:stop, ...], x[start:stop, ...], w, g, xp=xp)
         gx_parts.append(gx_i)

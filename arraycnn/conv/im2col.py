@@ -38,18 +38,21 @@ blocks).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from ..backend import backend_name, device_of
+from ..backend import device_of
 from ..geometry import ConvGeometry, conv_geometry
 from . import naive
 from ._layout import (
     ALL,
+    cache_chunked,
     grad_output_group_major,
     input_group_view,
     output_from_group_major,
+    ranges,
     set_at,
     tap_bands,
 )
@@ -77,13 +80,7 @@ def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
 
 def batch_chunks(geom: ConvGeometry, *, cached: bool = True) -> list[tuple[int, int]]:
     """``(start, stop)`` sample ranges of the chunks the batch runs in."""
-    step = samples_per_chunk(geom, cached=cached)
-    return [(start, min(start + step, geom.n)) for start in range(0, geom.n, step)]
-
-
-def cache_chunked(x: Array, xp: ModuleType) -> bool:
-    """True on CPU devices, where the batch runs in cache-sized chunks (not on a GPU)."""
-    return backend_name(xp) != "cupy" and "cuda" not in str(device_of(x))
+    return ranges(geom.n, samples_per_chunk(geom, cached=cached))
 
 
 def unfold(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -119,6 +116,7 @@ def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
     return max(1, COLUMN_CHUNK_ELEMENTS // per_row)
 
 
+@functools.lru_cache(maxsize=1024)
 def band_geometry(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeometry, slice] | None:
     """One sample's output rows [start, stop) as a convolution of their input rows.
 
@@ -168,8 +166,7 @@ def pieces(geom: ConvGeometry, *, cached: bool = True) -> list[Piece]:
         ]
     result = []
     for sample in range(geom.n):
-        for start in range(0, geom.ho, rows):
-            stop = min(start + rows, geom.ho)
+        for start, stop in ranges(geom.ho, rows):
             band = band_geometry(geom, start, stop)
             part, in_rows = band if band is not None else (None, slice(0, 0))
             result.append(Piece(slice(sample, sample + 1), slice(start, stop), in_rows, part))
@@ -212,6 +209,7 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> A
     return xp.reshape(gw, geom.w_shape)  # (G, Fg, Cg*kh*kw) -> (F, Cg, kh, kw)
 
 
+@functools.lru_cache(maxsize=256)
 def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
     """Geometry of the input gradient as a stride-1 correlation of gy, or None.
 

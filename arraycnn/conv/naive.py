@@ -23,11 +23,13 @@ from ._layout import (
     ALL,
     TapBand,
     add_at,
+    cache_chunked,
     fill_zero,
     grad_output_group_major,
     input_from_group_view,
     input_group_view,
     output_from_group_view,
+    ranges,
     set_at,
     tap_bands,
     weight_by_group,
@@ -69,14 +71,7 @@ def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
 
 def batch_chunks(geom: ConvGeometry, *, cached: bool = True) -> list[tuple[int, int]]:
     """``(start, stop)`` sample ranges the batch runs in (:func:`samples_per_chunk`)."""
-    step = samples_per_chunk(geom, cached=cached)
-    return [(start, min(start + step, geom.n)) for start in range(0, geom.n, step)]
-
-
-def _cached(x: Array, xp: ModuleType) -> bool:
-    from .im2col import cache_chunked
-
-    return cache_chunked(x, xp)
+    return ranges(geom.n, samples_per_chunk(geom, cached=cached))
 
 
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -86,7 +81,7 @@ def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     contraction over channels is a broadcast product, not a GEMM with K = 1. On a CPU a
     large batch runs in chunks whose accumulator stays in cache (:func:`batch_chunks`).
     """
-    chunks = batch_chunks(geom, cached=_cached(x, xp))
+    chunks = batch_chunks(geom, cached=cache_chunked(x, xp))
     if len(chunks) == 1:
         return _forward(x, w, geom, xp=xp)
     parts = [_forward(x[a:b, ...], w, dataclasses.replace(geom, n=b - a), xp=xp) for a, b in chunks]
@@ -240,7 +235,7 @@ def backward(
 ) -> tuple[Array, Array]:
     """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``, by batch chunks on a CPU
     (:func:`batch_chunks`: gx concatenated along N, gw summed)."""
-    chunks = batch_chunks(geom, cached=_cached(x, xp))
+    chunks = batch_chunks(geom, cached=cache_chunked(x, xp))
     if len(chunks) == 1:
         return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
     gx_parts, gw = [], None

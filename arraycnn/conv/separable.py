@@ -33,7 +33,7 @@ import array_api_extra as xpx
 from ..backend import device_of
 from ..geometry import ConvGeometry
 from . import naive
-from ._layout import ALL, add_at, crop_padding, pad_input, zeros
+from ._layout import ALL, add_at, crop_padding, pad_input, ranges, zeros
 
 Array = Any
 
@@ -97,7 +97,7 @@ def band_rows(geom: ConvGeometry, rank: int, itemsize: int = 4) -> int:
 def bands(geom: ConvGeometry, rank: int, itemsize: int = 4) -> list[tuple[int, int]]:
     """Output row ranges ``[start, stop)`` of the forward's bands, in order, covering Ho."""
     rows = band_rows(geom, rank, itemsize)
-    return [(start, min(start + rows, geom.ho)) for start in range(0, geom.ho, rows)]
+    return ranges(geom.ho, rows)
 
 
 def _tap_rows_of_band(geom: ConvGeometry, i: int, start: int, stop: int) -> slice:

@@ -13,6 +13,7 @@ All shape arithmetic is host work on Python ints; nothing here touches array dat
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass
@@ -250,6 +251,29 @@ def conv_geometry(
     ValueError, TypeError
         Naming the argument and the offending values.
     """
+    args = (x_shape, w_shape, stride, padding, dilation, groups)
+    if all(_plain(a) for a in args):  # hashable without ambiguity (no bool, no NumPy int)
+        return _conv_geometry_memo(*args)
+    return _conv_geometry(*args)
+
+
+def _plain(value: Any) -> bool:
+    """True for an int (not bool), a str, or a tuple of those: safe as a memo key."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    return kind is tuple and all(_plain(v) for v in value)
+
+
+def _conv_geometry(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: Any,
+    padding: Padding,
+    dilation: Any,
+    groups: Any,
+) -> ConvGeometry:
+    """:func:`conv_geometry`, not memoised."""
     n, c, h, w = _shape4(x_shape, "x", "N, C, H, W")
     f, cg, kh, kw = _shape4(w_shape, "w", "F, C/groups, kh, kw")
     stride2 = pair(stride, "stride")
@@ -277,6 +301,11 @@ def conv_geometry(
             f"(input {(h, w)}, padding {pads})"
         )
     return ConvGeometry(n, c, h, w, f, kh, kw, stride2, dilation2, pads, groups, ho, wo)
+
+
+#: Memoised :func:`_conv_geometry` for plain arguments (every call repeats it; errors are
+#: raised afresh, since an lru_cache keeps only results).
+_conv_geometry_memo = functools.lru_cache(maxsize=4096)(_conv_geometry)
 
 
 @dataclass(frozen=True)

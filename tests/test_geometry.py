@@ -155,3 +155,31 @@ def test_pair_minimum():
     assert pair(0, "padding", minimum=0) == (0, 0)
     with pytest.raises(ValueError, match=r"padding must be >= 0, got -1"):
         pair(-1, "padding", minimum=0)
+
+
+@pytest.mark.parametrize(
+    ("argument", "bad", "error", "match"),
+    [
+        ("stride", True, TypeError, r"stride must be an int, got bool True"),
+        ("stride", 1.0, TypeError, r"stride must be an int, got float 1.0"),
+        ("groups", True, TypeError, r"groups must be an int, got bool True"),
+        ("padding", (True, 1), TypeError, r"padding must be an int, got bool True"),
+    ],
+)
+def test_memoised_geometry_still_refuses_values_equal_to_valid_ones(argument, bad, error, match):
+    """conv_geometry memoises plain arguments; True == 1 and 1.0 == 1 hash alike, so after a
+    valid call with 1 the bad value must still be refused, not served from the memo."""
+    valid = {"stride": 1, "groups": 1, "padding": (1, 1)}
+    good = conv_geometry((1, 1, 5, 5), (1, 1, 3, 3), **{argument: valid[argument]})
+    assert conv_geometry((1, 1, 5, 5), (1, 1, 3, 3), **{argument: valid[argument]}) is good
+    with pytest.raises(error, match=match):
+        conv_geometry((1, 1, 5, 5), (1, 1, 3, 3), **{argument: bad})
+
+
+def test_integer_like_arguments_give_the_same_geometry_as_ints():
+    np = pytest.importorskip("numpy")
+    plain = conv_geometry((2, 4, 9, 8), (6, 2, 3, 3), stride=2, padding=1, groups=2)
+    numpy_ints = conv_geometry(
+        (np.int64(2), 4, 9, 8), (6, 2, 3, 3), stride=np.int32(2), padding=1, groups=np.int64(2)
+    )
+    assert numpy_ints == plain

@@ -177,13 +177,15 @@ def _rank1_3x3(rng, x_shape=(1, 1, 64, 64)):
     return x, w
 
 
-def _favouring_separable(w, geom, xp):
-    """The shipped calibration with separable's factor lowered until it is priced cheapest."""
+def _favouring_separable(w, geom, xp, direction="forward"):
+    """The shipped calibration with separable's factor (of ``direction``) lowered until it
+    is priced cheapest."""
     cal = cost.calibration_for("numpy")[0]
-    costs = dispatch.predicted_costs(w, geom, xp=xp, calibration=cal)
+    costs = dispatch.predicted_costs(w, geom, xp=xp, direction=direction, calibration=cal)
     best_other = min(v for k, v in costs.items() if k != "separable")
     factor = 0.5 * best_other / costs["separable"]
-    scale = {**cal.scale, "separable": cal.scale["separable"] * factor}
+    key = "separable" if direction == "forward" else "separable:backward"
+    scale = {**cal.scale, key: cal.factor("separable", direction) * factor}
     return dataclasses.replace(cal, scale=scale, source="test: separable favoured")
 
 
@@ -269,3 +271,56 @@ def test_no_svd_where_even_rank1_cannot_pass_or_is_priced_out(rng, monkeypatch):
     svds.clear()
     plan = dispatch.plan_call("auto", w3, geom, xp=xp, x=x, autotune=False, calibration=fast)
     assert plan.strategy == "separable" and svds  # priced in: the rank was computed
+
+
+@pytest.fixture
+def rank_decisions(monkeypatch):
+    """Records every rank decision from singular values (:func:`separable.rank_of`)."""
+    calls = []
+    original = separable.rank_of
+
+    def spy(s, w, *, xp):
+        calls.append(tuple(w.shape))
+        return original(s, w, xp=xp)
+
+    monkeypatch.setattr(separable, "rank_of", spy)
+    return calls
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_a_separable_plan_decides_the_rank_once(rng, rank_decisions, direction):
+    """auto's rank decision is handed to the kernel (one per call, not two), and the
+    result is still the loops' one."""
+    xp = ac.resolve_backend("numpy")
+    x, w = _rank1_3x3(rng)
+    geom = ac.conv_geometry(x.shape, w.shape, padding="same")
+    cal = _favouring_separable(w, geom, xp, direction)
+    gy = rng.standard_normal(geom.y_shape)
+    rank_decisions.clear()
+    options = {"x": x, "gy": gy, "direction": direction, "autotune": False, "calibration": cal}
+    plan = dispatch.plan_call("auto", w, geom, xp=xp, **options)
+    assert plan.strategy == "separable" and plan.rank == 1
+    if direction == "forward":
+        got = {"y": dispatch.run_forward(plan, x, w, geom, xp=xp)}
+        expected = {"y": oracles.correlate_loops(x, w, padding="same")}
+    else:
+        gx, gw = dispatch.run_backward(plan, gy, x, w, geom, xp=xp)
+        got = {"gx": gx, "gw": gw}
+        ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, padding="same")
+        expected = {"gx": ex_gx, "gw": ex_gw}
+    assert rank_decisions == [w.shape]
+    for name, value in got.items():
+        model = oracles.ERROR_MODEL["separable"][name]
+        scales = oracles.error_scales(x, w, gy=gy, model=model, padding="same")
+        scale = scales[{"y": 0, "gx": 1, "gw": 2}[name]]
+        assert_close(value, expected[name], scale=scale, xp=xp, err_msg=name)
+
+
+def test_forced_separable_decides_the_rank_once(rng, rank_decisions):
+    xp = ac.resolve_backend("numpy")
+    x, w = _rank1_3x3(rng)
+    y = ac.conv2d(x, w, padding="same", strategy="separable")
+    assert rank_decisions == [w.shape]
+    model = oracles.ERROR_MODEL["separable"]["y"]
+    (scale,) = oracles.error_scales(x, w, model=model, padding="same")
+    assert_close(y, oracles.correlate_loops(x, w, padding="same"), scale=scale, xp=xp)

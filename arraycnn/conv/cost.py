@@ -49,6 +49,7 @@ shape (new temporaries, new GEMM layout), update its ``_counts_*`` helper and re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -541,10 +542,18 @@ def op_counts(
 
 
 def _cache_dir_str() -> str:
-    explicit = os.environ.get("ARRAYCNN_CACHE_DIR", "").strip()
-    if explicit:
-        return os.path.expanduser(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    env = os.environ
+    return _cache_dir_from(
+        env.get("ARRAYCNN_CACHE_DIR"), env.get("XDG_CACHE_HOME"), env.get("HOME")
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _cache_dir_from(explicit: str | None, xdg: str | None, home: str | None) -> str:
+    """The cache directory for these environment values (memoised: every auto call asks)."""
+    if explicit and explicit.strip():
+        return os.path.expanduser(explicit.strip())
+    xdg = (xdg or "").strip()
     base = os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "arraycnn")
 

@@ -45,6 +45,7 @@ The FFT cannot keep this rule (a non-finite value spreads over the whole transfo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -117,6 +118,9 @@ class Plan:
         The batch size N.
     reason : str
         Why this plan, in words.
+    rank : int or None
+        For separable: w's numerical rank, decided while planning and handed to the kernel
+        (None: the kernel computes it).
     """
 
     strategy: str
@@ -124,6 +128,7 @@ class Plan:
     chunk: int
     n: int
     reason: str
+    rank: int | None = None
 
     @property
     def chunked(self) -> bool:
@@ -140,6 +145,14 @@ class _Candidate:
     seconds: float = math.inf
     bytes: int = 0
     chunk: int = 0
+
+
+@dataclass
+class _Analysis:
+    """The candidates of one call and what deciding separable computed from w."""
+
+    candidates: dict[str, _Candidate]
+    rank: int | None = None  # separable's rank (None where it was not computed)
 
 
 def parse_strategy(strategy: Any) -> str:
@@ -350,22 +363,22 @@ def _with_separable_rank(
     direction: str,
     budget: int,
     calibration: cost.Calibration,
-) -> tuple[dict[str, _Candidate], int | None]:
+) -> _Analysis:
     """``static`` with separable decided by w: its finiteness, SVD rank and price.
 
     ``static`` is not modified (it may be memoised): the result holds a new separable
     candidate and shares the others.
     """
     result = dict(static)
-    cand = result["separable"] = dataclasses.replace(static["separable"])
+    cand = result["separable"] = copy.copy(static["separable"])
     if not inputs.finite("w"):
         cand.excluded, cand.seconds = "w holds NaN/Inf (no SVD)", math.inf
-        return result, None
+        return _Analysis(result)
     rank = separable.numerical_rank(w, xp=xp)
     if not _separable_rank_pays_off(rank, geom):
         cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
         cand.seconds = math.inf
-        return result, rank
+        return _Analysis(result, rank)
     _price(
         cand,
         geom,
@@ -375,7 +388,7 @@ def _with_separable_rank(
         budget=budget,
         calibration=calibration,
     )
-    return result, rank
+    return _Analysis(result, rank)
 
 
 def _analyse(
@@ -389,12 +402,11 @@ def _analyse(
     require_exact: bool,
     calibration: cost.Calibration,
     prune: float = math.inf,
-) -> tuple[dict[str, _Candidate], int | None]:
+) -> _Analysis:
     """Every strategy with its exclusion reason or its predicted seconds, bytes and chunk.
 
     Separable is priced last: if even a rank-1 kernel is predicted more than ``prune``
     times the best other strategy, it is excluded without computing the SVD of w.
-    Returns the candidates and the separable rank (None where it was not computed).
     """
     itemsize = _itemsize(w.dtype, xp)
     common = {"itemsize": itemsize, "xp": xp, "direction": direction, "budget": budget}
@@ -402,7 +414,7 @@ def _analyse(
         geom, **common, require_exact=require_exact, calibration=calibration, prune=prune
     )
     if not needs_rank:
-        return static, None
+        return _Analysis(static)
     return _with_separable_rank(static, w, geom, inputs, **common, calibration=calibration)
 
 
@@ -417,7 +429,7 @@ ANALYSES_KEPT = 1024
 
 def _memoised_analyse(
     w: Array, geom: ConvGeometry, inputs: _Inputs, *, xp: ModuleType, **options: Any
-) -> tuple[dict[str, _Candidate], int | None]:
+) -> _Analysis:
     """:func:`_analyse` (same arguments), its w-independent part reused where exact.
 
     The part that does not read w (:func:`_analyse_static`) is kept for a call signature
@@ -429,8 +441,8 @@ def _memoised_analyse(
     itemsize = _itemsize(w.dtype, xp)
     key = (
         backend_name(xp),
-        str(device_of(w)),
-        str(w.dtype),
+        device_of(w),  # devices and dtypes hash (str() of them costs ~2.5 us a call)
+        w.dtype,
         geom,
         options["direction"],
         options["require_exact"],
@@ -449,7 +461,7 @@ def _memoised_analyse(
             need = max((c.bytes for c in priced), default=0)
             _ANALYSES[key] = (calibration, static, needs_rank, need)
     if not needs_rank:
-        return static, None
+        return _Analysis(static)
     return _with_separable_rank(
         static,
         w,
@@ -477,7 +489,7 @@ def predicted_costs(
     """
     direction = _parse_direction(direction)
     cal = calibration if calibration is not None else cost.calibration_for(backend_name(xp))[0]
-    candidates, _ = _analyse(
+    candidates = _analyse(
         w,
         geom,
         _Inputs(xp, w=w),
@@ -486,7 +498,7 @@ def predicted_costs(
         budget=2**62,
         require_exact=False,
         calibration=cal,
-    )
+    ).candidates
     return {c.name: c.seconds for c in candidates.values() if c.excluded is None}
 
 
@@ -543,7 +555,7 @@ def _forced_plan(
     reason = "forced"
     if chunk < geom.n:
         reason += f", in chunks of {chunk} samples to fit the workspace budget"
-    return Plan(name, direction, chunk, geom.n, reason)
+    return Plan(name, direction, chunk, geom.n, reason, rank or None)
 
 
 def _autotune_choice(
@@ -648,7 +660,7 @@ def plan_call(
         )
     cal = calibration if calibration is not None else cost.calibration_for(backend_name(xp))[0]
     tune = _autotune.autotune_enabled(autotune)
-    candidates, rank = _memoised_analyse(
+    analysis = _memoised_analyse(
         w,
         geom,
         inputs,
@@ -659,6 +671,7 @@ def plan_call(
         calibration=cal,
         prune=AUTOTUNE_SPREAD if tune else 1.0,
     )
+    candidates, rank = analysis.candidates, analysis.rank
     order = sorted((c for c in candidates.values() if c.excluded is None), key=lambda c: c.seconds)
     if not order:
         reasons = "; ".join(f"{c.name}: {c.excluded}" for c in candidates.values())
@@ -685,7 +698,8 @@ def plan_call(
         reason = how
         if cand.chunk < geom.n:
             reason += f", in chunks of {cand.chunk} samples to fit the workspace budget"
-        return Plan(pick, direction, cand.chunk, geom.n, reason)
+        sep_rank = rank if pick == "separable" else None
+        return Plan(pick, direction, cand.chunk, geom.n, reason, sep_rank)
     raise memory.WorkspaceError(  # only fft was left and the input is not finite
         f"no strategy can run this call: fft cannot take non-finite input and the others "
         f"do not fit: {'; '.join(f'{c.name}: {c.excluded}' for c in candidates.values())}"
@@ -709,13 +723,20 @@ def select_strategy(
     return plan_call(strategy, w, geom, xp=xp, **options).strategy
 
 
+def _kernel_options(plan: Plan) -> dict[str, Any]:
+    """Keyword arguments the plan hands its kernel (separable: the rank of w)."""
+    return {"rank": plan.rank} if plan.rank is not None else {}
+
+
 def run_forward(plan: Plan, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W) -> y (N, F, Ho, Wo), chunks concatenated on N."""
-    kernel = KERNELS[plan.strategy]
+    kernel, extra = KERNELS[plan.strategy], _kernel_options(plan)
     if not plan.chunked:
-        return kernel.forward(x, w, geom, xp=xp)
+        return kernel.forward(x, w, geom, xp=xp, **extra)
     parts = [
-        kernel.forward(x[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
+        kernel.forward(
+            x[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp, **extra
+        )
         for start, stop in ranges(geom.n, plan.chunk)
     ]
     return xp.concat(parts, axis=0)  # chunks of (n_i, F, Ho, Wo) -> (N, F, Ho, Wo)
@@ -725,14 +746,15 @@ def run_backward(
     plan: Plan, gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
 ) -> tuple[Array, Array]:
     """Execute a backward plan: ``(gx, gw)``; chunks' gx concatenated on N, their gw summed."""
-    kernel = KERNELS[plan.strategy]
+    kernel, extra = KERNELS[plan.strategy], _kernel_options(plan)
     if not plan.chunked:
-        return kernel.backward(gy, x, w, geom, xp=xp)
+        return kernel.backward(gy, x, w, geom, xp=xp, **extra)
     gx_parts = []
     gw = None
     for start, stop in ranges(geom.n, plan.chunk):
         g = dataclasses.replace(geom, n=stop - start)
-        gx_i, gw_i = kernel.backward(gy[start:stop, ...], x[start:stop, ...], w, g, xp=xp)
+        sl = slice(start, stop)
+        gx_i, gw_i = kernel.backward(gy[sl, ...], x[sl, ...], w, g, xp=xp, **extra)
         gx_parts.append(gx_i)
         gw = gw_i if gw is None else gw + gw_i
     return xp.concat(gx_parts, axis=0), gw  # chunks of (n_i, C, H, W) -> (N, C, H, W)
@@ -789,7 +811,7 @@ def explain(
     budget = memory.workspace_limit(xp, device_of(w))
     cal, source = cost.calibration_for(backend_name(xp))
     inputs = _Inputs(xp, x=x, w=w, gy=gy)
-    candidates, _ = _analyse(
+    candidates = _analyse(
         w,
         geom,
         inputs,
@@ -798,7 +820,7 @@ def explain(
         budget=budget,
         require_exact=require_exact,
         calibration=cal,
-    )
+    ).candidates
     nonfinite = inputs.nonfinite(direction)
     if nonfinite and candidates["fft"].excluded is None:
         candidates["fft"].excluded = f"non-finite input ({', '.join(nonfinite)})"

@@ -89,7 +89,9 @@ def unfold(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     shape = (geom.groups, geom.cg, geom.kh * geom.kw, geom.n, geom.ho, geom.wo)
     cols = scratch("im2col.cols", shape, like=x, xp=xp, key=geom)  # (G, Cg, kh*kw, N, Ho, Wo)
     for t, band in tap_bands(geom):
-        cols = set_at(cols, (ALL, ALL, t, ALL, band.out_rows, band.out_cols), xg[band.in_index(3)])
+        cols = set_at(
+            cols, (ALL, ALL, t, ALL, band.out_rows, band.out_cols), xg[band.in_index(3)], xp=xp
+        )
     # (G, Cg, kh*kw, N, Ho, Wo) -> (G, Cg*kh*kw, N*Ho*Wo)
     return xp.reshape(cols, (geom.groups, geom.cg * geom.kh * geom.kw, geom.n * geom.ho * geom.wo))
 
@@ -184,10 +186,10 @@ def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Arr
     for piece in parts:
         where = (piece.samples, ALL, piece.out_rows, ALL)
         if piece.geom is None:
-            y = set_at(y, where, 0)
+            y = set_at(y, where, 0, xp=xp)
             continue
         yg = wm @ unfold(x[piece.samples, :, piece.in_rows, :], piece.geom, xp=xp)  # (G, Fg, P)
-        y = set_at(y, where, output_from_group_major(yg, piece.geom, xp=xp))
+        y = set_at(y, where, output_from_group_major(yg, piece.geom, xp=xp), xp=xp)
     return y
 
 

@@ -93,7 +93,7 @@ def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array
     xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
     wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
     shape = (geom.groups, geom.fg, geom.n, geom.ho, geom.wo)
-    yg = fill_zero(scratch("naive.y", shape, like=x, xp=xp))  # (G, Fg, N, Ho, Wo)
+    yg = fill_zero(scratch("naive.y", shape, like=x, xp=xp), xp=xp)  # (G, Fg, N, Ho, Wo)
     for t, band in tap_bands(geom):
         i, j = divmod(t, geom.kw)
         h, w_ = band.out_shape()
@@ -104,7 +104,7 @@ def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array
             term = wg[..., i, j] @ _band_matrix(xg, band, at_output=False, xp=xp)  # (G, Fg, N*h*w)
             # (G, Fg, N*h*w) -> (G, Fg, N, h, w)
             term = xp.reshape(term, (geom.groups, geom.fg, geom.n, h, w_))
-        yg = add_at(yg, band.out_index(3), term)
+        yg = add_at(yg, band.out_index(3), term, xp=xp)
     return output_from_group_view(yg, geom, xp=xp)
 
 
@@ -129,7 +129,7 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> A
 MIN_BLOCK_ROWS = 64
 
 
-def _tap_blocks(geom: ConvGeometry) -> list[list[tuple[int, TapBand]]]:
+def _tap_blocks(geom: ConvGeometry) -> list[tuple[tuple[int, TapBand], ...]]:
     """Consecutive taps grouped so each group has >= MIN_BLOCK_ROWS column-gradient rows."""
     per_block = max(1, -(-MIN_BLOCK_ROWS // geom.cg))
     bands = tap_bands(geom)
@@ -154,7 +154,7 @@ def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
     wt = _tap_weights(w, geom, xp=xp)  # (G, kh*kw, Cg, Fg)
     gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
     shape = (geom.groups, geom.cg, geom.n, geom.h, geom.w)
-    gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp))  # (G, Cg, N, H, W)
+    gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp), xp=xp)  # (G, Cg, N, H, W)
     for block in _tap_blocks(geom):
         first, last = block[0][0], block[-1][0] + 1
         gcols = _block_weights(wt, first, last, geom, xp=xp) @ gyg  # (G, T*Cg, N*Ho*Wo)
@@ -162,7 +162,7 @@ def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
         gcols = xp.reshape(gcols, (geom.groups, last - first, geom.cg, geom.n, geom.ho, geom.wo))
         for t, band in block:
             rows = gcols[:, t - first, ...][band.out_index(3)]  # (G, Cg, N, h, w)
-            gxg = add_at(gxg, band.in_index(3), rows)
+            gxg = add_at(gxg, band.in_index(3), rows, xp=xp)
     return input_from_group_view(gxg, geom, xp=xp)
 
 
@@ -180,13 +180,13 @@ def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType)
     gy5 = xp.reshape(gy, (g.n, g.groups, g.fg, g.ho, g.wo))
     gy5 = xp.permute_dims(gy5, (1, 2, 0, 3, 4))  # (N, G, Fg, Ho, Wo) -> (G, Fg, N, Ho, Wo)
     frame = scratch("naive.gy_rows", (g.groups, g.fg, g.n, g.ho, g.wp), like=gy, xp=xp, key=g)
-    frame = set_at(frame, (ALL, ALL, ALL, ALL, slice(0, g.wo)), gy5)  # columns >= Wo stay 0
+    frame = set_at(frame, (ALL, ALL, ALL, ALL, slice(0, g.wo)), gy5, xp=xp)  # columns >= Wo stay 0
     # (G, Fg, N, Ho, Wp) -> (G, Fg, N*Ho*Wp)
     frame = xp.reshape(frame, (g.groups, g.fg, g.n * row_span))
     wt = _tap_weights(w, g, xp=xp)  # (G, kh*kw, Cg, Fg)
     flat = g.hp * g.wp
     span = flat + g.dilation[1] * (g.kw - 1)  # the last tap's zero columns run past Hp*Wp
-    acc = fill_zero(scratch("naive.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp))
+    acc = fill_zero(scratch("naive.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp), xp=xp)
     for block in _tap_blocks(g):
         first, last = block[0][0], block[-1][0] + 1
         gcols = _block_weights(wt, first, last, g, xp=xp) @ frame  # (G, T*Cg, N*Ho*Wp)
@@ -196,7 +196,7 @@ def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType)
             i, j = divmod(t, g.kw)
             start = i * g.dilation[0] * g.wp + j * g.dilation[1]
             where = (ALL, ALL, ALL, slice(start, start + row_span))
-            acc = add_at(acc, where, gcols[:, t - first, ...])
+            acc = add_at(acc, where, gcols[:, t - first, ...], xp=xp)
     # (G, Cg, N, Hp*Wp) -> (G, Cg, N, Hp, Wp)
     gxpad = xp.reshape(acc[..., :flat], (g.groups, g.cg, g.n, g.hp, g.wp))
     top, left = g.padding[0][0], g.padding[1][0]

@@ -39,25 +39,34 @@ Array = Any
 
 
 def numerical_rank(w: Array, *, xp: ModuleType) -> int:
-    """Largest numerical rank over the kernel slices of w (F, Cg, kh, kw). Host decision."""
+    """Largest numerical rank over the kernel slices of w (F, Cg, kh, kw). Host decision.
+
+    The dispatcher decides with it (singular values only: 2-3x cheaper than the full SVD
+    the kernels then compute) and hands the rank to the kernels (``rank=``).
+    """
     s = xp.linalg.svdvals(w)  # (F, Cg, min(kh, kw))
-    return _rank_from_singular_values(s, w, xp=xp)
+    return rank_of(s, w, xp=xp)
 
 
-def _rank_from_singular_values(s: Array, w: Array, *, xp: ModuleType) -> int:
-    """Count singular values above ``max(kh, kw) * eps * s_max`` per slice; max over slices."""
+def rank_of(s: Array, w: Array, *, xp: ModuleType) -> int:
+    """Numerical rank from singular values s (..., k) of w's slices: per slice the count
+    above ``max(kh, kw) * eps * s_max``, the largest over slices (at least 1)."""
     tol = max(w.shape[-2:]) * float(xp.finfo(w.dtype).eps)
-    kept = s > tol * s[..., :1]
-    rank = int(xp.max(xp.sum(xp.astype(kept, xp.int32), axis=-1)))
-    return max(rank, 1)
+    kept = s > tol * s[..., :1]  # (..., k)
+    return max(int(xp.max(xp.count_nonzero(kept, axis=-1))), 1)
 
 
-def decompose(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> tuple[Array, Array]:
-    """Rank-r factors of w (F, Cg, kh, kw): u (G, Fg, Cg, r, kh) and v (G, Fg, Cg, r, kw)."""
+def decompose(
+    w: Array, geom: ConvGeometry, *, xp: ModuleType, rank: int | None = None
+) -> tuple[Array, Array]:
+    """Rank-r factors of w (F, Cg, kh, kw): u (G, Fg, Cg, r, kh) and v (G, Fg, Cg, r, kw).
+
+    ``rank``: w's :func:`numerical_rank` if already known (else computed here).
+    """
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     u, s, vh = xp.linalg.svd(wg, full_matrices=False)  # (..., kh, k), (..., k), (..., k, kw)
-    r = _rank_from_singular_values(s, w, xp=xp)
+    r = rank_of(s, w, xp=xp) if rank is None else rank
     root = xp.sqrt(s[..., :r])  # (..., r)
     u = xp.matrix_transpose(u[..., :r] * root[..., None, :])  # (..., kh, r) -> (..., r, kh)
     v = vh[..., :r, :] * root[..., :, None]  # (..., r, kw)
@@ -168,14 +177,16 @@ def _band(
     return _row_pass(cols, v_taps, geom, xp=xp)
 
 
-def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def forward(
+    x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rank: int | None = None
+) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
     Runs in bands of output rows (:func:`bands`): per band the column pass, the row pass
     and one sum over (Cg, r), written into the result allocated once (a single band is
-    the result).
+    the result). ``rank``: w's :func:`numerical_rank` if already known.
     """
-    u, v = decompose(w, geom, xp=xp)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
+    u, v = decompose(w, geom, xp=xp, rank=rank)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
     u_taps, v_taps = _tap_factors(u), _tap_factors(v)
     # (N, G, Cg, Hp, Wp) -> (N, G, 1, Cg, 1, Hp, Wp)
     x7 = _padded_5d(x, geom, xp=xp)[:, :, None, :, None, ...]
@@ -196,28 +207,36 @@ def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(y, geom.y_shape)
 
 
-def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Transposed passes: gy (N, F, Ho, Wo) -> gx (N, C, H, W)."""
-    u, v = decompose(w, geom, xp=xp)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
+def input_grad(
+    gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rank: int | None = None
+) -> Array:
+    """Transposed passes: gy (N, F, Ho, Wo) -> gx (N, C, H, W) (``rank`` as in forward)."""
+    u, v = decompose(w, geom, xp=xp, rank=rank)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
     r = u.shape[3]
     # (N, F, Ho, Wo) -> (N, G, Fg, 1, 1, Ho, Wo)
     g = xp.reshape(gy, (geom.n, geom.groups, geom.fg, 1, 1, geom.ho, geom.wo))
     # transposed row pass: scatter along W into (N, G, Fg, Cg, r, Ho, Wp)
     t = zeros((geom.n, geom.groups, geom.fg, geom.cg, r, geom.ho, geom.wp), gy, xp=xp)
     for j in range(geom.kw):
-        t = add_at(t, (ALL,) * 6 + (geom.tap_cols(j),), g * v[None, ..., j, None, None])
+        t = add_at(t, (ALL,) * 6 + (geom.tap_cols(j),), g * v[None, ..., j, None, None], xp=xp)
     # transposed column pass: contract over (Fg, r), scatter along H into (N, G, Cg, Hp, Wp)
     gxpad = zeros((geom.n, geom.groups, geom.cg, geom.hp, geom.wp), gy, xp=xp)
     for i in range(geom.kh):
         contrib = xp.sum(t * u[None, ..., i, None, None], axis=(2, 4))  # (N, G, Cg, Ho, Wp)
-        gxpad = add_at(gxpad, (ALL,) * 3 + (geom.tap_rows(i), ALL), contrib)
+        gxpad = add_at(gxpad, (ALL,) * 3 + (geom.tap_rows(i), ALL), contrib, xp=xp)
     # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
     gxpad = xp.reshape(gxpad, (geom.n, geom.c, geom.hp, geom.wp))
     return crop_padding(gxpad, geom)
 
 
 def backward(
-    gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
+    gy: Array,
+    x: Array,
+    w: Array,
+    geom: ConvGeometry,
+    *,
+    xp: ModuleType,
+    rank: int | None = None,
 ) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``."""
-    return input_grad(gy, w, geom, xp=xp), naive.weight_grad(gy, x, geom, xp=xp)
+    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))`` (``rank`` as in forward)."""
+    return input_grad(gy, w, geom, xp=xp, rank=rank), naive.weight_grad(gy, x, geom, xp=xp)

@@ -125,6 +125,8 @@ CASES: tuple[Case, ...] = (
     Case(4, 32, 32, 32, 3, groups=32, quick=False),
     Case(2, 4, 40, 4, 9, quick=False),
     # sizes of the benchmark grid: images filtered in bands, batches run in cache chunks
+    Case(1, 1, 256, 1, 3, rank1=True, quick=False),
+    Case(1, 1, 256, 1, 7, quick=False),
     Case(1, 1, 512, 1, 3, rank1=True, quick=False),
     Case(1, 1, 1024, 1, 7, rank1=True, quick=False),
     Case(1, 1, 2048, 1, 3, quick=False),

@@ -76,23 +76,46 @@ def _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype="float64", **kw):
 # --------------------------------------------------------------------------- placement
 
 
-@pytest.mark.parametrize(
-    ("offset", "taps", "step", "length"),
-    [(0, 3, 1, 8), (6, 3, 1, 8), (7, 1, 1, 8), (5, 4, 2, 9), (8, 2, 3, 9), (3, 5, 2, 9)],
-)
-def test_wrapped_pieces_put_every_entry_at_its_residue(offset, taps, step, length):
-    target = [None] * length
-    pieces = fft._wrapped(offset, taps, step, length)
-    assert 1 <= len(pieces) <= 2
-    for dst, src in pieces:
-        assert dst.step == step and dst.start >= 0 and dst.stop <= length
-        for position, r in zip(range(dst.start, dst.stop, dst.step), range(src.start, src.stop)):
-            assert target[position] is None
-            target[position] = r
-    expected = [None] * length
-    for r in range(taps):
-        expected[(offset + step * r) % length] = r
-    assert target == expected
+@pytest.fixture(params=["dft", "fft"])
+def row_transform(request, monkeypatch):
+    """The kernel's transform over the rows: the DFT matrix product or the padded FFT."""
+    monkeypatch.setattr(fft, "DFT_MAX_ROWS", 10**6 if request.param == "dft" else 0)
+    return request.param
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 9])
+@pytest.mark.parametrize("kernel", [1, 2, 4, 7])
+def test_placement_keeps_kernel_and_outputs_inside_the_length(size, kernel):
+    """The flipped kernel [start, start + kd) and the kept outputs first + [0, M] are
+    positions below L, without wrap; one of start and first is 0."""
+    for lo, hi, stride in itertools.product(range(0, 9), range(0, 9), (1, 2, 3)):
+        out = oracles.out_size(size, kernel, stride, lo, hi, 1)
+        if out < 1:
+            continue
+        length = fft.forward_length(size, out, kernel, stride, lo)
+        start, first = fft._placement(size, kernel, lo)
+        assert min(start, first) == 0
+        assert start + kernel <= length
+        assert first + (out - 1) * stride < length
+        # output 0 is the circular index of the first padded-input window
+        assert first - start == kernel - 1 - lo
+
+
+@pytest.mark.parametrize(("length", "start", "step", "taps"), [(8, 0, 1, 3), (9, 2, 2, 4)])
+def test_dft_matrix_is_the_fft_of_the_placed_rows(rng, length, start, step, taps):
+    """D @ rows equals the FFT over axis -2 of the rows placed at start + step r."""
+    rows = rng.standard_normal((2, taps, 5)) + 1j * rng.standard_normal((2, taps, 5))
+    placed = np.zeros((2, length, 5), dtype=complex)
+    placed[:, start : start + step * (taps - 1) + 1 : step, :] = rows
+    dft = fft._dft_matrix(np, np.float64, np.complex128, "cpu", (length, start, step, taps))
+    assert dft.shape == (length, taps)
+    np.testing.assert_allclose(dft @ rows, np.fft.fft(placed, axis=-2), atol=1e-12)
+
+
+def test_dft_matrix_is_cached_per_placement():
+    key = (np, np.float32, np.complex64, "cpu", (12, 1, 1, 3))
+    assert fft._cached_dft_matrix(*key) is fft._cached_dft_matrix(*key)
+    assert fft._cached_dft_matrix(*key).dtype == np.complex64
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 9])
@@ -110,9 +133,12 @@ def test_forward_length_is_exact_and_never_longer_than_the_padded_input(size, ke
         assert length <= scipy.fft.next_fast_len(size + lo + hi, real=True)
 
 
-def test_untiled_forward_matches_the_loops_on_tiny_geometries(xp, to_xp, rng, untiled):
+def test_untiled_forward_matches_the_loops_on_tiny_geometries(
+    xp, to_xp, rng, untiled, row_transform
+):
     """Padding larger than the kernel, asymmetric, stride, dilation, groups, 'same' with
-    stride (end padding larger): the circular placement at p - kd + 1 is exact."""
+    stride (end padding larger): the kernel at the origin (or at p - kd + 1) and the
+    outputs at kd - 1 - p (or 0) are exact, with either row transform of the kernel."""
     paddings = [0, 2, ((0, 3), (4, 0)), ((5, 1), (0, 6)), "same", "full"]
     for h, w, kh, kw in [(1, 1, 1, 1), (5, 7, 3, 2), (6, 4, 2, 4), (2, 9, 1, 3)]:
         for padding, stride, dilation in itertools.product(paddings, (1, 2, (3, 1)), (1, (2, 1))):
@@ -133,6 +159,57 @@ def test_untiled_forward_with_the_matrix_product(xp, to_xp, rng, untiled, dtype)
     """Enough images and channels per group for the per-frequency matrix product."""
     assert fft._use_matmul(8, 20, 8)
     _check_forward(xp, to_xp, rng, (8, 40, 13, 11), (16, 20, 3, 2), dtype, padding=1, groups=2)
+
+
+IN_PLACE_CASES = [
+    # (x_shape, w_shape, geometry): one input channel per group, so the product is in place
+    ((1, 1, 21, 19), (1, 1, 5, 4), {"padding": 2}),  # into the input spectrum
+    ((3, 1, 21, 19), (1, 1, 5, 4), {"padding": "same"}),  # into the input spectrum
+    ((1, 1, 21, 19), (4, 1, 3, 5), {"padding": 1}),  # into the kernel spectrum
+    ((1, 2, 17, 20), (6, 1, 3, 3), {"padding": 1, "groups": 2}),  # kernel spectrum, groups
+    ((2, 2, 17, 20), (6, 1, 3, 3), {"padding": 1, "groups": 2}),  # broadcast product
+    ((1, 1, 30, 30), (1, 1, 20, 18), {"padding": 9}),  # kernel rows by the padded FFT
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "kw"), IN_PLACE_CASES)
+def test_untiled_in_place_products_leave_the_inputs_alone(
+    xp, to_xp, rng, untiled, dtype, x_shape, w_shape, kw
+):
+    """Every branch of the one-input-channel product is exact, twice in a row (scratch
+    input reused), and neither x nor w is written."""
+    for _ in range(2):
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        tx, tw = to_xp(x), to_xp(w)
+        y = ac.conv2d(tx, tw, strategy="fft", **kw)
+        assert_close(
+            y,
+            oracles.correlate_scipy(x, w, **kw),
+            scale=oracles.norm_scales(x, w, **kw)[0],
+            xp=xp,
+            dtype=getattr(xp, dtype),
+            err_msg=f"{x_shape} {w_shape} {kw}",
+        )
+        np.testing.assert_array_equal(ac.to_numpy(tx), x)
+        np.testing.assert_array_equal(ac.to_numpy(tw), w)
+
+
+def test_untiled_scratch_input_stays_zero_padded(rng, untiled):
+    """The padded input is a scratch buffer keyed by the input size: a larger input of the
+    same FFT shape in between does not leave values in a smaller one's padding."""
+    workspace.clear()
+    w = rng.standard_normal((1, 1, 5, 5))
+    kw = {"padding": 2}
+    for shape in [(1, 1, 40, 37), (1, 1, 42, 38), (1, 1, 40, 37)]:
+        x = rng.standard_normal(shape)
+        assert fft.forward_shape(ac.conv_geometry(x.shape, w.shape, **kw)) == (45, 40)
+        y = ac.conv2d(x, w, strategy="fft", **kw)
+        assert_close(
+            y, oracles.correlate_scipy(x, w, **kw), scale=oracles.norm_scales(x, w, **kw)[0]
+        )
+    workspace.clear()
 
 
 # --------------------------------------------------------------------------- tiles
@@ -160,8 +237,9 @@ def test_tiled_forward_matches_scipy(xp, to_xp, rng, tiles_of, dtype, x_shape, w
     _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype, **kw)
 
 
-def test_tiled_and_untiled_agree_for_every_tile_length(rng, monkeypatch):
-    """One geometry, tile lengths from the smallest possible to one tile per axis."""
+def test_tiled_and_untiled_agree_for_every_tile_length(rng, monkeypatch, row_transform):
+    """One geometry, tile lengths from the smallest possible to one tile per axis, with
+    either row transform of the kernel."""
     x = rng.standard_normal((2, 3, 70, 53))
     w = rng.standard_normal((4, 3, 4, 3))
     kw = {"padding": ((3, 1), (0, 5)), "stride": (1, 2), "dilation": (2, 1)}

@@ -3,26 +3,34 @@
 Forward
 -------
 Cross-correlation with zero padding ``(p_lo, p_hi)`` is a *circular convolution* of the
-unpadded input, at a fast length ``L``, with the flipped (dilated) kernel whose tap ``t``
-sits at ``(p_lo - t) mod L``: the flipped kernel starts at ``p_lo - kd + 1 (mod L)``. The
-padded input is never formed, nor the conjugate of the kernel spectrum, and the outputs
-are the positions ``0, s, 2s, ...`` of the circular result (:func:`forward_length` shows
-that no wrapped term reaches them; ``L <= next_fast_len(Hp)``).
+unpadded input, at a fast length ``L``, with the flipped (dilated) kernel at the origin:
+the outputs are the positions ``kd - 1 - p_lo + (0, s, 2s, ...)`` of the circular result
+(with more leading padding than ``kd - 1``, the kernel starts at ``p_lo - kd + 1`` and
+the outputs at 0; :func:`_placement`). :func:`forward_length` shows that no wrapped term
+reaches them, with ``L <= next_fast_len(Hp)``. The padded input is never formed, nor the
+conjugate of the kernel spectrum; the FFT module pads the kernel (``n=``), and the input's
+zero padding at the end lives in a scratch buffer (warm memory, no page faults).
+
+The kernel's spectrum is cheap: its real transform runs on its ``kh`` rows only, and the
+transform over the rows is a product with a cached DFT matrix for short kernels
+(:data:`DFT_MAX_ROWS`), an FFT of the zero-padded rows otherwise.
 
 Large images are cut into overlap-save tiles (:class:`TilePlan`): tile ``(i, j)`` is the
 padded input's ``Th x Tw`` window at ``(i Bh sh, j Bw sw)``, and its ``Bh x Bw`` outputs
-are exact with the flipped kernel at ``1 - kd (mod T)`` (the same circular product, with
-no padding inside the tile). All tiles go through one batched transform, product and
-inverse; their outputs are assembled into the result. :func:`tile_plan` picks the tiles
-with a host model (:func:`predicted_ns`), or keeps the untiled path.
+are the positions ``kd - 1 + (0, s, ...)`` of its circular product with the flipped
+kernel at the origin (no padding inside the tile). All tiles go through one batched
+transform, product and inverse; their outputs are assembled into the result.
+:func:`tile_plan` picks the tiles with a host model (:func:`predicted_ns`), or keeps the
+untiled path.
 
 The channel contraction, per frequency (:func:`_product`)::
 
     Y[a, g, f, k] = sum_c X[a, g, c, k] * W[g, f, c, k]      (a: image, or image x tile)
 
 is a broadcast multiply-add per input channel, or a batched matrix product when the
-per-frequency matrices are large enough. The inverse transform is a complex one over the
-rows, then a real one over the columns of the kept rows only.
+per-frequency matrices are large enough; with one input channel, an in-place product
+(no fresh spectrum-sized buffer). The inverse transform is a complex one over the rows (in
+place), then a real one over the columns of the kept rows only.
 
 Backward
 --------
@@ -45,7 +53,7 @@ from typing import Any
 import array_api_extra as xpx
 import scipy.fft
 
-from ..backend import fft_module
+from ..backend import backend_name, device_of, fft_module
 from ..geometry import ConvGeometry
 from ._layout import ALL, add_at, crop_padding, pad_input, set_at, zeros
 from .workspace import scratch
@@ -108,21 +116,25 @@ def forward_length(size: int, out: int, kernel: int, stride: int, pad_lo: int) -
     Notes
     -----
     The forward convolves the *unpadded* input circularly, at length ``L``, with the
-    flipped kernel whose tap ``t`` sits at ``(p - t) mod L`` (``p = pad_lo``), and keeps
-    the outputs ``o = 0, s, ..., M = (out - 1) s``. Output ``o`` receives input ``m`` through
-    the residue of ``o - m``; the taps occupy ``u = p - t`` in ``[p - kd + 1, p]`` and the
-    true differences ``o - m`` lie in ``[o - size + 1, o]``. No wrapped term reaches a kept
-    output when both spans stay below ``L``: ``p + size - 1 < L`` (output 0) and
-    ``M - (p - kd + 1) < L`` (output M); ``M < L`` keeps the crop a plain slice at 0 and
-    ``kd <= L`` keeps the taps at distinct positions. Every such ``L`` is ``<= Hp``.
+    flipped kernel and keeps the outputs ``o = c + (0, s, ..., M)``, ``M = (out - 1) s``
+    (``p = pad_lo``, :func:`_placement`): for ``p <= kd - 1`` the flipped kernel's taps sit
+    at ``r`` in ``[0, kd)`` and ``c = kd - 1 - p``; otherwise at ``p - kd + 1 + r`` and
+    ``c = 0``. Output ``o`` gets input ``m`` through the taps at ``o - m (mod L)``; a
+    wrapped term is one with ``m + r = o + L``, i.e. ``o + L <= size - 1 + kd - 1`` (first
+    case) or ``o + L <= size - 1 + p`` (second), both excluded by ``L >= size + p``. The
+    kept outputs must be positions below ``L``: ``M + kd - p <= L`` (first case) and
+    ``M < L``; ``kd <= L`` keeps the taps at distinct positions. Every such ``L`` is
+    ``<= Hp``.
     """
     last = (out - 1) * stride
     need = max(size + pad_lo, last + kernel - pad_lo, last + 1, kernel)
     return scipy.fft.next_fast_len(need, real=True)
 
 
+@functools.lru_cache(maxsize=512)
 def forward_shape(geom: ConvGeometry) -> tuple[int, int]:
-    """FFT lengths (Lh, Lw) of the untiled forward (see :func:`forward_length`). Host."""
+    """FFT lengths (Lh, Lw) of the untiled forward (see :func:`forward_length`). Host
+    arithmetic, cached per geometry."""
     (top, _), (left, _) = geom.padding
     return (
         forward_length(geom.h, geom.ho, geom.kh_dilated, geom.stride[0], top),
@@ -130,50 +142,119 @@ def forward_shape(geom: ConvGeometry) -> tuple[int, int]:
     )
 
 
-def _wrapped(offset: int, taps: int, step: int, length: int) -> list[tuple[slice, slice]]:
-    """(target, source) slices putting entry ``r < taps`` at ``(offset + step r) mod length``.
+def _lead_zeros(a: Array, count: int, axis: int, *, xp: ModuleType) -> Array:
+    """``a`` with ``count`` zeros prepended along ``axis`` (a negative axis); ``a`` if 0."""
+    if count == 0:
+        return a
+    shape = list(a.shape)
+    shape[axis] = count
+    return xp.concat([zeros(tuple(shape), a, xp=xp), a], axis=axis)
 
-    ``0 <= offset < length`` and ``step (taps - 1) < length``: one piece, or two when the
-    entries wrap past the end.
+
+#: The kernel's transform over the rows (axis -2) is a product with a DFT matrix (cached,
+#: :func:`_dft_matrix`) for kernels of at most this many rows: it costs ``kh`` complex
+#: multiply-adds per bin where the FFT of the zero-padded rows costs ``~log2 Lh`` and a
+#: padded copy. Measured (numpy complex64, one thread), matrix product / FFT: one kernel,
+#: Lh 64-1080: 0.3-0.4 at kh = 3, 0.6-0.8 at 15, 0.9-1.1 at 21, 1.2-1.4 at 31; 64 kernels:
+#: 0.8-1.0 at 15; 2048 kernels at Lh = 16, kh = 5: 0.8.
+DFT_MAX_ROWS = 16
+
+
+def _dft_matrix(
+    xp: ModuleType, real: Any, dtype: Any, device: Any, placement: tuple[int, int, int, int]
+) -> Array:
+    """``D[u, r] = exp(-2 pi i u (start + step r) / length)``: (length, taps), ``dtype``.
+
+    ``placement = (length, start, step, taps)``. The exponents are reduced modulo
+    ``length`` in integers before the angles are formed in the real dtype ``real``, so the
+    entries are as exact as that dtype allows.
     """
-    first = min(taps, -(-(length - offset) // step))  # entries before the wrap, >= 1
-    pieces = [(slice(offset, offset + step * (first - 1) + 1, step), slice(0, first))]
-    if first < taps:
-        start = offset + step * first - length
-        stop = start + step * (taps - first - 1) + 1
-        pieces.append((slice(start, stop, step), slice(first, taps)))
-    return pieces
+    length, start, step, taps = placement
+    u = xp.arange(length, device=device)  # (L,)
+    r = xp.arange(taps, device=device) * step + start  # (taps,)
+    m = (u[:, None] * r[None, :]) % length  # (L, 1) * (1, taps) -> (L, taps)
+    angle = xp.astype(m, real) * (-2.0 * math.pi / length)
+    return xp.astype(xp.cos(angle), dtype) + xp.astype(xp.sin(angle), dtype) * 1j
+
+
+#: Cached DFT matrices (a few KiB each), per namespace, dtype, device and placement.
+_cached_dft_matrix = functools.lru_cache(maxsize=64)(_dft_matrix)
+
+
+def _row_dft(w: Array, rows: Array, placement: tuple[int, int, int, int], *, xp) -> Array:
+    """The DFT matrix of :func:`_dft_matrix` for the kernel ``w`` and its row spectrum
+    ``rows``: cached, except on JAX (under ``jit`` the arrays would be tracers)."""
+    make = _dft_matrix if backend_name(xp) == "jax" else _cached_dft_matrix
+    return make(xp, w.dtype, rows.dtype, device_of(w), placement)
+
+
+def _spread(a: Array, steps: tuple[int, int], *, xp: ModuleType) -> Array:
+    """Insert ``step - 1`` zeros between the entries of the last two axes:
+    (..., p, q) -> (..., (p-1) s0 + 1, (q-1) s1 + 1); ``a`` itself for steps (1, 1)."""
+    if steps == (1, 1):
+        return a
+    p, q = a.shape[-2:]
+    out = zeros((*a.shape[:-2], (p - 1) * steps[0] + 1, (q - 1) * steps[1] + 1), a, xp=xp)
+    return _set_strided(out, a, steps)
 
 
 def _kernel_spectrum(
     w: Array,
     geom: ConvGeometry,
     shape: tuple[int, int],
-    offsets: tuple[int, int],
+    starts: tuple[int, int],
     *,
     xp: ModuleType,
     fft: ModuleType,
 ) -> Array:
-    """rfft of the flipped, dilated kernel placed circularly at ``offsets``.
+    """rfft of the flipped, dilated kernel starting at position ``starts`` of each axis.
 
-    Flipped tap ``r`` (original ``kd - 1 - r``) of each axis sits at ``(offset + d r) mod L``.
-    Only the kernel's ``kh`` rows go through the real transform over the columns; they are
-    then placed among zero rows for the complex transform over the rows.
+    Flipped tap ``r`` (original ``k - 1 - r``) of each axis sits at ``start + d r`` (no
+    wrap: ``start + kd <= L``). The real transform over the columns runs on the kernel's
+    ``kh`` rows only, zero-padded by the FFT module (``n=``); the transform over the rows is
+    a product with a DFT matrix for at most :data:`DFT_MAX_ROWS` rows, else an FFT of the
+    spread, zero-padded rows (in place). No element-wise update on this path without
+    dilation: each array-api-extra call costs microseconds of Python.
     (F, Cg, kh, kw) -> (G, Fg, Cg, Lh, Lw//2+1).
     """
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
-    wflip = xp.flip(wg, axis=(-2, -1))
     (dh, dw), (lh, lw) = geom.dilation, shape
-    lead = (geom.groups, geom.fg, geom.cg)
-    cols = zeros((*lead, geom.kh, lw), w, xp=xp)  # (G, Fg, Cg, kh, Lw)
-    for dst, src in _wrapped(offsets[1], geom.kw, dw, lw):
-        cols = set_at(cols, (ALL, ALL, ALL, ALL, dst), wflip[..., src])
-    rows = fft.rfft(cols, axis=-1)  # (G, Fg, Cg, kh, Lw2)
-    placed = zeros((*lead, lh, lw // 2 + 1), rows, xp=xp)  # (G, Fg, Cg, Lh, Lw2)
-    for dst, src in _wrapped(offsets[0], geom.kh, dh, lh):
-        placed = set_at(placed, (ALL, ALL, ALL, dst, ALL), rows[:, :, :, src, :])
-    return fft.fft(placed, axis=-2, **_overwrite(fft))
+    wflip = _spread(xp.flip(wg, axis=(-2, -1)), (1, dw), xp=xp)  # (G, Fg, Cg, kh, kwd)
+    wflip = _lead_zeros(wflip, starts[1], -1, xp=xp)  # (G, Fg, Cg, kh, start + kwd)
+    rows = fft.rfft(wflip, n=lw, axis=-1)  # (G, Fg, Cg, kh, Lw2)
+    if geom.kh <= DFT_MAX_ROWS:
+        dft = _row_dft(w, rows, (lh, starts[0], dh, geom.kh), xp=xp)
+        return dft @ rows  # (Lh, kh) @ (G, Fg, Cg, kh, Lw2) -> (G, Fg, Cg, Lh, Lw2)
+    rows = _spread(rows, (dh, 1), xp=xp)  # (G, Fg, Cg, khd, Lw2)
+    rows = _lead_zeros(rows, starts[0], -2, xp=xp)  # (G, Fg, Cg, start + khd, Lw2)
+    return fft.fft(rows, n=lh, axis=-2, **_overwrite(fft))  # (G, Fg, Cg, Lh, Lw2)
+
+
+def _padded_input(x5: Array, shape: tuple[int, int], *, xp: ModuleType) -> Array:
+    """x5 (..., H, W) zero-padded at the end to (..., Lh, Lw) in a scratch buffer.
+
+    The buffer is keyed by ``(H, W)``: only that corner is ever written, so the padding
+    stays zero across calls, and the FFT reads warm memory instead of a fresh padded copy
+    of its own (first touches cost ~3 us per 4 KiB page). ``x5`` itself when no padding is
+    needed.
+    """
+    h, w = x5.shape[-2:]
+    if (h, w) == shape:
+        return x5
+    lead = tuple(x5.shape[:-2])
+    buf = scratch("fft.input", (*lead, *shape), like=x5, xp=xp, key=(h, w))  # (..., Lh, Lw)
+    return xpx.at(buf, (..., slice(0, h), slice(0, w))).set(x5, xp=xp)
+
+
+def _placement(size: int, kernel: int, pad_lo: int) -> tuple[int, int]:
+    """``(start, first)``: where the flipped kernel starts and where the outputs start in
+    the circular result of one axis (see :func:`forward_length`).
+
+    The kernel at the origin puts output 0 at ``kd - 1 - p``; with more leading padding
+    than ``kd - 1`` the kernel starts at ``p - kd + 1`` instead and output 0 at 0.
+    """
+    return max(0, pad_lo - kernel + 1), max(0, kernel - 1 - pad_lo)
 
 
 #: The forward's channel contraction is a batched matrix product over frequencies (in
@@ -212,6 +293,15 @@ def _product(xf: Array, wf: Array, *, xp: ModuleType) -> Array:
         wm = xp.matrix_transpose(_to_freq_major(wm, xp=xp))
         return _from_freq_major(_contract(xm, wm, xp=xp), lh, lw2, xp=xp)  # (A, G, Fg, Lh, Lw2)
 
+    if cg == 1 and fg == 1:  # in place into the input spectrum (the forward's own)
+        # (G, 1, 1, Lh, Lw2) -> (1, G, 1, Lh, Lw2)
+        return xpx.at(xf, (ALL,) * 5).multiply(xp.reshape(wf, (1, g, 1, lh, lw2)), xp=xp)
+    if cg == 1 and a == 1:  # in place into the kernel spectrum (the forward's own)
+        # (1, G, 1, Lh, Lw2) -> (G, 1, 1, Lh, Lw2)
+        wf = xpx.at(wf, (ALL,) * 5).multiply(xp.reshape(xf, (g, 1, 1, lh, lw2)), xp=xp)
+        # (G, Fg, 1, Lh, Lw2) -> (1, G, Fg, Lh, Lw2)
+        return xp.reshape(wf, (1, g, fg, lh, lw2))
+
     def term(c: int) -> Array:
         # (A, G, 1, Lh, Lw2) * (1, G, Fg, Lh, Lw2) -> (A, G, Fg, Lh, Lw2)
         return xf[:, :, c : c + 1, ...] * xp.reshape(wf[:, :, c, ...], (1, g, fg, lh, lw2))
@@ -239,9 +329,9 @@ def _inverse(yf: Array, shape: tuple[int, int], rows: slice, cols: slice, *, fft
     return fft.irfft(z[..., rows, :], n=shape[1], axis=-1)[..., cols]
 
 
-def _kept(out: int, stride: int) -> slice:
-    """Positions 0, s, ..., (out - 1) s of a circular result that are outputs."""
-    return slice(0, (out - 1) * stride + 1, stride)
+def _kept(first: int, out: int, stride: int) -> slice:
+    """Positions ``first + (0, s, ..., (out - 1) s)`` of a circular result: the outputs."""
+    return slice(first, first + (out - 1) * stride + 1, stride)
 
 
 # --------------------------------------------------------------------------- tiles
@@ -332,11 +422,11 @@ def _forward_tiled(x: Array, w: Array, geom: ConvGeometry, plan: TilePlan, *, xp
     rows, cols = plan.rows, plan.cols
     shape = plan.shape
     xf = fft.rfftn(_tile_batch(x, geom, plan, xp=xp), s=shape, axes=AXES)  # (A, G, Cg, Th, Tw2)
-    offsets = ((1 - geom.kh_dilated) % shape[0], (1 - geom.kw_dilated) % shape[1])
-    wf = _kernel_spectrum(w, geom, shape, offsets, xp=xp, fft=fft)  # (G, Fg, Cg, Th, Tw2)
+    wf = _kernel_spectrum(w, geom, shape, (0, 0), xp=xp, fft=fft)  # (G, Fg, Cg, Th, Tw2)
     yf = _product(xf, wf, xp=xp)  # (A, G, Fg, Th, Tw2)
     del xf, wf
-    keep_r, keep_c = _kept(rows.block, geom.stride[0]), _kept(cols.block, geom.stride[1])
+    (khd, kwd), (sh, sw) = (geom.kh_dilated, geom.kw_dilated), geom.stride
+    keep_r, keep_c = _kept(khd - 1, rows.block, sh), _kept(kwd - 1, cols.block, sw)
     y = _inverse(yf, shape, keep_r, keep_c, fft=fft)  # (A, G, Fg, Bh, Bw)
     # (A, G, Fg, Bh, Bw) -> (N, nth, ntw, F, Bh, Bw)
     y = xp.reshape(y, (geom.n, rows.count, cols.count, geom.f, rows.block, cols.block))
@@ -386,8 +476,10 @@ class ForwardWork:
     windows: int
 
 
+@functools.lru_cache(maxsize=1024)
 def _work(geom: ConvGeometry, plan: TilePlan | None) -> ForwardWork:
-    """The :class:`ForwardWork` of the untiled path (``plan=None``) or of ``plan``."""
+    """The :class:`ForwardWork` of the untiled path (``plan=None``) or of ``plan`` (host
+    arithmetic that the workspace and cost predictions repeat on every call: cached)."""
     if plan is None:
         shape, rows, kept = forward_shape(geom), geom.n, geom.ho
         assembled = windows = 0
@@ -524,13 +616,16 @@ def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     shape = forward_shape(geom)
     # (N, C, H, W) -> (N, G, Cg, H, W)
     x5 = xp.reshape(x, (geom.n, geom.groups, geom.cg, geom.h, geom.w))
-    xf = fft.rfftn(x5, s=shape, axes=AXES)  # (N, G, Cg, Lh, Lw2)
+    xf = fft.rfftn(_padded_input(x5, shape, xp=xp), axes=AXES)  # (N, G, Cg, Lh, Lw2)
     (top, _), (left, _) = geom.padding
-    offsets = ((top - geom.kh_dilated + 1) % shape[0], (left - geom.kw_dilated + 1) % shape[1])
-    wf = _kernel_spectrum(w, geom, shape, offsets, xp=xp, fft=fft)  # (G, Fg, Cg, Lh, Lw2)
+    start_r, first_r = _placement(geom.h, geom.kh_dilated, top)
+    start_c, first_c = _placement(geom.w, geom.kw_dilated, left)
+    starts = (start_r, start_c)
+    wf = _kernel_spectrum(w, geom, shape, starts, xp=xp, fft=fft)  # (G, Fg, Cg, Lh, Lw2)
     yf = _product(xf, wf, xp=xp)  # (N, G, Fg, Lh, Lw2)
     del xf, wf
-    rows, cols = _kept(geom.ho, geom.stride[0]), _kept(geom.wo, geom.stride[1])
+    rows = _kept(first_r, geom.ho, geom.stride[0])
+    cols = _kept(first_c, geom.wo, geom.stride[1])
     y = _inverse(yf, shape, rows, cols, fft=fft)  # (N, G, Fg, Ho, Wo)
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.astype(xp.reshape(y, geom.y_shape), x.dtype, copy=False)
@@ -549,11 +644,7 @@ def fast_shape(geom: ConvGeometry) -> tuple[int, int]:
 
 def _dilate(wg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Insert dh-1 / dw-1 zeros between taps: (..., kh, kw) -> (..., khd, kwd)."""
-    dh, dw = geom.dilation
-    if dh == dw == 1:
-        return wg
-    out = zeros((*wg.shape[:-2], geom.kh_dilated, geom.kw_dilated), wg, xp=xp)
-    return _set_strided(out, wg, (dh, dw))
+    return _spread(wg, geom.dilation, xp=xp)
 
 
 def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:

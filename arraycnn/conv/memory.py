@@ -137,8 +137,9 @@ def _fft_forward_elements(g: ConvGeometry) -> int:
     Follows :func:`arraycnn.conv.fft.forward_work`, with ``A`` rows (images, times tiles
     when tiled), ``B`` spectrum bins and ``(Lh, Lw)`` the FFT shape:
 
-    1. input transform: the tile batch (tiled; a scratch buffer) or the zero-padded copy
-       the FFT makes of the input, and the input spectrum (A·C);
+    1. input transform: the tile batch (tiled) or the zero-padded input (untiled, where
+       the FFT shape exceeds (H, W)) -- scratch buffers kept between calls, counted beside
+       every phase -- and the input spectrum (A·C);
     2. kernel: its column-placed rows, their spectrum and the placed spectrum (F·Cg);
     3. channel product: input and kernel spectra, the product (A·F) and either the
        per-channel term with the buffers of a broadcast operation (NumPy buffers up to
@@ -156,8 +157,8 @@ def _fft_forward_elements(g: ConvGeometry) -> int:
     rows = work.rows
     plan = work.plan
     kept = g.ho if plan is None else plan.rows.block
-    tiles = 0 if plan is None else rows * g.c * lh * lw
-    padded = rows * g.c * lh * lw if plan is None else 0
+    padded = plan is None and (lh, lw) != (g.h, g.w)
+    scratch_input = rows * g.c * lh * lw if plan is not None or padded else 0
     x_spec, w_spec, y_spec = 2 * rows * g.c * bins, 2 * g.f * g.cg * bins, 2 * rows * g.f * bins
     kernel = g.f * g.cg * (g.kh * lw + 2 * g.kh * (lw // 2 + 1)) + w_spec
     buffers = 2 * 2 * UFUNC_BUFFER
@@ -165,8 +166,8 @@ def _fft_forward_elements(g: ConvGeometry) -> int:
     kept_rows = 2 * rows * g.f * kept * (lw // 2 + 1)
     inverse = rows * g.f * kept * lw
     assembled = 0 if plan is None else g.n * g.f * plan.tiles * plan.rows.block * plan.cols.block
-    return tiles + max(
-        padded + x_spec,
+    return scratch_input + max(
+        x_spec,
         x_spec + kernel,
         x_spec + w_spec + y_spec + operands,
         2 * y_spec + kept_rows + inverse,

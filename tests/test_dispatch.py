@@ -275,6 +275,27 @@ def test_calibration_rejects_negative_constants():
     assert cost.Calibration.from_json(cost.FIRST_ESTIMATES.to_json()) == cost.FIRST_ESTIMATES
 
 
+def test_calibration_from_before_the_spectral_cells_count_still_loads():
+    """A file written before ``sec_per_spectral_cell`` existed loads with 0 for it, and its
+    predictions are those of the counts it was fitted with."""
+    old = {k: v for k, v in cost.FIRST_ESTIMATES.to_json().items() if k != "sec_per_spectral_cell"}
+    cal = cost.Calibration.from_json(old)
+    assert cal.sec_per_spectral_cell == 0.0
+    geom = ac.conv_geometry((8, 16, 12, 12), (16, 16, 5, 5))
+    counts = cost.op_counts("fft", geom, direction="backward")
+    assert counts.spectral_cells > 0
+    without = dataclasses.replace(counts, spectral_cells=0.0)
+    assert cal.seconds("fft", counts, "backward") == cal.seconds("fft", without, "backward")
+
+
+def test_spectral_products_count_their_cells():
+    """Per-frequency products (m x k) @ (k x n): 8 m k n real flops and 8 m n cells each."""
+    counts = cost._spectral(3, 5, 7, batch=11)
+    assert counts.spectral_flops == 8 * 11 * 3 * 5 * 7
+    assert counts.spectral_cells == 8 * 11 * 3 * 7
+    assert counts.calls == 1
+
+
 def test_cache_dir_environment(monkeypatch, tmp_path):
     assert cost.cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("ARRAYCNN_CACHE_DIR")

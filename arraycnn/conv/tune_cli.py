@@ -128,6 +128,7 @@ CASES: tuple[Case, ...] = (
     Case(1, 1, 256, 1, 3, rank1=True, quick=False),
     Case(1, 1, 256, 1, 7, quick=False),
     Case(1, 1, 512, 1, 3, rank1=True, quick=False),
+    Case(1, 1, 1024, 1, 3, rank1=True, quick=False),
     Case(1, 1, 1024, 1, 7, rank1=True, quick=False),
     Case(1, 1, 2048, 1, 3, quick=False),
     Case(64, 32, 14, 64, 3, quick=False),
@@ -257,7 +258,11 @@ def fit(samples: list[Sample], prior: cost.Calibration, *, source: str) -> cost.
     times = np.array([s.seconds for s in samples])  # (S,)
     names = [cost.scale_key(n, d) for n in STRATEGY_NAMES for d in ("forward", "backward")]
     which = np.array([names.index(cost.scale_key(s.strategy, s.direction)) for s in samples])
-    theta0 = np.log(np.maximum(np.array(prior.coefficients()), 1e-30))
+    # a constant the prior lacks (0: fitted before its count existed) starts from v1's estimate
+    start = [
+        p if p > 0 else f for p, f in zip(prior.coefficients(), cost.FIRST_ESTIMATES.coefficients())
+    ]
+    theta0 = np.log(np.maximum(np.array(start), 1e-30))
     present = np.isin(np.arange(len(names)), which)
 
     def residuals(params: np.ndarray) -> np.ndarray:

@@ -3,8 +3,10 @@
 For each case (the reference conv layers, and single-image filtering over image size x
 kernel size x kernel kind) every contender -- each strategy on each backend, ``auto`` on
 each backend, and the peers (torch, SciPy, OpenCV where installed) -- is timed
-**interleaved in one process**: round-robin repeats after one warm-up round, the median of
-each kept, so that noise from other work on the machine hits all contenders alike.
+**interleaved in one process**: round-robin rounds, each contender warmed right before its
+timed call, the median of each kept, so that noise from other work on the machine hits all
+contenders alike. A case runs ``--repeat`` rounds and, while under ``--case-seconds`` of
+timing, more (at most :data:`MAX_ROUNDS`): sub-millisecond cases get many samples.
 
 Outputs: a table per case group (rich when installed), ``results.json`` (raw medians,
 choices, regrets) and ``crossover.png`` (the measured best strategy by image size x kernel
@@ -68,6 +70,11 @@ QUICK_LAYERS = ("64x1x28x28:32x3x3", "64x32x14x14:64x3x3")
 #: Grids: (image sides, kernel sides, repeats, max seconds per call).
 FULL_GRID = ((256, 1024, 4096), (3, 7, 15, 31, 63), 5, 2.0)
 QUICK_GRID = ((64, 256), (3, 7, 15), 3, 0.25)
+#: Seconds of timing a case gets at least (cheap cases run more rounds; see
+#: :func:`interleaved_medians`), full and quick grids.
+CASE_SECONDS, QUICK_CASE_SECONDS = 2.0, 0.2
+#: Rounds a case gets at most.
+MAX_ROUNDS = 60
 
 
 @dataclass(frozen=True)
@@ -336,6 +343,9 @@ def interleaved_medians(
     calls: dict[Any, Callable[[], Any]],
     repeats: int,
     reduce: Callable[[list[float]], float] = statistics.median,
+    *,
+    min_seconds: float = 0.0,
+    max_rounds: int = MAX_ROUNDS,
 ) -> dict[Any, float]:
     """Median (or ``reduce``) of the steady-state seconds of each call, measured round-robin.
 
@@ -345,14 +355,21 @@ def interleaved_medians(
     contender just returned to the OS (see DESIGN.md: first touches cost ~3 µs per 4 KiB
     page here). Machine noise still hits all contenders alike, and no contender always
     follows the same other one.
+
+    At least ``repeats`` rounds run; more follow (up to ``max_rounds``) while the rounds so
+    far took less than ``min_seconds`` in all, so that sub-millisecond cases, whose single
+    timings scatter most, get a median of many samples at little cost.
     """
     names = list(calls)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeats):
+    started = time.perf_counter()
+    round_ = 0
+    while round_ < repeats or (round_ < max_rounds and time.perf_counter() - started < min_seconds):
         shift = round_ % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
             _timed(calls[name])  # warm: plans, scratch buffers, fresh pages
             samples[name].append(_timed(calls[name]))
+        round_ += 1
     return {name: reduce(values) for name, values in samples.items()}
 
 
@@ -415,6 +432,7 @@ def measure_case(
     max_seconds: float,
     peers: bool = True,
     direction: str = "forward",
+    case_seconds: float = 0.0,
 ) -> CaseResult:
     """Time every strategy and auto on each backend, and the peers, interleaved.
 
@@ -454,7 +472,7 @@ def measure_case(
             peer_calls, peer_skipped = filter_peers(case, x_host, w_host, max_seconds)
             result.skipped.update(peer_skipped)
         calls.update({f"peer:{name}": call for name, call in peer_calls.items()})
-    medians = interleaved_medians(calls, repeats)
+    medians = interleaved_medians(calls, repeats, min_seconds=case_seconds)
     for key, seconds in medians.items():
         owner, name = key.split(":", 1)
         if owner == "peer":
@@ -695,6 +713,16 @@ def _positive_int(text: str) -> int:
     return values[0]
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -749,7 +777,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("out/bench"),
         help="directory for results.json, crossover.png",
     )
-    parser.add_argument("--repeat", type=_positive_int, default=None, help="timed rounds (median)")
+    parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        help="timed rounds at least (median); cheap cases get more, up to "
+        f"{MAX_ROUNDS}, until --case-seconds of timing",
+    )
+    parser.add_argument(
+        "--case-seconds",
+        type=_nonnegative_float,
+        default=None,
+        help=f"seconds of timing per case at least (default {CASE_SECONDS:g}; "
+        f"quick {QUICK_CASE_SECONDS:g}; 0: exactly --repeat rounds)",
+    )
     parser.add_argument(
         "--layers",
         type=_layer_list,
@@ -811,6 +852,8 @@ def run(args: argparse.Namespace) -> int:
     kernels = args.kernel_sizes or list(kernels)
     repeats = args.repeat or repeats
     max_seconds = args.max_seconds or max_seconds
+    default_seconds = QUICK_CASE_SECONDS if args.quick else CASE_SECONDS
+    case_seconds = default_seconds if args.case_seconds is None else args.case_seconds
     layers = (
         args.layers if args.layers is not None else list(QUICK_LAYERS if args.quick else LAYERS)
     )
@@ -852,6 +895,7 @@ def run(args: argparse.Namespace) -> int:
                     max_seconds=max_seconds,
                     peers=not args.no_peers,
                     direction=direction,
+                    case_seconds=case_seconds,
                 )
             )
     elapsed = time.perf_counter() - started
@@ -901,6 +945,7 @@ def run(args: argparse.Namespace) -> int:
             "quick": bool(args.quick),
             "backends": backends,
             "repeats": repeats,
+            "case_seconds": case_seconds,
             "max_seconds": max_seconds,
             "layers": layers,
             "image_sizes": images,

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,24 @@ def test_interleaving_warms_each_contender_and_rotates_the_order() -> None:
     assert log == [*"aabbcc", *"bbccaa", *"ccaabb"]
 
 
+def test_cheap_cases_get_more_rounds_until_the_time_budget() -> None:
+    """At least ``repeats`` rounds; more while under ``min_seconds``; never past
+    ``max_rounds``; ``min_seconds=0`` runs exactly ``repeats``."""
+    log: list[str] = []
+    calls = {"a": lambda: log.append("a") or time.sleep(0.001)}
+    bench.interleaved_medians(calls, repeats=2)
+    assert len(log) == 2 * 2  # warm + timed per round
+    log.clear()
+    bench.interleaved_medians(calls, repeats=2, min_seconds=0.05, max_rounds=1000)
+    assert 2 * 5 <= len(log) <= 2 * 40  # ~0.05 s of 2 ms rounds
+    log.clear()
+    bench.interleaved_medians(calls, repeats=2, min_seconds=10.0, max_rounds=7)
+    assert len(log) == 2 * 7
+    log.clear()
+    bench.interleaved_medians(calls, repeats=3, min_seconds=0.0, max_rounds=1)
+    assert len(log) == 2 * 3  # repeats is a minimum even above max_rounds
+
+
 def test_skipped_strategies_are_reported_and_auto_still_timed(tmp_path: Path) -> None:
     argv = [*TINY, "--backend", "numpy", "--no-peers", "--max-seconds", "1e-12"]
     assert run_bench([*argv, "--out", str(tmp_path)]) == 0
@@ -138,6 +157,9 @@ def test_skipped_strategies_are_reported_and_auto_still_timed(tmp_path: Path) ->
         (["--max-seconds", "-1"], "positive number"),
         (["--max-seconds", "inf"], "positive number"),
         (["--max-seconds", "fast"], "positive number"),
+        (["--case-seconds", "-1"], "expected a finite number >= 0, got '-1'"),
+        (["--case-seconds", "inf"], "expected a finite number >= 0, got 'inf'"),
+        (["--case-seconds", "long"], "expected a number >= 0, got 'long'"),
         (["--layers", "64x1x28x28"], "unknown layer '64x1x28x28'"),
     ],
 )

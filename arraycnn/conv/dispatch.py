@@ -227,10 +227,6 @@ class _Inputs:
             self._finite[name] = bool(xp.all(xp.isfinite(self.arrays[name])))
         return self._finite[name]
 
-    def was_checked(self, name: str) -> bool:
-        """True if the finiteness of array ``name`` has been computed (its values read)."""
-        return name in self._finite
-
     def nonfinite(self, direction: str) -> list[str]:
         """Names of the inputs of ``direction`` that hold NaN or Inf."""
         names = ("x", "w") if direction == "forward" else ("gy", "x", "w")

@@ -244,7 +244,7 @@ def _padded_input(x5: Array, shape: tuple[int, int], *, xp: ModuleType) -> Array
         return x5
     lead = tuple(x5.shape[:-2])
     buf = scratch("fft.input", (*lead, *shape), like=x5, xp=xp, key=(h, w))  # (..., Lh, Lw)
-    return xpx.at(buf, (..., slice(0, h), slice(0, w))).set(x5, xp=xp)
+    return set_at(buf, (..., slice(0, h), slice(0, w)), x5, xp=xp)
 
 
 def _placement(size: int, kernel: int, pad_lo: int) -> tuple[int, int]:

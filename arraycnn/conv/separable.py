@@ -28,12 +28,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import array_api_extra as xpx
-
 from ..backend import device_of
 from ..geometry import ConvGeometry
 from . import naive
-from ._layout import ALL, add_at, crop_padding, pad_input, ranges, zeros
+from ._layout import ALL, add_at, crop_padding, pad_input, ranges, set_at, zeros
 
 Array = Any
 
@@ -201,7 +199,7 @@ def forward(
     for start, stop in plan:
         band = _band(x7, u_taps, v_taps, geom, start, stop, xp=xp)  # (N, G, Fg, B, Wo)
         # in place where the backend allows; xp given, so at() does not look it up per band
-        y = xpx.at(y, (ALL, ALL, ALL, slice(start, stop), ALL)).set(band, xp=xp)
+        y = set_at(y, (ALL, ALL, ALL, slice(start, stop), ALL), band, xp=xp)
         del band  # the next band reuses its memory
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.reshape(y, geom.y_shape)

@@ -60,7 +60,7 @@ from ..bench import interleaved_medians
 from ..capabilities import STRATEGY_NAMES, missing_requirements
 from ..geometry import ConvGeometry, conv_geometry
 from . import cost
-from .dispatch import KERNELS, SEPARABLE_GAIN
+from .dispatch import KERNELS, _separable_rank_pays_off
 from .separable import numerical_rank
 
 ENV_TUNE_CASES = "ARRAYCNN_TUNE_CASES"
@@ -320,10 +320,9 @@ def _v1_seconds(name: str, g: ConvGeometry, rank: int) -> float:
     return column + traffic(3 * lanes * g.ho * g.wo * g.kw, ops=2 * g.kw)
 
 
-def _auto_eligible(case: Case, strategy: str, rank: int) -> bool:
-    if strategy != "separable":
-        return True
-    return rank * 2 * case.k < SEPARABLE_GAIN * case.k * case.k
+def _auto_eligible(s: Sample) -> bool:
+    """The sample's strategy is one ``auto`` may pick (separable: the dispatcher's rule)."""
+    return s.strategy != "separable" or _separable_rank_pays_off(s.rank, s.geom)
 
 
 def regret(
@@ -341,7 +340,7 @@ def regret(
 
     groups: dict[tuple[Case, str], list[Sample]] = {}
     for s in samples:
-        if _auto_eligible(s.case, s.strategy, s.rank):
+        if _auto_eligible(s):
             groups.setdefault((s.case, s.direction), []).append(s)
     rows = []
     for (case, direction), group in groups.items():

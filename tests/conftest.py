@@ -99,3 +99,12 @@ def to_xp(xp):
 def rng() -> np.random.Generator:
     """A seeded generator for test data."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def fresh_kernel_memo(monkeypatch):
+    """Each test starts with an empty memo of kernel facts (dispatch._KERNEL_FACTS), so
+    that counting rank decisions does not depend on which test ran first."""
+    from arraycnn.conv import dispatch
+
+    monkeypatch.setattr(dispatch, "_KERNEL_FACTS", {})

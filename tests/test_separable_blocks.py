@@ -179,9 +179,12 @@ def _rank1_3x3(rng, x_shape=(1, 1, 64, 64)):
 
 def _favouring_separable(w, geom, xp, direction="forward"):
     """The shipped calibration with separable's factor (of ``direction``) lowered until it
-    is priced cheapest."""
+    is priced cheapest. The dispatcher's memo of kernel facts is left as it was."""
     cal = cost.calibration_for("numpy")[0]
+    memo = dict(dispatch._KERNEL_FACTS)
     costs = dispatch.predicted_costs(w, geom, xp=xp, direction=direction, calibration=cal)
+    dispatch._KERNEL_FACTS.clear()
+    dispatch._KERNEL_FACTS.update(memo)
     best_other = min(v for k, v in costs.items() if k != "separable")
     factor = 0.5 * best_other / costs["separable"]
     key = "separable" if direction == "forward" else "separable:backward"
@@ -324,3 +327,44 @@ def test_forced_separable_decides_the_rank_once(rng, rank_decisions):
     model = oracles.ERROR_MODEL["separable"]["y"]
     (scale,) = oracles.error_scales(x, w, model=model, padding="same")
     assert_close(y, oracles.correlate_loops(x, w, padding="same"), scale=scale, xp=xp)
+
+
+def test_a_small_host_kernel_is_analysed_once_per_content(rng, rank_decisions):
+    """A filter reapplied (even as another array of the same values) reuses its rank;
+    edited in place, it is analysed again: to full rank, then to NaN."""
+    xp = ac.resolve_backend("numpy")
+    x, w = _rank1_3x3(rng)
+    geom = ac.conv_geometry(x.shape, w.shape, padding="same")
+    cal = _favouring_separable(w, geom, xp)
+
+    def plan(kernel):
+        return dispatch.plan_call("auto", kernel, geom, xp=xp, x=x, autotune=False, calibration=cal)
+
+    rank_decisions.clear()
+    first, again = plan(w), plan(w.copy())
+    assert (first.strategy, first.rank, again.strategy, again.rank) == ("separable", 1) * 2
+    assert rank_decisions == [w.shape]
+    w[0, 0, 0, 0] += 1.0  # now rank 2: too high for a 3x3
+    assert plan(w).strategy != "separable"
+    assert rank_decisions == [w.shape] * 2
+    w[0, 0, 1, 1] = np.nan
+    assert plan(w).strategy not in ("separable", "fft")
+    with pytest.raises(ValueError, match=r"separable.*NaN"):
+        ac.conv2d(x, w, padding="same", strategy="separable")
+    assert rank_decisions == [w.shape] * 2  # NaN: no SVD
+
+
+@pytest.mark.parametrize("where", ["array_api_strict", "large"])
+def test_device_and_large_kernels_are_not_looked_up_by_content(rng, rank_decisions, where):
+    """Kernels of other namespaces are never read back, and large ones are not hashed:
+    their rank is decided on every call."""
+    xp = ac.resolve_backend(where if where != "large" else "numpy")
+    x, w = _rank1_3x3(rng)
+    if where == "large":  # (1, 1, 3, 3) -> (F, 1, 3, 3), one element over the limit
+        w = np.tile(w, (dispatch.KERNEL_FACTS_MAX_ELEMENTS // 9 + 1, 1, 1, 1))
+    geom = ac.conv_geometry(x.shape, w.shape, padding="same")
+    x, w = ac.asarray(x, backend=xp), ac.asarray(w, backend=xp)
+    rank_decisions.clear()
+    for _ in range(2):
+        assert dispatch.plan_call("separable", w, geom, xp=xp, x=x).rank == 1
+    assert rank_decisions == [tuple(w.shape)] * 2

@@ -7,6 +7,8 @@ A call's *plan* (:class:`Plan`: a strategy and a batch chunk size) comes from:
    sum of products (no FFT, no SVD); separable only where the kernel's numerical rank r
    gives its passes fewer taps than the direct kernel, ``r (kh + kw) < SEPARABLE_GAIN kh kw``
    (then the cost model decides); the SVD is skipped where even r = 1 fails that test.
+   A small NumPy kernel's rank and finiteness are kept by its content (``_KERNEL_FACTS``):
+   a filter reapplied to frame after frame is analysed once.
 2. **Memory** -- the predicted workspace (:mod:`.memory`) against the budget. A strategy
    over budget runs on batch chunks (N split so that each chunk fits; forward outputs are
    concatenated along N; backward concatenates gx and sums gw), or is skipped if not even
@@ -52,6 +54,8 @@ import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+from array_api_compat import is_numpy_array
 
 from ..backend import backend_name, device_of, namespace_of
 from ..capabilities import (
@@ -232,6 +236,43 @@ class _Inputs:
         names = ("x", "w") if direction == "forward" else ("gy", "x", "w")
         return [n for n in names if not self.finite(n)]
 
+    def w_rank(self) -> int | None:
+        """w's numerical rank (:func:`separable.numerical_rank`); None if w holds NaN/Inf.
+
+        A small NumPy kernel is looked up by its content (:data:`_KERNEL_FACTS`).
+        """
+        w = self.arrays["w"]
+        key = _content_key(w)
+        facts = _KERNEL_FACTS.get(key) if key is not None else None
+        if facts is None:
+            finite = self.finite("w")
+            facts = (finite, separable.numerical_rank(w, xp=self.xp) if finite else None)
+            if key is not None:
+                if len(_KERNEL_FACTS) >= KERNEL_FACTS_KEPT:
+                    _KERNEL_FACTS.clear()
+                _KERNEL_FACTS[key] = facts
+        self._finite.setdefault("w", facts[0])
+        return facts[1]
+
+
+#: What the dispatcher learned of a small NumPy kernel, by content: ``(dtype, shape,
+#: bytes) -> (finite, numerical rank or None)``. A filter applied frame after frame is
+#: analysed once (the SVD of a 63x63 kernel costs ~130 us, its FFT call at 256^2 ~600 us);
+#: weights changed by a training step or an in-place edit have another key.
+_KERNEL_FACTS: dict[tuple[Any, ...], tuple[bool, int | None]] = {}
+#: Kernels kept at most (the memo is emptied when full).
+KERNEL_FACTS_KEPT = 256
+#: Largest kernel (elements) looked up by content: hashing 4096 elements costs ~3 us.
+KERNEL_FACTS_MAX_ELEMENTS = 4096
+
+
+def _content_key(w: Array) -> tuple[Any, ...] | None:
+    """w's key in :data:`_KERNEL_FACTS`; None unless w is a small NumPy array (reading
+    the bytes of an array on a device would be a transfer)."""
+    if not is_numpy_array(w) or w.size > KERNEL_FACTS_MAX_ELEMENTS:
+        return None
+    return (w.dtype.str, w.shape, w.tobytes())
+
 
 @functools.lru_cache(maxsize=4096)
 def _counts(
@@ -367,10 +408,10 @@ def _with_separable_rank(
     """
     result = dict(static)
     cand = result["separable"] = copy.copy(static["separable"])
-    if not inputs.finite("w"):
+    rank = inputs.w_rank()
+    if rank is None:
         cand.excluded, cand.seconds = "w holds NaN/Inf (no SVD)", math.inf
         return _Analysis(result)
-    rank = separable.numerical_rank(w, xp=xp)
     if not _separable_rank_pays_off(rank, geom):
         cand.excluded = f"kernel rank {rank} too high for separable passes to pay off"
         cand.seconds = math.inf
@@ -534,9 +575,9 @@ def _forced_plan(
         )
     if name == "fft" and inputs.nonfinite(direction):
         raise _nonfinite_error(name, inputs.nonfinite(direction))
-    if name == "separable" and not inputs.finite("w"):
+    rank = inputs.w_rank() if name == "separable" else 0
+    if rank is None:
         raise _nonfinite_error(name, ["w"])
-    rank = separable.numerical_rank(w, xp=xp) if name == "separable" else 0
     kw = {"itemsize": _itemsize(w.dtype, xp), "direction": direction, "rank": rank}
     chunk = memory.chunk_size(name, geom, budget, **kw)
     if chunk == 0:

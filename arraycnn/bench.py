@@ -395,6 +395,15 @@ class CaseResult:
         times = self.times[backend]
         return times["auto"] / min(times.values())
 
+    def choice_regret(self, backend: str) -> float | None:
+        """time(auto's strategy, forced) / time(the fastest strategy): what auto's choice
+        alone costs, without auto's planning and the timing noise between two runs of one
+        kernel (1.0 where auto chose the fastest). None if that strategy was not timed."""
+        times = self.times[backend]
+        forced = [t for name, t in times.items() if name != "auto"]
+        chosen = times.get(self.choice.get(backend, ""))
+        return chosen / min(forced) if chosen is not None and forced else None
+
     def to_json(self) -> dict[str, Any]:
         c = self.case
         return {
@@ -410,6 +419,7 @@ class CaseResult:
             "auto_choice": self.choice,
             "best": {b: self.best(b) for b in self.times},
             "regret": {b: self.regret(b) for b in self.times},
+            "choice_regret": {b: self.choice_regret(b) for b in self.times},
             "peers": self.peers,
             "gemm": self.gemm,
             "skipped": self.skipped,
@@ -599,22 +609,32 @@ def filter_summary_rows(results: list[CaseResult]) -> tuple[list[str], list[list
     return header, rows
 
 
-def regret_summary(results: list[CaseResult]) -> dict[str, dict[str, float]]:
-    """Per backend: the largest regret, its case, and the geometric mean over all cases."""
+def regret_summary(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
+    """Per backend: the largest regret, its case, and the geometric mean over all cases;
+    the same of :meth:`CaseResult.choice_regret`, and the cases where auto ran another
+    strategy than the fastest."""
     by_backend: dict[str, list[tuple[float, str]]] = {}
+    choices: dict[str, list[tuple[float, str]]] = {}
     for r in results:
         for backend in r.times:
             label = f"{r.case.label} ({r.direction})"
             by_backend.setdefault(backend, []).append((r.regret(backend), label))
-    return {
-        backend: {
+            choice = r.choice_regret(backend)
+            if choice is not None:
+                choices.setdefault(backend, []).append((choice, label))
+    summary: dict[str, dict[str, Any]] = {}
+    for backend, values in by_backend.items():
+        chosen = choices.get(backend, [])
+        summary[backend] = {
             "max": max(values)[0],
             "max_case": max(values)[1],
             "geomean": _geomean([v for v, _ in values]),
             "cases": len(values),
+            "choice_max": max(chosen)[0] if chosen else None,
+            "choice_geomean": _geomean([v for v, _ in chosen]) if chosen else None,
+            "other_choice_cases": sorted(label for v, label in chosen if v > 1.0),
         }
-        for backend, values in by_backend.items()
-    }
+    return summary
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -927,6 +947,14 @@ def run(args: argparse.Namespace) -> int:
             f"\nregret on {backend}: max {summary['max']:.2f} ({summary['max_case']}), "
             f"geometric mean {summary['geomean']:.3f} over {summary['cases']} cases"
         )
+        if summary["choice_max"] is not None:
+            others = summary["other_choice_cases"]
+            print(
+                f"  auto's choice alone (its strategy forced / the fastest): max "
+                f"{summary['choice_max']:.2f}, geometric mean {summary['choice_geomean']:.3f}; "
+                f"another strategy than the fastest in {len(others)} case(s)"
+                + (": " + "; ".join(others) if others else "")
+            )
     peers_seen = sorted({p for r in results for p in r.peers})
     if peers_seen:
         print("\npeers: " + "; ".join(f"{p} = {PEER_LEGEND.get(p, p)}" for p in peers_seen))

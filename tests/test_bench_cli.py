@@ -76,6 +76,8 @@ def test_writes_json_with_expected_keys(tiny_run: tuple[Path, str]) -> None:
         expected = times["auto"] / min(times.values())
         assert case["regret"]["numpy"] == pytest.approx(expected)
         assert case["regret"]["numpy"] >= 1.0
+        chosen = times[case["auto_choice"]["numpy"]] / min(strategies.values())
+        assert case["choice_regret"]["numpy"] == pytest.approx(chosen)
     filtering = report["cases"][2]
     assert {"scipy.fft", "scipy.2d", "ndimage"} <= set(filtering["peers"])
     layer_forward = report["cases"][0]
@@ -83,6 +85,32 @@ def test_writes_json_with_expected_keys(tiny_run: tuple[Path, str]) -> None:
     regrets = [case["regret"]["numpy"] for case in report["cases"]]
     assert report["regret"]["numpy"]["max"] == pytest.approx(max(regrets))
     assert report["regret"]["numpy"]["cases"] == len(regrets)
+    choices = [case["choice_regret"]["numpy"] for case in report["cases"]]
+    assert report["regret"]["numpy"]["choice_max"] == pytest.approx(max(choices))
+
+
+def _result(times: dict[str, float], choice: str) -> bench.CaseResult:
+    case = bench.filter_case(12, 3, "random")
+    return bench.CaseResult(case, times={"numpy": times}, choice={"numpy": choice})
+
+
+def test_choice_regret_separates_the_choice_from_autos_overhead() -> None:
+    """Auto ran the fastest strategy (its regret is its own overhead: choice regret 1) or
+    another one (the choice alone costs that strategy's time over the fastest)."""
+    right = _result({"naive": 2.0, "im2col": 3.0, "auto": 2.2}, "naive")
+    wrong = _result({"naive": 2.0, "im2col": 3.0, "auto": 3.3}, "im2col")
+    assert right.regret("numpy") == pytest.approx(1.1)
+    assert right.choice_regret("numpy") == 1.0
+    assert wrong.regret("numpy") == pytest.approx(1.65)
+    assert wrong.choice_regret("numpy") == pytest.approx(1.5)
+    summary = bench.regret_summary([right, wrong])["numpy"]
+    assert summary["max"] == pytest.approx(1.65)
+    assert summary["choice_max"] == pytest.approx(1.5)
+    assert summary["choice_geomean"] == pytest.approx(1.5**0.5)
+    assert summary["other_choice_cases"] == ["img12:k3:random (forward)"]
+    untimed = _result({"naive": 2.0, "auto": 2.2}, "im2col")  # im2col was skipped
+    assert untimed.choice_regret("numpy") is None
+    assert bench.regret_summary([untimed])["numpy"]["choice_max"] is None
 
 
 def test_writes_a_png_crossover_plot(tiny_run: tuple[Path, str]) -> None:

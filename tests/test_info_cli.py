@@ -116,9 +116,11 @@ def test_fit_recovers_a_known_model():
         sec_per_spectral_flop=1 / 1e9,
         sec_per_call=15e-6,
         scale={"naive": 1.5, "separable": 0.8, "im2col": 1.0, "fft": 1.2, "fft:backward": 0.6},
+        scales_gemm=False,  # the model the fit fits
     )
     samples = _synthetic_samples(truth)
     fitted = tune_cli.fit(samples, cost.FIRST_ESTIMATES, source="synthetic")
+    assert fitted.scales_gemm is False
     for s in samples:
         counts = cost.OpCounts(*tune_cli._counts(s))
         assert fitted.seconds(s.strategy, counts, s.direction) == pytest.approx(s.seconds, rel=0.1)
@@ -127,10 +129,30 @@ def test_fit_recovers_a_known_model():
     assert tune_cli._summary(tune_cli.regret(samples, None))["geomean"] >= 1.0
 
 
+def test_fit_keeps_the_strategy_factors_off_the_gemms():
+    """GEMM-heavy samples whose strategies differ only outside their GEMMs (naive's other
+    terms 3x, im2col's 0.5x): one factor on the whole prediction could not fit both
+    the GEMM-bound and the overhead-bound cases."""
+    truth = dataclasses.replace(
+        cost.FIRST_ESTIMATES,
+        sec_per_gemm_flop=1 / 5e9,
+        sec_per_call=1e-7,
+        scale={"naive": 3.0, "im2col": 0.5},
+        scales_gemm=False,
+    )
+    samples = [s for s in _synthetic_samples(truth) if s.strategy in ("naive", "im2col")]
+    fitted = tune_cli.fit(samples, cost.FIRST_ESTIMATES, source="synthetic")
+    for s in samples:
+        counts = cost.OpCounts(*tune_cli._counts(s))
+        assert fitted.seconds(s.strategy, counts, s.direction) == pytest.approx(s.seconds, rel=0.05)
+
+
 def test_update_shipped_rewrites_only_the_block(tmp_path):
     target = tmp_path / "cost.py"
     shutil.copy(cost.__file__, target)
-    mine = dataclasses.replace(cost.FIRST_ESTIMATES, sec_per_call=7e-6, source="test fit 'x'")
+    mine = dataclasses.replace(
+        cost.FIRST_ESTIMATES, sec_per_call=7e-6, source="test fit 'x'", scales_gemm=False
+    )
     tune_cli.update_shipped({"numpy": mine}, path=target)
     text = target.read_text()
     original = open(cost.__file__).read()
@@ -142,6 +164,7 @@ def test_update_shipped_rewrites_only_the_block(tmp_path):
     exec(block.split("\n", 1)[1], namespace)  # the block is valid Python
     assert namespace["SHIPPED"]["numpy"].sec_per_call == pytest.approx(7e-6)
     assert namespace["SHIPPED"]["numpy"].source == "test fit 'x'"
+    assert namespace["SHIPPED"]["numpy"].scales_gemm is False
     bad = tmp_path / "nothing.py"
     bad.write_text("x = 1\n")
     with pytest.raises(RuntimeError, match="no SHIPPED CALIBRATION block"):
@@ -188,3 +211,19 @@ def test_backward_factor_falls_back_to_the_forward_one():
         1.5 * both.seconds("naive", counts)
     )
     assert both.factor("fft", "backward") == 1.0  # unknown strategy: neutral
+
+
+def test_strategy_factor_leaves_the_gemm_terms_alone():
+    """Fitted calibrations scale all but the GEMM terms per strategy; those fitted before
+    (``scales_gemm`` True, the default of a file without the field) scale everything."""
+    counts = cost.OpCounts(gemm_flops=1e9, gemm_cells=1e8, bytes=1e9, calls=10)
+    cal = dataclasses.replace(cost.FIRST_ESTIMATES, scale={"naive": 2.0}, scales_gemm=False)
+    gemm = 1e9 * cal.sec_per_gemm_flop + 1e8 * cal.sec_per_gemm_cell
+    rest = 1e9 * cal.sec_per_byte + 10 * cal.sec_per_call
+    assert cal.seconds("naive", counts) == pytest.approx(gemm + 2.0 * rest)
+    old = {k: v for k, v in cal.to_json().items() if k != "scales_gemm"}
+    loaded = cost.Calibration.from_json(old)
+    assert loaded.scales_gemm is True
+    assert loaded.seconds("naive", counts) == pytest.approx(2.0 * (gemm + rest))
+    with pytest.raises(ValueError, match="scales_gemm must be true or false, got 'yes'"):
+        cost.Calibration.from_json(cal.to_json() | {"scales_gemm": "yes"})

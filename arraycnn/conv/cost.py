@@ -96,6 +96,9 @@ COUNT_NAMES = (
     "calls",
     "spectral_cells",
 )
+#: The counts a strategy's factor does not scale (``gemm_flops``, ``gemm_cells``): the BLAS
+#: runs a product alike whichever strategy calls it.
+GEMM_TERMS = slice(0, 2)
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_FORMAT = 1
 
@@ -179,8 +182,8 @@ class Calibration:
         factor = self.factor(name, direction)
         if self.scales_gemm:
             return factor * sum(terms)
-        gemm = terms[0] + terms[1]  # gemm_flops, gemm_cells
-        return gemm + factor * sum(terms[2:])
+        gemm = sum(terms[GEMM_TERMS])
+        return gemm + factor * (sum(terms) - gemm)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (inverse of :meth:`from_json`)."""

@@ -391,17 +391,15 @@ def _analyse_static(
 
 def _with_separable_rank(
     static: dict[str, _Candidate],
-    w: Array,
     geom: ConvGeometry,
     inputs: _Inputs,
     *,
     itemsize: int,
-    xp: ModuleType,
     direction: str,
     budget: int,
     calibration: cost.Calibration,
 ) -> _Analysis:
-    """``static`` with separable decided by w: its finiteness, SVD rank and price.
+    """``static`` with separable decided by the inputs' w: its finiteness, SVD rank and price.
 
     ``static`` is not modified (it may be memoised): the result holds a new separable
     candidate and shares the others.
@@ -446,13 +444,27 @@ def _analyse(
     times the best other strategy, it is excluded without computing the SVD of w.
     """
     itemsize = _itemsize(w.dtype, xp)
-    common = {"itemsize": itemsize, "xp": xp, "direction": direction, "budget": budget}
     static, needs_rank = _analyse_static(
-        geom, **common, require_exact=require_exact, calibration=calibration, prune=prune
+        geom,
+        itemsize=itemsize,
+        xp=xp,
+        direction=direction,
+        budget=budget,
+        require_exact=require_exact,
+        calibration=calibration,
+        prune=prune,
     )
     if not needs_rank:
         return _Analysis(static)
-    return _with_separable_rank(static, w, geom, inputs, **common, calibration=calibration)
+    return _with_separable_rank(
+        static,
+        geom,
+        inputs,
+        itemsize=itemsize,
+        direction=direction,
+        budget=budget,
+        calibration=calibration,
+    )
 
 
 #: The w-independent part of ``auto`` analyses (:func:`_analyse_static`), by call signature:
@@ -501,11 +513,9 @@ def _memoised_analyse(
         return _Analysis(static)
     return _with_separable_rank(
         static,
-        w,
         geom,
         inputs,
         itemsize=itemsize,
-        xp=xp,
         direction=options["direction"],
         budget=budget,
         calibration=calibration,

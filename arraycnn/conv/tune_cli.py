@@ -268,8 +268,8 @@ def fit(samples: list[Sample], prior: cost.Calibration, *, source: str) -> cost.
     theta0 = np.log(np.maximum(np.array(start), 1e-30))
     present = np.isin(np.arange(len(names)), which)
 
-    gemm_terms = slice(0, 2)  # gemm_flops, gemm_cells: not scaled per strategy
-    other_terms = slice(2, NC)
+    gemm_terms = cost.GEMM_TERMS  # not scaled per strategy
+    other_terms = slice(gemm_terms.stop, NC)
 
     def residuals(params: np.ndarray) -> np.ndarray:
         theta, log_scale = params[:NC], params[NC:]

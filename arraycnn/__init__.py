@@ -6,22 +6,21 @@ dispatcher (``strategy="auto"``); image filtering (``correlate2d``/``convolve2d`
 pooling run on the same machinery; :mod:`arraycnn.nn` builds and trains CNNs.
 """
 
+from ._version import __version__
 from .backend import asarray, fft_module, resolve_backend, synchronize, to_numpy
-from .capabilities import CAPABILITIES, STRATEGY_NAMES
 from .conv import (
+    CAPABILITIES,
+    STRATEGY_NAMES,
     WorkspaceError,
     available_strategies,
     choose_strategy,
     conv2d,
     conv2d_backward,
-    set_autotune,
-    set_workspace_limit,
 )
 from .filters import convolve2d, correlate2d
 from .geometry import ConvGeometry, PoolGeometry, conv_geometry, output_size, pool_geometry
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
-
-__version__ = "0.1.0"
+from .settings import clear_caches, config, set_autotune, set_workspace_limit
 
 __all__ = [
     "CAPABILITIES",
@@ -35,6 +34,8 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
     "choose_strategy",
+    "clear_caches",
+    "config",
     "conv2d",
     "conv2d_backward",
     "conv_geometry",

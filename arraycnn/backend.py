@@ -24,6 +24,7 @@ __all__ = [
     "backend_name",
     "device_of",
     "fft_module",
+    "is_accelerator",
     "is_floating",
     "namespace_of",
     "resolve_backend",
@@ -159,6 +160,19 @@ def backend_name(xp: ModuleType) -> str:
     if array_api_compat.is_dask_namespace(xp):
         return "dask"
     return xp.__name__
+
+
+def is_accelerator(xp: ModuleType, device: Any) -> bool:
+    """True if ``device`` of namespace ``xp`` is an accelerator (a GPU), from the namespace
+    and the device object: CuPy always; torch and JAX by the device's type / platform."""
+    name = backend_name(xp)
+    if name == "cupy":
+        return True
+    if name == "torch":
+        return getattr(device, "type", "cpu") != "cpu"
+    if name == "jax":
+        return getattr(device, "platform", "cpu") != "cpu"
+    return False
 
 
 def asarray(

@@ -87,9 +87,8 @@ import array_api_extra as xpx
 import numpy as np  # host-side dtype promotion on dtype *names* only; never on user arrays
 
 from .backend import device_of, namespace_of
-from .capabilities import CAPABILITIES
-from .conv import conv2d
-from .conv.dispatch import parse_strategy, select_strategy
+from .conv import CAPABILITIES, conv2d
+from .conv.dispatch import parse_strategy, plan
 from .geometry import conv_geometry
 
 __all__ = ["BOUNDARIES", "MODES", "convolve2d", "correlate2d"]
@@ -483,7 +482,7 @@ def _exact_auto_strategy(image: Array, kernels: Array, padding: Any, *, xp: Modu
     w_shape = (kernels.shape[0], 1, *kernels.shape[1:])  # (F, 1, kh, kw)
     geom = conv_geometry(x_shape, w_shape, padding=padding)
     w = kernels[:, None, ...]  # (F, kh, kw) -> (F, 1, kh, kw)
-    return select_strategy("auto", w, geom, xp=xp, require_exact=True)
+    return plan("auto", w, geom, xp=xp, require_exact=True).strategy
 
 
 def _check_integer_magnitude(

@@ -10,9 +10,11 @@ import importlib
 import json
 from typing import Any
 
+from ._version import __version__
 from .backend import BACKEND_NAMES, backend_name, resolve_backend
-from .conv import autotune, cost, memory
+from .conv import cost, measured, memory
 from .conv.dispatch import eligible_strategies
+from .settings import autotune_enabled, cache_dir
 
 _PACKAGES = {
     "numpy": "numpy",
@@ -65,17 +67,15 @@ def backends_info() -> list[dict[str, Any]]:
 
 def collect() -> dict[str, Any]:
     """Everything ``arraycnn info`` shows, as a dict."""
-    from . import __version__
-
-    entries = autotune.cache_entries()
+    entries = measured.cache_entries()
     return {
         "arraycnn": __version__,
         "backends": backends_info(),
-        "cache_dir": str(cost.cache_dir()),
+        "cache_dir": str(cache_dir()),
         "calibration_file": str(cost.calibration_path()),
         "calibration_file_exists": cost.calibration_path().exists(),
-        "autotune_enabled": autotune.autotune_enabled(),
-        "autotune_cache": str(autotune.cache_path()),
+        "autotune_enabled": autotune_enabled(),
+        "autotune_cache": str(measured.cache_path()),
         "autotune_entries": len(entries),
         "entries": entries,
         "workspace_budget_bytes": memory.workspace_limit(),
@@ -85,8 +85,8 @@ def collect() -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run ``arraycnn info``."""
     if args.clear_cache:
-        removed = autotune.clear_cache()
-        print(f"autotune cache cleared: {removed} entries removed ({autotune.cache_path()})")
+        removed = measured.clear_cache()
+        print(f"autotune cache cleared: {removed} entries removed ({measured.cache_path()})")
         return 0
     info = collect()
     if args.json:

@@ -13,13 +13,23 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from ..backend import device_of, namespace_of, resolve_backend
-from ..geometry import ConvGeometry, Padding, conv_geometry
-from .autotune import set_autotune
-from .dispatch import KERNELS, eligible_strategies, plan_call, run_backward, run_forward
+from ..backend import device_of, resolve_backend
+from ..geometry import ConvGeometry, Padding
+from ..settings import set_autotune
+from ._boundary import check_float_pair, prepare
+from .dispatch import (
+    STRATEGIES,
+    STRATEGY_NAMES,
+    eligible_strategies,
+    plan,
+    run_backward,
+    run_forward,
+)
 from .memory import WorkspaceError, set_workspace_limit
 
 __all__ = [
+    "CAPABILITIES",
+    "STRATEGY_NAMES",
     "WorkspaceError",
     "available_strategies",
     "choose_strategy",
@@ -31,48 +41,8 @@ __all__ = [
 
 Array = Any
 
-
-def _check_float_pair(x: Array, w: Array, xp: ModuleType, names: tuple[str, str]) -> None:
-    """Both arrays real floating, same dtype, same device."""
-    for name, a in zip(names, (x, w)):
-        if not xp.isdtype(a.dtype, "real floating"):
-            raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
-    if x.dtype != w.dtype:
-        raise TypeError(
-            f"{names[0]} ({x.dtype}) and {names[1]} ({w.dtype}) must have the same dtype"
-        )
-    if device_of(x) != device_of(w):
-        raise ValueError(
-            f"{names[0]} is on device {device_of(x)} but {names[1]} is on {device_of(w)}"
-        )
-
-
-def _prepare(
-    x: Array,
-    w: Array,
-    *,
-    stride: Any,
-    padding: Padding,
-    dilation: Any,
-    groups: Any,
-    extra: tuple[tuple[str, Array], ...] = (),
-) -> tuple[ModuleType, ConvGeometry]:
-    """Resolve the namespace, validate arrays and geometry (the public boundary)."""
-    names = ("x", "w", *(n for n, _ in extra))
-    for name, a in zip(names, (x, w, *(a for _, a in extra))):
-        if a is None:  # namespace_of skips None entries
-            raise TypeError(f"{name} must be an array (NumPy, CuPy, torch, ...), got None")
-    xp = namespace_of(x, w, *(a for _, a in extra), names=names)
-    geom = conv_geometry(
-        tuple(x.shape),
-        tuple(w.shape),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-    )
-    _check_float_pair(x, w, xp, ("x", "w"))
-    return xp, geom
+#: What each strategy supports and needs, by name (``needs``, ``exact_sums``, ``nan_local``).
+CAPABILITIES = STRATEGIES
 
 
 def conv2d(
@@ -117,7 +87,7 @@ def conv2d(
     array, shape (N, F, Ho, Wo)
         ``Ho = floor((H + pt + pb - dh (kh - 1) - 1) / sh) + 1``, likewise ``Wo``.
     """
-    xp, geom = _prepare(
+    xp, geom = prepare(
         x,
         w,
         stride=stride,
@@ -128,8 +98,8 @@ def conv2d(
     )
     if b is not None:
         _check_bias(b, w, geom, xp)
-    plan = plan_call(strategy, w, geom, xp=xp, x=x, direction="forward", autotune=autotune)
-    y = run_forward(plan, x, w, geom, xp=xp)
+    chosen = plan(strategy, w, geom, xp=xp, x=x, direction="forward", autotune=autotune)
+    y = run_forward(chosen, x, w, xp=xp)
     if b is not None:
         y = y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
     return y
@@ -172,7 +142,7 @@ def conv2d_backward(
     gw : array, shape (F, C / groups, kh, kw)
     gb : array, shape (F,)
     """
-    xp, geom = _prepare(
+    xp, geom = prepare(
         x,
         w,
         stride=stride,
@@ -185,9 +155,9 @@ def conv2d_backward(
         raise ValueError(
             f"gy must have the output shape (N, F, Ho, Wo) = {geom.y_shape}, got {tuple(gy.shape)}"
         )
-    _check_float_pair(gy, x, xp, ("gy", "x"))
-    plan = plan_call(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
-    gx, gw = run_backward(plan, gy, x, w, geom, xp=xp)
+    check_float_pair(gy, x, xp, ("gy", "x"))
+    chosen = plan(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
+    gx, gw = run_backward(chosen, gy, x, w, xp=xp)
     gb = xp.sum(gy, axis=(0, 2, 3))
     return gx, gw, gb
 
@@ -208,8 +178,8 @@ def choose_strategy(
 
     With autotuning on, this times the candidates (and caches the choice) as conv2d would.
     """
-    xp, geom = _prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return plan_call(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
+    xp, geom = prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
 
 
 def available_strategies(backend: str | ModuleType | None = None) -> list[str]:
@@ -218,5 +188,5 @@ def available_strategies(backend: str | ModuleType | None = None) -> list[str]:
     With ``backend=None`` the full list of strategy names is returned.
     """
     if backend is None:
-        return list(KERNELS)
+        return list(STRATEGY_NAMES)
     return eligible_strategies(resolve_backend(backend))

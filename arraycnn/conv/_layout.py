@@ -23,6 +23,13 @@ from ..geometry import ConvGeometry
 Array = Any
 ALL = slice(None)
 
+#: On a CPU, kernels write their big temporaries (im2col's columns, naive's accumulator) in
+#: pieces of at most this many elements (8 MiB of float32, a quarter of the reference
+#: machine's L3), so that the GEMM reads them while still in cache.
+COLUMN_CHUNK_ELEMENTS = 1 << 21
+#: A batch whose temporaries have at most this many elements runs whole.
+WHOLE_BATCH_ELEMENTS = 1 << 22
+
 
 #: Up to this many padded elements, :func:`pad_input` on NumPy/CuPy fills zeros and copies
 #: the interior once (NumPy's ``pad`` costs ~10 us more per call, which shows on a 0.2 ms
@@ -214,11 +221,6 @@ def tap_bands(geom: ConvGeometry) -> tuple[tuple[int, TapBand], ...]:
 def ranges(total: int, step: int) -> list[tuple[int, int]]:
     """``(start, stop)`` ranges of at most ``step`` covering ``[0, total)``, in order."""
     return [(start, min(start + step, total)) for start in range(0, total, step)]
-
-
-def cache_chunked(x: Array, xp: ModuleType) -> bool:
-    """True on CPU devices, where kernels run in cache-sized pieces (not on a GPU)."""
-    return backend_name(xp) != "cupy" and "cuda" not in str(device_of(x))
 
 
 def fill_zero(buf: Array, *, xp: ModuleType | None = None) -> Array:

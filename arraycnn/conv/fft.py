@@ -20,8 +20,8 @@ padded input's ``Th x Tw`` window at ``(i Bh sh, j Bw sw)``, and its ``Bh x Bw``
 are the positions ``kd - 1 + (0, s, ...)`` of its circular product with the flipped
 kernel at the origin (no padding inside the tile). All tiles go through one batched
 transform, product and inverse; their outputs are assembled into the result.
-:func:`tile_plan` picks the tiles with a host model (:func:`predicted_ns`), or keeps the
-untiled path.
+:func:`tile_plan` picks the tiles with the dispatcher's cost model (the counts of
+:func:`forward_counts`), or keeps the untiled path.
 
 The channel contraction, per frequency (:func:`_product`)::
 
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -56,6 +57,8 @@ import scipy.fft
 from ..backend import backend_name, device_of, fft_module
 from ..geometry import ConvGeometry
 from ._layout import ALL, add_at, crop_padding, pad_input, set_at, zeros
+from .strategy import Call, Counts, Strategy, spectral, traffic
+from .strategy import fft as fft_counts
 from .workspace import scratch
 
 Array = Any
@@ -131,10 +134,8 @@ def forward_length(size: int, out: int, kernel: int, stride: int, pad_lo: int) -
     return scipy.fft.next_fast_len(need, real=True)
 
 
-@functools.lru_cache(maxsize=512)
 def forward_shape(geom: ConvGeometry) -> tuple[int, int]:
-    """FFT lengths (Lh, Lw) of the untiled forward (see :func:`forward_length`). Host
-    arithmetic, cached per geometry."""
+    """FFT lengths (Lh, Lw) of the untiled forward (see :func:`forward_length`)."""
     (top, _), (left, _) = geom.padding
     return (
         forward_length(geom.h, geom.ho, geom.kh_dilated, geom.stride[0], top),
@@ -476,10 +477,8 @@ class ForwardWork:
     windows: int
 
 
-@functools.lru_cache(maxsize=1024)
 def _work(geom: ConvGeometry, plan: TilePlan | None) -> ForwardWork:
-    """The :class:`ForwardWork` of the untiled path (``plan=None``) or of ``plan`` (host
-    arithmetic that the workspace and cost predictions repeat on every call: cached)."""
+    """The :class:`ForwardWork` of the untiled path (``plan=None``) or of ``plan``."""
     if plan is None:
         shape, rows, kept = forward_shape(geom), geom.n, geom.ho
         assembled = windows = 0
@@ -501,31 +500,36 @@ def _work(geom: ConvGeometry, plan: TilePlan | None) -> ForwardWork:
     return ForwardWork(plan, shape, transforms, rows, macs, matmul, copied, windows)
 
 
-#: Nanoseconds per unit of work of the tile rule's model, fitted (robust least squares) on
-#: 191 timed forwards with numpy float32 on one thread of the reference machine: single
-#: images of 256-4096 px with kernels 3-63 and 15 multi-channel layers, untiled and tiled at
-#: 32-2048 (picking among those, the model's mean regret is 1.03). Only their ratios
-#: matter: they rank tilings against each other and against the untiled path.
-NS_PER_POINT = 1.98  # per point of a full real 2-D transform (scaled by each share)
-NS_PER_SPILL = 0.36  # per point and log2 of the transform size beyond 2**SPILL_LOG2 points
-SPILL_LOG2 = 20  # larger transforms outgrow the caches
-NS_PER_MAC_LOOP = 0.36  # per complex multiply-add, broadcast per channel
-NS_PER_MAC_MATMUL = 0.36  # per complex multiply-add, batched matrix product
-NS_PER_COPY = 0.66  # per element copied into or out of the tiles
-NS_PER_WINDOW = 4000.0  # per tile window copied (one array operation)
+def forward_counts(geom: ConvGeometry, work: ForwardWork) -> Counts:
+    """Operation counts (elements) of a forward doing ``work``.
+
+    Transforms: the input's, the kernel's (its real pass on kh rows only) and the inverse
+    (the real pass on the kept rows only). Product: a batched complex GEMM per frequency,
+    or a broadcast multiply-add per input channel (elementwise traffic). Copies: the
+    zero-padded input or the tile windows, the placed kernel spectrum, the assembled tiles.
+    """
+    lh, lw = work.shape
+    bins = lh * (lw // 2 + 1)
+    a = work.rows
+    total = Counts()
+    for count, share in work.transforms:
+        total = total + fft_counts(count, lh, lw).scaled(share)
+    if work.matmul:
+        total = total + spectral(a, geom.cg, geom.fg, geom.groups * bins)
+        # frequency-major copies of both operands and the product's reordering
+        total = total + traffic(4 * (a * geom.c + geom.f * geom.cg + a * geom.f) * bins, 8)
+    else:
+        # complex elements per output: the first term written; per further channel its
+        # term written, then read with the sum and the sum written back
+        per_output = 1 + 4 * (geom.cg - 1)
+        total = total + traffic(2 * per_output * a * geom.f * bins, calls=2 * geom.cg)
+    kernel = traffic(geom.f * geom.cg * (geom.kh * geom.kw + geom.kh * lw), calls=8)
+    copies = traffic(2 * work.copied, calls=work.windows + 6)  # read and write
+    return total + kernel + copies
+
+
 #: Tiling is used when its predicted time is below this fraction of the untiled one.
 TILE_GAIN = 0.95
-
-
-def predicted_ns(work: ForwardWork) -> float:
-    """Predicted nanoseconds of a forward doing ``work`` (the tile rule's model)."""
-    points = work.shape[0] * work.shape[1]
-    spill = max(0.0, math.log2(points) - SPILL_LOG2)
-    per_transform = points * (NS_PER_POINT + NS_PER_SPILL * spill)
-    total = sum(count * share for count, share in work.transforms) * per_transform
-    total += work.macs * (NS_PER_MAC_MATMUL if work.matmul else NS_PER_MAC_LOOP)
-    return total + work.copied * NS_PER_COPY + work.windows * NS_PER_WINDOW
-
 
 @functools.cache
 def _smooth_lengths(limit: int) -> tuple[int, ...]:
@@ -562,56 +566,48 @@ def _closest(options: list[AxisTiles], length: int) -> AxisTiles:
     return min(options, key=lambda axis: abs(axis.length - length))
 
 
-@functools.lru_cache(maxsize=512)
-def tile_plan(geom: ConvGeometry) -> TilePlan | None:
+def tile_plan(geom: ConvGeometry, price: Callable[[Counts], float]) -> TilePlan | None:
     """The overlap-save tiles of the forward, or None when the untiled path is predicted
-    faster (host arithmetic, cached per geometry).
+    faster by ``price`` (the cost model: counts in elements -> seconds).
 
     Each axis offers one tiling per tile count (lengths in ``[2 kd, L]``, see
-    :func:`axis_tiles`); the pair minimising :func:`predicted_ns` is found by coordinate
-    descent (rows given columns, columns given rows), and it is used when it beats the
-    untiled path by the factor :data:`TILE_GAIN`.
+    :func:`axis_tiles`); the pair of least predicted time is found by coordinate descent
+    (rows given columns, columns given rows), and it is used when it beats the untiled
+    path by the factor :data:`TILE_GAIN`.
     """
     untiled = forward_shape(geom)
     (sh, sw), (khd, kwd) = geom.stride, (geom.kh_dilated, geom.kw_dilated)
     rows = _axis_options(geom.ho, khd, sh, untiled[0])
     cols = _axis_options(geom.wo, kwd, sw, untiled[1])
 
-    def cost(plan: TilePlan) -> float:
-        return predicted_ns(_work(geom, plan))
+    def cost(plan: TilePlan | None) -> float:
+        return price(forward_counts(geom, _work(geom, plan)))
 
     # seed: near-square tiles; then coordinate descent, rows given columns and back
     best = min((TilePlan(r, _closest(cols, r.length)) for r in rows), key=cost)
     for _ in range(2):
         best = min((TilePlan(r, best.cols) for r in rows), key=cost)
         best = min((TilePlan(best.rows, c) for c in cols), key=cost)
-    if best.tiles == 1:
-        return None
-    if predicted_ns(_work(geom, best)) >= TILE_GAIN * predicted_ns(_work(geom, None)):
+    if best.tiles == 1 or cost(best) >= TILE_GAIN * cost(None):
         return None
     return best
-
-
-def forward_work(geom: ConvGeometry) -> ForwardWork:
-    """What :func:`forward` does for ``geom``: its tile plan, transforms, products, copies."""
-    return _work(geom, tile_plan(geom))
 
 
 # --------------------------------------------------------------------------- forward
 
 
-def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def forward(
+    x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, tiles: TilePlan | None = None
+) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
-    With the tiles of :func:`tile_plan` when it returns some (:func:`_forward_tiled`);
-    otherwise a circular convolution of the unpadded input with the flipped kernel placed
+    With overlap-save ``tiles`` (:func:`tile_plan`, :func:`_forward_tiled`); otherwise a circular convolution of the unpadded input with the flipped kernel placed
     at ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
     padding and the conjugate of the kernel spectrum are never formed, and the outputs
     start at position 0.
     """
-    plan = tile_plan(geom)
-    if plan is not None:
-        return _forward_tiled(x, w, geom, plan, xp=xp)
+    if tiles is not None:
+        return _forward_tiled(x, w, geom, tiles, xp=xp)
     fft = fft_module(xp)
     shape = forward_shape(geom)
     # (N, C, H, W) -> (N, G, Cg, H, W)
@@ -714,3 +710,108 @@ def backward(
     gw = xp.permute_dims(gwd, (1, 0, 2, 3, 4))
     # (G, Fg, Cg, kh, kw) -> (F, Cg, kh, kw)
     return gx, xp.astype(xp.reshape(gw, geom.w_shape), w.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+@dataclass(frozen=True)
+class FFTPlan:
+    """How the FFT runs a call: the forward's overlap-save tiles (None: untiled)."""
+
+    geom: ConvGeometry
+    direction: str
+    itemsize: int
+    chunk: int
+    tiles: TilePlan | None
+
+
+def plan(call: Call, rank: int | None = None, price: Any = None) -> FFTPlan:
+    """The plan of ``call``; ``price`` (counts in bytes -> seconds) chooses the forward's
+    tiles (without it the forward is untiled)."""
+    g = call.geom
+    tiles = None
+    if call.direction == "forward" and price is not None:
+        tiles = tile_plan(g, lambda c: price(c.in_bytes(call.itemsize)))
+    return FFTPlan(g, call.direction, call.itemsize, g.n, tiles)
+
+
+#: Elements NumPy's buffered ufunc loops (broadcasting) allocate per operand.
+UFUNC_BUFFER = 8192
+
+
+def _forward_elements(g: ConvGeometry, work: ForwardWork) -> int:
+    """Real elements (a complex one counts 2) of the forward's largest phase, beside the
+    scratch input (the tiles or the zero-padded input): the input transform; the kernel
+    (its placed rows, their spectrum); the channel product (both spectra, the product and
+    the per-channel term with a broadcast's buffers, or the frequency-major copies); the
+    inverse (the product, its column inverse, the kept rows and their real inverse); tiled,
+    that real inverse and the assembled output."""
+    lh, lw = work.shape
+    bins = lh * (lw // 2 + 1)
+    rows, tiles = work.rows, work.plan
+    kept = g.ho if tiles is None else tiles.rows.block
+    padded = tiles is None and (lh, lw) != (g.h, g.w)
+    scratch_input = rows * g.c * lh * lw if tiles is not None or padded else 0
+    x_spec, w_spec, y_spec = 2 * rows * g.c * bins, 2 * g.f * g.cg * bins, 2 * rows * g.f * bins
+    kernel = g.f * g.cg * (g.kh * lw + 2 * g.kh * (lw // 2 + 1)) + w_spec
+    operands = x_spec + w_spec if work.matmul else (y_spec if g.cg > 1 else 0) + 4 * UFUNC_BUFFER
+    inverse = rows * g.f * kept * lw
+    kept_rows = 2 * rows * g.f * kept * (lw // 2 + 1)
+    assembled = 0 if tiles is None else g.n * g.f * tiles.tiles * tiles.rows.block * tiles.cols.block
+    return scratch_input + max(
+        x_spec + kernel,
+        x_spec + w_spec + y_spec + operands,
+        2 * y_spec + kept_rows + inverse,
+        inverse + assembled,
+    )
+
+
+def workspace(p: FFTPlan) -> int:
+    """Bytes. Forward: :func:`_forward_elements`. Backward: complex spectra at the fast
+    lengths, each with its copy (gy, w, gx, x, gw), their real inverses and the
+    stride-upsampled gy."""
+    g, s = p.geom, p.itemsize
+    if p.direction == "forward":
+        return s * _forward_elements(g, _work(g, p.tiles))
+    lh, lw = fast_shape(g)
+    bins = lh * (lw // 2 + 1)
+    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    hv, wv = (g.ho - 1) * g.stride[0] + 1, (g.wo - 1) * g.stride[1] + 1
+    spectra = 3 * g.n * g.f + 4 * g.f * g.cg + 4 * g.n * g.c
+    real = g.n * g.c * lh * lw + g.f * g.cg * lh * lw + g.n * g.f * hv * wv + pad
+    return 2 * s * spectra * bins + s * real
+
+
+def counts(p: FFTPlan) -> Counts:
+    """Forward: :func:`forward_counts`. Backward: transforms of gy, w, x (forward) and gx,
+    gw (inverse), two per-frequency products, the layout copies, the upsampled gy."""
+    g = p.geom
+    if p.direction == "forward":
+        return forward_counts(g, _work(g, p.tiles)).in_bytes(p.itemsize)
+    lh, lw = fast_shape(g)
+    bins = lh * (lw // 2 + 1)
+    nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
+    total = fft_counts(nf + 2 * fc + 2 * nc, lh, lw) + Counts(calls=4)
+    total = total + spectral(g.n, g.fg, g.cg, g.groups * bins)
+    total = total + spectral(g.fg, g.n, g.cg, g.groups * bins)
+    total = total + traffic(2 * (4 * nf + 6 * fc + 6 * nc) * bins, calls=25)
+    if g.stride != (1, 1):
+        total = total + traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)
+    if g.is_padded:
+        total = total + traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2)
+    total = total + traffic(2 * g.n * g.c * g.h * g.w)
+    return total.in_bytes(p.itemsize)
+
+
+STRATEGY = Strategy(
+    "fft",
+    plan=plan,
+    forward=lambda p, x, w, *, xp: forward(x, w, p.geom, xp=xp, tiles=p.tiles),
+    backward=lambda p, gy, x, w, *, xp: backward(gy, x, w, p.geom, xp=xp),
+    workspace=workspace,
+    counts=counts,
+    needs=("fft",),
+    exact_sums=False,
+    nan_local=False,
+)

@@ -37,7 +37,6 @@ blocks).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from types import ModuleType
@@ -48,7 +47,8 @@ from ..geometry import ConvGeometry, conv_geometry
 from . import naive
 from ._layout import (
     ALL,
-    cache_chunked,
+    COLUMN_CHUNK_ELEMENTS,
+    WHOLE_BATCH_ELEMENTS,
     grad_output_group_major,
     input_group_view,
     output_from_group_major,
@@ -56,31 +56,20 @@ from ._layout import (
     set_at,
     tap_bands,
 )
+from .strategy import Call, Counts, Strategy, gemm, traffic
 from .workspace import scratch
 
 Array = Any
 
 
-#: Column-buffer elements per chunk of samples (8 MiB of float32: a quarter of this
-#: machine's 32 MiB L3, so the columns are still cached when the GEMM reads them).
-COLUMN_CHUNK_ELEMENTS = 1 << 21
-#: A batch whose columns have at most this many elements runs whole (they fit in cache).
-WHOLE_BATCH_ELEMENTS = 1 << 22
-
-
 def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
-    """Samples per chunk: N if the columns fit :data:`WHOLE_BATCH_ELEMENTS` (or ``cached``
-    is False: a GPU, whose GEMMs want size), else as many as fit
+    """Samples per kernel call: N if the columns fit :data:`WHOLE_BATCH_ELEMENTS` (or
+    ``cached`` is False: a GPU, whose GEMMs want size), else as many as fit
     :data:`COLUMN_CHUNK_ELEMENTS` (at least 1)."""
     per_sample = geom.groups * geom.cg * geom.kh * geom.kw * geom.ho * geom.wo
     if not cached or geom.n * per_sample <= WHOLE_BATCH_ELEMENTS:
         return geom.n
     return max(1, min(geom.n, COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
-
-
-def batch_chunks(geom: ConvGeometry, *, cached: bool = True) -> list[tuple[int, int]]:
-    """``(start, stop)`` sample ranges of the chunks the batch runs in."""
-    return ranges(geom.n, samples_per_chunk(geom, cached=cached))
 
 
 def unfold(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -103,9 +92,12 @@ def _weight_matrix(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(w, (geom.groups, geom.fg, geom.cg * geom.kh * geom.kw), copy=True)
 
 
-def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo)."""
-    return _correlate(x, w, geom, xp=xp)
+def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0) -> Array:
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
+
+    ``rows``: output rows per band (:func:`rows_per_band`; 0 or Ho: whole samples).
+    """
+    return _correlate(x, w, geom, xp=xp, rows=rows or geom.ho)
 
 
 def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
@@ -155,17 +147,11 @@ class Piece:
     geom: ConvGeometry | None
 
 
-def pieces(geom: ConvGeometry, *, cached: bool = True) -> list[Piece]:
-    """The call's pieces: batch chunks (:func:`batch_chunks`), or per sample its row bands
-    (:func:`rows_per_band`, :func:`band_geometry`) when one sample's columns are large."""
-    rows = rows_per_band(geom, cached=cached)
-    if rows == geom.ho:
-        return [
-            Piece(
-                slice(a, b), slice(0, geom.ho), slice(0, geom.h), dataclasses.replace(geom, n=b - a)
-            )
-            for a, b in batch_chunks(geom, cached=cached)
-        ]
+def pieces(geom: ConvGeometry, rows: int) -> list[Piece]:
+    """The call's pieces: the whole call, or per sample its bands of ``rows`` output rows
+    (:func:`band_geometry`) when one sample's columns are large (:func:`rows_per_band`)."""
+    if rows >= geom.ho:
+        return [Piece(slice(0, geom.n), slice(0, geom.ho), slice(0, geom.h), geom)]
     result = []
     for sample in range(geom.n):
         for start, stop in ranges(geom.ho, rows):
@@ -175,10 +161,10 @@ def pieces(geom: ConvGeometry, *, cached: bool = True) -> list[Piece]:
     return result
 
 
-def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """The forward's unfold + GEMM by pieces (batch chunks or row bands; also runs gx)."""
+def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int) -> Array:
+    """The forward's unfold + GEMM by pieces (whole, or row bands; also runs gx)."""
     wm = _weight_matrix(w, geom, xp=xp)  # (G, Fg, Cg*kh*kw)
-    parts = pieces(geom, cached=cache_chunked(x, xp))
+    parts = pieces(geom, rows)
     if len(parts) == 1:
         yg = wm @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
         return output_from_group_major(yg, geom, xp=xp)
@@ -193,13 +179,16 @@ def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Arr
     return y
 
 
-def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces.
+def weight_grad(
+    gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0
+) -> Array:
+    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces (``rows`` as
+    in :func:`forward`).
 
     gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw).
     """
     gw = None
-    for piece in pieces(geom, cached=cache_chunked(x, xp)):
+    for piece in pieces(geom, rows or geom.ho):
         if piece.geom is None:  # rows that read only padding contribute nothing
             continue
         gyp = grad_output_group_major(gy[piece.samples, :, piece.out_rows, :], piece.geom, xp=xp)
@@ -256,27 +245,138 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
 
 
-def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0) -> Array:
     """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
 
-    Unfold + GEMM on gy where :func:`uses_transposed_input_grad`; otherwise col2im by
-    batch chunks (:func:`.naive.input_grad` on each, concatenated along N).
+    Unfold + GEMM on gy where :func:`uses_transposed_input_grad` (``rows``: output rows per
+    band of that correlation); otherwise col2im (:func:`.naive.input_grad`).
     """
     if uses_transposed_input_grad(geom):
         tgeom = transposed_geometry(geom)
-        return _correlate(gy, transposed_kernel(w, geom, xp=xp), tgeom, xp=xp)
-    chunks = batch_chunks(geom, cached=cache_chunked(gy, xp))
-    if len(chunks) == 1:
-        return naive.input_grad(gy, w, geom, xp=xp)
-    parts = [
-        naive.input_grad(gy[start:stop, ...], w, dataclasses.replace(geom, n=stop - start), xp=xp)
-        for start, stop in chunks
-    ]
-    return xp.concat(parts, axis=0)  # chunks of (n, C, H, W) -> (N, C, H, W)
+        wt = transposed_kernel(w, geom, xp=xp)
+        return _correlate(gy, wt, tgeom, xp=xp, rows=rows or tgeom.ho)
+    return naive.input_grad(gy, w, geom, xp=xp)
 
 
 def backward(
     gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
 ) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``."""
+    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))`` (whole samples)."""
     return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+@dataclass(frozen=True)
+class Im2colPlan:
+    """How im2col runs a call: samples per kernel call, and output rows per band."""
+
+    geom: ConvGeometry
+    direction: str
+    itemsize: int
+    chunk: int
+    rows: int  # output rows per band of the forward (Ho: whole samples)
+    grad_rows: int  # the same for the input gradient's transposed correlation (0: col2im)
+
+
+def plan(call: Call, rank: int | None = None, price: Any = None) -> Im2colPlan:
+    """The plan of ``call``: cache-sized batch chunks and row bands on a CPU."""
+    g, cached = call.geom, call.cached
+    tgeom = transposed_geometry(g) if uses_transposed_input_grad(g) else None
+    grad_rows = rows_per_band(tgeom, cached=cached) if tgeom is not None else 0
+    return Im2colPlan(
+        g,
+        call.direction,
+        call.itemsize,
+        samples_per_chunk(g, cached=cached),
+        rows_per_band(g, cached=cached),
+        grad_rows,
+    )
+
+
+def run_forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
+    """Execute a forward plan."""
+    return _correlate(x, w, p.geom, xp=xp, rows=p.rows)
+
+
+def run_backward(
+    p: Im2colPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType
+) -> tuple[Array, Array]:
+    """Execute a backward plan: ``(gx, gw)``."""
+    gx = input_grad(gy, w, p.geom, xp=xp, rows=p.grad_rows)
+    return gx, weight_grad(gy, x, p.geom, xp=xp, rows=p.rows)
+
+
+def _column_elements(g: ConvGeometry, rows: int) -> tuple[int, int]:
+    """Elements of one piece's columns and of its GEMM result."""
+    cols = (1 if rows < g.ho else g.n) * min(rows, g.ho) * g.wo
+    return g.c * g.kh * g.kw * cols, g.f * cols
+
+
+def workspace(p: Im2colPlan) -> int:
+    """Bytes: one piece's columns G·Cg·kh·kw·n·B·Wo and its GEMM result. Backward: gy's
+    reordering and the columns, then the input gradient: the transposed correlation's
+    columns and result, or naive's col2im phase."""
+    g = p.geom
+    columns, result = _column_elements(g, p.rows)
+    if p.direction == "forward":
+        return p.itemsize * (columns + result)
+    if p.grad_rows:
+        tcols, tresult = _column_elements(transposed_geometry(g), p.grad_rows)
+        input_phase = tcols + tresult
+    else:
+        input_phase = naive.input_grad_elements(g)
+    return p.itemsize * (g.f * g.n * g.ho * g.wo + columns + input_phase)
+
+
+def _pieces_count(g: ConvGeometry, rows: int) -> int:
+    return 1 if rows >= g.ho else g.n * -(-g.ho // rows)
+
+
+def _unfold_counts(g: ConvGeometry) -> Counts:
+    """The columns: kh·kw band copies into a reused buffer."""
+    taps = g.kh * g.kw
+    return traffic(2 * taps * g.c * g.n * g.ho * g.wo, calls=2 * taps + 2)
+
+
+def _forward_counts(g: ConvGeometry, rows: int) -> Counts:
+    """Unfold, one GEMM with K = Cg·kh·kw, reorder; each piece pays its own array calls."""
+    cols = g.n * g.ho * g.wo
+    total = (
+        _unfold_counts(g)
+        + gemm(g.fg, g.cg * g.kh * g.kw, cols, g.groups)
+        + traffic(2 * g.f * cols, calls=3)
+    )
+    return total + Counts(calls=(3 + 2 * g.kh * g.kw) * (_pieces_count(g, rows) - 1))
+
+
+def counts(p: Im2colPlan) -> Counts:
+    """Forward: :func:`_forward_counts`. Backward: reorder gy, unfold and a GEMM for gw
+    (K = n·Ho·Wo); gx as the transposed correlation's forward, or naive's col2im."""
+    g = p.geom
+    if p.direction == "forward":
+        return _forward_counts(g, p.rows).in_bytes(p.itemsize)
+    cols = g.n * g.ho * g.wo
+    weight = (
+        traffic(2 * g.f * cols, calls=3)
+        + _unfold_counts(g)
+        + gemm(g.fg, cols, g.cg * g.kh * g.kw, g.groups)
+        + Counts(calls=(4 + 2 * g.kh * g.kw) * (_pieces_count(g, p.rows) - 1))
+    )
+    if p.grad_rows:
+        tgeom = transposed_geometry(g)
+        grad = _forward_counts(tgeom, p.grad_rows) + traffic(4 * g.f * g.cg * g.kh * g.kw, 3)
+    else:
+        grad = naive.input_grad_counts(g)
+    return (weight + grad).in_bytes(p.itemsize)
+
+
+STRATEGY = Strategy(
+    "im2col",
+    plan=plan,
+    forward=run_forward,
+    backward=run_backward,
+    workspace=workspace,
+    counts=counts,
+)

@@ -14,28 +14,29 @@ Memory beyond input and output: one tap slice and one tap product, each at most
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from ..geometry import ConvGeometry
 from ._layout import (
     ALL,
+    COLUMN_CHUNK_ELEMENTS,
+    WHOLE_BATCH_ELEMENTS,
     TapBand,
     add_at,
-    cache_chunked,
     fill_zero,
     grad_output_group_major,
     input_from_group_view,
     input_group_view,
     output_from_group_view,
-    ranges,
     set_at,
     tap_bands,
     weight_by_group,
     weight_from_group,
     zeros,
 )
+from .strategy import Call, Counts, Strategy, gemm, traffic
 from .workspace import scratch
 
 Array = Any
@@ -57,35 +58,22 @@ def grad_output_5d(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 
 def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
-    """Samples per chunk of the batch: N where the accumulator and one tap's slice
-    ((F + C)·Ho·Wo per sample) fit im2col's whole-batch size, else as many as fit its
-    chunk size (at least 1); N on a GPU (``cached`` False). See
-    :data:`arraycnn.conv.im2col.COLUMN_CHUNK_ELEMENTS`."""
-    from . import im2col
-
+    """Samples per kernel call on a CPU: N where the accumulator and one tap's slice
+    ((F + C)·Ho·Wo per sample) fit :data:`WHOLE_BATCH_ELEMENTS`, else as many as fit
+    :data:`COLUMN_CHUNK_ELEMENTS` (at least 1); N on a GPU (``cached`` False)."""
     per_sample = (geom.f + geom.c) * geom.ho * geom.wo
-    if not cached or geom.n * per_sample <= im2col.WHOLE_BATCH_ELEMENTS:
+    if not cached or geom.n * per_sample <= WHOLE_BATCH_ELEMENTS:
         return geom.n
-    return max(1, min(geom.n, im2col.COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
-
-
-def batch_chunks(geom: ConvGeometry, *, cached: bool = True) -> list[tuple[int, int]]:
-    """``(start, stop)`` sample ranges the batch runs in (:func:`samples_per_chunk`)."""
-    return ranges(geom.n, samples_per_chunk(geom, cached=cached))
+    return max(1, min(geom.n, COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
 
 
 def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
     With one input channel per group (single-channel images, depthwise layers) the
-    contraction over channels is a broadcast product, not a GEMM with K = 1. On a CPU a
-    large batch runs in chunks whose accumulator stays in cache (:func:`batch_chunks`).
+    contraction over channels is a broadcast product, not a GEMM with K = 1.
     """
-    chunks = batch_chunks(geom, cached=cache_chunked(x, xp))
-    if len(chunks) == 1:
-        return _forward(x, w, geom, xp=xp)
-    parts = [_forward(x[a:b, ...], w, dataclasses.replace(geom, n=b - a), xp=xp) for a, b in chunks]
-    return xp.concat(parts, axis=0)  # chunks of (n, F, Ho, Wo) -> (N, F, Ho, Wo)
+    return _forward(x, w, geom, xp=xp)
 
 
 def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -233,15 +221,122 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Ar
 def backward(
     gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
 ) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``, by batch chunks on a CPU
-    (:func:`batch_chunks`: gx concatenated along N, gw summed)."""
-    chunks = batch_chunks(geom, cached=cache_chunked(x, xp))
-    if len(chunks) == 1:
-        return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
-    gx_parts, gw = [], None
-    for a, b in chunks:
-        part = dataclasses.replace(geom, n=b - a)
-        gx_parts.append(input_grad(gy[a:b, ...], w, part, xp=xp))
-        term = weight_grad(gy[a:b, ...], x[a:b, ...], part, xp=xp)
-        gw = term if gw is None else gw + term
-    return xp.concat(gx_parts, axis=0), gw  # chunks of (n, C, H, W) -> (N, C, H, W)
+    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``."""
+    return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+@dataclass(frozen=True)
+class NaivePlan:
+    """How naive runs a call: its geometry and the samples per kernel call it prefers."""
+
+    geom: ConvGeometry
+    direction: str
+    itemsize: int
+    chunk: int
+
+
+def plan(call: Call, rank: int | None = None, price: Any = None) -> NaivePlan:
+    """The plan of ``call``: the whole batch, or cache-sized chunks of it on a CPU."""
+    return NaivePlan(
+        call.geom, call.direction, call.itemsize, samples_per_chunk(call.geom, cached=call.cached)
+    )
+
+
+def taps_per_block(g: ConvGeometry) -> int:
+    """Taps whose column-gradient rows :func:`input_grad` computes in one GEMM."""
+    return min(g.kh * g.kw, max(1, -(-MIN_BLOCK_ROWS // g.cg)))
+
+
+def input_grad_elements(g: ConvGeometry) -> int:
+    """Workspace elements of :func:`input_grad`: reordered gy, the accumulator, two blocks
+    of column-gradient rows (the next computed while the last is held) and gx.
+
+    Over padded-width rows (:func:`uses_rows`): gy's frame (F·N·Ho·Wp), the flat padded
+    accumulator and blocks of N·Ho·Wp columns; otherwise blocks of N·Ho·Wo columns.
+    """
+    inputs = g.n * g.c * g.h * g.w
+    if uses_rows(g):
+        rows = g.n * g.ho * g.wp
+        span = g.n * g.c * (g.hp * g.wp + g.dilation[1] * (g.kw - 1))
+        return g.f * rows + span + 2 * taps_per_block(g) * g.c * rows + inputs
+    cols = g.n * g.ho * g.wo
+    return g.f * cols + inputs + 2 * taps_per_block(g) * g.c * cols + inputs
+
+
+def weight_grad_elements(g: ConvGeometry) -> int:
+    """Workspace elements of :func:`weight_grad`: reordered gy, one tap's bands, the taps."""
+    cols = g.n * g.ho * g.wo
+    return 2 * g.f * cols + g.c * cols + 2 * g.kh * g.kw * g.f * g.cg
+
+
+def workspace(p: NaivePlan) -> int:
+    """Bytes: the (G, Fg, N, Ho, Wo) accumulator, one tap's input band and its product;
+    backward the larger of its two phases (they run one after the other)."""
+    g = p.geom
+    cols = g.n * g.ho * g.wo
+    if p.direction == "forward":
+        return p.itemsize * (g.c * cols + 2 * g.f * cols)
+    return p.itemsize * max(input_grad_elements(g), weight_grad_elements(g))
+
+
+def input_grad_counts(g: ConvGeometry) -> Counts:
+    """Reorder gy; per block of taps one GEMM (T·Cg x Fg x columns); per tap add its rows
+    onto the input; zero the accumulator, reorder it into gx (elements, not bytes)."""
+    taps = g.kh * g.kw
+    per_block = taps_per_block(g)
+    blocks = -(-taps // per_block)
+    inputs = g.n * g.c * g.h * g.w
+    if uses_rows(g):
+        rows = g.n * g.ho * g.wp
+        return (
+            traffic(2 * g.f * g.n * g.ho * g.wo, calls=3)
+            + traffic(g.n * g.c * g.hp * g.wp)
+            + gemm(per_block * g.cg, g.fg, rows, g.groups).scaled(blocks)
+            + traffic(3 * g.c * rows).scaled(taps)
+            + traffic(2 * inputs, calls=3)
+        )
+    cols = g.n * g.ho * g.wo
+    return (
+        traffic(2 * g.f * cols, calls=3)
+        + traffic(inputs)
+        + gemm(per_block * g.cg, g.fg, cols, g.groups).scaled(blocks)
+        + traffic(3 * g.c * cols, calls=3).scaled(taps)
+        + traffic(2 * inputs, calls=2)
+    )
+
+
+def weight_grad_counts(g: ConvGeometry) -> Counts:
+    """Reorder gy; per tap copy the gy and x bands, GEMM with K = N·Ho·Wo; stack the taps."""
+    cols = g.n * g.ho * g.wo
+    taps = g.kh * g.kw
+    per_tap = traffic(2 * (g.f + g.c) * cols, calls=4) + gemm(g.fg, cols, g.cg, g.groups)
+    return traffic(2 * g.f * cols, calls=3) + per_tap.scaled(taps) + traffic(2 * taps * g.f * g.cg)
+
+
+def counts(p: NaivePlan) -> Counts:
+    """Forward: zero the accumulator; per tap a band copy and a GEMM with K = Cg (with one
+    channel per group a broadcast product), then accumulate; reorder the output."""
+    g = p.geom
+    if p.direction == "backward":
+        return (input_grad_counts(g) + weight_grad_counts(g)).in_bytes(p.itemsize)
+    cols = g.n * g.ho * g.wo
+    if g.cg == 1:
+        product = traffic(g.f * cols + g.c * cols, calls=2)
+    else:
+        product = traffic(2 * g.c * cols, calls=2) + gemm(g.fg, g.cg, cols, g.groups)
+    per_tap = product + traffic(3 * g.f * cols, calls=3)
+    total = traffic(g.f * cols, calls=2) + per_tap.scaled(g.kh * g.kw) + traffic(2 * g.f * cols, 3)
+    return total.in_bytes(p.itemsize)
+
+
+STRATEGY = Strategy(
+    "naive",
+    plan=plan,
+    forward=lambda p, x, w, *, xp: forward(x, w, p.geom, xp=xp),
+    backward=lambda p, gy, x, w, *, xp: backward(gy, x, w, p.geom, xp=xp),
+    workspace=workspace,
+    counts=counts,
+)

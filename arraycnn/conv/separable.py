@@ -25,6 +25,7 @@ the full t, N·F·Cg·r·Ho·Wp elements).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..backend import device_of
 from ..geometry import ConvGeometry
 from . import naive
 from ._layout import ALL, add_at, crop_padding, pad_input, ranges, set_at, zeros
+from .strategy import Call, Counts, Strategy, traffic
 
 Array = Any
 
@@ -39,8 +41,8 @@ Array = Any
 def numerical_rank(w: Array, *, xp: ModuleType) -> int:
     """Largest numerical rank over the kernel slices of w (F, Cg, kh, kw). Host decision.
 
-    The dispatcher decides with it (singular values only: 2-3x cheaper than the full SVD
-    the kernels then compute) and hands the rank to the kernels (``rank=``).
+    The dispatcher decides with it (singular values only, cheaper than the full SVD the
+    kernels then compute) and hands the rank to the kernels (``rank=``). Reads values.
     """
     s = xp.linalg.svdvals(w)  # (F, Cg, min(kh, kw))
     return rank_of(s, w, xp=xp)
@@ -79,11 +81,8 @@ def _padded_5d(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 
 #: Bytes the forward aims at per band temporary (the column-pass result, the row-pass
-#: accumulator and each tap's product). Below glibc's default mmap threshold (128 KiB) the
-#: temporaries come from the heap and are reused band after band, warm in the 1 MiB L2; a
-#: full-size temporary (or a band of several hundred KiB) is mapped afresh and faulted in
-#: page by page (measured on the reference machine, one float32 4096² image, 7x7 rank 1,
-#: fresh process: 60-65 ms with bands of 112 KiB, 95 ms with 256 KiB, 165-175 ms unbanded).
+#: accumulator, each tap's product): below glibc's mmap threshold (128 KiB) they come from
+#: the heap and are reused band after band, warm in L2 (docs/performance.md).
 BAND_BYTES = 112 * 1024
 
 
@@ -238,3 +237,88 @@ def backward(
 ) -> tuple[Array, Array]:
     """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))`` (``rank`` as in forward)."""
     return input_grad(gy, w, geom, xp=xp, rank=rank), naive.weight_grad(gy, x, geom, xp=xp)
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+@dataclass(frozen=True)
+class SeparablePlan:
+    """How separable runs a call: w's numerical rank and the forward's row bands."""
+
+    geom: ConvGeometry
+    direction: str
+    itemsize: int
+    chunk: int
+    rank: int
+
+
+def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePlan:
+    """The plan of ``call`` for a kernel of numerical rank ``rank`` (None: the largest
+    possible, ``min(kh, kw)``)."""
+    g = call.geom
+    r = rank if rank else min(g.kh, g.kw)
+    return SeparablePlan(g, call.direction, call.itemsize, g.n, r)
+
+
+def workspace(p: SeparablePlan) -> int:
+    """Bytes. Forward: the padded input and one band's temporaries (B rows,
+    :func:`band_rows`): the column pass N·F·Cg·r·B·Wp and the row-pass accumulator
+    N·F·Cg·r·B·Wo, each with its update's temporary. Backward: the transposed
+    intermediates and the padded accumulator, then naive's weight gradient."""
+    g, s, r = p.geom, p.itemsize, p.rank
+    lanes = g.n * g.f * g.cg * r
+    if p.direction == "forward":
+        pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
+        rows = band_rows(g, r, s)
+        return s * (pad + 2 * lanes * rows * g.wp + 2 * lanes * rows * g.wo)
+    transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
+    transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
+    return s * max(transposed, naive.weight_grad_elements(g))
+
+
+def _pad_counts(g: ConvGeometry) -> Counts:
+    """Zero padding copies the input into a (Hp, Wp) frame."""
+    return traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2) if g.is_padded else Counts()
+
+
+def counts(p: SeparablePlan) -> Counts:
+    """The SVD; kh column taps over (Ho, Wp), kw row taps over (Ho, Wo) on the r·F·Cg
+    lanes, elementwise (multiply: 2 element moves, accumulate: 3). Forward: the traffic
+    of the whole output, the array calls per band (per tap a multiply and an accumulate,
+    the sum over (Cg, r), the band's copy into the result). Backward: the transposed
+    passes, then naive's weight gradient."""
+    g, r = p.geom, p.rank
+    lanes = g.n * g.f * g.cg * r
+    svd = Counts(calls=6 + g.f * g.cg)  # a small SVD costs about one array call
+    column = traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
+    row = traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
+    if p.direction == "forward":
+        count = -(-g.ho // band_rows(g, r, p.itemsize))
+        outputs = g.n * g.f * g.ho * g.wo
+        passes = traffic(column.bytes + row.bytes, calls=0)
+        per_band = Counts(calls=(2 * g.kh - 1) + (2 * g.kw - 1) + 2)
+        if g.cg * r > 1:
+            per_band = per_band + Counts(calls=1)
+            passes = passes + traffic(lanes * g.ho * g.wo + outputs, calls=0)
+        result = traffic(2 * outputs, calls=2) if count > 1 else Counts()
+        total = svd + _pad_counts(g) + passes + per_band.scaled(count) + result
+        return total.in_bytes(p.itemsize)
+    scatter_rows = traffic(lanes * g.ho * g.wp) + row
+    gather = traffic(3 * lanes * g.ho * g.wp + 4 * g.n * g.c * g.ho * g.wp, calls=3).scaled(g.kh)
+    padded = g.n * g.c * g.hp * g.wp
+    total = svd + scatter_rows + gather + traffic(3 * padded, 4) + naive.weight_grad_counts(g)
+    return total.in_bytes(p.itemsize)
+
+
+STRATEGY = Strategy(
+    "separable",
+    plan=plan,
+    forward=lambda p, x, w, *, xp: forward(x, w, p.geom, xp=xp, rank=p.rank),
+    backward=lambda p, gy, x, w, *, xp: backward(gy, x, w, p.geom, xp=xp, rank=p.rank),
+    workspace=workspace,
+    counts=counts,
+    needs=("linalg.svd",),
+    exact_sums=False,
+    uses_rank=True,
+)

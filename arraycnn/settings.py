@@ -1,0 +1,207 @@
+"""Process-wide settings (autotune, workspace budget, cache directory) and the caches.
+
+:func:`config` sets any of them for a ``with`` block; :func:`set_autotune` and
+:func:`set_workspace_limit` set them until changed. Where a setting is None its
+environment variable decides (``ARRAYCNN_AUTOTUNE``, ``ARRAYCNN_WORKSPACE_LIMIT``,
+``ARRAYCNN_CACHE_DIR``), then the default. The settings are shared by all threads.
+
+:func:`clear_caches` empties every in-memory cache of the library (the dispatcher's plans,
+the kernels' facts, scratch buffers, measured choices loaded from disk); files on disk stay
+(``arraycnn info --clear-cache`` removes the autotune file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV_AUTOTUNE",
+    "ENV_CACHE_DIR",
+    "ENV_WORKSPACE_LIMIT",
+    "autotune_enabled",
+    "cache_dir",
+    "clear_caches",
+    "config",
+    "parse_bytes",
+    "register_cache",
+    "set_autotune",
+    "set_workspace_limit",
+    "workspace_limit_setting",
+]
+
+ENV_AUTOTUNE = "ARRAYCNN_AUTOTUNE"
+ENV_WORKSPACE_LIMIT = "ARRAYCNN_WORKSPACE_LIMIT"
+ENV_CACHE_DIR = "ARRAYCNN_CACHE_DIR"
+
+_UNSET: Any = object()
+_lock = threading.Lock()
+_settings: dict[str, Any] = {"autotune": None, "workspace_limit": None, "cache_dir": None}
+_caches: list[Callable[[], None]] = []
+
+_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_bytes(value: Any, name: str = ENV_WORKSPACE_LIMIT) -> int:
+    """A byte count from an int or a string like ``"1500000"``, ``"512M"``, ``"1.5GiB"``.
+
+    Raises
+    ------
+    TypeError
+        If it is neither a number nor a string.
+    ValueError
+        If it is not a positive number of bytes.
+
+    Examples
+    --------
+    >>> parse_bytes("512M")
+    536870912
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of bytes, got bool {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
+        if not match:
+            raise ValueError(
+                f"{name} must be a number of bytes, optionally with a K/M/G/T suffix "
+                f"(e.g. 512M), got {value!r}"
+            )
+        number = float(match.group(1)) * _SUFFIXES[match.group(2).upper()]
+    else:
+        raise TypeError(f"{name} must be a number of bytes, got {type(value).__name__}")
+    if not math.isfinite(number) or number < 1:
+        raise ValueError(f"{name} must be a positive number of bytes, got {value!r}")
+    return int(number)
+
+
+def _check_autotune(enabled: Any, name: str) -> bool | None:
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"{name} must be True, False or None, got {enabled!r}")
+    return enabled
+
+
+def set_autotune(enabled: bool | None) -> None:
+    """Switch measured strategy choice on or off for every call (``None``: follow the env).
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> ac.set_autotune(False)
+    >>> ac.set_autotune(None)
+    """
+    _settings["autotune"] = _check_autotune(enabled, "enabled")
+
+
+def autotune_enabled(autotune: bool | None = None) -> bool:
+    """Resolve a call's ``autotune=``: the explicit value, the setting, then the env."""
+    if _check_autotune(autotune, "autotune") is not None:
+        return autotune
+    if _settings["autotune"] is not None:
+        return _settings["autotune"]
+    return os.environ.get(ENV_AUTOTUNE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_workspace_limit(limit: int | str | None) -> None:
+    """Set the workspace budget of every convolution call, in bytes (``None``: default).
+
+    Overrides ``ARRAYCNN_WORKSPACE_LIMIT``. Strings with a K/M/G/T suffix are accepted.
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> ac.set_workspace_limit("512M")
+    >>> ac.set_workspace_limit(None)
+    """
+    _settings["workspace_limit"] = None if limit is None else parse_bytes(limit, "limit")
+
+
+def workspace_limit_setting() -> int | None:
+    """The budget set by :func:`set_workspace_limit` or :func:`config`, else the env's."""
+    if _settings["workspace_limit"] is not None:
+        return _settings["workspace_limit"]
+    env = os.environ.get(ENV_WORKSPACE_LIMIT, "").strip()
+    return parse_bytes(env) if env else None
+
+
+def cache_dir() -> Path:
+    """The user cache directory: the :func:`config` setting, ``$ARRAYCNN_CACHE_DIR``,
+    ``$XDG_CACHE_HOME/arraycnn`` or ``~/.cache/arraycnn`` (read at every call)."""
+    if _settings["cache_dir"] is not None:
+        return _settings["cache_dir"]
+    explicit = os.environ.get(ENV_CACHE_DIR, "").strip()
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "arraycnn"
+
+
+@contextlib.contextmanager
+def config(
+    *, autotune: Any = _UNSET, workspace_limit: Any = _UNSET, cache_dir: Any = _UNSET
+) -> Iterator[None]:
+    """Set autotuning, the workspace budget and/or the cache directory for a ``with`` block.
+
+    Parameters
+    ----------
+    autotune : bool or None, optional
+        As :func:`set_autotune`.
+    workspace_limit : int, str or None, optional
+        As :func:`set_workspace_limit`.
+    cache_dir : str, path or None, optional
+        Where calibrations and autotuned choices are stored (None: the default).
+
+    Settings not given keep their value; all are restored on exit. The settings are
+    shared by all threads.
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> with ac.config(autotune=False, workspace_limit="64M"):
+    ...     pass
+    """
+    new: dict[str, Any] = {}
+    if autotune is not _UNSET:
+        new["autotune"] = _check_autotune(autotune, "autotune")
+    if workspace_limit is not _UNSET:
+        new["workspace_limit"] = (
+            None if workspace_limit is None else parse_bytes(workspace_limit, "workspace_limit")
+        )
+    if cache_dir is not _UNSET:
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a path or None, got {cache_dir!r}")
+        new["cache_dir"] = None if cache_dir is None else Path(os.path.expanduser(cache_dir))
+    with _lock:
+        saved = {key: _settings[key] for key in new}
+        _settings.update(new)
+    try:
+        yield
+    finally:
+        with _lock:
+            _settings.update(saved)
+
+
+def register_cache(clear: Callable[[], None]) -> Callable[[], None]:
+    """Register a function that empties an in-memory cache (for :func:`clear_caches`)."""
+    _caches.append(clear)
+    return clear
+
+
+def clear_caches() -> None:
+    """Empty every in-memory cache of the library (files on disk stay).
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> ac.clear_caches()
+    """
+    for clear in _caches:
+        clear()

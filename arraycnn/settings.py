@@ -13,6 +13,7 @@ the kernels' facts, scratch buffers, measured choices loaded from disk); files o
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -134,14 +135,24 @@ def workspace_limit_setting() -> int | None:
 def cache_dir() -> Path:
     """The user cache directory: the :func:`config` setting, ``$ARRAYCNN_CACHE_DIR``,
     ``$XDG_CACHE_HOME/arraycnn`` or ``~/.cache/arraycnn`` (read at every call)."""
+    return Path(cache_dir_name())
+
+
+def cache_dir_name() -> str:
+    """:func:`cache_dir` as a string (cheaper: the dispatcher asks on every call)."""
     if _settings["cache_dir"] is not None:
         return _settings["cache_dir"]
-    explicit = os.environ.get(ENV_CACHE_DIR, "").strip()
-    if explicit:
-        return Path(os.path.expanduser(explicit))
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    env = os.environ
+    return _default_cache_dir(env.get(ENV_CACHE_DIR), env.get("XDG_CACHE_HOME"), env.get("HOME"))
+
+
+@functools.lru_cache(maxsize=8)
+def _default_cache_dir(explicit: str | None, xdg: str | None, home: str | None) -> str:
+    if explicit and explicit.strip():
+        return os.path.expanduser(explicit.strip())
+    xdg = (xdg or "").strip()
     base = os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "arraycnn"
+    return os.path.join(base, "arraycnn")
 
 
 @contextlib.contextmanager
@@ -178,7 +189,7 @@ def config(
     if cache_dir is not _UNSET:
         if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be a path or None, got {cache_dir!r}")
-        new["cache_dir"] = None if cache_dir is None else Path(os.path.expanduser(cache_dir))
+        new["cache_dir"] = None if cache_dir is None else os.path.expanduser(os.fspath(cache_dir))
     with _lock:
         saved = {key: _settings[key] for key in new}
         _settings.update(new)

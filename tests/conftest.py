@@ -102,9 +102,11 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(autouse=True)
-def fresh_kernel_memo(monkeypatch):
-    """Each test starts with an empty memo of kernel facts (dispatch._KERNEL_FACTS), so
-    that counting rank decisions does not depend on which test ran first."""
-    from arraycnn.conv import dispatch
+def fresh_settings_and_caches(tmp_path):
+    """Each test gets its own cache directory, default settings and empty caches."""
+    import arraycnn as ac
 
-    monkeypatch.setattr(dispatch, "_KERNEL_FACTS", {})
+    with ac.config(cache_dir=tmp_path / "cache", autotune=None, workspace_limit=None):
+        ac.clear_caches()
+        yield
+        ac.clear_caches()

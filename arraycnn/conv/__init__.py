@@ -25,6 +25,7 @@ from .dispatch import (
     run_backward,
     run_forward,
 )
+from .explain import explain
 from .memory import WorkspaceError, set_workspace_limit
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "choose_strategy",
     "conv2d",
     "conv2d_backward",
+    "explain",
     "set_autotune",
     "set_workspace_limit",
 ]

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..settings import cache_dir, register_cache
+from ..settings import cache_dir, cache_dir_name, register_cache
 from .strategy import Counts
 
 __all__ = [
@@ -157,14 +157,14 @@ def load_user_calibrations() -> dict[str, Calibration]:
 
     The parsed file is reused while its modification time is unchanged.
     """
-    path = calibration_path()
+    key = os.path.join(cache_dir_name(), CALIBRATION_FILE)
     try:
-        mtime = os.stat(path).st_mtime
+        mtime = os.stat(key).st_mtime
     except OSError:
         return {}
-    key = str(path)
     if key in _loaded and _loaded[key][0] == mtime:
         return _loaded[key][1]
+    path = Path(key)
     try:
         result = _parse_file(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:

@@ -37,11 +37,11 @@ from typing import Any
 from ..backend import backend_name, device_of, is_accelerator
 from ..geometry import ConvGeometry
 from ..settings import autotune_enabled, register_cache
-from . import cost, fft, im2col, measured, memory, naive, separable
-from ._boundary import prepare
+from . import cost, measured, memory
 from ._layout import ranges
 from .facts import Values, nonfinite_error
-from .strategy import Call, Strategy
+from .strategy import Call, Counts, Strategy, traffic
+from .table import STRATEGIES, STRATEGY_NAMES, eligible_strategies, parse_direction, parse_strategy
 
 Array = Any
 
@@ -52,7 +52,6 @@ __all__ = [
     "STRATEGY_NAMES",
     "Plan",
     "eligible_strategies",
-    "explain",
     "parse_strategy",
     "plan",
     "run_backward",
@@ -60,16 +59,11 @@ __all__ = [
     "run_forward",
 ]
 
-#: The strategies, in the order of ``STRATEGY_NAMES``.
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s for s in (naive.STRATEGY, separable.STRATEGY, im2col.STRATEGY, fft.STRATEGY)
-}
-#: Valid values of ``strategy=`` other than ``"auto"``, in a fixed order.
-STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
-VALID_STRATEGIES = ("auto", *STRATEGY_NAMES)
 #: Separable is a candidate only when r (kh + kw) < SEPARABLE_GAIN kh kw: strictly fewer
 #: taps than the direct kernel with 1.0; the cost model weighs the rest.
 SEPARABLE_GAIN = 1.0
+#: The reason of a plan chosen by the cost model.
+CHEAPEST = "cheapest predicted"
 #: Autotuning times the candidates predicted at most this many times the best.
 AUTOTUNE_SPREAD = 20.0
 
@@ -91,41 +85,13 @@ class Plan:
     rest: Any = None
     seconds: float = float("inf")
     bytes: int = 0
+    need: int = 0  # workspace bytes at the strategy's preferred chunk
+    counts: Counts | None = None  # of the whole batch (None where excluded)
 
     @property
     def chunked(self) -> bool:
         """True if the batch runs in more than one chunk."""
         return self.chunk < self.n
-
-
-def parse_strategy(strategy: Any) -> str:
-    """Validate ``strategy=``; return it lower-cased.
-
-    Raises
-    ------
-    TypeError
-        If it is not a string.
-    ValueError
-        If it is not one of ``auto``, ``naive``, ``separable``, ``im2col``, ``fft``.
-    """
-    if not isinstance(strategy, str):
-        raise TypeError(f"strategy must be a string, got {type(strategy).__name__} {strategy!r}")
-    name = strategy.lower()
-    if name not in VALID_STRATEGIES:
-        valid = ", ".join(repr(s) for s in VALID_STRATEGIES)
-        raise ValueError(f"strategy must be one of {valid}; got {strategy!r}")
-    return name
-
-
-def _parse_direction(direction: Any) -> str:
-    if direction not in ("forward", "backward"):
-        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
-    return direction
-
-
-def eligible_strategies(xp: ModuleType) -> list[str]:
-    """Strategies whose requirements namespace ``xp`` meets, in table order."""
-    return [name for name, s in STRATEGIES.items() if not s.missing(xp)]
 
 
 def describe(w: Array, geom: ConvGeometry, *, xp: ModuleType, **options: Any) -> Call:
@@ -151,25 +117,27 @@ def separable_pays_off(rank: int, geom: ConvGeometry) -> bool:
 
 
 def _chunk_plans(s: Strategy, call: Call, rank: int | None, cal: cost.Calibration, budget: int):
-    """``(chunk, plan of a chunk, plan of the rest)``: the strategy's preferred chunk, cut
-    to the largest that fits ``budget`` (bisection over N; chunk 0 if one sample does not)."""
+    """``(chunk, plan of a chunk, plan of the rest, workspace of the preferred chunk)``: the
+    strategy's preferred chunk, cut to the largest that fits ``budget`` (bisection over N;
+    chunk 0 if one sample does not fit)."""
 
     def make(n: int) -> Any:
         return s.plan(call.with_n(n), rank, lambda c: cal.seconds(s.name, c))
 
     whole = make(call.geom.n)
     chunk = whole.chunk
-    if s.workspace(make(chunk) if chunk < call.geom.n else whole) > budget:
+    need = s.workspace(make(chunk) if chunk < call.geom.n else whole)
+    if need > budget:
         lo, hi = 0, chunk  # fits(lo) or lo == 0; not fits(hi)
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if s.workspace(make(mid)) <= budget else (lo, mid)
         chunk = lo
     if chunk == 0:
-        return 0, make(1), None
+        return 0, make(1), None, need
     kernel = whole if chunk == call.geom.n else make(chunk)
     rest = call.geom.n % chunk
-    return chunk, kernel, make(rest) if rest else None
+    return chunk, kernel, make(rest) if rest else None, need
 
 
 def price(
@@ -178,21 +146,35 @@ def price(
     """The strategy's plan for ``call`` with its workspace, chunk and predicted seconds
     (``seconds`` inf and the exclusion in ``reason`` when one sample exceeds the budget)."""
     s = STRATEGIES[name]
-    chunk, kernel, rest = _chunk_plans(s, call, rank, cal, budget)
+    chunk, kernel, rest, need = _chunk_plans(s, call, rank, cal, budget)
     nbytes = s.workspace(kernel)
     if chunk == 0:
         why = (
             f"workspace {memory.format_bytes(nbytes)} for one sample exceeds the budget "
             f"{memory.format_bytes(budget)}"
         )
-        return Plan(name, call.direction, 0, call.geom.n, why, kernel, None, float("inf"), nbytes)
+        return Plan(
+            name, call.direction, 0, call.geom.n, why, kernel, None, float("inf"), nbytes, need
+        )
     n = call.geom.n
-    seconds = (n // chunk) * cal.seconds(name, s.counts(kernel))
-    if rest is not None:
-        seconds += cal.seconds(name, s.counts(rest))
-    if chunk < n:
+    counts = plan_counts(s, call, chunk, kernel, rest)
+    seconds = cal.seconds(name, counts)
+    if need > budget:
         reason += f", in chunks of {chunk} samples to fit the workspace budget"
-    return Plan(name, call.direction, chunk, n, reason, kernel, rest, seconds, nbytes)
+    return Plan(name, call.direction, chunk, n, reason, kernel, rest, seconds, nbytes, need, counts)
+
+
+def plan_counts(s: Strategy, call: Call, chunk: int, kernel: Any, rest: Any) -> Counts:
+    """The counts of the whole batch run in chunks: each chunk's, and the concatenation of
+    the chunks' results (read and written once)."""
+    total = s.counts(kernel).scaled(call.geom.n // chunk)
+    if rest is not None:
+        total = total + s.counts(rest)
+    if chunk < call.geom.n:
+        g = call.geom
+        out = g.n * (g.f * g.ho * g.wo if call.direction == "forward" else g.c * g.h * g.w)
+        total = total + traffic(2 * out * call.itemsize)
+    return total
 
 
 def _exclusion(name: str, call: Call, xp: ModuleType) -> str | None:
@@ -207,36 +189,30 @@ def _exclusion(name: str, call: Call, xp: ModuleType) -> str | None:
     return None
 
 
-def _priced_static(call: Call, xp: ModuleType, cal: cost.Calibration, budget: int) -> dict:
+def price_candidates(call: Call, xp: ModuleType, cal: cost.Calibration, budget: int) -> dict:
     """Every strategy priced or excluded, separable at rank 1 (a lower bound); memoised
-    per call description while the budget binds no candidate."""
-    key = (call, id(cal))
+    per call description, reused while the budget covers every preferred chunk."""
+    key = (call, id(cal), None)
     hit = _STATIC.get(key)
     if hit is not None and hit[0] is cal and hit[1] <= budget:
         return hit[2]
     result = {}
-    for name in STRATEGIES:
+    for name, s in STRATEGIES.items():
         why = _exclusion(name, call, xp)
-        excluded = Plan(name, call.direction, 0, call.geom.n, why or "")
+        rank = 1 if s.uses_rank else None
         result[name] = (
-            excluded
+            Plan(name, call.direction, 0, call.geom.n, why)
             if why
-            else price(
-                name,
-                call,
-                rank=1 if STRATEGIES[name].uses_rank else None,
-                cal=cal,
-                budget=budget,
-                reason="",
-            )
+            else price(name, call, rank=rank, cal=cal, budget=budget, reason=CHEAPEST)
         )
-    priced = [p for p in result.values() if p.chunk]
-    if all(not p.chunked or p.chunk == p.kernel.chunk for p in priced) and len(_STATIC) < 4096:
-        _STATIC[key] = (cal, max((p.bytes for p in priced), default=0), result)
+    if len(_STATIC) >= 4096:
+        _STATIC.clear()
+    _STATIC[key] = (cal, max((p.need for p in result.values()), default=0), result)
     return result
 
 
-#: The dispatcher's one memo: call description -> (calibration, bytes needed, priced).
+#: The dispatcher's one memo: (call description, calibration, separable rank or None) ->
+#: (calibration, workspace bytes at the preferred chunks, priced plans).
 _STATIC: dict[tuple[Any, ...], tuple[cost.Calibration, int, dict[str, Plan]]] = {}
 register_cache(_STATIC.clear)
 
@@ -245,13 +221,18 @@ register_cache(_STATIC.clear)
 
 
 def read_values(
-    candidates: dict[str, Plan], call: Call, values: Values, *, cal: cost.Calibration, budget: int
+    candidates: dict[str, Plan], call: Call, values: Values, *, cal, budget: int, prune: float
 ) -> tuple[dict[str, Plan], int | None]:
-    """Decide separable from w's numerical rank where it is still in question; the one
-    step of planning that reads values (finiteness is read at the choice, for FFT only)."""
+    """Decide separable from w's numerical rank where it is still in question (its rank-1
+    price within ``prune`` times the best other): the one step of planning that reads
+    values (finiteness is read at the choice, for FFT only)."""
     sep = candidates["separable"]
+    best = min((p.seconds for n, p in candidates.items() if p.chunk and n != "separable"))
     if not sep.chunk:
         return candidates, None
+    if sep.seconds > prune * best:
+        why = "predicted slower than the best strategy even for a rank-1 kernel"
+        return {**candidates, "separable": dataclasses.replace(sep, chunk=0, reason=why)}, None
     rank = values.rank()
     if rank is None:
         why = (
@@ -262,7 +243,12 @@ def read_values(
     elif not separable_pays_off(rank, call.geom):
         why = f"kernel rank {rank} too high for separable passes to pay off"
     else:
-        new = price("separable", call, rank=rank, cal=cal, budget=budget, reason="")
+        key = (call, id(cal), rank)
+        hit = _STATIC.get(key)
+        if hit is None or hit[0] is not cal or hit[1] > budget:
+            new = price("separable", call, rank=rank, cal=cal, budget=budget, reason=CHEAPEST)
+            hit = _STATIC[key] = (cal, new.need, {"separable": new})
+        new = hit[2]["separable"]
         return {**candidates, "separable": new}, rank
     return {**candidates, "separable": dataclasses.replace(sep, chunk=0, reason=why)}, rank
 
@@ -317,7 +303,8 @@ def _measured_order(
 
     choice, times = measured.tuned_choice(key, list(by_name), run)
     how = "measured fastest" if times is not None else "autotune (cached or only candidate)"
-    first = dataclasses.replace(by_name[choice], reason=how + by_name[choice].reason)
+    first = by_name[choice]
+    first = dataclasses.replace(first, reason=first.reason.replace(CHEAPEST, how, 1))
     return [first, *(p for p in order if p.strategy != choice)]
 
 
@@ -343,7 +330,7 @@ def plan(
     """
     name = parse_strategy(strategy)
     call = describe(
-        w, geom, xp=xp, direction=_parse_direction(direction), require_exact=require_exact
+        w, geom, xp=xp, direction=parse_direction(direction), require_exact=require_exact
     )
     if budget is None:
         budget = memory.workspace_limit(xp, device_of(w))
@@ -351,22 +338,27 @@ def plan(
     values = Values(xp, x=x, w=w, gy=gy)
     if name != "auto":
         return _forced(name, call, values, xp, cal, budget)
-    candidates = _priced_static(call, xp, cal, budget)
-    candidates, rank = read_values(candidates, call, values, cal=cal, budget=budget)
+    candidates = price_candidates(call, xp, cal, budget)
+    tune = (
+        autotune_enabled(autotune) and x is not None and (direction == "forward" or gy is not None)
+    )
+    prune = AUTOTUNE_SPREAD if tune else 1.0
+    candidates, rank = read_values(candidates, call, values, cal=cal, budget=budget, prune=prune)
     order = sorted((p for p in candidates.values() if p.chunk), key=lambda p: p.seconds)
     if not order:
         reasons = "; ".join(f"{p.strategy}: {p.reason}" for p in candidates.values())
         raise memory.WorkspaceError(
-            f"no convolution strategy fits this call ({direction}, budget {budget} bytes): {reasons}"
+            f"no convolution strategy fits this call ({direction}, budget {budget} bytes): "
+            + reasons
         )
-    how = "cheapest predicted"
-    if autotune_enabled(autotune) and x is not None and (direction == "forward" or gy is not None):
-        order, how = _measured_order(order, call, values, rank, xp), ""
+    skipped = ""
+    if tune:
+        order = _measured_order(order, call, values, rank, xp)
     for chosen in order:
         if not STRATEGIES[chosen.strategy].nan_local and values.nonfinite(direction):
-            how += f"; {chosen.strategy} skipped: non-finite input"
+            skipped += f"; {chosen.strategy} skipped: non-finite input"
             continue
-        return dataclasses.replace(chosen, reason=how + chosen.reason)
+        return dataclasses.replace(chosen, reason=chosen.reason + skipped) if skipped else chosen
     raise memory.WorkspaceError(
         "no strategy can run this call: fft cannot take non-finite input and the others do not "
         f"fit: {'; '.join(f'{p.strategy}: {p.reason}' for p in candidates.values())}"
@@ -405,97 +397,3 @@ def run_forward(chosen: Plan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 def run_backward(chosen: Plan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     """Execute a backward plan: ``(gx, gw)``."""
     return run_chunked(chosen, (gy, x, w), xp=xp)
-
-
-def explain(
-    x: Array,
-    w: Array,
-    /,
-    *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
-    groups: int = 1,
-    strategy: str = "auto",
-    direction: str = "forward",
-    gy: Array | None = None,
-    require_exact: bool = False,
-    autotune: bool | None = False,
-) -> dict[str, Any]:
-    """Why the dispatcher runs what it runs (for ``arraycnn bench`` and curious users).
-
-    Parameters are those of :func:`arraycnn.conv2d`, plus ``direction``, ``gy`` (the
-    backward's output gradient) and ``require_exact``; ``autotune`` is False by default
-    (explain the model's choice without timing anything).
-
-    Returns
-    -------
-    dict
-        ``backend``, ``dtype``, ``direction``, ``geometry``, ``budget_bytes``,
-        ``calibration`` (its source), ``strategies`` (per name: ``eligible``, ``reason``,
-        ``predicted_seconds``, ``workspace_bytes``, ``chunk``), ``choice``, ``chunk`` and
-        ``why`` (``choice`` None and ``why`` the error message if no plan is possible).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from arraycnn.conv.dispatch import explain
-    >>> x, w = np.ones((1, 1, 32, 32)), np.ones((1, 1, 3, 3))
-    >>> info = explain(x, w, padding=1)
-    >>> info["choice"] in info["strategies"]
-    True
-    """
-    extra = (("gy", gy),) if gy is not None else ()
-    xp, geom = prepare(
-        x, w, stride=stride, padding=padding, dilation=dilation, groups=groups, extra=extra
-    )
-    direction = _parse_direction(direction)
-    call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact)
-    budget = memory.workspace_limit(xp, device_of(w))
-    cal, source = cost.calibration_for(call.backend)
-    values = Values(xp, x=x, w=w, gy=gy)
-    candidates = _priced_static(call, xp, cal, budget)
-    candidates, _ = read_values(candidates, call, values, cal=cal, budget=budget)
-    nonfinite = values.nonfinite(direction)
-    if nonfinite and candidates["fft"].chunk:
-        why = f"non-finite input ({', '.join(nonfinite)})"
-        candidates["fft"] = dataclasses.replace(candidates["fft"], chunk=0, reason=why)
-    strategies = {
-        name: {
-            "eligible": bool(p.chunk),
-            "reason": p.reason if not p.chunk else "eligible",
-            "predicted_seconds": p.seconds if p.chunk else None,
-            "workspace_bytes": p.bytes or None,
-            "chunk": p.chunk or None,
-        }
-        for name, p in candidates.items()
-    }
-    try:
-        chosen = plan(
-            strategy,
-            w,
-            geom,
-            xp=xp,
-            x=x,
-            gy=gy,
-            direction=direction,
-            require_exact=require_exact,
-            autotune=autotune,
-            budget=budget,
-            calibration=cal,
-        )
-        choice, chunk, why = chosen.strategy, chosen.chunk, chosen.reason
-    except (ValueError, MemoryError) as exc:
-        choice, chunk, why = None, None, str(exc)
-    return {
-        "backend": call.backend,
-        "dtype": call.dtype,
-        "direction": direction,
-        "geometry": dataclasses.asdict(geom),
-        "budget_bytes": budget,
-        "calibration": source,
-        "strategies": strategies,
-        "choice": choice,
-        "chunk": chunk,
-        "why": why,
-    }

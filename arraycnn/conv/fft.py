@@ -531,6 +531,7 @@ def forward_counts(geom: ConvGeometry, work: ForwardWork) -> Counts:
 #: Tiling is used when its predicted time is below this fraction of the untiled one.
 TILE_GAIN = 0.95
 
+
 @functools.cache
 def _smooth_lengths(limit: int) -> tuple[int, ...]:
     """The 5-smooth numbers up to ``limit`` (the fast real FFT lengths), ascending."""
@@ -601,10 +602,10 @@ def forward(
 ) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
-    With overlap-save ``tiles`` (:func:`tile_plan`, :func:`_forward_tiled`); otherwise a circular convolution of the unpadded input with the flipped kernel placed
-    at ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
-    padding and the conjugate of the kernel spectrum are never formed, and the outputs
-    start at position 0.
+    With overlap-save ``tiles`` (:func:`tile_plan`, :func:`_forward_tiled`); otherwise a
+    circular convolution of the unpadded input with the flipped kernel placed at
+    ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
+    padding and the conjugate of the kernel spectrum are never formed.
     """
     if tiles is not None:
         return _forward_tiled(x, w, geom, tiles, xp=xp)
@@ -758,7 +759,9 @@ def _forward_elements(g: ConvGeometry, work: ForwardWork) -> int:
     operands = x_spec + w_spec if work.matmul else (y_spec if g.cg > 1 else 0) + 4 * UFUNC_BUFFER
     inverse = rows * g.f * kept * lw
     kept_rows = 2 * rows * g.f * kept * (lw // 2 + 1)
-    assembled = 0 if tiles is None else g.n * g.f * tiles.tiles * tiles.rows.block * tiles.cols.block
+    assembled = (
+        0 if tiles is None else g.n * g.f * tiles.tiles * tiles.rows.block * tiles.cols.block
+    )
     return scratch_input + max(
         x_spec + kernel,
         x_spec + w_spec + y_spec + operands,

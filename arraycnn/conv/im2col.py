@@ -179,9 +179,7 @@ def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: 
     return y
 
 
-def weight_grad(
-    gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0
-) -> Array:
+def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0) -> Array:
     """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces (``rows`` as
     in :func:`forward`).
 

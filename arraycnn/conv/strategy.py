@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -91,7 +91,13 @@ class Counts:
     calls: float = 0.0
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+        return Counts(
+            self.gemm_flops + other.gemm_flops,
+            self.gemm_cells + other.gemm_cells,
+            self.bytes + other.bytes,
+            self.fft_flops + other.fft_flops,
+            self.calls + other.calls,
+        )
 
     def scaled(self, factor: float) -> Counts:
         """All counts times ``factor``."""
@@ -99,7 +105,7 @@ class Counts:
 
     def as_tuple(self) -> tuple[float, ...]:
         """The counts in field order."""
-        return tuple(getattr(self, f.name) for f in fields(self))
+        return (self.gemm_flops, self.gemm_cells, self.bytes, self.fft_flops, self.calls)
 
     def in_bytes(self, itemsize: int) -> Counts:
         """Element counts to bytes, flops to float32-equivalents (``itemsize / 4``)."""

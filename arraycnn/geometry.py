@@ -19,6 +19,8 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+from .settings import register_cache
+
 __all__ = [
     "ConvGeometry",
     "Padding",
@@ -306,6 +308,7 @@ def _conv_geometry(
 #: Memoised :func:`_conv_geometry` for plain arguments (every call repeats it; errors are
 #: raised afresh, since an lru_cache keeps only results).
 _conv_geometry_memo = functools.lru_cache(maxsize=4096)(_conv_geometry)
+register_cache(_conv_geometry_memo.cache_clear)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .dispatch import (
     run_backward,
     run_forward,
 )
-from .explain import explain
+from .explanation import explain
 from .memory import WorkspaceError, set_workspace_limit
 
 __all__ = [
@@ -88,6 +88,19 @@ def conv2d(
     -------
     array, shape (N, F, Ho, Wo)
         ``Ho = floor((H + pt + pb - dh (kh - 1) - 1) / sh) + 1``, likewise ``Wo``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arraycnn as ac
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> ac.conv2d(x, w)[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]])
+    >>> ac.conv2d(x, w, padding="same", stride=2, strategy="naive").shape
+    (1, 1, 2, 2)
     """
     xp, geom = prepare(
         x,
@@ -143,6 +156,19 @@ def conv2d_backward(
     gx : array, shape (N, C, H, W)
     gw : array, shape (F, C / groups, kh, kw)
     gb : array, shape (F,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arraycnn as ac
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = ac.conv2d_backward(np.ones((1, 1, 3, 3)), x, w)
+    >>> gw[0, 0]  # each tap sums the 3x3 inputs it met
+    array([[45., 54.],
+           [81., 90.]])
+    >>> gb
+    array([9.])
     """
     xp, geom = prepare(
         x,
@@ -179,6 +205,16 @@ def choose_strategy(
     """The strategy :func:`conv2d` would run for these arguments (validated the same way).
 
     With autotuning on, this times the candidates (and caches the choice) as conv2d would.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arraycnn as ac
+    >>> x, w = np.ones((1, 1, 64, 64)), np.ones((1, 1, 3, 3))
+    >>> ac.choose_strategy(x, w) in ac.available_strategies()
+    True
+    >>> ac.choose_strategy(x, w, strategy="naive")
+    'naive'
     """
     xp, geom = prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
@@ -188,6 +224,12 @@ def available_strategies(backend: str | ModuleType | None = None) -> list[str]:
     """Strategy names runnable on ``backend`` (all four on NumPy), in a fixed order.
 
     With ``backend=None`` the full list of strategy names is returned.
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> ac.available_strategies("numpy")
+    ['naive', 'separable', 'im2col', 'fft']
     """
     if backend is None:
         return list(STRATEGY_NAMES)

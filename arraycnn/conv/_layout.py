@@ -19,6 +19,7 @@ import array_api_extra as xpx
 
 from ..backend import backend_name, device_of
 from ..geometry import ConvGeometry
+from ..settings import register_cache
 
 Array = Any
 ALL = slice(None)
@@ -216,6 +217,9 @@ def tap_bands(geom: ConvGeometry) -> tuple[tuple[int, TapBand], ...]:
         if rows is not None and cols is not None:
             bands.append((t, TapBand(rows[0], cols[0], rows[1], cols[1])))
     return tuple(bands)
+
+
+register_cache(tap_bands.cache_clear)
 
 
 def ranges(total: int, step: int) -> list[tuple[int, int]]:

@@ -194,14 +194,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise
 
 
-def calibration_document(calibrations: dict[str, Calibration], **extra: Any) -> dict[str, Any]:
-    """The JSON document of a calibration file holding ``calibrations``."""
-    backends = {
-        name: {**cal.to_json(), **extra.get(name, {})} for name, cal in calibrations.items()
-    }
-    return {"format": CALIBRATION_FORMAT, "backends": backends}
-
-
 def save_user_calibration(
     backend: str, calibration: Calibration, *, extra: dict[str, Any] | None = None
 ) -> Path:

@@ -56,6 +56,7 @@ import scipy.fft
 
 from ..backend import backend_name, device_of, fft_module
 from ..geometry import ConvGeometry
+from ..settings import register_cache
 from ._layout import ALL, add_at, crop_padding, pad_input, set_at, zeros
 from .strategy import Call, Counts, Strategy, spectral, traffic
 from .strategy import fft as fft_counts
@@ -180,6 +181,7 @@ def _dft_matrix(
 
 #: Cached DFT matrices (a few KiB each), per namespace, dtype, device and placement.
 _cached_dft_matrix = functools.lru_cache(maxsize=64)(_dft_matrix)
+register_cache(_cached_dft_matrix.cache_clear)
 
 
 def _row_dft(w: Array, rows: Array, placement: tuple[int, int, int, int], *, xp) -> Array:

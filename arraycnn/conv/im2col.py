@@ -44,6 +44,7 @@ from typing import Any
 
 from ..backend import device_of
 from ..geometry import ConvGeometry, conv_geometry
+from ..settings import register_cache
 from . import naive
 from ._layout import (
     ALL,
@@ -222,6 +223,10 @@ def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
         dilation=geom.dilation,
         groups=geom.groups,
     )
+
+
+register_cache(band_geometry.cache_clear)
+register_cache(transposed_geometry.cache_clear)
 
 
 def uses_transposed_input_grad(geom: ConvGeometry) -> bool:

@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import backend_name, device_of
+from ..settings import register_cache
 
 __all__ = ["cache_limit", "clear", "scratch", "set_cache_limit"]
 
@@ -54,6 +55,9 @@ def set_cache_limit(nbytes: int) -> None:
 def clear() -> None:
     """Drop this thread's scratch buffers."""
     _buffers().clear()
+
+
+register_cache(clear)
 
 
 def _buffers() -> OrderedDict:

@@ -33,9 +33,8 @@ WHOLE_BATCH_ELEMENTS = 1 << 22
 
 
 #: Up to this many padded elements, :func:`pad_input` on NumPy/CuPy fills zeros and copies
-#: the interior once (NumPy's ``pad`` costs ~10 us more per call, which shows on a 0.2 ms
-#: 256^2 filter); above it, ``pad`` writes each element once where zeros-then-copy writes
-#: the interior twice (32x64x56x56 float32: 2.2 against 3.7 ms).
+#: the interior once (NumPy's ``pad`` has a larger fixed cost); above it, ``pad`` writes each
+#: element once where zeros-then-copy writes the interior twice (docs/performance.md).
 SMALL_PAD_ELEMENTS = 2**18
 #: Backends whose ``pad`` is NumPy's Python implementation (torch's is a fast kernel).
 NUMPY_STYLE_PAD = ("numpy", "cupy")
@@ -57,24 +56,6 @@ def crop_padding(xpad: Array, geom: ConvGeometry) -> Array:
     """Inverse of :func:`pad_input` for gradients: (..., Hp, Wp) -> (..., H, W)."""
     top, left = geom.padding[0][0], geom.padding[1][0]
     return xpad[..., top : top + geom.h, left : left + geom.w]
-
-
-def input_group_major(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Padded input in group-major layout: (N, C, H, W) -> (G, Cg, N, Hp, Wp)."""
-    xpad = pad_input(x, geom, xp=xp)
-    # (N, C, Hp, Wp) -> (N, G, Cg, Hp, Wp)
-    xpad = xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
-    # (N, G, Cg, Hp, Wp) -> (G, Cg, N, Hp, Wp)
-    return xp.permute_dims(xpad, (1, 2, 0, 3, 4))
-
-
-def input_from_group_major(gxg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Gradient of the padded group-major input back to (N, C, H, W)."""
-    # (G, Cg, N, Hp, Wp) -> (N, G, Cg, Hp, Wp)
-    gx = xp.permute_dims(gxg, (2, 0, 1, 3, 4))
-    # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
-    gx = xp.reshape(gx, (geom.n, geom.c, geom.hp, geom.wp))
-    return crop_padding(gx, geom)
 
 
 def weight_by_group(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -110,14 +91,6 @@ def grad_output_group_major(gy: Array, geom: ConvGeometry, *, xp: ModuleType) ->
 def taps(geom: ConvGeometry) -> list[tuple[int, int]]:
     """Kernel taps ``(i, j)`` in row-major order (the order of the flattened kernel)."""
     return [(i, j) for i in range(geom.kh) for j in range(geom.kw)]
-
-
-def tap_index(geom: ConvGeometry, i: int, j: int, lead: int) -> tuple[slice, ...]:
-    """Index of tap (i, j) into an array with ``lead`` leading axes before (Hp, Wp).
-
-    The result selects (..., Ho, Wo) positions, basic slicing only.
-    """
-    return (ALL,) * lead + (geom.tap_rows(i), geom.tap_cols(j))
 
 
 def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = None) -> Array:

@@ -153,12 +153,9 @@ def _lead_zeros(a: Array, count: int, axis: int, *, xp: ModuleType) -> Array:
     return xp.concat([zeros(tuple(shape), a, xp=xp), a], axis=axis)
 
 
-#: The kernel's transform over the rows (axis -2) is a product with a DFT matrix (cached,
-#: :func:`_dft_matrix`) for kernels of at most this many rows: it costs ``kh`` complex
-#: multiply-adds per bin where the FFT of the zero-padded rows costs ``~log2 Lh`` and a
-#: padded copy. Measured (numpy complex64, one thread), matrix product / FFT: one kernel,
-#: Lh 64-1080: 0.3-0.4 at kh = 3, 0.6-0.8 at 15, 0.9-1.1 at 21, 1.2-1.4 at 31; 64 kernels:
-#: 0.8-1.0 at 15; 2048 kernels at Lh = 16, kh = 5: 0.8.
+#: The kernel's transform over its rows is a product with a cached DFT matrix for at most
+#: this many rows (``kh`` complex multiply-adds per bin against an FFT's ``~log2 Lh`` and a
+#: padded copy; the crossover is in docs/performance.md).
 DFT_MAX_ROWS = 16
 
 
@@ -239,8 +236,7 @@ def _padded_input(x5: Array, shape: tuple[int, int], *, xp: ModuleType) -> Array
 
     The buffer is keyed by ``(H, W)``: only that corner is ever written, so the padding
     stays zero across calls, and the FFT reads warm memory instead of a fresh padded copy
-    of its own (first touches cost ~3 us per 4 KiB page). ``x5`` itself when no padding is
-    needed.
+    of its own (fresh pages are expensive). ``x5`` itself when no padding is needed.
     """
     h, w = x5.shape[-2:]
     if (h, w) == shape:
@@ -260,14 +256,10 @@ def _placement(size: int, kernel: int, pad_lo: int) -> tuple[int, int]:
     return max(0, pad_lo - kernel + 1), max(0, kernel - 1 - pad_lo)
 
 
-#: The forward's channel contraction is a batched matrix product over frequencies (in
-#: frequency-major order) only for per-frequency matrices of at least MATMUL_ROWS rows
-#: (images times tiles), MATMUL_DEPTH input and MATMUL_COLS output channels per group;
-#: otherwise a broadcast multiply-add per input channel in the transforms' own layout.
-#: Measured forwards (numpy float32, one thread), loop against matrix product: N=32,
-#: C=16, F=32, 32 px: 11.0 / 14.6 ms; N=64, C=3, F=16: 3.9 / 11.5 ms; tiles of one image
-#: with C=2, F=4: 27 / 47 ms; N=32, C=24, F=48, 16 px: 8.2 / 5.4 ms; N=8, C=64, F=8:
-#: 3.7 / 3.0 ms; N=32, C=F=64: 19.6 / 10.3 ms.
+#: The forward's channel contraction is a batched matrix product over frequencies only for
+#: per-frequency matrices of at least MATMUL_ROWS rows (images times tiles), MATMUL_DEPTH
+#: input and MATMUL_COLS output channels per group; otherwise a broadcast multiply-add per
+#: input channel in the transforms' own layout (docs/performance.md).
 MATMUL_ROWS = 8
 MATMUL_DEPTH = 20
 MATMUL_COLS = 8

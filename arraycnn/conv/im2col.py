@@ -26,13 +26,10 @@ gradient depends on the stride:
   taps at a time (:func:`.naive.input_grad`: at stride 1 one contiguous addition per tap
   over rows of the padded width), never held in full.
 
-On a CPU the batch runs in chunks of samples whose columns fit in the last-level cache
-(:data:`COLUMN_CHUNK_ELEMENTS`), and the forward of a large image in bands of output rows
-(:func:`band_geometry`): each piece's columns are written and then read by its GEMM while
-still in cache, and the column buffer stays small.
-Memory beyond input and output: the columns of one chunk, G·Cg·kh·kw·n·Ho·Wo elements for
-n = :func:`samples_per_chunk` (backward: also those of gy, G·Fg·kh·kw·n·H·W, or col2im's
-blocks).
+On a CPU the plan asks for batch chunks whose columns fit in the last-level cache
+(:func:`samples_per_chunk`, run by the dispatcher) and cuts a large image into bands of
+output rows (:func:`band_geometry`): each piece's columns are written, then read by its
+GEMM while still in cache. Memory beyond input and output: one piece's columns.
 """
 
 from __future__ import annotations

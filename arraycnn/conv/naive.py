@@ -192,9 +192,8 @@ def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType)
 
 
 #: Narrowest output rows for which the input gradient adds padded-width rows: below it the
-#: frame copy and the Wp/Wo extra GEMM columns cost more than the bands' short additions
-#: (measured here: 64x32x14x14 3x3 5.8 ms by bands against 10.4 by rows; 8x3x224x224 46
-#: against 30).
+#: frame copy and the extra GEMM columns cost more than the bands' short additions
+#: (docs/performance.md).
 ROWS_MIN_WIDTH = 32
 
 

@@ -1,11 +1,9 @@
 """Reusable scratch buffers for the strategy kernels.
 
-Fresh memory is expensive: the first touch of each page costs a fault (and, with
-transparent huge pages, sometimes a compaction stall), and the C allocator returns large
-freed buffers to the OS, so a kernel that allocates a 200 MB column matrix per call pays
-for it every call — measured on the reference machine at 0.2 s in isolation and up to 2 s
-after other large allocations. Kernels therefore keep their big *internal* temporaries
-here and overwrite them on the next call with the same key.
+Fresh memory is expensive: the first touch of each page costs a fault, and the C
+allocator returns large freed buffers to the OS, so a kernel that allocates a large column
+matrix per call pays for it every call (docs/performance.md). Kernels therefore keep their
+big *internal* temporaries here and overwrite them on the next call with the same key.
 
 Rules for callers:
 - a scratch buffer never escapes: results returned to users are fresh arrays (a GEMM

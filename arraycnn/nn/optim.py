@@ -1,4 +1,4 @@
-"""Optimizers, in order of increasing complexity; each differs only in its ``_step``.
+"""Optimizers, in order of increasing complexity, each one ``_step`` composed of parts.
 
 Interface::
 
@@ -17,6 +17,14 @@ a key whose shape changes raises ValueError. :meth:`Optimizer.reset` forgets all
 
 ``lr`` is a plain attribute (validated on assignment): a schedule may change it between steps.
 
+Reuse is by composition: an optimizer holds *parts* (:class:`L2Penalty`,
+:class:`DecoupledDecay`, :class:`HeavyBall`, :class:`SquaredGradientSum`,
+:class:`SquaredGradientAverage`, :class:`AdamMoments`), each owning its hyperparameters, their
+validation and its piece of the update rule; the optimizer's ``_step`` chains them. Adam and
+AdamW hold the same :class:`AdamMoments` and differ only in their weight-decay part;
+AdagradMomentum is :class:`SquaredGradientSum` feeding :class:`HeavyBall`. A hyperparameter is
+also an attribute of the optimizer (``opt.beta1`` reads and writes ``opt.moments.beta1``).
+
 Update rules (``g`` the gradient, ``p`` the parameter; ``lambda`` = ``weight_decay``; the
 conventions are PyTorch's, so results agree with ``torch.optim``):
 
@@ -24,7 +32,7 @@ conventions are PyTorch's, so results agree with ``torch.optim``):
 SGD                g += lambda p;  p -= lr g
 Momentum           g += lambda p;  b = mu b + g;  p -= lr (g + mu b if nesterov else b)
 Adagrad            g += lambda p;  G += g^2;  p -= lr g / (sqrt(G) + eps)
-AdagradMomentum    G += g^2;  v = mu v + g / (sqrt(G) + eps);  p -= lr v
+AdagradMomentum    g += lambda p;  G += g^2;  v = mu v + g / (sqrt(G) + eps);  p -= lr v
 RMSprop            g += lambda p;  v = rho v + (1 - rho) g^2;  p -= lr g / (sqrt(v) + eps)
 Adam               g += lambda p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
                    p -= lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t),
@@ -32,9 +40,9 @@ Adam               g += lambda p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g
 AdamW              p -= lr lambda p (decoupled decay), then Adam without the L2 term
 =================  ===========================================================================
 
-``weight_decay`` in SGD / Momentum / Adagrad / RMSprop / Adam is an L2 penalty
-``lambda / 2 |p|^2`` added to the loss (the lecture's ``lam``). Conventions that differ from
-other libraries: ``eps`` is added outside the square root (torch; Keras's RMSprop too, the
+``weight_decay`` in SGD / Momentum / Adagrad / AdagradMomentum / RMSprop / Adam is an L2
+penalty ``lambda / 2 |p|^2`` added to the loss (the lecture's ``lam``). Conventions that differ
+from other libraries: ``eps`` is added outside the square root (torch; Keras's RMSprop too, the
 lecture adds it inside); momentum accumulates the raw gradient and ``lr`` multiplies at the
 update (torch), so a new ``lr`` takes effect at once; Adagrad's accumulator starts at
 ``initial_accumulator_value`` (torch's default 0).
@@ -43,6 +51,7 @@ update (torch), so a new ``lr`` takes effect at once; Adagrad's accumulator star
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from ..backend import namespace_of
@@ -53,14 +62,21 @@ __all__ = [
     "Adagrad",
     "AdagradMomentum",
     "Adam",
+    "AdamMoments",
     "AdamW",
+    "DecoupledDecay",
+    "HeavyBall",
+    "L2Penalty",
     "Momentum",
     "Optimizer",
     "RMSprop",
+    "SquaredGradientAverage",
+    "SquaredGradientSum",
     "get_optimizer",
 ]
 
 Array = Any
+State = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,20 +114,80 @@ def _fraction(value: Any, name: str) -> float:
     return value
 
 
+def _slot(state: State, name: str, p: Array, fill: float = 0.0) -> Array:
+    """``state[name]``, created as an array like ``p`` filled with ``fill`` on first use."""
+    if name not in state:
+        xp = namespace_of(p)
+        state[name] = xp.full_like(p, fill) if fill else xp.zeros_like(p)
+    return state[name]
+
+
 # ---------------------------------------------------------------------------------------------
 # base class
 # ---------------------------------------------------------------------------------------------
 
 
+class _PartAttribute:
+    """A hyperparameter kept by one part: ``opt.<name>`` reads and writes ``opt.<part>.<name>``.
+
+    There is one copy of each value (on the part); :meth:`Optimizer.get_config` lists an
+    optimizer's part attributes in the order its class declares them.
+    """
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.part), self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(getattr(obj, self.part), self.name, value)
+
+
 class Optimizer:
-    """Base class: validates the ``step`` arguments, keeps per-key state, calls ``_step``."""
+    """Base class: validates the ``step`` arguments, keeps per-key state, calls ``_step``.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+
+    Attributes
+    ----------
+    state : dict[str, dict]
+        Per parameter key: the step count ``"t"``, the parameter's ``"shape"`` and the
+        optimizer's slots (moments, accumulators), arrays shaped like the parameter.
+
+    Notes
+    -----
+    A subclass implements ``_step(state, p, g) -> new p`` for one parameter; ``state`` is the
+    key's entry of :attr:`state`, with ``"t"`` already advanced.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class HalfStep(Optimizer):
+    ...     def _step(self, state, p, g):
+    ...         return p - 0.5 * self.lr * g
+    >>> opt = HalfStep(lr=1.0)
+    >>> opt.step({"w": np.array([1.0, 2.0])}, {"w": np.array([1.0, -1.0])})["w"]
+    array([0.5, 2.5])
+    >>> opt.state["w"]["t"], opt
+    (1, HalfStep(lr=1.0))
+    """
 
     #: The name :func:`get_optimizer` knows this optimizer by.
     name: str = ""
 
     def __init__(self, lr: float) -> None:
         self.lr = lr
-        self.state: dict[str, dict[str, Any]] = {}
+        self.state: dict[str, State] = {}
 
     @property
     def lr(self) -> float:
@@ -125,6 +201,16 @@ class Optimizer:
     def step(self, params: dict[str, Array], grads: dict[str, Array]) -> dict[str, Array]:
         """Return the updated parameters (a new dict, same keys); inputs are not modified.
 
+        Parameters
+        ----------
+        params, grads : dict[str, array]
+            Same keys; ``grads[k]`` has the shape and namespace of ``params[k]``.
+
+        Returns
+        -------
+        dict[str, array]
+            The updated parameters, each of the shape of its input.
+
         Raises
         ------
         ValueError
@@ -132,6 +218,18 @@ class Optimizer:
             its parameter's.
         TypeError
             If a parameter and its gradient come from different namespaces.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> opt = SGD(0.1)
+        >>> new = opt.step({"w": np.array([1.0, -1.0])}, {"w": np.array([2.0, 4.0])})
+        >>> new["w"].round(4)
+        array([ 0.8, -1.4])
+        >>> opt.step({"w": np.zeros(2)}, {"v": np.zeros(2)})
+        Traceback (most recent call last):
+        ...
+        ValueError: params and grads must have the same keys: no gradient for ['w'], ...
         """
         if not isinstance(params, dict) or not isinstance(grads, dict):
             raise TypeError(
@@ -157,7 +255,7 @@ class Optimizer:
             updated[key] = self._step(self._state_of(key, p), p, g)
         return updated
 
-    def _state_of(self, key: str, p: Array) -> dict[str, Any]:
+    def _state_of(self, key: str, p: Array) -> State:
         """The state of ``key`` (created empty); its step count ``t`` advanced by one."""
         state = self.state.setdefault(key, {"t": 0, "shape": tuple(p.shape)})
         if state["shape"] != tuple(p.shape):
@@ -169,29 +267,258 @@ class Optimizer:
         state["t"] += 1
         return state
 
-    def _step(self, state: dict[str, Any], p: Array, g: Array) -> Array:
+    def _step(self, state: State, p: Array, g: Array) -> Array:
         """Updated ``p`` from gradient ``g``; may read and replace entries of ``state``."""
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Forget all state (moments, accumulators, step counts)."""
+        """Forget all state (moments, accumulators, step counts).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> opt = Adam()
+        >>> _ = opt.step({"w": np.zeros(2)}, {"w": np.ones(2)})
+        >>> sorted(opt.state["w"])
+        ['m', 'shape', 't', 'v']
+        >>> opt.reset()
+        >>> opt.state
+        {}
+        """
         self.state.clear()
 
     def get_config(self) -> dict:
-        """Constructor keyword arguments, JSON-serialisable."""
-        return {"lr": self.lr}
+        """Constructor keyword arguments, JSON-serialisable: ``lr``, then the hyperparameters.
+
+        Examples
+        --------
+        >>> Momentum(0.1, nesterov=True).get_config()
+        {'lr': 0.1, 'weight_decay': 0.0, 'momentum': 0.9, 'nesterov': True}
+        """
+        names = dict.fromkeys(
+            name
+            for cls in reversed(type(self).__mro__)
+            for name, value in vars(cls).items()
+            if isinstance(value, _PartAttribute)
+        )
+        return {"lr": self.lr, **{name: getattr(self, name) for name in names}}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
 
-def _zeros_like(state: dict[str, Any], name: str, p: Array, fill: float = 0.0) -> Array:
-    """``state[name]``, created as an array like ``p`` filled with ``fill`` on first use."""
-    if name not in state:
+# ---------------------------------------------------------------------------------------------
+# parts: hyperparameters, their validation and one piece of an update rule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class L2Penalty:
+    """Weight decay as an L2 term ``weight_decay / 2 |p|^2`` of the loss: ``g + weight_decay p``.
+
+    Parameters
+    ----------
+    weight_decay : float
+        ``>= 0``; 0 leaves the gradient as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> L2Penalty(0.5).gradient(np.array([2.0, -4.0]), np.array([1.0, 1.0]))
+    array([ 2., -1.])
+    """
+
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.weight_decay = _non_negative(self.weight_decay, "weight_decay")
+
+    def gradient(self, p: Array, g: Array) -> Array:
+        """The gradient of the penalised loss, shape of ``p``."""
+        return g + self.weight_decay * p if self.weight_decay else g
+
+
+@dataclass
+class DecoupledDecay:
+    """Weight decay applied to the parameter, not the gradient: ``p - lr weight_decay p``.
+
+    Parameters
+    ----------
+    weight_decay : float
+        ``>= 0``; 0 leaves the parameter as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> DecoupledDecay(0.5).shrink(np.array([2.0, -4.0]), lr=0.1)
+    array([ 1.9, -3.8])
+    """
+
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        self.weight_decay = _non_negative(self.weight_decay, "weight_decay")
+
+    def shrink(self, p: Array, lr: float) -> Array:
+        """``p`` decayed by one step of learning rate ``lr``, shape of ``p``."""
+        return p - (lr * self.weight_decay) * p if self.weight_decay else p
+
+
+@dataclass
+class HeavyBall:
+    """Momentum: the buffer ``b = momentum b + g`` (kept in ``state[slot]``) is the direction.
+
+    Parameters
+    ----------
+    momentum : float
+        In ``[0, 1)``.
+    nesterov : bool
+        Look ahead: the direction is ``g + momentum b`` instead of ``b``.
+    slot : str
+        The state entry holding the buffer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ball, state, p = HeavyBall(0.5), {}, np.zeros(2)
+    >>> ball.direction(state, p, np.array([1.0, 2.0]))
+    array([1., 2.])
+    >>> ball.direction(state, p, np.array([1.0, 2.0]))
+    array([1.5, 3. ])
+    """
+
+    momentum: float = 0.9
+    nesterov: bool = False
+    slot: str = "b"
+
+    def __post_init__(self) -> None:
+        self.momentum = _fraction(self.momentum, "momentum")
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"nesterov must be True or False, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
+
+    def direction(self, state: State, p: Array, g: Array) -> Array:
+        """The step direction for gradient ``g`` (shape of ``p``); updates the buffer."""
+        b = self.momentum * _slot(state, self.slot, p) + g
+        state[self.slot] = b
+        return g + self.momentum * b if self.nesterov else b
+
+
+@dataclass
+class SquaredGradientSum:
+    """Adagrad's scaling: ``G += g^2`` (``state["G"]``), then ``g / (sqrt(G) + eps)``.
+
+    Parameters
+    ----------
+    eps : float
+        ``> 0``, added outside the square root.
+    initial_accumulator_value : float
+        ``>= 0``, the first value of ``G``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> part, state = SquaredGradientSum(eps=1e-10), {}
+    >>> part.scale(state, np.zeros(2), np.array([3.0, -4.0])).round(4)
+    array([ 1., -1.])
+    >>> state["G"]
+    array([ 9., 16.])
+    """
+
+    eps: float = 1e-10
+    initial_accumulator_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.eps = _positive(self.eps, "eps")
+        self.initial_accumulator_value = _non_negative(
+            self.initial_accumulator_value, "initial_accumulator_value"
+        )
+
+    def scale(self, state: State, p: Array, g: Array) -> Array:
+        """``g`` divided elementwise by the root of the accumulated squares (shape of ``p``)."""
         xp = namespace_of(p)
-        state[name] = xp.full_like(p, fill) if fill else xp.zeros_like(p)
-    return state[name]
+        acc = _slot(state, "G", p, self.initial_accumulator_value) + g * g
+        state["G"] = acc
+        return g / (xp.sqrt(acc) + self.eps)
+
+
+@dataclass
+class SquaredGradientAverage:
+    """RMSprop's denominator: ``v = rho v + (1 - rho) g^2`` (``state["v"]``), ``sqrt(v) + eps``.
+
+    Parameters
+    ----------
+    rho : float
+        Decay of the running average, in ``[0, 1)``.
+    eps : float
+        ``> 0``, added outside the square root.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> part = SquaredGradientAverage(rho=0.5, eps=1e-8)
+    >>> part.denominator({}, np.zeros(2), np.array([2.0, -2.0])).round(4)
+    array([1.4142, 1.4142])
+    """
+
+    rho: float = 0.9
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        self.rho = _fraction(self.rho, "rho")
+        self.eps = _positive(self.eps, "eps")
+
+    def denominator(self, state: State, p: Array, g: Array) -> Array:
+        """``sqrt(v) + eps`` after averaging in ``g`` (shape of ``p``)."""
+        xp = namespace_of(p)
+        v = self.rho * _slot(state, "v", p) + (1.0 - self.rho) * (g * g)
+        state["v"] = v
+        return xp.sqrt(v) + self.eps
+
+
+@dataclass
+class AdamMoments:
+    """Adam's direction ``m_hat / (sqrt(v_hat) + eps)`` from bias-corrected moments.
+
+    ``m = beta1 m + (1 - beta1) g`` and ``v = beta2 v + (1 - beta2) g^2`` live in
+    ``state["m"]`` and ``state["v"]``; the bias correction uses the step count ``state["t"]``.
+
+    Parameters
+    ----------
+    beta1, beta2 : float
+        Decays of the first and second moments, in ``[0, 1)``.
+    eps : float
+        ``> 0``, added outside the square root.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> state = {"t": 1}
+    >>> AdamMoments().direction(state, np.zeros(2), np.array([0.5, -2.0])).round(6)
+    array([ 1., -1.])
+    """
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        self.beta1 = _fraction(self.beta1, "beta1")
+        self.beta2 = _fraction(self.beta2, "beta2")
+        self.eps = _positive(self.eps, "eps")
+
+    def direction(self, state: State, p: Array, g: Array) -> Array:
+        """The step direction for gradient ``g`` (shape of ``p``); updates the moments."""
+        xp = namespace_of(p)
+        m = self.beta1 * _slot(state, "m", p) + (1.0 - self.beta1) * g
+        v = self.beta2 * _slot(state, "v", p) + (1.0 - self.beta2) * (g * g)
+        state["m"], state["v"] = m, v
+        t = state["t"]
+        m_hat = m / (1.0 - self.beta1**t)
+        v_hat = v / (1.0 - self.beta2**t)
+        return m_hat / (xp.sqrt(v_hat) + self.eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,28 +527,60 @@ def _zeros_like(state: dict[str, Any], name: str, p: Array, fill: float = 0.0) -
 
 
 class SGD(Optimizer):
-    """Plain gradient descent ``p -= lr (g + weight_decay p)``."""
+    """Plain gradient descent ``p -= lr (g + weight_decay p)``.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    weight_decay : float
+        L2 penalty (:class:`L2Penalty`), >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> SGD(0.1, weight_decay=0.5).step({"w": np.array([1.0])}, {"w": np.array([0.5])})
+    {'w': array([0.9])}
+    """
 
     name = "sgd"
+    weight_decay = _PartAttribute("decay")
 
     def __init__(self, lr: float = 0.01, *, weight_decay: float = 0.0) -> None:
         super().__init__(lr)
-        self.weight_decay = _non_negative(weight_decay, "weight_decay")
+        self.decay = L2Penalty(weight_decay)
 
-    def _decayed(self, p: Array, g: Array) -> Array:
-        return g + self.weight_decay * p if self.weight_decay else g
-
-    def _step(self, state, p, g):
-        return p - self.lr * self._decayed(p, g)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "weight_decay": self.weight_decay}
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        return p - self.lr * self.decay.gradient(p, g)
 
 
-class Momentum(SGD):
-    """Heavy-ball momentum ``b = mu b + g; p -= lr b`` (Nesterov: ``p -= lr (g + mu b)``)."""
+class Momentum(Optimizer):
+    """Heavy-ball momentum ``b = mu b + g; p -= lr b`` (Nesterov: ``p -= lr (g + mu b)``).
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    momentum : float
+        ``mu`` in ``[0, 1)`` (:class:`HeavyBall`).
+    nesterov : bool
+        Nesterov's look-ahead (needs ``momentum > 0``).
+    weight_decay : float
+        L2 penalty, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> opt, p, g = Momentum(0.1, 0.5), {"w": np.array([1.0])}, {"w": np.array([1.0])}
+    >>> p = opt.step(p, g)  # b = 1
+    >>> opt.step(p, g)["w"].round(4)  # b = 0.5 + 1
+    array([0.75])
+    """
 
     name = "momentum"
+    weight_decay = _PartAttribute("decay")
+    momentum = _PartAttribute("heavy_ball")
+    nesterov = _PartAttribute("heavy_ball")
 
     def __init__(
         self,
@@ -231,29 +590,39 @@ class Momentum(SGD):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(lr, weight_decay=weight_decay)
-        self.momentum = _fraction(momentum, "momentum")
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
-        if nesterov and self.momentum == 0.0:
-            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
-        self.nesterov = nesterov
+        super().__init__(lr)
+        self.decay = L2Penalty(weight_decay)
+        self.heavy_ball = HeavyBall(momentum, nesterov)
 
-    def _step(self, state, p, g):
-        g = self._decayed(p, g)
-        b = self.momentum * _zeros_like(state, "b", p) + g
-        state["b"] = b
-        direction = g + self.momentum * b if self.nesterov else b
-        return p - self.lr * direction
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        return p - self.lr * self.heavy_ball.direction(state, p, self.decay.gradient(p, g))
 
 
-class Adagrad(SGD):
-    """Per-element steps shrinking with the accumulated squared gradient ``G``."""
+class Adagrad(Optimizer):
+    """Per-element steps shrinking with the accumulated squared gradient ``G``.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    eps : float
+        ``> 0``, added outside the square root.
+    initial_accumulator_value : float
+        ``>= 0``, the first value of ``G`` (:class:`SquaredGradientSum`).
+    weight_decay : float
+        L2 penalty, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Adagrad(0.5).step({"w": np.array([1.0, 1.0])}, {"w": np.array([4.0, -0.1])})["w"]
+    array([0.5, 1.5])
+    """
 
     name = "adagrad"
+    weight_decay = _PartAttribute("decay")
+    eps = _PartAttribute("accumulator")
+    initial_accumulator_value = _PartAttribute("accumulator")
 
     def __init__(
         self,
@@ -263,34 +632,43 @@ class Adagrad(SGD):
         initial_accumulator_value: float = 0.0,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(lr, weight_decay=weight_decay)
-        self.eps = _positive(eps, "eps")
-        self.initial_accumulator_value = _non_negative(
-            initial_accumulator_value, "initial_accumulator_value"
-        )
+        super().__init__(lr)
+        self.decay = L2Penalty(weight_decay)
+        self.accumulator = SquaredGradientSum(eps, initial_accumulator_value)
 
-    def _accumulate(self, state, p, g) -> Array:
-        xp = namespace_of(p)
-        acc = _zeros_like(state, "G", p, self.initial_accumulator_value) + g * g
-        state["G"] = acc
-        return g / (xp.sqrt(acc) + self.eps)
-
-    def _step(self, state, p, g):
-        return p - self.lr * self._accumulate(state, p, self._decayed(p, g))
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "eps": self.eps,
-            "initial_accumulator_value": self.initial_accumulator_value,
-        }
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        return p - self.lr * self.accumulator.scale(state, p, self.decay.gradient(p, g))
 
 
-class AdagradMomentum(Adagrad):
+class AdagradMomentum(Optimizer):
     """Adagrad's scaled gradient fed into heavy-ball momentum: ``v = mu v + g / (sqrt(G) + eps);
-    p -= lr v``."""
+    p -= lr v``.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    momentum : float
+        ``mu`` in ``[0, 1)``.
+    eps, initial_accumulator_value : float
+        As in :class:`Adagrad`.
+    weight_decay : float
+        L2 penalty, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> opt, p, g = AdagradMomentum(0.1, 0.5), {"w": np.array([1.0])}, {"w": np.array([3.0])}
+    >>> p = opt.step(p, g)  # G = 9, v = 1
+    >>> opt.step(p, g)["w"].round(4)  # G = 18, v = 0.5 + 3 / sqrt(18)
+    array([0.7793])
+    """
 
     name = "adagrad_momentum"
+    weight_decay = _PartAttribute("decay")
+    eps = _PartAttribute("accumulator")
+    initial_accumulator_value = _PartAttribute("accumulator")
+    momentum = _PartAttribute("heavy_ball")
 
     def __init__(
         self,
@@ -301,51 +679,80 @@ class AdagradMomentum(Adagrad):
         initial_accumulator_value: float = 0.0,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(
-            lr,
-            eps,
-            initial_accumulator_value=initial_accumulator_value,
-            weight_decay=weight_decay,
-        )
-        self.momentum = _fraction(momentum, "momentum")
+        super().__init__(lr)
+        self.decay = L2Penalty(weight_decay)
+        self.accumulator = SquaredGradientSum(eps, initial_accumulator_value)
+        self.heavy_ball = HeavyBall(momentum, slot="v")
 
-    def _step(self, state, p, g):
-        scaled = self._accumulate(state, p, self._decayed(p, g))
-        v = self.momentum * _zeros_like(state, "v", p) + scaled
-        state["v"] = v
-        return p - self.lr * v
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "momentum": self.momentum}
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        scaled = self.accumulator.scale(state, p, self.decay.gradient(p, g))
+        return p - self.lr * self.heavy_ball.direction(state, p, scaled)
 
 
-class RMSprop(SGD):
-    """Steps scaled by a running mean of squared gradients (decay ``rho``)."""
+class RMSprop(Optimizer):
+    """Steps scaled by a running mean of squared gradients (decay ``rho``).
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    rho : float
+        Decay of the running mean, in ``[0, 1)`` (torch's ``alpha``).
+    eps : float
+        ``> 0``, added outside the square root.
+    weight_decay : float
+        L2 penalty, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> RMSprop(0.1, rho=0.75).step({"w": np.array([1.0])}, {"w": np.array([3.0])})["w"]
+    array([0.8])
+    """
 
     name = "rmsprop"
+    weight_decay = _PartAttribute("decay")
+    rho = _PartAttribute("mean_square")
+    eps = _PartAttribute("mean_square")
 
     def __init__(
         self, lr: float = 0.01, rho: float = 0.9, eps: float = 1e-8, *, weight_decay: float = 0.0
     ) -> None:
-        super().__init__(lr, weight_decay=weight_decay)
-        self.rho = _fraction(rho, "rho")
-        self.eps = _positive(eps, "eps")
+        super().__init__(lr)
+        self.decay = L2Penalty(weight_decay)
+        self.mean_square = SquaredGradientAverage(rho, eps)
 
-    def _step(self, state, p, g):
-        xp = namespace_of(p)
-        g = self._decayed(p, g)
-        v = self.rho * _zeros_like(state, "v", p) + (1.0 - self.rho) * (g * g)
-        state["v"] = v
-        return p - self.lr * g / (xp.sqrt(v) + self.eps)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "rho": self.rho, "eps": self.eps}
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        g = self.decay.gradient(p, g)
+        return p - self.lr * g / self.mean_square.denominator(state, p, g)
 
 
-class Adam(SGD):
-    """Adam: bias-corrected first and second moments; ``weight_decay`` is an L2 term."""
+class Adam(Optimizer):
+    """Adam: bias-corrected first and second moments; ``weight_decay`` is an L2 term.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    beta1, beta2 : float
+        Moment decays in ``[0, 1)`` (:class:`AdamMoments`).
+    eps : float
+        ``> 0``, added outside the square root.
+    weight_decay : float
+        L2 penalty (:class:`L2Penalty`), >= 0; see :class:`AdamW` for the decoupled form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Adam(0.1).step({"w": np.array([1.0, 1.0])}, {"w": np.array([0.5, -2.0])})["w"].round(6)
+    array([0.9, 1.1])
+    """
 
     name = "adam"
+    weight_decay = _PartAttribute("decay")
+    beta1 = _PartAttribute("moments")
+    beta2 = _PartAttribute("moments")
+    eps = _PartAttribute("moments")
 
     def __init__(
         self,
@@ -356,38 +763,42 @@ class Adam(SGD):
         *,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(lr, weight_decay=weight_decay)
-        self.beta1 = _fraction(beta1, "beta1")
-        self.beta2 = _fraction(beta2, "beta2")
-        self.eps = _positive(eps, "eps")
+        super().__init__(lr)
+        self.decay = L2Penalty(weight_decay)
+        self.moments = AdamMoments(beta1, beta2, eps)
 
-    def _adam_direction(self, state, p, g) -> Array:
-        """``m_hat / (sqrt(v_hat) + eps)`` after updating the moments with ``g``."""
-        xp = namespace_of(p)
-        m = self.beta1 * _zeros_like(state, "m", p) + (1.0 - self.beta1) * g
-        v = self.beta2 * _zeros_like(state, "v", p) + (1.0 - self.beta2) * (g * g)
-        state["m"], state["v"] = m, v
-        t = state["t"]
-        m_hat = m / (1.0 - self.beta1**t)
-        v_hat = v / (1.0 - self.beta2**t)
-        return m_hat / (xp.sqrt(v_hat) + self.eps)
-
-    def _step(self, state, p, g):
-        return p - self.lr * self._adam_direction(state, p, self._decayed(p, g))
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "beta1": self.beta1,
-            "beta2": self.beta2,
-            "eps": self.eps,
-        }
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        return p - self.lr * self.moments.direction(state, p, self.decay.gradient(p, g))
 
 
-class AdamW(Adam):
-    """Adam with decoupled weight decay: ``p -= lr weight_decay p`` before the Adam step."""
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay: ``p -= lr weight_decay p`` beside the Adam step.
+
+    The same :class:`AdamMoments` as :class:`Adam`, with :class:`DecoupledDecay` in place of
+    the L2 term.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, > 0.
+    beta1, beta2, eps : float
+        As in :class:`Adam`.
+    weight_decay : float
+        Decoupled decay rate, >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> opt = AdamW(0.1, weight_decay=0.5)
+    >>> opt.step({"w": np.array([1.0, 1.0])}, {"w": np.array([0.5, -2.0])})["w"].round(6)
+    array([0.85, 1.05])
+    """
 
     name = "adamw"
+    weight_decay = _PartAttribute("decay")
+    beta1 = _PartAttribute("moments")
+    beta2 = _PartAttribute("moments")
+    eps = _PartAttribute("moments")
 
     def __init__(
         self,
@@ -398,11 +809,12 @@ class AdamW(Adam):
         *,
         weight_decay: float = 0.01,
     ) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay=weight_decay)
+        super().__init__(lr)
+        self.decay = DecoupledDecay(weight_decay)
+        self.moments = AdamMoments(beta1, beta2, eps)
 
-    def _step(self, state, p, g):
-        decayed = p - (self.lr * self.weight_decay) * p if self.weight_decay else p
-        return decayed - self.lr * self._adam_direction(state, p, g)
+    def _step(self, state: State, p: Array, g: Array) -> Array:
+        return self.decay.shrink(p, self.lr) - self.lr * self.moments.direction(state, p, g)
 
 
 #: Optimizer classes by name.
@@ -424,6 +836,17 @@ def get_optimizer(name_or_obj: str | Optimizer | type[Optimizer], **kwargs: Any)
         For an unknown name (the message lists the valid ones) or invalid hyperparameters.
     TypeError
         For anything else, or ``kwargs`` given with an instance.
+
+    Examples
+    --------
+    >>> get_optimizer("AdamW", lr=0.01)
+    AdamW(lr=0.01, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-08)
+    >>> get_optimizer(RMSprop, rho=0.5).rho
+    0.5
+    >>> get_optimizer("lbfgs")
+    Traceback (most recent call last):
+    ...
+    ValueError: optimizer must be one of 'sgd', 'momentum', ...; got 'lbfgs'
     """
     if isinstance(name_or_obj, Optimizer):
         if kwargs:

@@ -1,0 +1,119 @@
+"""Progress display of :meth:`Sequential.fit <arraycnn.nn.model.Sequential.fit>`: a rich bar on
+a terminal, one line per epoch otherwise, nothing when disabled.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+__all__ = ["Reporter", "format_metrics"]
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``"name value"`` pairs with 4 decimals, ``epoch_time`` left out.
+
+    Examples
+    --------
+    >>> format_metrics({"loss": 0.5, "accuracy": 0.875, "epoch_time": 1.0})
+    'loss 0.5000  accuracy 0.8750'
+    """
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch_time")
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+class Reporter:
+    """Training progress: a rich bar on a terminal, one line per epoch otherwise.
+
+    A context manager: the bar (if any) is shown while the ``with`` block runs.
+
+    Parameters
+    ----------
+    enabled : bool
+        False prints nothing but :meth:`message`.
+    epochs, steps_per_epoch : int
+        The bar's extent.
+
+    Examples
+    --------
+    >>> with Reporter(True, epochs=2, steps_per_epoch=1) as reporter:  # not a terminal
+    ...     reporter.start_epoch(1)
+    ...     reporter.step(loss=0.5, accuracy=1.0)
+    ...     reporter.end_epoch(1, {"loss": 0.5, "accuracy": 1.0, "epoch_time": 0.5})
+    epoch 1/2  loss 0.5000  accuracy 1.0000  0.5 s
+    """
+
+    def __init__(self, enabled: bool, epochs: int, steps_per_epoch: int) -> None:
+        self.enabled = enabled
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.live = enabled and sys.stdout.isatty()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Reporter:
+        if self.live:
+            self._progress = _bar()
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Open the bar of ``epoch`` (1-based)."""
+        if self._progress is not None:
+            self._task = self._progress.add_task(
+                f"epoch {epoch}/{self.epochs}", total=self.steps_per_epoch, metrics=""
+            )
+
+    def step(self, loss: float, accuracy: float) -> None:
+        """Advance the bar by one step, showing the epoch's running means."""
+        if self._progress is not None:
+            self._progress.update(
+                self._task, advance=1, metrics=f"loss {loss:.4f}  accuracy {accuracy:.4f}"
+            )
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Show the epoch's final metrics (``epoch_time`` in seconds)."""
+        line = f"epoch {epoch}/{self.epochs}  {format_metrics(metrics)}"
+        line += f"  {metrics['epoch_time']:.1f} s"
+        if self._progress is not None:
+            self._progress.update(self._task, metrics=format_metrics(metrics))
+        elif self.enabled:
+            print(line, flush=True)
+
+    def message(self, text: str) -> None:
+        """Print ``text`` (even when disabled), above the bar if one is shown.
+
+        Examples
+        --------
+        >>> Reporter(False, epochs=1, steps_per_epoch=1).message("stopped")
+        stopped
+        """
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, flush=True)

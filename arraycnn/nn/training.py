@@ -1,0 +1,577 @@
+"""The training loop behind :meth:`Sequential.fit <arraycnn.nn.model.Sequential.fit>`, and
+evaluation.
+
+:func:`fit` runs epochs of :func:`train_step` over :func:`~arraycnn.nn.data.batches`, shows
+progress with a :class:`~arraycnn.nn.progress.Reporter`, turns Ctrl-C into a request to stop
+after the current step (:func:`stop_on_sigint`) and records a :class:`History`.
+
+When the last layer is ``Softmax`` and the loss is categorical cross-entropy, training and
+evaluation feed the pre-softmax logits to the loss's fused, numerically stable form (Keras
+does the same); likewise ``Sigmoid`` with binary cross-entropy (see :func:`training_head`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType, ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from .data import (
+    Dataset,
+    Index,
+    Placement,
+    batches,
+    epoch_order,
+    num_outputs,
+    placement_of,
+    positive_int,
+    prepare_labeled,
+    target_batch,
+    x_batch,
+)
+from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, get_loss
+from .optim import get_optimizer
+from .progress import Reporter
+
+__all__ = [
+    "Head",
+    "History",
+    "StopFlag",
+    "count_correct",
+    "evaluate",
+    "evaluate_dataset",
+    "fit",
+    "resolve_loss",
+    "resolve_optimizer",
+    "stop_on_sigint",
+    "train_step",
+    "training_head",
+]
+
+Array = Any
+#: ``callback(epoch, metrics)``; a true return value ends training.
+Callback = Callable[[int, dict[str, float]], Any]
+
+
+class _Model(Protocol):
+    """What training and evaluation need of a model (:class:`~arraycnn.nn.model.Sequential`)."""
+
+    xp: ModuleType
+    dtype: Any
+    device: Any
+    seed: int | None
+    layers: list[Any]
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    loss: Any
+    optimizer: Any
+
+    @property
+    def built(self) -> bool: ...
+
+    def build(self, input_shape: Sequence[int]) -> tuple[int, ...]: ...
+
+    def forward(self, x: Array, *, training: bool = False, stop: int | None = None) -> Array: ...
+
+    def backward(self, gy: Array, *, stop: int | None = None) -> Array: ...
+
+    def parameters(self) -> dict[str, Array]: ...
+
+    def gradients(self) -> dict[str, Array]: ...
+
+    def set_parameters(self, params: dict[str, Array]) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# History
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """What ``fit`` measured, one entry per completed epoch (as Keras' ``History``).
+
+    Attributes
+    ----------
+    history : dict[str, list[float]]
+        ``"loss"``, ``"accuracy"`` (running means over the epoch's training steps),
+        ``"val_loss"``, ``"val_accuracy"`` (when validation data was given) and
+        ``"epoch_time"`` (wall seconds of each epoch, validation included).
+    epochs : list[int]
+        1-based numbers of the completed epochs.
+    interrupted : bool
+        True if Ctrl-C ended training early; the incomplete epoch is not recorded.
+    steps : int
+        Optimizer steps taken in total.
+
+    Examples
+    --------
+    >>> history = History()
+    >>> history.record(1, {"loss": 0.75, "accuracy": 0.5})
+    >>> history["loss"], history.epochs
+    ([0.75], [1])
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs: list[int] = field(default_factory=list)
+    interrupted: bool = False
+    steps: int = 0
+
+    def record(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Append one epoch's metrics (as Python floats).
+
+        Examples
+        --------
+        >>> history = History()
+        >>> history.record(3, {"loss": np.float32(0.25)})
+        >>> history.history, history.epochs
+        ({'loss': [0.25]}, [3])
+        """
+        self.epochs.append(epoch)
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+
+# --------------------------------------------------------------------------------------------
+# arguments
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_loss(loss: Any) -> Loss:
+    """A :class:`~arraycnn.nn.losses.Loss` from a name, class or instance.
+
+    Raises
+    ------
+    ValueError
+        ``"loss: unknown loss ..."`` for an unknown name.
+
+    Examples
+    --------
+    >>> resolve_loss("mse")
+    MeanSquaredError()
+    >>> resolve_loss("hinge")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss: unknown loss 'hinge' (loss must be one of 'mse', ...; got 'hinge')
+    """
+    try:
+        return get_loss(loss)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"loss: unknown loss {loss!r} ({exc})") from exc
+
+
+def resolve_optimizer(optimizer: Any) -> Any:
+    """Any object with ``step(params, grads)`` as is; else an optimizer from its name.
+
+    Raises
+    ------
+    ValueError
+        ``"optimizer: unknown optimizer ..."`` for an unknown name.
+
+    Examples
+    --------
+    >>> resolve_optimizer("sgd")
+    SGD(lr=0.01, weight_decay=0.0)
+    >>> resolve_optimizer("adamax")
+    Traceback (most recent call last):
+    ...
+    ValueError: optimizer: unknown optimizer 'adamax' (optimizer must be one of ...)
+    """
+    if hasattr(optimizer, "step"):  # any object with the Optimizer.step contract
+        return optimizer
+    try:
+        return get_optimizer(optimizer)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"optimizer: unknown optimizer {optimizer!r} ({exc})") from exc
+
+
+def _validation_set(model: _Model, validation_data: Any) -> Dataset | None:
+    if validation_data is None:
+        return None
+    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+        raise TypeError("validation_data must be a pair (X_val, y_val)")
+    X, y = validation_data
+    return prepare_labeled(model, X, y, names=("validation X", "validation y"))
+
+
+# --------------------------------------------------------------------------------------------
+# the loss head and metrics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where the forward pass stops and which loss sees its output.
+
+    Attributes
+    ----------
+    stop : int or None
+        Run layers ``[0, stop)``; None runs them all.
+    loss : Loss
+        Applied to that output.
+
+    Examples
+    --------
+    >>> Head(stop=-1, loss=CategoricalCrossEntropy(from_logits=True)).logits
+    True
+    """
+
+    stop: int | None
+    loss: Loss
+
+    @property
+    def logits(self) -> bool:
+        """Whether the loss sees pre-activation logits (the last layer skipped)."""
+        return self.stop is not None
+
+
+def training_head(layers: Sequence[Any], output_shape: tuple[int, ...], loss: Loss) -> Head:
+    """The :class:`Head` for a model's ``layers`` and ``loss``.
+
+    Softmax + categorical cross-entropy (over a flat class axis) and Sigmoid + binary
+    cross-entropy run on the logits (the last layer is skipped) with the loss's fused stable
+    form; anything else runs every layer into ``loss`` itself.
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Softmax
+    >>> training_head([Dense(4, 3), Softmax()], (3,), CategoricalCrossEntropy(False))
+    Head(stop=-1, loss=CategoricalCrossEntropy(from_logits=True))
+    >>> training_head([Dense(4, 3)], (3,), resolve_loss("mse"))
+    Head(stop=None, loss=MeanSquaredError())
+    """
+    last = type(layers[-1]).__name__
+    if last == "Softmax" and isinstance(loss, CategoricalCrossEntropy):
+        if getattr(layers[-1], "axis", -1) in (-1, 1) and len(output_shape) == 1:
+            return Head(-1, CategoricalCrossEntropy(from_logits=True))
+    if last == "Sigmoid" and isinstance(loss, BinaryCrossEntropy):
+        return Head(-1, BinaryCrossEntropy(from_logits=True))
+    return Head(None, loss)
+
+
+def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placement) -> int:
+    """Number of correct predictions in a batch.
+
+    Parameters
+    ----------
+    output : array, shape (B, *output_shape)
+        Probabilities, or logits if ``logits``.
+    y : numpy.ndarray, shape (B,) labels or (B, K) one-hot
+    logits : bool
+        One output unit: the decision threshold is 0 for logits, 0.5 for probabilities.
+    place : Placement
+        Where ``output`` lives (the labels are moved there).
+
+    Examples
+    --------
+    >>> place = Placement(np, np.float64, "cpu")
+    >>> output = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> count_correct(output, np.array([0, 1, 1]), logits=False, place=place)
+    2
+    """
+    xp = place.xp
+    flat = xp.reshape(output, (output.shape[0], -1))  # (B, ...) -> (B, K)
+    if flat.shape[1] == 1:
+        pred = flat[:, 0] > (0.0 if logits else 0.5)
+        truth = place.from_host(y.reshape(-1) > 0.5, xp.bool)  # (B,) or (B, 1) -> (B,)
+    else:
+        pred = xp.argmax(flat, axis=1)
+        labels = y if y.ndim == 1 else np.argmax(y, axis=1)
+        truth = place.from_host(labels.astype(np.int64), pred.dtype)
+    return int(xp.sum(xp.astype(pred == truth, xp.int32)))
+
+
+# --------------------------------------------------------------------------------------------
+# one step, one epoch
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _StepResult:
+    loss: float
+    correct: int
+    count: int
+
+
+@dataclass
+class _Tally:
+    """Running sums over an epoch's steps."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+    def add(self, step: _StepResult) -> None:
+        self.loss_sum += step.loss * step.count
+        self.correct += step.correct
+        self.seen += step.count
+
+    def means(self) -> dict[str, float]:
+        return {"loss": self.loss_sum / self.seen, "accuracy": self.correct / self.seen}
+
+
+def _targets(y: np.ndarray, head: Head, model: _Model, place: Placement) -> Array:
+    """A batch of host labels ``y`` in the form ``head.loss`` takes, on the device."""
+    int_labels = isinstance(head.loss, CategoricalCrossEntropy)
+    return target_batch(y, int_labels=int_labels, output_shape=model.output_shape, place=place)
+
+
+def _apply_gradients(model: _Model, optimizer: Any) -> None:
+    """One optimizer step on the gradients of the last backward pass."""
+    params = model.parameters()
+    if params:
+        grads = model.gradients()
+        model.set_parameters(optimizer.step(params, {k: grads[k] for k in params}))
+
+
+def train_step(
+    model: _Model, data: Dataset, index: Index, head: Head, optimizer: Any
+) -> _StepResult:
+    """Forward, loss, backward and one optimizer step on the batch ``index`` of ``data``.
+
+    Returns
+    -------
+    result
+        ``loss`` (the batch's mean, before the step), ``correct`` predictions and ``count``
+        of samples in the batch.
+
+    Examples
+    --------
+    >>> from arraycnn.nn import SGD, Dense, Sequential, Softmax
+    >>> model = Sequential([Dense(2, 2), Softmax()], backend="numpy", seed=0)
+    >>> data = Dataset(np.array([[1.0, 0.0], [0.0, 1.0]]), on_host=True, y=np.array([0, 1]))
+    >>> model.build((2,))
+    (2,)
+    >>> head = training_head(model.layers, model.output_shape, resolve_loss("cross_entropy"))
+    >>> result = train_step(model, data, slice(0, 2), head, SGD(0.1))
+    >>> round(result.loss, 4), result.count
+    (0.5324, 2)
+    """
+    place = placement_of(model)
+    xb = x_batch(data, index, place)
+    y = data.y[index]
+    out = model.forward(xb, training=True, stop=head.stop)
+    value, g = head.loss(out, _targets(y, head, model, place))
+    model.backward(g, stop=head.stop)
+    _apply_gradients(model, optimizer)
+    hits = count_correct(out, y, logits=head.logits, place=place)
+    return _StepResult(float(value), hits, int(xb.shape[0]))
+
+
+@dataclass
+class StopFlag:
+    """Set when training should stop after the current step (Ctrl-C).
+
+    Examples
+    --------
+    >>> flag = StopFlag()
+    >>> flag.requested
+    False
+    """
+
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def stop_on_sigint(flag: StopFlag) -> Iterator[None]:
+    """Turn Ctrl-C into ``flag.requested = True`` while the block runs (main thread only).
+
+    A second Ctrl-C raises KeyboardInterrupt at once. Outside the main thread signals cannot
+    be caught; :func:`fit` then also catches the KeyboardInterrupt exception itself (and stops
+    at once, between two steps if it can). The caller's handler is restored on exit.
+
+    Examples
+    --------
+    >>> import os, signal
+    >>> flag = StopFlag()
+    >>> with stop_on_sigint(flag):
+    ...     os.kill(os.getpid(), signal.SIGINT)
+    >>> flag.requested
+    True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if flag.requested:  # a second Ctrl-C: stop right now
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_epoch(
+    step: Callable[[Index], _StepResult],
+    indices: Iterable[Index],
+    flag: StopFlag,
+    reporter: Reporter,
+    history: History,
+) -> _Tally:
+    """Run ``step`` over ``indices`` until done or a stop is requested."""
+    tally = _Tally()
+    for index in indices:
+        try:
+            result = step(index)
+        except KeyboardInterrupt:
+            flag.requested = True
+            break
+        history.steps += 1
+        tally.add(result)
+        reporter.step(**tally.means())
+        if flag.requested:
+            break
+    return tally
+
+
+def _epoch_metrics(
+    tally: _Tally, validation: dict[str, float] | None, started: float
+) -> dict[str, float]:
+    metrics = tally.means()
+    if validation is not None:
+        metrics["val_loss"] = validation["loss"]
+        metrics["val_accuracy"] = validation["accuracy"]
+    metrics["epoch_time"] = time.perf_counter() - started
+    return metrics
+
+
+def _report_interrupt(reporter: Reporter, history: History, epoch: int) -> None:
+    history.interrupted = True
+    reporter.message(
+        f"training interrupted (Ctrl-C) in epoch {epoch} after {history.steps} steps; "
+        f"weights kept, history of {len(history.epochs)} completed epoch(s) returned"
+    )
+
+
+def _callback_stops(callback: Callback | None, epoch: int, metrics: dict[str, float]) -> bool:
+    """Whether ``callback`` (given a copy of ``metrics``) asks to end training."""
+    return callback is not None and bool(callback(epoch, dict(metrics)))
+
+
+# --------------------------------------------------------------------------------------------
+# fit and evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def fit(
+    model: _Model,
+    X: Any,
+    y: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    loss: Any = "categorical_crossentropy",
+    optimizer: Any = "adam",
+    validation_data: tuple[Any, Any] | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> History:
+    """Train ``model`` with mini-batch gradient descent (see :meth:`Sequential.fit`).
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Sequential, Softmax
+    >>> model = Sequential([Dense(2, 2), Softmax()], backend="numpy", seed=0)
+    >>> X, y = np.array([[1.0, 0.0], [0.0, 1.0]] * 4), np.array([0, 1] * 4)
+    >>> history = fit(model, X, y, epochs=3, batch_size=4, optimizer="sgd", progress=False)
+    >>> history.epochs, history.steps
+    ([1, 2, 3], 6)
+    """
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    loss_fn, opt = resolve_loss(loss), resolve_optimizer(optimizer)
+    train = prepare_labeled(model, X, y, nonempty=True)
+    val = _validation_set(model, validation_data)
+    model.loss, model.optimizer = loss_fn, opt
+    head = training_head(model.layers, model.output_shape, loss_fn)
+
+    def step(index: Index) -> _StepResult:
+        return train_step(model, train, index, head, opt)
+
+    rng = np.random.default_rng(model.seed if seed is None else seed)
+    history, flag = History(), StopFlag()
+    steps_per_epoch = -(-train.n // batch_size)
+    with stop_on_sigint(flag), Reporter(progress, epochs, steps_per_epoch) as reporter:
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            order = epoch_order(rng, train.n, shuffle)
+            reporter.start_epoch(epoch)
+            tally = _train_epoch(step, batches(train.n, batch_size, order), flag, reporter, history)
+            if flag.requested:
+                _report_interrupt(reporter, history, epoch)
+                break
+            scores = None if val is None else evaluate_dataset(model, val, max(batch_size, 256))
+            metrics = _epoch_metrics(tally, scores, started)
+            history.record(epoch, metrics)
+            reporter.end_epoch(epoch, metrics)
+            if _callback_stops(callback, epoch, metrics):
+                break
+    return history
+
+
+def evaluate_dataset(
+    model: _Model, data: Dataset, batch_size: int, loss: Loss | None = None
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` over a checked :class:`Dataset`.
+
+    ``loss`` defaults to the model's (the last ``fit``'s); the fused head applies as in
+    training.
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Sequential, Softmax
+    >>> model = Sequential([Dense(2, 2), Softmax()], backend="numpy", seed=0)
+    >>> model.build((2,))
+    (2,)
+    >>> data = Dataset(np.array([[1.0, 0.0], [0.0, 1.0]]), on_host=True, y=np.array([0, 1]))
+    >>> scores = evaluate_dataset(model, data, 256, resolve_loss("cross_entropy"))
+    >>> round(scores["loss"], 4), scores["accuracy"]
+    (0.5324, 0.5)
+    """
+    head = training_head(model.layers, model.output_shape, model.loss if loss is None else loss)
+    place = placement_of(model)
+    total, correct = 0.0, 0
+    for s in batches(data.n, batch_size):
+        out = model.forward(x_batch(data, s, place), training=False, stop=head.stop)
+        value, _ = head.loss(out, _targets(data.y[s], head, model, place))
+        total += float(value) * (s.stop - s.start)
+        correct += count_correct(out, data.y[s], logits=head.logits, place=place)
+    return {"loss": total / max(data.n, 1), "accuracy": correct / max(data.n, 1)}
+
+
+def evaluate(
+    model: _Model, X: Any, y: Any, *, batch_size: int = 256, loss: Any = None
+) -> dict[str, float]:
+    """Mean loss and accuracy over a data set (see :meth:`Sequential.evaluate`).
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Sequential, Sigmoid
+    >>> model = Sequential([Dense(2, 1), Sigmoid()], backend="numpy", seed=0)
+    >>> scores = evaluate(model, np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1, 0]))
+    >>> sorted(scores)  # binary cross-entropy: the model has one output
+    ['accuracy', 'loss']
+    """
+    batch_size = positive_int(batch_size, "batch_size")
+    data = prepare_labeled(model, X, y)
+    if loss is None:
+        loss = model.loss
+    if loss is None:
+        single = num_outputs(model.output_shape) == 1
+        loss = "binary_crossentropy" if single else "categorical_crossentropy"
+    return evaluate_dataset(model, data, batch_size, resolve_loss(loss))

@@ -11,10 +11,10 @@ import sys
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("arraycnn.demo", "conv2d with every strategy on one input: agreement and time"),
+    "demo": ("arraycnn.tools.demo", "conv2d with every strategy on one input: agreement and time"),
     "train": ("arraycnn.train_cli", "train a CNN on digits or MNIST"),
-    "bench": ("arraycnn.bench", "benchmark the convolution strategies against peers"),
-    "tune": ("arraycnn.conv.tune_cli", "fit the dispatcher's cost model on this machine"),
+    "bench": ("arraycnn.tools.bench", "benchmark the convolution strategies against peers"),
+    "tune": ("arraycnn.tools.tune", "fit the dispatcher's cost model on this machine"),
     "info": ("arraycnn.info", "show backends, strategies and the dispatcher's caches"),
 }
 

@@ -10,9 +10,10 @@ import importlib
 import json
 from typing import Any
 
+from . import budget
 from ._version import __version__
 from .backend import BACKEND_NAMES, backend_name, resolve_backend
-from .conv import cost, measured, memory
+from .conv import cost, measured
 from .conv.dispatch import eligible_strategies
 from .settings import autotune_enabled, cache_dir
 
@@ -78,7 +79,7 @@ def collect() -> dict[str, Any]:
         "autotune_cache": str(measured.cache_path()),
         "autotune_entries": len(entries),
         "entries": entries,
-        "workspace_budget_bytes": memory.workspace_limit(),
+        "workspace_budget_bytes": budget.workspace_limit(),
     }
 
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"    from: {row['calibration_origin']}")
     exists = "" if info["calibration_file_exists"] else " (absent: shipped constants in use)"
     print(f"calibration file: {info['calibration_file']}{exists}")
-    print(f"workspace budget: {memory.format_bytes(info['workspace_budget_bytes'])}")
+    print(f"workspace budget: {budget.format_bytes(info['workspace_budget_bytes'])}")
     state = "on" if info["autotune_enabled"] else "off"
     print(f"autotune: {state}; cache {info['autotune_cache']}: {info['autotune_entries']} entries")
     if args.entries:

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import device_of, resolve_backend
+from ..budget import WorkspaceError, set_workspace_limit
 from ..geometry import ConvGeometry, Padding
 from ..settings import set_autotune
 from ._boundary import check_float_pair, prepare
@@ -26,7 +27,6 @@ from .dispatch import (
     run_forward,
 )
 from .explanation import explain
-from .memory import WorkspaceError, set_workspace_limit
 
 __all__ = [
     "CAPABILITIES",

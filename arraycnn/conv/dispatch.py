@@ -35,9 +35,10 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import backend_name, device_of, is_accelerator
+from ..budget import ENV_WORKSPACE_LIMIT, WorkspaceError, format_bytes, workspace_limit
 from ..geometry import ConvGeometry
 from ..settings import autotune_enabled, register_cache
-from . import cost, measured, memory
+from . import cost, measured
 from ._layout import ranges
 from .facts import Values, nonfinite_error
 from .strategy import Call, Counts, Strategy, traffic
@@ -150,8 +151,8 @@ def price(
     nbytes = s.workspace(kernel)
     if chunk == 0:
         why = (
-            f"workspace {memory.format_bytes(nbytes)} for one sample exceeds the budget "
-            f"{memory.format_bytes(budget)}"
+            f"workspace {format_bytes(nbytes)} for one sample exceeds the budget "
+            f"{format_bytes(budget)}"
         )
         return Plan(
             name, call.direction, 0, call.geom.n, why, kernel, None, float("inf"), nbytes, need
@@ -277,12 +278,12 @@ def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: 
         raise nonfinite_error(name, ["w"])
     chosen = price(name, call, rank=rank, cal=cal, budget=budget, reason="forced")
     if not chosen.chunk:
-        raise memory.WorkspaceError(
+        raise WorkspaceError(
             f"strategy={name!r} ({call.direction}) needs a predicted workspace of "
-            f"{chosen.bytes} bytes ({memory.format_bytes(chosen.bytes)}) even for one sample "
+            f"{chosen.bytes} bytes ({format_bytes(chosen.bytes)}) even for one sample "
             f"of the batch, over the workspace budget of {budget} bytes "
-            f"({memory.format_bytes(budget)}); use strategy='auto', or raise the budget with "
-            f"arraycnn.set_workspace_limit() or {memory.ENV_WORKSPACE_LIMIT}"
+            f"({format_bytes(budget)}); use strategy='auto', or raise the budget with "
+            f"arraycnn.set_workspace_limit() or {ENV_WORKSPACE_LIMIT}"
         )
     return chosen
 
@@ -326,14 +327,14 @@ def plan(
 
     ``x`` and ``gy`` (the backward's output gradient) are needed for autotuning and the
     non-finite checks. Raises ValueError for an unknown or unrunnable forced strategy and
-    :class:`~arraycnn.conv.memory.WorkspaceError` where nothing fits the budget.
+    :class:`~arraycnn.conv.WorkspaceError` where nothing fits the budget.
     """
     name = parse_strategy(strategy)
     call = describe(
         w, geom, xp=xp, direction=parse_direction(direction), require_exact=require_exact
     )
     if budget is None:
-        budget = memory.workspace_limit(xp, device_of(w))
+        budget = workspace_limit(xp, device_of(w))
     cal = calibration if calibration is not None else cost.calibration_for(call.backend)[0]
     values = Values(xp, x=x, w=w, gy=gy)
     if name != "auto":
@@ -347,7 +348,7 @@ def plan(
     order = sorted((p for p in candidates.values() if p.chunk), key=lambda p: p.seconds)
     if not order:
         reasons = "; ".join(f"{p.strategy}: {p.reason}" for p in candidates.values())
-        raise memory.WorkspaceError(
+        raise WorkspaceError(
             f"no convolution strategy fits this call ({direction}, budget {budget} bytes): "
             + reasons
         )
@@ -359,7 +360,7 @@ def plan(
             skipped += f"; {chosen.strategy} skipped: non-finite input"
             continue
         return dataclasses.replace(chosen, reason=chosen.reason + skipped) if skipped else chosen
-    raise memory.WorkspaceError(
+    raise WorkspaceError(
         "no strategy can run this call: fft cannot take non-finite input and the others do not "
         f"fit: {'; '.join(f'{p.strategy}: {p.reason}' for p in candidates.values())}"
     )

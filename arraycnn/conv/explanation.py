@@ -6,7 +6,8 @@ import dataclasses
 from typing import Any
 
 from ..backend import device_of
-from . import cost, memory
+from ..budget import workspace_limit
+from . import cost
 from ._boundary import prepare
 from .dispatch import describe, plan, price_candidates, read_values
 from .facts import Values
@@ -61,7 +62,7 @@ def explain(
     )
     direction = parse_direction(direction)
     call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact)
-    budget = memory.workspace_limit(xp, device_of(w))
+    budget = workspace_limit(xp, device_of(w))
     cal, source = cost.calibration_for(call.backend)
     values = Values(xp, x=x, w=w, gy=gy)
     candidates = price_candidates(call, xp, cal, budget)

@@ -56,11 +56,11 @@ import scipy.fft
 
 from ..backend import backend_name, device_of, fft_module
 from ..geometry import ConvGeometry
+from ..scratch import scratch
 from ..settings import register_cache
 from ._layout import ALL, add_at, crop_padding, pad_input, set_at, zeros
 from .strategy import Call, Counts, Strategy, spectral, traffic
 from .strategy import fft as fft_counts
-from .workspace import scratch
 
 Array = Any
 AXES = (-2, -1)

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..backend import device_of
 from ..geometry import ConvGeometry, conv_geometry
+from ..scratch import scratch
 from ..settings import register_cache
 from . import naive
 from ._layout import (
@@ -55,7 +56,6 @@ from ._layout import (
     tap_bands,
 )
 from .strategy import Call, Counts, Strategy, gemm, traffic
-from .workspace import scratch
 
 Array = Any
 

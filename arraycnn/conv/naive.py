@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from ..geometry import ConvGeometry
+from ..scratch import scratch
 from ._layout import (
     ALL,
     COLUMN_CHUNK_ELEMENTS,
@@ -37,7 +38,6 @@ from ._layout import (
     zeros,
 )
 from .strategy import Call, Counts, Strategy, gemm, traffic
-from .workspace import scratch
 
 Array = Any
 

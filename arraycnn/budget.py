@@ -21,8 +21,8 @@ import time
 from types import ModuleType
 from typing import Any
 
-from ..backend import backend_name
-from ..settings import (
+from .backend import backend_name
+from .settings import (
     ENV_WORKSPACE_LIMIT,
     parse_bytes,
     set_workspace_limit,

@@ -25,8 +25,8 @@ from collections.abc import Hashable
 from types import ModuleType
 from typing import Any
 
-from ..backend import backend_name, device_of
-from ..settings import register_cache
+from .backend import backend_name, device_of
+from .settings import register_cache
 
 __all__ = ["cache_limit", "clear", "scratch", "set_cache_limit"]
 

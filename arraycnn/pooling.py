@@ -131,6 +131,15 @@ def max_pool2d(x: Array, kernel_size: Any, *, stride: Any = None, padding: Paddi
     array, shape (N, C, Ho, Wo)
         ``Ho = floor((H + pt + pb - kh) / sh) + 1``, likewise ``Wo``; namespace, dtype and
         device of ``x``.
+
+    Examples
+    --------
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)  # (16,) -> (N, C, H, W)
+    >>> max_pool2d(x, 2)
+    array([[[[ 5.,  7.],
+             [13., 15.]]]])
+    >>> max_pool2d(x, 3, stride=1, padding=1)[0, 0, 0]  # -inf padding never wins
+    array([5., 6., 7., 7.])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding)
     return _max_forward(_pad(x, geom, -math.inf, xp=xp), geom, xp=xp)
@@ -154,6 +163,13 @@ def max_pool2d_backward(
     Returns
     -------
     array, shape (N, C, H, W)
+
+    Examples
+    --------
+    >>> x = np.array([[[[1.0, 3.0], [3.0, 2.0]]]])  # (1, 1, 2, 2): two maxima tie
+    >>> max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 2)  # to the first in row-major order
+    array([[[[0., 1.],
+             [0., 0.]]]])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding, gy=gy)
     xpad = _pad(x, geom, -math.inf, xp=xp)
@@ -223,6 +239,18 @@ def avg_pool2d(
     Returns
     -------
     array, shape (N, C, Ho, Wo)
+
+    Examples
+    --------
+    >>> x = np.ones((1, 1, 2, 2))
+    >>> avg_pool2d(x, 2, stride=1, padding=1)[0, 0]  # zeros count: divide by 4
+    array([[0.25, 0.5 , 0.25],
+           [0.5 , 1.  , 0.5 ],
+           [0.25, 0.5 , 0.25]])
+    >>> avg_pool2d(x, 2, stride=1, padding=1, count_include_pad=False)[0, 0]
+    array([[1., 1., 1.],
+           [1., 1., 1.],
+           [1., 1., 1.]])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding)
     xpad = _pad(x, geom, 0.0, xp=xp)
@@ -249,6 +277,14 @@ def avg_pool2d_backward(
     Returns
     -------
     array, shape (N, C, H, W)
+
+    Examples
+    --------
+    >>> x = np.zeros((1, 1, 3, 3))
+    >>> avg_pool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1)[0, 0]  # windows overlap
+    array([[0.25, 0.5 , 0.25],
+           [0.5 , 1.  , 0.5 ],
+           [0.25, 0.5 , 0.25]])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding, gy=gy)
     share = gy / _divisor(geom, x, count_include_pad=bool(count_include_pad), xp=xp)

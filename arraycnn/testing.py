@@ -51,7 +51,18 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def tolerance(dtype: Any) -> tuple[float, float]:
-    """(rtol, atol) for ``dtype`` (a dtype of any namespace, or its name)."""
+    """(rtol, atol) for ``dtype`` (a dtype of any namespace, or its name).
+
+    Raises
+    ------
+    ValueError
+        For a dtype without an entry in :data:`TOLERANCES`.
+
+    Examples
+    --------
+    >>> tolerance(np.float32), tolerance("float64")
+    ((2e-05, 1e-06), (1e-12, 1e-13))
+    """
     name = dtype if isinstance(dtype, str) else _dtype_name(dtype)
     try:
         return TOLERANCES[name]
@@ -91,6 +102,22 @@ def assert_close(
     -------
     float
         The largest error divided by the scale (for reports).
+
+    Raises
+    ------
+    AssertionError
+        If the namespace, dtype, device or shape differ, or a value is out of tolerance (the
+        message shows the worst one).
+
+    Examples
+    --------
+    >>> worst = assert_close(np.float32([1.0, 2.0]), [1.0, 2.00001])  # within float32's rtol
+    >>> round(worst, 6)  # the largest error relative to the scale |expected|
+    5e-06
+    >>> assert_close(np.float32([1.0, 0.0]), [1.0, 1e-3], scale=1.0, err_msg="forward")
+    Traceback (most recent call last):
+    ...
+    AssertionError: forward: 1 of 2 values differ beyond rtol=2e-05, atol=1e-06; worst at (1,): ...
     """
     prefix = f"{err_msg}: " if err_msg else ""
     if xp is not None:
@@ -154,6 +181,22 @@ def check_grad(
     -------
     float
         Largest relative discrepancy, after asserting it is within :data:`FD_TOLERANCE`.
+
+    Raises
+    ------
+    AssertionError
+        If a directional derivative disagrees beyond :data:`FD_TOLERANCE`.
+
+    Examples
+    --------
+    >>> x = np.array([1.0, -2.0, 3.0])
+    >>> error = check_grad(lambda v: float(np.sum(v**3)), x, 3 * x**2)
+    >>> error < 1e-8
+    True
+    >>> check_grad(lambda v: float(np.sum(v**3)), x, 2 * x**2)
+    Traceback (most recent call last):
+    ...
+    AssertionError: directional derivative ... (analytic) vs ... (finite differences), ...
     """
     x = np.asarray(x, dtype=np.float64)
     g = np.asarray(to_numpy(grad), dtype=np.float64)

@@ -17,7 +17,10 @@ from arraycnn.backend import (
     fft_module,
     is_floating,
     namespace_of,
+    random_generator,
+    random_uniform,
     resolve_backend,
+    resolve_dtype,
     synchronize,
     to_numpy,
 )
@@ -213,3 +216,55 @@ def test_device_of(xp, to_xp):
         assert device_of(a).type == "cpu"
     elif backend_name(xp) == "numpy":
         assert device_of(a) == "cpu"
+
+
+def test_resolve_dtype_by_default_name_and_object(xp):
+    assert resolve_dtype(xp, None) == xp.float32
+    assert resolve_dtype(xp, "float64") == xp.float64
+    assert resolve_dtype(xp, xp.int32) == xp.int32
+    with pytest.raises(ValueError, match=r"dtype 'float99' is not a dtype of"):
+        resolve_dtype(xp, "float99")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_random_uniform_draws_in_the_unit_interval_on_the_namespace(xp, dtype):
+    generator = random_generator(xp, 7)
+    u, generator = random_uniform(generator, (50, 40), xp=xp, dtype=getattr(xp, dtype))
+    assert backend_name(namespace_of(u)) == backend_name(xp)
+    assert u.dtype == getattr(xp, dtype) and tuple(u.shape) == (50, 40)
+    host = np.asarray(to_numpy(u), dtype=np.float64)
+    assert host.min() >= 0.0 and host.max() < 1.0
+    assert abs(host.mean() - 0.5) < 0.02  # 2 000 draws: the mean's standard error is 0.0065
+
+
+def test_random_uniform_is_seeded_and_advances(xp):
+    def draws(seed, calls):
+        generator = random_generator(xp, seed)
+        out = []
+        for _ in range(calls):
+            u, generator = random_uniform(generator, (3, 4), xp=xp, dtype=xp.float64)
+            out.append(np.asarray(to_numpy(u)))
+        return out
+
+    first, second = draws(11, 2)
+    np.testing.assert_array_equal(first, draws(11, 1)[0])  # the same seed, the same draws
+    assert not np.array_equal(first, second)  # a second call draws anew
+    assert not np.array_equal(first, draws(12, 1)[0])
+
+
+def test_random_uniform_uses_the_native_generator(xp):
+    """NumPy and the host fallback draw what numpy.random.default_rng(seed) draws; torch and
+    CuPy what their own generators seeded alike draw."""
+    u, _ = random_uniform(random_generator(xp, 5), (2, 3), xp=xp, dtype=xp.float64)
+    name = backend_name(xp)
+    if name == "torch":
+        torch = _torch()
+        generator = torch.Generator().manual_seed(5)
+        expected = torch.rand((2, 3), generator=generator, dtype=torch.float64).numpy()
+    elif name == "cupy":  # pragma: no cover - needs a GPU
+        import cupy
+
+        expected = cupy.random.default_rng(5).random((2, 3), dtype=cupy.float64).get()
+    else:
+        expected = np.random.default_rng(5).random((2, 3))
+    np.testing.assert_array_equal(to_numpy(u), expected)

@@ -136,8 +136,8 @@ def test_lecture_architecture_option(tmp_path, rng):
 
 
 def test_first_epoch_at_target():
-    assert lecture_mnist._first_epoch_at(0.99, [0.97, 0.991, 0.989]) == 2
-    assert lecture_mnist._first_epoch_at(0.99, [0.97]) is None
+    assert lecture_mnist.first_epoch_at(0.99, [0.97, 0.991, 0.989]) == 2
+    assert lecture_mnist.first_epoch_at(0.99, [0.97]) is None
 
 
 # ------------------------------------------------------------------------------ Keras grid

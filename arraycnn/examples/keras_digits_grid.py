@@ -33,7 +33,13 @@ import numpy as np
 
 
 def build_model(*, backend: Any = "numpy", seed: int = 0, strategy: str = "auto"):
-    """The lecture's digits CNN for (1, 8, 8) inputs."""
+    """The lecture's digits CNN for (1, 8, 8) inputs.
+
+    Examples
+    --------
+    >>> build_model(seed=0).build((1, 8, 8))
+    (10,)
+    """
     from arraycnn.nn.activations import ReLU, Softmax
     from arraycnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D
     from arraycnn.nn.model import Sequential
@@ -69,7 +75,15 @@ def run_grid(
     limit: int | None = None,
     log=print,
 ) -> dict:
-    """Train one model per (η, λ); return accuracies as nested lists [i_lr][j_lambda]."""
+    """Train one model per (η, λ); return accuracies as nested lists [i_lr][j_lambda].
+
+    Examples
+    --------
+    >>> quiet = lambda message: None
+    >>> result = run_grid([0.1], [1e-4, 1e-2], epochs=1, batch_size=32, limit=200, log=quiet)
+    >>> len(result["train_accuracy"]), len(result["test_accuracy"][0])  # 1 rate x 2 lambdas
+    (1, 2)
+    """
     from arraycnn.datasets import load_digits, train_test_split
     from arraycnn.nn.optim import SGD
 
@@ -113,7 +127,18 @@ def run_grid(
 
 
 def plot_heatmaps(result: dict, path: Path) -> Path:
-    """Two annotated heat maps (train, test accuracy) side by side, written as PNG."""
+    """Two annotated heat maps (train, test accuracy) side by side, written as PNG.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> result = {"lrs": [0.1], "lambdas": [0.0, 0.1], "train_accuracy": [[0.9, 0.8]],
+    ...           "test_accuracy": [[0.85, 0.8]], "epochs": 1, "batch_size": 32,
+    ...           "train_samples": 100, "test_samples": 25}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_heatmaps(result, Path(tmp) / "grid.png").read_bytes()[:4]
+    b'\x89PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +171,17 @@ def plot_heatmaps(result: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the grid, write ``digits_grid.png`` and ``digits_grid.json`` into ``--out``."""
+    """Run the grid, write ``digits_grid.png`` and ``digits_grid.json`` into ``--out``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     options = ["--lrs", "0.1", "--lambdas", "0", "--epochs", "1", "--limit", "100"]
+    ...     result = main([*options, "--quiet", "--out", tmp])
+    >>> result["lrs"], result["lambdas"], result["png"].endswith("digits_grid.png")
+    ([0.1], [0.0], True)
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out", help="output directory")
     parser.add_argument("--lrs", type=_floats, default=[0.01, 0.1, 1.0])

@@ -27,6 +27,12 @@ def build_model(*, backend: Any = "numpy", dtype: str = "float64", seed: int = 0
     """Conv 5×5 (pad 2) -> ReLU -> MaxPool 2×2 -> Flatten -> Dense(256, 1) -> Sigmoid.
 
     Weights are re-drawn as ``0.01 * N(0, 1)`` from ``seed``, as in the notebook.
+
+    Examples
+    --------
+    >>> model = build_model(seed=0)
+    >>> model.output_shape, model.count_parameters()  # 5 * 5 + 1 and 256 + 1
+    ((1,), 283)
     """
     from arraycnn.nn.activations import ReLU, Sigmoid
     from arraycnn.nn.layers import Conv2D, Dense, Flatten, MaxPool2D
@@ -59,13 +65,29 @@ def build_model(*, backend: Any = "numpy", dtype: str = "float64", seed: int = 0
 
 
 def make_image(seed: int = 0) -> np.ndarray:
-    """One 32×32 image of integers 1..254 as float, shape (1, 1, 32, 32)."""
+    """One 32×32 image of integers 1..254 as float, shape (1, 1, 32, 32).
+
+    Examples
+    --------
+    >>> image = make_image(0)
+    >>> image.shape, image.dtype, bool(1 <= image.min() <= image.max() <= 254)
+    ((1, 1, 32, 32), dtype('float64'), True)
+    """
     rng = np.random.default_rng(seed)
     return rng.integers(1, 255, size=(1, 1, 32, 32)).astype(np.float64)
 
 
 def loss_of_kernel(model, image: np.ndarray, label: np.ndarray):
-    """Binary cross-entropy of the model's output as a function of the conv kernel (float64)."""
+    """Binary cross-entropy of the model's output as a function of the conv kernel (float64).
+
+    Examples
+    --------
+    >>> model, image = build_model(seed=0), make_image(0)
+    >>> f = loss_of_kernel(model, image, np.array([0]))
+    >>> kernel = np.asarray(model.parameters()["0.w"])
+    >>> f(kernel) > 0, f(np.zeros_like(kernel)) != f(kernel)
+    (True, True)
+    """
     from arraycnn.backend import to_numpy
     from arraycnn.nn.losses import BinaryCrossEntropy
 
@@ -87,7 +109,14 @@ def loss_of_kernel(model, image: np.ndarray, label: np.ndarray):
 
 
 def kernel_gradient(model, image: np.ndarray, label: np.ndarray):
-    """The model's gradient of the loss with respect to the conv kernel (one backward pass)."""
+    """The model's gradient of the loss with respect to the conv kernel (one backward pass).
+
+    Examples
+    --------
+    >>> model = build_model(seed=0)
+    >>> kernel_gradient(model, make_image(0), np.array([0])).shape
+    (1, 1, 5, 5)
+    """
     from arraycnn.nn.losses import BinaryCrossEntropy
 
     xp = model.xp
@@ -99,7 +128,14 @@ def kernel_gradient(model, image: np.ndarray, label: np.ndarray):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Check the kernel gradient, train, print the loss per step; return the numbers."""
+    """Check the kernel gradient, train, print the loss per step; return the numbers.
+
+    Examples
+    --------
+    >>> result = main(["--steps", "3", "--quiet"])
+    >>> len(result["losses"]), result["losses"][-1] < result["losses"][0]
+    (3, True)
+    """
     from arraycnn.backend import to_numpy
     from arraycnn.nn.optim import SGD
     from arraycnn.testing import check_grad

@@ -19,7 +19,8 @@ from .activations import (
     softmax,
     tanh,
 )
-from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
+from .base import LAYERS, Layer
+from .layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D
 from .losses import (
     LOSSES,
     BinaryCrossEntropy,

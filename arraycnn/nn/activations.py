@@ -4,8 +4,8 @@ Functions (any shape, real floating input; result in the input's namespace, dtyp
 :func:`identity`, :func:`relu`, :func:`leaky_relu`, :func:`sigmoid`, :func:`tanh`,
 :func:`softmax`.
 
-Layers (the :class:`arraycnn.nn.layers.Layer` interface; registered in
-:data:`arraycnn.nn.layers.LAYERS` by class name): :class:`Identity`, :class:`ReLU`,
+Layers (the :class:`arraycnn.nn.base.Layer` interface; registered in
+:data:`arraycnn.nn.base.LAYERS` by class name): :class:`Identity`, :class:`ReLU`,
 :class:`LeakyReLU`, :class:`Sigmoid`, :class:`Tanh`, :class:`Softmax`. Each has no parameters
 (``params == grads == {}``); ``build`` returns the input shape unchanged; ``forward`` keeps what
 ``backward`` needs (the input sign for ReLU, the output for Sigmoid / Tanh / Softmax);
@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import namespace_of
-from .layers import Layer
+from .base import Layer
 
 __all__ = [
     "Identity",
@@ -80,18 +80,37 @@ def _check_axis(axis: Any, ndim: int, owner: str) -> int:
 
 
 def identity(x: Array) -> Array:
-    """Return ``x`` unchanged."""
+    """Return ``x`` unchanged (after checking that it is an array).
+
+    Examples
+    --------
+    >>> x = np.array([1.0, -2.0])
+    >>> identity(x) is x
+    True
+    """
     namespace_of(x, names=("x",))
     return x
 
 
 def relu(x: Array) -> Array:
-    """``max(x, 0)`` elementwise; NaN stays NaN (as ``torch.relu``)."""
+    """``max(x, 0)`` elementwise; NaN stays NaN (as ``torch.relu``).
+
+    Examples
+    --------
+    >>> relu(np.array([-1.0, 0.5, np.nan]))
+    array([0. , 0.5, nan])
+    """
     return _floating(x).maximum(x, 0.0)
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
-    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    """``x`` where ``x > 0``, else ``negative_slope * x``.
+
+    Examples
+    --------
+    >>> leaky_relu(np.array([-2.0, 3.0]), negative_slope=0.1)
+    array([-0.2,  3. ])
+    """
     slope = _check_slope(negative_slope)
     xp = _floating(x)
     return xp.where(x > 0, x, slope * x)
@@ -104,12 +123,24 @@ def _sigmoid(x: Array, *, xp: ModuleType) -> Array:
 
 
 def sigmoid(x: Array) -> Array:
-    """Logistic function ``1 / (1 + exp(-x))``, stable for any ``|x|``."""
+    """Logistic function ``1 / (1 + exp(-x))``, stable for any ``|x|``.
+
+    Examples
+    --------
+    >>> sigmoid(np.array([-1e4, 0.0, 1e4]))  # no overflow warning
+    array([0. , 0.5, 1. ])
+    """
     return _sigmoid(x, xp=_floating(x))
 
 
 def tanh(x: Array) -> Array:
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent.
+
+    Examples
+    --------
+    >>> tanh(np.array([0.0, 1.0])).round(4)
+    array([0.    , 0.7616])
+    """
     return _floating(x).tanh(x)
 
 
@@ -120,7 +151,18 @@ def _softmax(x: Array, axis: int, *, xp: ModuleType) -> Array:
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
-    """``exp(x) / sum(exp(x), axis)``, computed after subtracting the maximum along ``axis``."""
+    """``exp(x) / sum(exp(x), axis)``, computed after subtracting the maximum along ``axis``.
+
+    Examples
+    --------
+    >>> softmax(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0]]))
+    array([[0.25, 0.75],
+           [0.5 , 0.5 ]])
+    >>> softmax(np.ones((2, 3)), axis=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: softmax: axis 2 is out of range for 2-D input
+    """
     xp = _floating(x)
     return _softmax(x, _check_axis(axis, x.ndim, "softmax"), xp=xp)
 
@@ -144,7 +186,14 @@ class _Activation(Layer):
 
 
 class Identity(_Activation):
-    """``y = x``."""
+    """``y = x``; ``gx = gy``.
+
+    Examples
+    --------
+    >>> layer = Identity()
+    >>> layer.build((2,)), layer.forward(np.array([[1.0, 2.0]]))
+    ((2,), array([[1., 2.]]))
+    """
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._saved = identity(x)
@@ -158,8 +207,16 @@ class Identity(_Activation):
 class ReLU(_Activation):
     """``y = max(x, 0)``; the gradient at ``x == 0`` is taken as 0. NaN stays NaN (as torch).
 
-    No array of zeros is allocated: each pass writes one new array (fresh memory is costly,
-    see DESIGN.md); the saved mask is one byte per element.
+    No array of zeros is allocated: each pass writes one new array (fresh memory is costly);
+    the saved mask is one byte per element.
+
+    Examples
+    --------
+    >>> layer = ReLU()
+    >>> layer.forward(np.array([[-1.0, 0.0, 2.0]]))
+    array([[0., 0., 2.]])
+    >>> layer.backward(np.array([[5.0, 5.0, 5.0]]))  # no gradient where x <= 0
+    array([[0., 0., 5.]])
     """
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -174,7 +231,14 @@ class ReLU(_Activation):
 
 
 class LeakyReLU(_Activation):
-    """``y = x`` where ``x > 0``, else ``negative_slope * x`` (default 0.01, as torch)."""
+    """``y = x`` where ``x > 0``, else ``negative_slope * x`` (default 0.01, as torch).
+
+    Examples
+    --------
+    >>> layer = LeakyReLU(0.5)
+    >>> layer.forward(np.array([[-2.0, 2.0]])), layer.backward(np.ones((1, 2)))
+    (array([[-1.,  2.]]), array([[0.5, 1. ]]))
+    """
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -195,7 +259,14 @@ class LeakyReLU(_Activation):
 
 
 class Sigmoid(_Activation):
-    """``y = 1 / (1 + exp(-x))`` (stable); ``dy/dx = y (1 - y)``."""
+    """``y = 1 / (1 + exp(-x))`` (stable); ``dy/dx = y (1 - y)``.
+
+    Examples
+    --------
+    >>> layer = Sigmoid()
+    >>> layer.forward(np.zeros((1, 2))), layer.backward(np.ones((1, 2)))
+    (array([[0.5, 0.5]]), array([[0.25, 0.25]]))
+    """
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._saved = sigmoid(x)
@@ -207,7 +278,14 @@ class Sigmoid(_Activation):
 
 
 class Tanh(_Activation):
-    """``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
+    """``y = tanh(x)``; ``dy/dx = 1 - y**2``.
+
+    Examples
+    --------
+    >>> layer = Tanh()
+    >>> layer.forward(np.zeros((1, 2))), layer.backward(np.ones((1, 2)))
+    (array([[0., 0.]]), array([[1., 1.]]))
+    """
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._saved = tanh(x)
@@ -223,6 +301,14 @@ class Softmax(_Activation):
 
     ``backward``: ``gx = y * (gy - sum(gy * y, axis))``. For classification prefer
     ``CategoricalCrossEntropy(from_logits=True)`` on the raw scores: it fuses the two stably.
+
+    Examples
+    --------
+    >>> layer = Softmax()
+    >>> layer.forward(np.array([[0.0, np.log(3.0)]]))
+    array([[0.25, 0.75]])
+    >>> layer.backward(np.array([[1.0, 1.0]]))  # softmax sums to 1: no gradient
+    array([[0., 0.]])
     """
 
     def __init__(self, axis: int = -1) -> None:

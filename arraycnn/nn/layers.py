@@ -1,31 +1,7 @@
 """Layers: thin holders of parameters around the functional core.
 
-The layer interface (shared with :mod:`arraycnn.nn.model`)::
-
-    class Layer:
-        params: dict[str, Array]   # trainable arrays by name ({"w": ..., "b": ...}; {} when none)
-        grads: dict[str, Array]    # same keys, filled by backward()
-        def build(self, input_shape, *, xp, device=None, dtype=None, rng) -> tuple[int, ...]
-        def forward(self, x, *, training=False) -> Array      # keeps what backward needs
-        def backward(self, gy) -> Array                       # returns gx, fills self.grads
-        def get_config(self) -> dict                          # Layer(**config) rebuilds it
-
-* ``build`` takes the per-sample input shape (WITHOUT the batch axis), validates it, allocates
-  the parameters on ``xp`` / ``device`` / ``dtype`` and returns the per-sample output shape. A
-  shape that does not fit raises ``ValueError("<Layer>: expected ... got ...")``. ``xp`` is a
-  namespace or a backend name; ``dtype=None`` means ``float32``; a dtype name is accepted.
-  Weights are drawn on the host from the NumPy Generator ``rng`` and moved once (see
-  :mod:`arraycnn.nn.init`). Layers without parameters accept ``rng=None``.
-* ``forward`` reads ``self.params`` on every call, so an optimizer may replace the arrays in
-  ``params`` (same keys) between steps.
-* ``backward(gy)`` returns the gradient of ``sum(gy * y)`` with respect to the input ``x`` of
-  the last ``forward`` and stores the gradient for each parameter in ``self.grads``. Calling it
-  before ``forward`` raises RuntimeError.
-* ``get_config`` returns JSON-serialisable constructor arguments (tuples become lists).
-
-Every subclass is registered by class name in :data:`LAYERS` (for save / load), including the
-activation layers of :mod:`arraycnn.nn.activations` and user-defined subclasses; names starting
-with ``_`` are not registered.
+Each follows the interface of :class:`arraycnn.nn.base.Layer` (build, forward, backward,
+get_config; ``params`` and ``grads``) and is registered by class name in :data:`LAYERS`.
 
 Layouts: images NCHW; Conv2D weights ``w`` (F, C / groups, kh, kw), bias ``b`` (F,); Dense
 weights ``w`` (in_features, out_features), so ``y = x @ w + b`` (the transpose of torch's
@@ -35,17 +11,22 @@ weights ``w`` (in_features, out_features), so ``y = x @ w + b`` (the transpose o
 from __future__ import annotations
 
 import math
-import operator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ..backend import namespace_of, resolve_backend
+from ..backend import (
+    namespace_of,
+    random_generator,
+    random_uniform,
+    resolve_backend,
+    resolve_dtype,
+)
 from ..conv import conv2d, conv2d_backward
-from ..conv.dispatch import parse_strategy
+from ..conv.table import parse_strategy
 from ..geometry import Padding, conv_geometry, pair, pool_geometry, resolve_padding
 from ..pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+from .base import LAYERS, Layer, sample_shape
 from .init import get_initializer, zeros
 
 __all__ = [
@@ -60,9 +41,6 @@ __all__ = [
 ]
 
 Array = Any
-
-#: Every layer class by class name (filled as subclasses are defined).
-LAYERS: dict[str, type[Layer]] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,30 +63,6 @@ def _positive_int(value: Any, name: str, owner: str) -> int:
     return int(value)
 
 
-def _per_sample_shape(input_shape: Any, owner: str) -> tuple[int, ...]:
-    """``input_shape`` as a tuple of positive ints (the per-sample shape, no batch axis)."""
-    try:
-        shape = tuple(operator.index(s) for s in input_shape)
-    except TypeError:
-        raise TypeError(
-            f"{owner}: input_shape must be a tuple of ints, got {input_shape!r}"
-        ) from None
-    if any(s < 1 for s in shape):
-        raise ValueError(f"{owner}: input_shape must have positive sizes, got {shape}")
-    return shape
-
-
-def _resolve_dtype(xp: ModuleType, dtype: Any) -> Any:
-    if dtype is None:
-        return xp.float32
-    if isinstance(dtype, str):
-        try:
-            return getattr(xp, dtype)
-        except AttributeError:
-            raise ValueError(f"dtype {dtype!r} is not a dtype of {xp.__name__}") from None
-    return dtype
-
-
 def _check_bias_flag(bias: Any, owner: str) -> bool:
     if not isinstance(bias, bool):
         raise TypeError(f"{owner}: bias must be True or False, got {bias!r}")
@@ -120,81 +74,6 @@ def _check_input_rank(x: Array, ndim: int, letters: str, owner: str) -> None:
         raise ValueError(
             f"{owner}: expected a {ndim}-D batch ({letters}), got shape {tuple(x.shape)}"
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# base class
-# ---------------------------------------------------------------------------------------------
-
-
-class Layer:
-    """Base class of all layers (see the module docstring for the interface).
-
-    Subclasses call ``super().__init__()`` and override ``forward`` / ``backward`` and, when
-    they have parameters or constructor arguments, ``build`` / ``get_config``.
-    """
-
-    params: dict[str, Array]
-    grads: dict[str, Array]
-
-    def __init__(self) -> None:
-        self.params = {}
-        self.grads = {}
-        self.input_shape: tuple[int, ...] | None = None
-        self.output_shape: tuple[int, ...] | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
-            LAYERS[cls.__name__] = cls
-
-    @property
-    def built(self) -> bool:
-        """True once :meth:`build` succeeded."""
-        return self.output_shape is not None
-
-    def build(
-        self,
-        input_shape: tuple[int, ...],
-        *,
-        xp: Any = None,
-        device: Any = None,
-        dtype: Any = None,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[int, ...]:
-        """Validate ``input_shape`` and allocate parameters; return the output shape.
-
-        The base implementation (for shape-preserving, parameter-free layers) only checks that
-        ``input_shape`` is a tuple of positive ints and returns it.
-        """
-        shape = _per_sample_shape(input_shape, type(self).__name__)
-        self.input_shape = self.output_shape = shape
-        return shape
-
-    def forward(self, x: Array, *, training: bool = False) -> Array:
-        """Output for the batch ``x``; keeps what :meth:`backward` needs."""
-        raise NotImplementedError
-
-    def backward(self, gy: Array) -> Array:
-        """Gradient with respect to the last input; fills :attr:`grads`."""
-        raise NotImplementedError
-
-    def get_config(self) -> dict:
-        """Constructor keyword arguments, JSON-serialisable."""
-        return {}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def _need(self, saved: Any) -> Any:
-        if saved is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return saved
-
-    def _need_params(self) -> None:
-        if not self.params:
-            raise RuntimeError(f"{type(self).__name__} has no parameters yet: call build first")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +102,17 @@ class Conv2D(Layer):
 
     Shapes: input (N, C, H, W) -> output (N, F, Ho, Wo); ``params = {"w": (F, C/groups, kh,
     kw), "b": (F,)}``.
+
+    Examples
+    --------
+    >>> layer = Conv2D(3, 8, 3, stride=2, padding="same")
+    >>> layer.build((3, 32, 32), rng=np.random.default_rng(0))
+    (8, 16, 16)
+    >>> {name: p.shape for name, p in layer.params.items()}
+    {'w': (8, 3, 3, 3), 'b': (8,)}
+    >>> y = layer.forward(np.ones((2, 3, 32, 32), dtype=np.float32))
+    >>> layer.backward(np.ones_like(y)).shape, layer.grads["w"].shape
+    ((2, 3, 32, 32), (8, 3, 3, 3))
     """
 
     def __init__(
@@ -276,7 +166,7 @@ class Conv2D(Layer):
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
         """Check ``input_shape == (in_channels, H, W)``; draw ``w``; ``b`` zeros."""
-        shape = _per_sample_shape(input_shape, "Conv2D")
+        shape = sample_shape(input_shape, "Conv2D")
         if len(shape) != 3 or shape[0] != self.in_channels:
             raise ValueError(
                 f"Conv2D: expected input shape (C, H, W) with C = in_channels = "
@@ -287,7 +177,7 @@ class Conv2D(Layer):
         except ValueError as exc:
             raise ValueError(f"Conv2D: input shape {shape} does not fit: {exc}") from exc
         space = resolve_backend(xp)
-        dtype = _resolve_dtype(space, dtype)
+        dtype = resolve_dtype(space, dtype)
         f, cg, kh, kw = self.weight_shape
         self.params = {
             "w": self._initializer(
@@ -365,7 +255,7 @@ class _Pool2D(Layer):
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
         """Check ``input_shape == (C, H, W)`` and that the window fits."""
         owner = type(self).__name__
-        shape = _per_sample_shape(input_shape, owner)
+        shape = sample_shape(input_shape, owner)
         if len(shape) != 3:
             raise ValueError(f"{owner}: expected input shape (C, H, W), got {shape}")
         try:
@@ -387,7 +277,20 @@ class _Pool2D(Layer):
 
 class MaxPool2D(_Pool2D):
     """Max pooling (:func:`arraycnn.pooling.max_pool2d`); ties send the gradient to the first
-    maximum of each window in row-major order. (N, C, H, W) -> (N, C, Ho, Wo)."""
+    maximum of each window in row-major order. (N, C, H, W) -> (N, C, Ho, Wo).
+
+    Examples
+    --------
+    >>> layer = MaxPool2D(2)
+    >>> layer.build((1, 2, 4))
+    (1, 1, 2)
+    >>> x = np.array([[[[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 2.0, 1.0]]]])  # (1, 1, 2, 4)
+    >>> layer.forward(x)
+    array([[[[5., 2.]]]])
+    >>> layer.backward(np.ones((1, 1, 1, 2)))  # ties: the first maximum of the window
+    array([[[[0., 1., 1., 0.],
+             [0., 0., 0., 0.]]]])
+    """
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._x = x
@@ -402,6 +305,15 @@ class AvgPool2D(_Pool2D):
     """Average pooling (:func:`arraycnn.pooling.avg_pool2d`), zero padding.
 
     ``count_include_pad`` as in torch (default True: divide by ``kh * kw``).
+
+    Examples
+    --------
+    >>> layer = AvgPool2D(2, padding=1, count_include_pad=False)
+    >>> layer.build((1, 2, 2))
+    (1, 2, 2)
+    >>> layer.forward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))  # one input tap per window
+    array([[[[1., 2.],
+             [3., 4.]]]])
     """
 
     def __init__(
@@ -440,14 +352,23 @@ class AvgPool2D(_Pool2D):
 
 
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), row-major (as ``torch.flatten(x, 1)``)."""
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), row-major (as ``torch.flatten(x, 1)``).
+
+    Examples
+    --------
+    >>> layer = Flatten()
+    >>> layer.build((2, 3, 4))
+    (24,)
+    >>> layer.forward(np.zeros((5, 2, 3, 4))).shape, layer.backward(np.zeros((5, 24))).shape
+    ((5, 24), (5, 2, 3, 4))
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._shape: tuple[int, ...] | None = None
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
-        shape = _per_sample_shape(input_shape, "Flatten")
+        shape = sample_shape(input_shape, "Flatten")
         if not shape:
             raise ValueError("Flatten: expected at least one axis per sample, got ()")
         self.input_shape, self.output_shape = shape, (math.prod(shape),)
@@ -482,6 +403,17 @@ class Dense(Layer):
 
     Shapes: input (N, in_features) -> (N, out_features); ``params = {"w": (in_features,
     out_features), "b": (out_features,)}``.
+
+    Examples
+    --------
+    >>> layer = Dense(3, 2)
+    >>> layer.build((3,), dtype="float64", rng=np.random.default_rng(0))
+    (2,)
+    >>> layer.params["w"] = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> layer.forward(np.array([[1.0, 2.0, 3.0]]))
+    array([[4., 5.]])
+    >>> layer.backward(np.array([[1.0, 0.0]])), layer.grads["w"].ravel()
+    (array([[1., 0., 1.]]), array([1., 0., 2., 0., 3., 0.]))
     """
 
     def __init__(
@@ -497,14 +429,14 @@ class Dense(Layer):
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
         """Check ``input_shape == (in_features,)``; draw ``w``; ``b`` zeros."""
-        shape = _per_sample_shape(input_shape, "Dense")
+        shape = sample_shape(input_shape, "Dense")
         if shape != (self.in_features,):
             raise ValueError(
                 f"Dense: expected input shape ({self.in_features},) (in_features), got {shape}"
                 + (" (add a Flatten layer before Dense)" if len(shape) > 1 else "")
             )
         space = resolve_backend(xp)
-        dtype = _resolve_dtype(space, dtype)
+        dtype = resolve_dtype(space, dtype)
         w_shape = (self.in_features, self.out_features)
         self.params = {
             "w": self._initializer(w_shape, rng=rng, xp=space, device=device, dtype=dtype)
@@ -550,60 +482,24 @@ class Dense(Layer):
 # ---------------------------------------------------------------------------------------------
 
 
-class _UniformSource:
-    """Reproducible uniform [0, 1) draws on a backend, from one integer seed.
-
-    Native generators where the library has one: NumPy ``Generator(PCG64)``, ``torch.Generator``
-    on the device, ``cupy.random.default_rng``, ``jax.random`` keys (split per call). Other
-    namespaces (array-api-strict, dask) draw on the host with NumPy and move the mask with
-    ``xp.asarray(..., device=)``: a documented host round trip of one mask per call.
-    """
-
-    def __init__(self, xp: ModuleType, device: Any, seed: int) -> None:
-        from ..backend import backend_name
-
-        self.xp, self.device, self.kind = xp, device, backend_name(xp)
-        if self.kind == "torch":
-            import torch
-
-            self._gen = torch.Generator(device=device if device is not None else "cpu")
-            self._gen.manual_seed(seed)
-        elif self.kind == "cupy":  # pragma: no cover - needs a GPU
-            import cupy
-
-            self._gen = cupy.random.default_rng(seed)
-        elif self.kind == "jax":  # pragma: no cover - jax not installed in CI
-            import jax
-
-            self._gen = jax.random.key(seed)
-        else:
-            self._gen = np.random.default_rng(seed)
-
-    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Array:
-        """Uniform [0, 1) of ``shape`` and ``dtype`` on the source's device."""
-        if self.kind == "torch":
-            import torch
-
-            return torch.rand(shape, generator=self._gen, dtype=dtype, device=self._gen.device)
-        if self.kind == "cupy":  # pragma: no cover - needs a GPU
-            return self._gen.random(shape, dtype=dtype)
-        if self.kind == "jax":  # pragma: no cover - jax not installed in CI
-            import jax
-
-            self._gen, key = jax.random.split(self._gen)
-            return jax.random.uniform(key, shape, dtype=dtype)
-        host = self._gen.random(shape)
-        if self.kind == "numpy":
-            return host.astype(dtype, copy=False)
-        return self.xp.asarray(host, dtype=dtype, device=self.device)
-
-
 class Dropout(Layer):
     """Inverted dropout: in training, zero each element with probability ``rate`` and scale the
     survivors by ``1 / (1 - rate)``; identity in inference (``training=False``).
 
-    ``build`` takes one seed from ``rng``; masks then come from a backend generator seeded with
-    it (see :class:`_UniformSource`), so a seeded model drops the same units on every run.
+    ``build`` takes one seed from ``rng``; masks then come from a generator native to the
+    backend seeded with it (:func:`arraycnn.backend.random_generator`), so a seeded model drops
+    the same units on every run.
+
+    Examples
+    --------
+    >>> layer = Dropout(0.5)
+    >>> layer.build((4,), rng=np.random.default_rng(0))
+    (4,)
+    >>> y = layer.forward(np.ones((2, 4)), training=True)
+    >>> sorted(set(y.ravel().tolist()) - {0.0})  # survivors scaled by 1 / (1 - rate)
+    [2.0]
+    >>> layer.forward(np.ones((2, 4))).sum()  # inference: the identity
+    np.float64(8.0)
     """
 
     def __init__(self, rate: float) -> None:
@@ -613,7 +509,9 @@ class Dropout(Layer):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
         self.rate = float(rate)
-        self._source: _UniformSource | None = None
+        self._generator: Any = None
+        self._xp: Any = None
+        self._device: Any = None
         self._scaled_mask: Array | None = None
         self._ran = False
 
@@ -624,7 +522,8 @@ class Dropout(Layer):
                 f"Dropout: rng must be a numpy.random.Generator, got {type(rng).__name__}"
             )
         seed = int(rng.integers(0, 2**63 - 1))
-        self._source = _UniformSource(resolve_backend(xp), device, seed)
+        self._xp, self._device = resolve_backend(xp), device
+        self._generator = random_generator(self._xp, seed, device=device)
         return shape
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -632,10 +531,13 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._scaled_mask = None
             return x
-        if self._source is None:
+        if self._generator is None:
             raise RuntimeError("Dropout has no random source yet: call build first")
         xp = namespace_of(x, names=("x",))
-        keep = self._source.uniform(tuple(x.shape), x.dtype) >= self.rate
+        u, self._generator = random_uniform(
+            self._generator, tuple(x.shape), xp=self._xp, dtype=x.dtype, device=self._device
+        )
+        keep = u >= self.rate
         self._scaled_mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.rate))
         return x * self._scaled_mask
 
@@ -646,7 +548,3 @@ class Dropout(Layer):
 
     def get_config(self) -> dict:
         return {"rate": self.rate}
-
-
-# the activation layers register themselves in LAYERS when their module is imported
-from . import activations as _activations  # noqa: E402, F401

@@ -28,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import device_of, namespace_of, to_numpy
+from .activations import sigmoid
 
 __all__ = [
     "LOSSES",
@@ -66,14 +67,21 @@ def _eps(output: Array, xp: ModuleType) -> float:
     return float(xp.finfo(output.dtype).eps)
 
 
-def _sigmoid(z: Array, *, xp: ModuleType) -> Array:
-    e = xp.exp(-xp.abs(z))
-    positive = 1.0 / (1.0 + e)
-    return xp.where(z >= 0, positive, e * positive)
-
-
 class Loss:
-    """Base class: ``loss(output, target) -> (0-d mean loss, gradient w.r.t. output)``."""
+    """Base class: ``loss(output, target) -> (0-d mean loss, gradient w.r.t. output)``.
+
+    Subclasses implement ``__call__`` and, when they take arguments, ``get_config``.
+
+    Examples
+    --------
+    >>> class MeanAbsoluteError(Loss):
+    ...     name = "mae"
+    ...     def __call__(self, output, target):
+    ...         diff = output - target
+    ...         return np.mean(np.abs(diff)), np.sign(diff) / diff.size
+    >>> MeanAbsoluteError()(np.array([1.0, 3.0]), np.array([2.0, 2.0]))
+    (np.float64(1.0), array([-0.5,  0.5]))
+    """
 
     #: The name :func:`get_loss` knows this loss by.
     name: str = ""
@@ -91,7 +99,14 @@ class Loss:
 
 
 class MeanSquaredError(Loss):
-    """``mean((output - target) ** 2)`` over all elements (torch's ``F.mse_loss``)."""
+    """``mean((output - target) ** 2)`` over all elements (torch's ``F.mse_loss``).
+
+    Examples
+    --------
+    >>> value, grad = MeanSquaredError()(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]))
+    >>> value, grad
+    (np.float64(5.0), array([[1., 3.]]))
+    """
 
     name = "mse"
 
@@ -112,6 +127,15 @@ class BinaryCrossEntropy(Loss):
         False (default): ``output`` holds probabilities ``p`` (clipped, see the module
         docstring). True: ``output`` holds logits ``z`` with ``p = sigmoid(z)``, computed
         stably.
+
+    Examples
+    --------
+    >>> value, grad = BinaryCrossEntropy()(np.array([[0.5], [0.5]]), np.array([[1.0], [0.0]]))
+    >>> round(float(value), 6), grad.ravel()  # log 2; (p - t) / (p (1 - p)) / 2
+    (0.693147, array([-1.,  1.]))
+    >>> value, _ = BinaryCrossEntropy(from_logits=True)(np.array([[1e4]]), np.array([[0.0]]))
+    >>> float(value)  # finite for any logit
+    10000.0
     """
 
     name = "binary_crossentropy"
@@ -129,7 +153,7 @@ class BinaryCrossEntropy(Loss):
         if self.from_logits:
             z = output
             per_element = xp.maximum(z, xp.zeros_like(z)) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
-            grad = (_sigmoid(z, xp=xp) - t) / size
+            grad = (sigmoid(z) - t) / size
         else:
             eps = _eps(output, xp)
             p = xp.clip(output, eps, 1.0 - eps)
@@ -153,6 +177,17 @@ class CategoricalCrossEntropy(Loss):
         the gradient is ``(softmax(z) * sum_k t - t) / N`` (``softmax(z) - t`` for one-hot or
         label targets), as ``torch.nn.functional.cross_entropy``. False: ``output`` holds
         probabilities (clipped, see the module docstring); gradient ``-t / p / N``.
+
+    Examples
+    --------
+    >>> loss = CategoricalCrossEntropy()
+    >>> value, grad = loss(np.array([[0.0, np.log(3.0)]]), np.array([1]))  # p = (1/4, 3/4)
+    >>> round(float(value), 6), grad  # -log(3/4); softmax(z) - one-hot
+    (0.287682, array([[ 0.25, -0.25]]))
+    >>> loss(np.zeros((1, 2)), np.array([2]))
+    Traceback (most recent call last):
+    ...
+    ValueError: CategoricalCrossEntropy: labels must be in [0, 2) for K=2 classes; got ...
     """
 
     name = "categorical_crossentropy"
@@ -241,6 +276,15 @@ def get_loss(name_or_obj: str | Loss | type[Loss]) -> Loss:
         For an unknown name; the message lists the valid ones.
     TypeError
         For anything else.
+
+    Examples
+    --------
+    >>> get_loss("BCE"), get_loss(CategoricalCrossEntropy)
+    (BinaryCrossEntropy(from_logits=False), CategoricalCrossEntropy(from_logits=True))
+    >>> get_loss("hinge")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss must be one of 'mse', ...; got 'hinge'
     """
     if isinstance(name_or_obj, Loss):
         return name_or_obj

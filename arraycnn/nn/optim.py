@@ -17,13 +17,18 @@ a key whose shape changes raises ValueError. :meth:`Optimizer.reset` forgets all
 
 ``lr`` is a plain attribute (validated on assignment): a schedule may change it between steps.
 
-Reuse is by composition: an optimizer holds *parts* (:class:`L2Penalty`,
-:class:`DecoupledDecay`, :class:`HeavyBall`, :class:`SquaredGradientSum`,
-:class:`SquaredGradientAverage`, :class:`AdamMoments`), each owning its hyperparameters, their
-validation and its piece of the update rule; the optimizer's ``_step`` chains them. Adam and
-AdamW hold the same :class:`AdamMoments` and differ only in their weight-decay part;
-AdagradMomentum is :class:`SquaredGradientSum` feeding :class:`HeavyBall`. A hyperparameter is
-also an attribute of the optimizer (``opt.beta1`` reads and writes ``opt.moments.beta1``).
+Reuse is by composition: an optimizer holds *parts*, each owning its hyperparameters, their
+validation and its piece of the update rule, and its one ``_step`` chains them:
+
+* a weight-decay part, :class:`L2Penalty` or :class:`DecoupledDecay`; both have
+  ``apply(p, g, lr) -> (p, g)``, the parameter and gradient the rest of the rule sees;
+* a direction part: :class:`HeavyBall`, :class:`SquaredGradientSum`,
+  :class:`SquaredGradientAverage` or :class:`AdamMoments` (AdagradMomentum chains
+  :class:`SquaredGradientSum` into :class:`HeavyBall`).
+
+Adam and AdamW are one definition: AdamW is Adam with :class:`DecoupledDecay` as its decay
+part (as ``torch.optim.AdamW``). A hyperparameter is also an attribute of the optimizer
+(``opt.beta1`` reads and writes ``opt.moments.beta1``).
 
 Update rules (``g`` the gradient, ``p`` the parameter; ``lambda`` = ``weight_decay``; the
 conventions are PyTorch's, so results agree with ``torch.optim``):
@@ -325,8 +330,8 @@ class L2Penalty:
     Examples
     --------
     >>> import numpy as np
-    >>> L2Penalty(0.5).gradient(np.array([2.0, -4.0]), np.array([1.0, 1.0]))
-    array([ 2., -1.])
+    >>> L2Penalty(0.5).apply(np.array([2.0, -4.0]), np.array([1.0, 1.0]), lr=0.1)
+    (array([ 2., -4.]), array([ 2., -1.]))
     """
 
     weight_decay: float = 0.0
@@ -334,9 +339,9 @@ class L2Penalty:
     def __post_init__(self) -> None:
         self.weight_decay = _non_negative(self.weight_decay, "weight_decay")
 
-    def gradient(self, p: Array, g: Array) -> Array:
-        """The gradient of the penalised loss, shape of ``p``."""
-        return g + self.weight_decay * p if self.weight_decay else g
+    def apply(self, p: Array, g: Array, lr: float) -> tuple[Array, Array]:
+        """``p`` as it is and the gradient of the penalised loss (shapes of ``p``)."""
+        return p, (g + self.weight_decay * p if self.weight_decay else g)
 
 
 @dataclass
@@ -351,8 +356,8 @@ class DecoupledDecay:
     Examples
     --------
     >>> import numpy as np
-    >>> DecoupledDecay(0.5).shrink(np.array([2.0, -4.0]), lr=0.1)
-    array([ 1.9, -3.8])
+    >>> DecoupledDecay(0.5).apply(np.array([2.0, -4.0]), np.array([1.0, 1.0]), lr=0.1)
+    (array([ 1.9, -3.8]), array([1., 1.]))
     """
 
     weight_decay: float = 0.01
@@ -360,9 +365,9 @@ class DecoupledDecay:
     def __post_init__(self) -> None:
         self.weight_decay = _non_negative(self.weight_decay, "weight_decay")
 
-    def shrink(self, p: Array, lr: float) -> Array:
-        """``p`` decayed by one step of learning rate ``lr``, shape of ``p``."""
-        return p - (lr * self.weight_decay) * p if self.weight_decay else p
+    def apply(self, p: Array, g: Array, lr: float) -> tuple[Array, Array]:
+        """``p`` decayed by one step of learning rate ``lr``, and ``g`` as it is."""
+        return (p - (lr * self.weight_decay) * p if self.weight_decay else p), g
 
 
 @dataclass
@@ -551,7 +556,8 @@ class SGD(Optimizer):
         self.decay = L2Penalty(weight_decay)
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
-        return p - self.lr * self.decay.gradient(p, g)
+        p, g = self.decay.apply(p, g, self.lr)
+        return p - self.lr * g
 
 
 class Momentum(Optimizer):
@@ -595,7 +601,8 @@ class Momentum(Optimizer):
         self.heavy_ball = HeavyBall(momentum, nesterov)
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
-        return p - self.lr * self.heavy_ball.direction(state, p, self.decay.gradient(p, g))
+        p, g = self.decay.apply(p, g, self.lr)
+        return p - self.lr * self.heavy_ball.direction(state, p, g)
 
 
 class Adagrad(Optimizer):
@@ -637,7 +644,8 @@ class Adagrad(Optimizer):
         self.accumulator = SquaredGradientSum(eps, initial_accumulator_value)
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
-        return p - self.lr * self.accumulator.scale(state, p, self.decay.gradient(p, g))
+        p, g = self.decay.apply(p, g, self.lr)
+        return p - self.lr * self.accumulator.scale(state, p, g)
 
 
 class AdagradMomentum(Optimizer):
@@ -685,7 +693,8 @@ class AdagradMomentum(Optimizer):
         self.heavy_ball = HeavyBall(momentum, slot="v")
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
-        scaled = self.accumulator.scale(state, p, self.decay.gradient(p, g))
+        p, g = self.decay.apply(p, g, self.lr)
+        scaled = self.accumulator.scale(state, p, g)
         return p - self.lr * self.heavy_ball.direction(state, p, scaled)
 
 
@@ -723,7 +732,7 @@ class RMSprop(Optimizer):
         self.mean_square = SquaredGradientAverage(rho, eps)
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
-        g = self.decay.gradient(p, g)
+        p, g = self.decay.apply(p, g, self.lr)
         return p - self.lr * g / self.mean_square.denominator(state, p, g)
 
 
@@ -749,6 +758,8 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    #: The class of the weight-decay part (AdamW: :class:`DecoupledDecay`).
+    decay_rule: type[L2Penalty | DecoupledDecay] = L2Penalty
     weight_decay = _PartAttribute("decay")
     beta1 = _PartAttribute("moments")
     beta2 = _PartAttribute("moments")
@@ -764,18 +775,19 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr)
-        self.decay = L2Penalty(weight_decay)
+        self.decay = self.decay_rule(weight_decay)
         self.moments = AdamMoments(beta1, beta2, eps)
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
-        return p - self.lr * self.moments.direction(state, p, self.decay.gradient(p, g))
+        decayed, g = self.decay.apply(p, g, self.lr)
+        return decayed - self.lr * self.moments.direction(state, p, g)
 
 
-class AdamW(Optimizer):
+class AdamW(Adam):
     """Adam with decoupled weight decay: ``p -= lr weight_decay p`` beside the Adam step.
 
-    The same :class:`AdamMoments` as :class:`Adam`, with :class:`DecoupledDecay` in place of
-    the L2 term.
+    :class:`Adam` with :class:`DecoupledDecay` in place of the L2 term, and a default decay
+    of 0.01 (as ``torch.optim.AdamW``).
 
     Parameters
     ----------
@@ -795,10 +807,7 @@ class AdamW(Optimizer):
     """
 
     name = "adamw"
-    weight_decay = _PartAttribute("decay")
-    beta1 = _PartAttribute("moments")
-    beta2 = _PartAttribute("moments")
-    eps = _PartAttribute("moments")
+    decay_rule = DecoupledDecay
 
     def __init__(
         self,
@@ -809,12 +818,7 @@ class AdamW(Optimizer):
         *,
         weight_decay: float = 0.01,
     ) -> None:
-        super().__init__(lr)
-        self.decay = DecoupledDecay(weight_decay)
-        self.moments = AdamMoments(beta1, beta2, eps)
-
-    def _step(self, state: State, p: Array, g: Array) -> Array:
-        return self.decay.shrink(p, self.lr) - self.lr * self.moments.direction(state, p, g)
+        super().__init__(lr, beta1, beta2, eps, weight_decay=weight_decay)
 
 
 #: Optimizer classes by name.

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..backend import to_numpy
+from .base import LAYERS
 from .data import Placement
-from .layers import LAYERS
 
 __all__ = [
     "MODEL_FORMAT",

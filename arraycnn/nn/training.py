@@ -16,7 +16,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, ModuleType
 from typing import Any, Protocol
@@ -43,6 +43,7 @@ from .progress import Reporter
 __all__ = [
     "Head",
     "History",
+    "StepResult",
     "StopFlag",
     "count_correct",
     "evaluate",
@@ -297,7 +298,24 @@ def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placemen
 
 
 @dataclass(frozen=True)
-class _StepResult:
+class StepResult:
+    """What one training step measured.
+
+    Attributes
+    ----------
+    loss : float
+        The batch's mean loss, before the step.
+    correct : int
+        Correct predictions in the batch.
+    count : int
+        Samples in the batch.
+
+    Examples
+    --------
+    >>> StepResult(loss=0.5, correct=3, count=4)
+    StepResult(loss=0.5, correct=3, count=4)
+    """
+
     loss: float
     correct: int
     count: int
@@ -311,7 +329,7 @@ class _Tally:
     correct: int = 0
     seen: int = 0
 
-    def add(self, step: _StepResult) -> None:
+    def add(self, step: StepResult) -> None:
         self.loss_sum += step.loss * step.count
         self.correct += step.correct
         self.seen += step.count
@@ -336,12 +354,12 @@ def _apply_gradients(model: _Model, optimizer: Any) -> None:
 
 def train_step(
     model: _Model, data: Dataset, index: Index, head: Head, optimizer: Any
-) -> _StepResult:
+) -> StepResult:
     """Forward, loss, backward and one optimizer step on the batch ``index`` of ``data``.
 
     Returns
     -------
-    result
+    StepResult
         ``loss`` (the batch's mean, before the step), ``correct`` predictions and ``count``
         of samples in the batch.
 
@@ -365,7 +383,7 @@ def train_step(
     model.backward(g, stop=head.stop)
     _apply_gradients(model, optimizer)
     hits = count_correct(out, y, logits=head.logits, place=place)
-    return _StepResult(float(value), hits, int(xb.shape[0]))
+    return StepResult(float(value), hits, int(xb.shape[0]))
 
 
 @dataclass
@@ -415,27 +433,84 @@ def stop_on_sigint(flag: StopFlag) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _train_epoch(
-    step: Callable[[Index], _StepResult],
-    indices: Iterable[Index],
-    flag: StopFlag,
-    reporter: Reporter,
-    history: History,
-) -> _Tally:
-    """Run ``step`` over ``indices`` until done or a stop is requested."""
+@dataclass
+class _Run:
+    """One ``fit`` call's checked arguments and its running state."""
+
+    model: _Model
+    train: Dataset
+    validation: Dataset | None
+    head: Head
+    optimizer: Any
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    rng: np.random.Generator
+    history: History = field(default_factory=History)
+    flag: StopFlag = field(default_factory=StopFlag)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.train.n // self.batch_size)
+
+
+def _start_run(
+    model: _Model,
+    X: Any,
+    y: Any,
+    epochs: int,
+    batch_size: int,
+    loss: Any,
+    optimizer: Any,
+    validation_data: Any,
+    shuffle: bool,
+    seed: int | None,
+) -> _Run:
+    """Check the arguments of :func:`fit` (same order) and its data, building the model if
+    needed; set the model's loss and optimizer."""
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    loss_fn, opt = resolve_loss(loss), resolve_optimizer(optimizer)
+    train = prepare_labeled(model, X, y, nonempty=True)
+    validation = _validation_set(model, validation_data)
+    model.loss, model.optimizer = loss_fn, opt
+    head = training_head(model.layers, model.output_shape, loss_fn)
+    rng = np.random.default_rng(model.seed if seed is None else seed)
+    return _Run(model, train, validation, head, opt, epochs, batch_size, shuffle, rng)
+
+
+def _train_epoch(run: _Run, reporter: Reporter) -> _Tally:
+    """The training steps of one epoch, until done or a stop is requested."""
     tally = _Tally()
-    for index in indices:
+    order = epoch_order(run.rng, run.train.n, run.shuffle)
+    for index in batches(run.train.n, run.batch_size, order):
         try:
-            result = step(index)
+            result = train_step(run.model, run.train, index, run.head, run.optimizer)
         except KeyboardInterrupt:
-            flag.requested = True
+            run.flag.requested = True
             break
-        history.steps += 1
+        run.history.steps += 1
         tally.add(result)
         reporter.step(**tally.means())
-        if flag.requested:
+        if run.flag.requested:
             break
     return tally
+
+
+def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict[str, float] | None:
+    """Train, validate and record epoch ``epoch``; None if Ctrl-C interrupted it."""
+    started = time.perf_counter()
+    reporter.start_epoch(epoch)
+    tally = _train_epoch(run, reporter)
+    if run.flag.requested:
+        _report_interrupt(reporter, run.history, epoch)
+        return None
+    validation = run.validation
+    batch_size = max(run.batch_size, 256)
+    scores = None if validation is None else evaluate_dataset(run.model, validation, batch_size)
+    metrics = _epoch_metrics(tally, scores, started)
+    run.history.record(epoch, metrics)
+    reporter.end_epoch(epoch, metrics)
+    return metrics
 
 
 def _epoch_metrics(
@@ -493,35 +568,15 @@ def fit(
     >>> history.epochs, history.steps
     ([1, 2, 3], 6)
     """
-    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
-    loss_fn, opt = resolve_loss(loss), resolve_optimizer(optimizer)
-    train = prepare_labeled(model, X, y, nonempty=True)
-    val = _validation_set(model, validation_data)
-    model.loss, model.optimizer = loss_fn, opt
-    head = training_head(model.layers, model.output_shape, loss_fn)
-
-    def step(index: Index) -> _StepResult:
-        return train_step(model, train, index, head, opt)
-
-    rng = np.random.default_rng(model.seed if seed is None else seed)
-    history, flag = History(), StopFlag()
-    steps_per_epoch = -(-train.n // batch_size)
-    with stop_on_sigint(flag), Reporter(progress, epochs, steps_per_epoch) as reporter:
-        for epoch in range(1, epochs + 1):
-            started = time.perf_counter()
-            order = epoch_order(rng, train.n, shuffle)
-            reporter.start_epoch(epoch)
-            tally = _train_epoch(step, batches(train.n, batch_size, order), flag, reporter, history)
-            if flag.requested:
-                _report_interrupt(reporter, history, epoch)
+    run = _start_run(
+        model, X, y, epochs, batch_size, loss, optimizer, validation_data, shuffle, seed
+    )
+    with stop_on_sigint(run.flag), Reporter(progress, run.epochs, run.steps_per_epoch) as reporter:
+        for epoch in range(1, run.epochs + 1):
+            metrics = _run_epoch(run, epoch, reporter)
+            if metrics is None or _callback_stops(callback, epoch, metrics):
                 break
-            scores = None if val is None else evaluate_dataset(model, val, max(batch_size, 256))
-            metrics = _epoch_metrics(tally, scores, started)
-            history.record(epoch, metrics)
-            reporter.end_epoch(epoch, metrics)
-            if _callback_stops(callback, epoch, metrics):
-                break
-    return history
+    return run.history
 
 
 def evaluate_dataset(

@@ -14,7 +14,7 @@ from . import budget
 from ._version import __version__
 from .backend import BACKEND_NAMES, backend_name, resolve_backend
 from .conv import cost, measured
-from .conv.dispatch import eligible_strategies
+from .conv.table import eligible_strategies
 from .settings import autotune_enabled, cache_dir
 
 _PACKAGES = {

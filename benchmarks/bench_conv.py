@@ -7,12 +7,12 @@ are float32.
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from typing import ClassVar
 
-import numpy as np
-
 import arraycnn
+from arraycnn.tools.cases import Case, host_arrays
 
 from .common import (
     BACKENDS,
@@ -21,7 +21,6 @@ from .common import (
     LAYERS,
     QUICK,
     STRATEGIES,
-    Layer,
     XPBenchmark,
     skip_if_infeasible,
 )
@@ -33,20 +32,16 @@ DTYPES = ["float32"] if QUICK else ["float32", "float64"]
 class _ConvCase(XPBenchmark):
     """Seeded x, w, gy of one layer on one backend; ``kwargs`` for conv2d."""
 
-    layers: dict[str, Layer] = LAYERS
+    layers: dict[str, Case] = LAYERS
     direction = "forward"  # the pass whose predicted cost decides feasibility
 
     def setup_case(self, backend: str, strategy: str, layer: str, dtype: str) -> None:
-        spec = self.layers[layer]
-        geom = spec.geometry()
-        self.setup_backend(backend)
-        self.x = self.seeded(spec.x_shape, dtype, seed=0)
-        self.w = self.seeded(spec.w_shape, dtype, seed=1)
-        runs = arraycnn.choose_strategy(self.x, self.w, **spec.kwargs, strategy=strategy)
-        itemsize = np.dtype(dtype).itemsize
-        skip_if_infeasible(runs, geom, itemsize=itemsize, direction=self.direction)
-        self.gy = self.seeded(geom.y_shape, dtype, seed=2)
-        self.kwargs = {**spec.kwargs, "strategy": strategy}
+        case = dataclasses.replace(self.layers[layer], dtype=dtype)
+        xp = self.setup_backend(backend)
+        self.x, self.w, self.gy = (self.to_xp(a) for a in host_arrays(case))
+        geom = case.geometry()
+        skip_if_infeasible(strategy, self.x, self.w, geom, xp=xp, direction=self.direction)
+        self.kwargs = {**case.kwargs, "strategy": strategy}
         # warm-up: first-call costs (FFT plans, fresh pages) stay out of the samples
         self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
 

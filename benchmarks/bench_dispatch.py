@@ -1,11 +1,12 @@
 """The dispatcher's quality: regret = time(auto) / min over strategies, and its choice.
 
 All strategies of a case are measured interleaved in one process, in ``setup_cache``, by
-:func:`arraycnn.bench.measure_case` (the code behind ``arraycnn bench``: round-robin
-rounds in a rotated order, each contender warmed right before its timed call, median of
-each), so that machine noise hits every contender alike; the tracks then read the cached
-figures. A strategy predicted too slow or too large for the case is left out of the
-minimum (``arraycnn.bench.skip_reason``).
+:func:`arraycnn.tools.measuring.measure_case` (the code behind ``arraycnn bench``, timed
+with :func:`arraycnn.timing.interleaved_medians`: round-robin rounds in a rotated order,
+each contender warmed right before its timed call, median of each), so that machine noise
+hits every contender alike; the tracks then read the cached figures. A strategy predicted
+too slow or too large for the case is left out of the minimum
+(:func:`arraycnn.tools.measuring.skip_reason`).
 """
 
 from __future__ import annotations
@@ -13,31 +14,25 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import arraycnn
-from arraycnn import bench
+from arraycnn.tools import cases
+from arraycnn.tools.measuring import measure_case
 
-from .common import BACKENDS, KERNEL_KINDS, LAYER_NAMES, MAX_SECONDS, QUICK, limit_threads, resolve
+from .common import BACKENDS, LAYER_NAMES, MAX_SECONDS, QUICK, limit_threads, resolve
 
 STRATEGY_NAMES = list(arraycnn.STRATEGY_NAMES)
 #: Round-robin repeats per strategy (the median is kept).
 REPEATS = 3 if QUICK else 7
-#: Filtering cases: (image side, kernel side, kernel kind).
-FILTER_CASES = (
-    [(256, 3, "random"), (256, 15, "gaussian"), (256, 15, "random")]
-    if QUICK
-    else [(s, k, kind) for s in (256, 1024) for k in (3, 7, 15, 31) for kind in KERNEL_KINDS]
-)
+#: Filtering cases of the regret track.
+FILTER_CASES = cases.REGRET_FILTERS_QUICK if QUICK else tuple(cases.REGRET_FILTERS.cases())
 
 #: asv parameter value -> (case, direction): the layers forward and backward, then filtering.
-CASES: dict[str, tuple[bench.Case, str]] = {
+CASES: dict[str, tuple[cases.Case, str]] = {
     **{
-        f"{name}/{direction}": (bench.layer_case(name), direction)
+        f"{name}/{direction}": (cases.LAYERS[name], direction)
         for name in LAYER_NAMES
         for direction in ("forward", "backward")
     },
-    **{
-        case.label: (case, "forward")
-        for case in (bench.filter_case(*spec) for spec in FILTER_CASES)
-    },
+    **{case.label: (case, "forward") for case in FILTER_CASES},
 }
 
 
@@ -57,7 +52,7 @@ class Dispatch:
             except NotImplementedError:
                 continue
             for label, (case, direction) in CASES.items():
-                result = bench.measure_case(
+                result = measure_case(
                     case,
                     {backend: xp},
                     repeats=REPEATS,

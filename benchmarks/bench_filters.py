@@ -11,10 +11,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import numpy as np
-
 import arraycnn
-from arraycnn.conv.separable import numerical_rank
+from arraycnn.tools.cases import filter_case, host_arrays
 
 from .common import (
     BACKENDS,
@@ -23,8 +21,6 @@ from .common import (
     KERNEL_SIZES,
     STRATEGIES,
     XPBenchmark,
-    filter_layer,
-    kernel_of,
     skip_if_infeasible,
 )
 
@@ -54,14 +50,10 @@ class Filter2D(XPBenchmark):
     param_names: ClassVar[list] = ["backend", "strategy", "image", "kernel", "kind"]
 
     def setup(self, backend: str, strategy: str, image: int, kernel: int, kind: str) -> None:
-        layer = filter_layer(image, kernel)
-        geom = layer.geometry()
+        case = filter_case(image, kernel, kind)
         xp = self.setup_backend(backend)
-        x = self.seeded(layer.x_shape, np.float32, seed=0)  # (1, 1, H, W)
-        w = self.to_xp(kernel_of(kind, kernel)[None, None, ...])  # (k, k) -> (1, 1, k, k)
-        runs = arraycnn.choose_strategy(x, w, padding="same", strategy=strategy)
-        rank = numerical_rank(w, xp=xp) if runs == "separable" else None
-        skip_if_infeasible(runs, geom, itemsize=4, rank=rank)
+        x, w, _ = (self.to_xp(a) for a in host_arrays(case))  # (1, 1, H, W), (1, 1, k, k)
+        skip_if_infeasible(strategy, x, w, case.geometry(), xp=xp)
         if CORRELATE2D is not None:
             image2d, kernel2d = x[0, 0, ...], w[0, 0, ...]  # (1, 1, H, W) -> (H, W)
             self.call = lambda: CORRELATE2D(image2d, kernel2d, mode="same", strategy=strategy)

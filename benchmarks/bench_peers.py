@@ -11,18 +11,18 @@ correlation as arraycnn. torch runs on one thread.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-import numpy as np
 import scipy.ndimage  # imported once with the suite (asv's forkserver), not per sample
-import scipy.signal
+import scipy.signal  # noqa: F401
 
 try:
     import cv2  # noqa: F401 - optional peer
 except ImportError:  # pragma: no cover - opencv-python-headless is optional
     pass
+
+from arraycnn.tools import peers
+from arraycnn.tools.cases import filter_case, host_arrays
 
 from .common import (
     DEPTHWISE,
@@ -32,24 +32,8 @@ from .common import (
     LAYER_NAMES,
     LAYERS,
     MAX_SECONDS,
-    kernel_of,
     limit_threads,
-    seeded,
 )
-
-
-def _optional(module: str) -> Any:
-    """Import ``module`` or raise NotImplementedError (asv: skipped)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise NotImplementedError(f"{module} is not installed") from exc
-
-
-def _torch() -> Any:
-    torch = _optional("torch")
-    torch.set_num_threads(1)
-    return torch
 
 
 class PeerConvTorch:
@@ -61,11 +45,10 @@ class PeerConvTorch:
 
     def setup(self, layer: str, pass_: str) -> None:
         limit_threads()
-        torch = _torch()
-        spec = {**LAYERS, **DEPTHWISE}[layer]
-        x = torch.from_numpy(seeded(spec.x_shape, np.float32, seed=0))
-        w = torch.from_numpy(seeded(spec.w_shape, np.float32, seed=1))
-        kwargs = spec.kwargs
+        torch = peers.torch_one_thread()
+        case = {**LAYERS, **DEPTHWISE}[layer]
+        x, w, gy = (torch.from_numpy(a) for a in host_arrays(case))
+        kwargs = case.kwargs
         if pass_ == "forward":
 
             def call() -> None:
@@ -75,8 +58,6 @@ class PeerConvTorch:
         else:
             x.requires_grad_(True)
             w.requires_grad_(True)
-            out_shape = torch.nn.functional.conv2d(x, w, **kwargs).shape
-            gy = torch.from_numpy(seeded(tuple(out_shape), np.float32, seed=2))
 
             def call() -> None:
                 x.grad = w.grad = None
@@ -89,54 +70,17 @@ class PeerConvTorch:
         self.call()
 
 
-#: Peer -> rough rate (multiply-adds per second) of its direct method, for the skip rule;
-#: None: an FFT or blocked method, always fast enough on this grid.
-FILTER_PEERS: dict[str, float | None] = {
-    "scipy.signal.fftconvolve": None,
-    "scipy.signal.oaconvolve": None,
-    "scipy.signal.convolve2d": 3e8,
-    "scipy.signal.convolve:auto": None,
-    "scipy.ndimage.convolve": 5e8,
-    "cv2.filter2D": None,
-    "cv2.sepFilter2D": None,
-    "torch.conv2d": 5e9,
+#: asv parameter value -> the peer's name in :mod:`arraycnn.tools.peers`.
+FILTER_PEERS: dict[str, str] = {
+    "scipy.signal.fftconvolve": "scipy.fft",
+    "scipy.signal.oaconvolve": "scipy.oa",
+    "scipy.signal.convolve2d": "scipy.2d",
+    "scipy.signal.convolve:auto": "scipy.auto",
+    "scipy.ndimage.convolve": "ndimage",
+    "cv2.filter2D": "cv2",
+    "cv2.sepFilter2D": "cv2.sep",
+    "torch.conv2d": "torch",
 }
-
-
-def _filter_call(peer: str, image: np.ndarray, kernel: np.ndarray) -> Callable[[], Any]:
-    """A no-argument call of ``peer`` correlating ``image`` with ``kernel`` ("same" size)."""
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
-    if peer.startswith("scipy.signal."):
-        signal = scipy.signal
-        if peer.endswith(":auto"):
-            return lambda: signal.convolve(image, flipped, mode="same", method="auto")
-        fn = getattr(signal, peer.rsplit(".", 1)[1])
-        return lambda: fn(image, flipped, mode="same")
-    if peer == "scipy.ndimage.convolve":
-        ndimage = scipy.ndimage
-        return lambda: ndimage.convolve(image, flipped, mode="constant")
-    if peer.startswith("cv2."):
-        cv2 = _optional("cv2")
-        cv2.setNumThreads(1)
-        if peer == "cv2.filter2D":
-            return lambda: cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-        u, s, vt = np.linalg.svd(kernel.astype(np.float64))
-        if s[1:].max(initial=0.0) > 1e-6 * s[0]:
-            raise NotImplementedError("sepFilter2D needs a rank-1 kernel")
-        column = (u[:, 0] * np.sqrt(s[0])).astype(np.float32)
-        row = (vt[0] * np.sqrt(s[0])).astype(np.float32)
-        return lambda: cv2.sepFilter2D(image, -1, row, column, borderType=cv2.BORDER_CONSTANT)
-    if peer == "torch.conv2d":
-        torch = _torch()
-        x = torch.from_numpy(image)[None, None]  # (H, W) -> (1, 1, H, W)
-        w = torch.from_numpy(kernel)[None, None]  # (k, k) -> (1, 1, k, k)
-
-        def call() -> Any:
-            with torch.no_grad():
-                return torch.nn.functional.conv2d(x, w, padding="same")
-
-        return call
-    raise ValueError(f"unknown peer {peer!r}")
 
 
 class PeerFilter:
@@ -148,11 +92,13 @@ class PeerFilter:
 
     def setup(self, peer: str, image: int, kernel: int, kind: str) -> None:
         limit_threads()
-        rate = FILTER_PEERS[peer]
-        if rate is not None and image * image * kernel * kernel / rate > MAX_SECONDS:
+        name = FILTER_PEERS[peer]
+        seconds = peers.direct_seconds(name, image, kernel)
+        if seconds is not None and seconds > MAX_SECONDS:
             raise NotImplementedError(f"{peer}: direct method predicted over {MAX_SECONDS} s")
-        picture = seeded((image, image), np.float32, seed=0)
-        self.call = _filter_call(peer, picture, kernel_of(kind, kernel))
+        x, w, _ = host_arrays(filter_case(image, kernel, kind))
+        # (1, 1, H, W) -> (H, W); (1, 1, k, k) -> (k, k); PeerUnavailable skips (asv)
+        self.call = peers.filter_peer(name, x[0, 0], w[0, 0])
         self.call()  # warm-up
 
     def time_filter(self, *_: Any) -> None:

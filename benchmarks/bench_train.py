@@ -25,24 +25,19 @@ a forced strategy is skipped only when the dispatcher's own predictions of its f
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 
 import arraycnn
-from arraycnn import bench, nn
+from arraycnn import nn
 from arraycnn.examples.lecture_mnist import build_model, torch_network
 from arraycnn.geometry import conv_geometry
+from arraycnn.tools.cases import seeded
+from arraycnn.tools.measuring import MAX_WORKSPACE_BYTES, predicted
 
-from .common import (
-    BACKENDS,
-    MAX_BYTES,
-    MAX_SECONDS,
-    STRATEGIES,
-    XPBenchmark,
-    limit_threads,
-    seeded,
-)
+from .common import BACKENDS, MAX_SECONDS, STRATEGIES, XPBenchmark, limit_threads
 
 Array = Any
 
@@ -63,9 +58,12 @@ def host_batch() -> tuple[np.ndarray, np.ndarray]:
     return x, labels
 
 
-def predicted_step_seconds(model: nn.Sequential, strategy: str) -> tuple[float, int]:
+def predicted_step_seconds(
+    model: nn.Sequential, strategy: str, xp: ModuleType
+) -> tuple[float, int]:
     """Sum of the dispatcher's predictions for the step's conv calls when ``strategy`` is
-    forced (forward and backward of every Conv2D), and the largest predicted workspace."""
+    forced (forward and backward of every Conv2D, on the layers' own weights), and the
+    largest predicted workspace. Raises NotImplementedError where the strategy cannot run."""
     seconds, workspace = 0.0, 0
     for layer in model.layers:
         if not isinstance(layer, nn.Conv2D):
@@ -78,10 +76,14 @@ def predicted_step_seconds(model: nn.Sequential, strategy: str) -> tuple[float, 
             dilation=layer.dilation,
             groups=layer.groups,
         )
-        rank = min(geom.kh, geom.kw)  # random (He) kernels are full rank
+        w = layer.params["w"]
         for direction in ("forward", "backward"):
-            seconds += bench.estimated_seconds(strategy, geom, rank, direction=direction)
-            workspace = max(workspace, bench.workspace_bytes(strategy, geom, direction=direction))
+            try:
+                plan = predicted(strategy, w, geom, xp=xp, direction=direction)
+            except (ValueError, MemoryError) as exc:
+                raise NotImplementedError(f"{strategy}: {exc}") from exc
+            seconds += plan.seconds
+            workspace = max(workspace, plan.bytes)
     return seconds, workspace
 
 
@@ -131,11 +133,11 @@ class _TrainCase(XPBenchmark):
             raise NotImplementedError(f"{strategy}: not available on {backend}")
         self.step = ArraycnnStep(backend, strategy, self.x, self.labels)
         if strategy != "auto":  # auto picks from the same predictions: never the slowest
-            seconds, workspace = predicted_step_seconds(self.step.model, strategy)
+            seconds, workspace = predicted_step_seconds(self.step.model, strategy, self.xp)
             if seconds > MAX_SECONDS:
                 raise NotImplementedError(f"{strategy}: predicted {seconds:.2g} s per step")
-            if workspace > MAX_BYTES:
-                raise NotImplementedError(f"{strategy}: workspace over {MAX_BYTES} bytes")
+            if workspace > MAX_WORKSPACE_BYTES:
+                raise NotImplementedError(f"{strategy}: workspace {workspace} bytes")
         self.run_step()  # warm-up: dispatcher analyses, FFT plans, optimizer state, fresh pages
 
     def run_step(self) -> None:

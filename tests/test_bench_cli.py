@@ -9,13 +9,14 @@ import argparse
 import contextlib
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from arraycnn import STRATEGY_NAMES, bench
+import arraycnn as ac
+from arraycnn import STRATEGY_NAMES
 from arraycnn.cli import main as cli_main
+from arraycnn.tools import bench, cases, measuring, reporting
 
 pytest.importorskip("matplotlib")
 
@@ -44,7 +45,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     argv = ["bench", "--quick", *TINY, "--layers", "64x1x28x28:32x3x3"]
     argv += ["--backend", "numpy", "--out", str(out)]
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
+    with ac.config(cache_dir=out / "cache"), contextlib.redirect_stdout(buffer):
         code = cli_main(argv)
     assert code == 0
     return out, buffer.getvalue()
@@ -89,9 +90,33 @@ def test_writes_json_with_expected_keys(tiny_run: tuple[Path, str]) -> None:
     assert report["regret"]["numpy"]["choice_max"] == pytest.approx(max(choices))
 
 
-def _result(times: dict[str, float], choice: str) -> bench.CaseResult:
-    case = bench.filter_case(12, 3, "random")
-    return bench.CaseResult(case, times={"numpy": times}, choice={"numpy": choice})
+def test_auto_choice_is_the_one_conv2d_makes(tiny_run: tuple[Path, str]) -> None:
+    """The choice recorded per forward case is :func:`arraycnn.choose_strategy`'s on the
+    registry's inputs of that case."""
+    out, _ = tiny_run
+    report = json.loads((out / "results.json").read_text())
+    registry = [cases.LAYERS["64x1x28x28:32x3x3"], *cases.FilterGrid((12,), (3,)).cases()]
+    by_label = {case.label: case for case in registry}
+    forward = [c for c in report["cases"] if c["direction"] == "forward"]
+    assert len(forward) == 3
+    for entry in forward:
+        case = by_label[entry["case"]]
+        x, w, _ = cases.host_arrays(case)
+        assert entry["auto_choice"]["numpy"] == ac.choose_strategy(x, w, **case.kwargs)
+        assert entry["x_shape"] == list(case.x_shape) and entry["kind"] == case.kind
+
+
+def test_rank1_peer_only_for_the_gaussian_kernel(tiny_run: tuple[Path, str]) -> None:
+    pytest.importorskip("cv2")
+    out, _ = tiny_run
+    gaussian, random = json.loads((out / "results.json").read_text())["cases"][2:]
+    assert {"cv2", "cv2.sep"} <= set(gaussian["peers"])
+    assert "cv2" in random["peers"] and "cv2.sep" not in random["peers"]
+
+
+def _result(times: dict[str, float], choice: str) -> measuring.CaseResult:
+    case = cases.filter_case(12, 3, "random")
+    return measuring.CaseResult(case, times={"numpy": times}, choice={"numpy": choice})
 
 
 def test_choice_regret_separates_the_choice_from_autos_overhead() -> None:
@@ -103,14 +128,14 @@ def test_choice_regret_separates_the_choice_from_autos_overhead() -> None:
     assert right.choice_regret("numpy") == 1.0
     assert wrong.regret("numpy") == pytest.approx(1.65)
     assert wrong.choice_regret("numpy") == pytest.approx(1.5)
-    summary = bench.regret_summary([right, wrong])["numpy"]
+    summary = reporting.regret_summary([right, wrong])["numpy"]
     assert summary["max"] == pytest.approx(1.65)
     assert summary["choice_max"] == pytest.approx(1.5)
     assert summary["choice_geomean"] == pytest.approx(1.5**0.5)
     assert summary["other_choice_cases"] == ["img12:k3:random (forward)"]
     untimed = _result({"naive": 2.0, "auto": 2.2}, "im2col")  # im2col was skipped
     assert untimed.choice_regret("numpy") is None
-    assert bench.regret_summary([untimed])["numpy"]["choice_max"] is None
+    assert reporting.regret_summary([untimed])["numpy"]["choice_max"] is None
 
 
 def test_writes_a_png_crossover_plot(tiny_run: tuple[Path, str]) -> None:
@@ -129,33 +154,6 @@ def test_prints_tables(tiny_run: tuple[Path, str]) -> None:
     assert "conv layers" in stdout and "image filtering" in stdout
     assert "regret" in stdout and "results.json" in stdout
     assert "backward" in stdout and "fastest SciPy and OpenCV" in stdout
-
-
-def test_interleaving_warms_each_contender_and_rotates_the_order() -> None:
-    log: list[str] = []
-    calls = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
-    medians = bench.interleaved_medians(calls, repeats=3)
-    assert set(medians) == {"a", "b", "c"} and all(t >= 0 for t in medians.values())
-    # each round: every contender twice in a row (warm, timed), starting one further on
-    assert log == [*"aabbcc", *"bbccaa", *"ccaabb"]
-
-
-def test_cheap_cases_get_more_rounds_until_the_time_budget() -> None:
-    """At least ``repeats`` rounds; more while under ``min_seconds``; never past
-    ``max_rounds``; ``min_seconds=0`` runs exactly ``repeats``."""
-    log: list[str] = []
-    calls = {"a": lambda: log.append("a") or time.sleep(0.001)}
-    bench.interleaved_medians(calls, repeats=2)
-    assert len(log) == 2 * 2  # warm + timed per round
-    log.clear()
-    bench.interleaved_medians(calls, repeats=2, min_seconds=0.05, max_rounds=1000)
-    assert 2 * 5 <= len(log) <= 2 * 40  # ~0.05 s of 2 ms rounds
-    log.clear()
-    bench.interleaved_medians(calls, repeats=2, min_seconds=10.0, max_rounds=7)
-    assert len(log) == 2 * 7
-    log.clear()
-    bench.interleaved_medians(calls, repeats=3, min_seconds=0.0, max_rounds=1)
-    assert len(log) == 2 * 3  # repeats is a minimum even above max_rounds
 
 
 def test_skipped_strategies_are_reported_and_auto_still_timed(tmp_path: Path) -> None:
@@ -227,3 +225,14 @@ def test_unusable_backend_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert run_bench([*TINY, "--backend", "cupy", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cupy" in err and err.startswith("arraycnn bench:")
+
+
+def test_the_readme_commands_parse() -> None:
+    parser = argparse.ArgumentParser(prog="arraycnn bench")
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--layers", "all", "--no-filters", "--backend", "numpy,torch"])
+    assert args.layers == list(cases.LAYERS) and args.no_filters
+    assert args.backend == ["numpy", "torch"]
+    assert parser.parse_args(["--layers", "none"]).layers == []
+    args = parser.parse_args(["--quick", "--out", "somewhere", "--repeat", "2"])
+    assert args.quick and str(args.out) == "somewhere" and args.repeat == 2

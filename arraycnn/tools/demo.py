@@ -1,14 +1,21 @@
-"""``arraycnn demo``: every strategy on one input, their agreement and their time."""
+"""``arraycnn demo``: every strategy on one input, their agreement and their time.
+
+The reference is the naive strategy in float64; times are medians of interleaved rounds
+(:func:`arraycnn.timing.interleaved_medians`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from .backend import asarray, resolve_backend, synchronize, to_numpy
-from .conv import available_strategies, choose_strategy, conv2d
+from ..backend import asarray, resolve_backend, to_numpy
+from ..conv import available_strategies, choose_strategy, conv2d
+from ..timing import interleaved_medians
+from .cases import seeded
+
+__all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,17 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--padding", default="same", help="int or valid/same/full")
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per strategy (median)")
-
-
-def _median_seconds(fn, repeat: int, like) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        synchronize(out)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per strategy (median)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,29 +35,25 @@ def run(args: argparse.Namespace) -> int:
     xp = resolve_backend(args.backend)
     n, c, h, w = (int(v) for v in args.shape.split(","))
     padding = int(args.padding) if args.padding.lstrip("-").isdigit() else args.padding
-    rng = np.random.default_rng(0)
-    x_host = rng.standard_normal((n, c, h, w)).astype(args.dtype)
-    w_host = rng.standard_normal((args.filters, c, args.kernel, args.kernel)).astype(args.dtype)
-    x = asarray(x_host, backend=xp)
-    wt = asarray(w_host, backend=xp)
+    x_host = seeded((n, c, h, w), np.float64, seed=0)
+    w_host = seeded((args.filters, c, args.kernel, args.kernel), np.float64, seed=1)
     kw = {"stride": args.stride, "padding": padding}
     reference = to_numpy(
-        conv2d(
-            asarray(x_host.astype(np.float64), backend=xp),
-            asarray(w_host.astype(np.float64), backend=xp),
-            strategy="naive",
-            **kw,
-        )
+        conv2d(asarray(x_host, backend=xp), asarray(w_host, backend=xp), strategy="naive", **kw)
     )
     scale = float(np.abs(reference).max())
+    x = asarray(x_host.astype(args.dtype), backend=xp)
+    wt = asarray(w_host.astype(args.dtype), backend=xp)
+    names = [*available_strategies(xp), "auto"]
+    errors = {}
+    for name in names:
+        y = to_numpy(conv2d(x, wt, strategy=name, **kw)).astype(np.float64)
+        errors[name] = float(np.abs(y - reference).max()) / scale
+    calls = {name: (lambda name=name: conv2d(x, wt, strategy=name, **kw)) for name in names}
+    medians = interleaved_medians(calls, max(args.repeat, 1))
     print(f"conv2d x{(n, c, h, w)} w{tuple(w_host.shape)} {kw} {args.dtype} on {args.backend}")
     print(f"{'strategy':<14} {'max rel. error':>15} {'median ms':>10}")
-    names = [*available_strategies(xp), "auto"]
     for name in names:
-        fn = lambda name=name: conv2d(x, wt, strategy=name, **kw)  # noqa: E731
-        y = fn()  # warm-up, and the result we check
-        err = float(np.abs(to_numpy(y).astype(np.float64) - reference).max()) / scale
-        ms = 1e3 * _median_seconds(fn, args.repeat, y)
         label = f"auto->{choose_strategy(x, wt, **kw)}" if name == "auto" else name
-        print(f"{label:<14} {err:>15.2e} {ms:>10.2f}")
+        print(f"{label:<14} {errors[name]:>15.2e} {1e3 * medians[name]:>10.2f}")
     return 0

@@ -1,364 +1,192 @@
-"""``arraycnn tune``: fit the dispatcher's cost model on this machine, per backend.
+"""``arraycnn tune``: fit the dispatcher's cost model (:mod:`arraycnn.conv.cost`) on this
+machine, per backend.
 
-The command times a small designed set of convolutions (:data:`CASES`) with every strategy,
-forward and backward, interleaved as by ``arraycnn bench`` (each strategy in turn, warmed
-right before its timed run, repeated; the best run counts), and fits the constants of
-:class:`arraycnn.conv.cost.Calibration` to the times.
+The command times a designed set of convolutions (:data:`.cases.TUNE_CASES`): every
+strategy ``auto`` may choose for a case, forced, forward and backward, each plan executed
+as the dispatcher executes it; seconds are the best of ``--repeats`` interleaved rounds
+(:func:`arraycnn.timing.interleaved_medians`). Each plan's operation counts come from the
+dispatcher's own pricing (:func:`arraycnn.conv.dispatch.plan`), so that the fit sees
+exactly what the model prices.
 
 The fit
 -------
-The model predicts ``sum_{k in GEMM} c_k n_k + scale[s, d] * sum_{k not in GEMM} c_k n_k``
-for strategy ``s`` in direction ``d`` (forward or backward: one factor each, since the
-backward's kernels differ) with operation counts ``n_k``
-(:func:`arraycnn.conv.cost.op_counts`); the GEMM counts (``gemm_flops``, ``gemm_cells``)
-are priced alike for every strategy. The constants are fitted in log space,
-``min sum_i (log pred_i - log t_i)^2`` (relative errors: a 10 µs case matters as much as a
-100 ms one), over ``log c_k`` and ``log scale[s, d]``, with a weak prior pulling the constants
-toward their previous values and the scales toward 1 (it keeps a constant that the cases
-barely exercise sane, and pins the scale/constant degeneracy). The fit is host work with
-``scipy.optimize.least_squares``.
+The model predicts ``t = G·c_G + f_s R·c_R`` for strategy ``s``: ``G`` the GEMM counts
+(``gemm_flops``, ``gemm_cells``), ``R`` the others (``bytes``, ``fft_flops``, ``calls``),
+``c`` the five constants and ``f_s`` the strategy's factor. It minimises the squared
+*relative* error ``sum_i (t_pred_i / t_i - 1)^2`` (a 10 µs case matters as much as a 100 ms
+one) by alternating two exact steps until the error stops improving: factors fixed, the
+constants by non-negative least squares (:func:`scipy.optimize.nnls`); constants fixed,
+each factor in closed form. The factors are then scaled to geometric mean 1 (the scale
+they share with ``c_R`` is free). A constant that no sample exercises keeps the value of
+the calibration in use.
 
-The result is stored as JSON in the user cache directory (``ARRAYCNN_CACHE_DIR``,
-``$XDG_CACHE_HOME/arraycnn`` or ``~/.cache/arraycnn``), where the dispatcher finds it.
-``--update-shipped`` instead rewrites the shipped defaults in ``arraycnn/conv/cost.py``
-(for the project's maintainers; run on an idle machine with ``OMP_NUM_THREADS=1``).
+Regret of a model on a case = measured time of the model's pick / the fastest measured:
+reported on the fitted cases (in-sample) and, with ``--evaluate N``, on N seeded held-out
+cases (:func:`.cases.holdout_cases`), for the calibration in use and the fitted one.
 
-Test inputs are drawn on the host with NumPy's seeded generator and moved to the backend
-(an explicit, documented host step).
-
-``--evaluate N`` fits nothing: it times N seeded random geometries (held out from the
-designed set) and reports the regret ``time(model's pick) / min(time)`` of the calibration
-in use and of dispatcher v1's model.
-
-The environment variable ``ARRAYCNN_TUNE_CASES=tiny`` shrinks the case set to a few tiny
-convolutions (for tests of the command itself).
+The fit is stored in the user cache (:func:`arraycnn.conv.cost.save_user_calibration`),
+where the dispatcher finds it; ``--update-shipped`` instead rewrites the package data
+``arraycnn/conv/calibration.json`` (maintainers: an idle machine, ``OMP_NUM_THREADS=1``).
 
 Commands::
 
-    arraycnn tune                      # fit this machine, store in the user cache dir
-    arraycnn tune --quick --dry-run    # ~5 s, print the fit only
-    arraycnn tune --evaluate 40        # held-out regret of the calibration in use
-    OMP_NUM_THREADS=1 arraycnn tune --backend numpy --backend torch --update-shipped
+    arraycnn tune                          # fit this machine, store in the user cache
+    arraycnn tune --quick --dry-run        # fewer cases and rounds, print the fit only
+    arraycnn tune --evaluate 40            # and the held-out regret on 40 random cases
+    arraycnn tune --backend numpy,torch --update-shipped
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import platform
-import re
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ..backend import asarray, backend_name, resolve_backend
-from ..bench import interleaved_medians
-from ..capabilities import STRATEGY_NAMES, missing_requirements
-from ..geometry import ConvGeometry, conv_geometry
-from . import cost
-from .dispatch import KERNELS, _separable_rank_pays_off
-from .separable import numerical_rank
+from ..conv import cost, dispatch, explain
+from ..conv.strategy import Counts
+from ..timing import interleaved_medians
+from . import options
+from .cases import TUNE_CASES, Case, holdout_cases, host_arrays
 
-ENV_TUNE_CASES = "ARRAYCNN_TUNE_CASES"
-#: Number of fitted constants (one per count).
-NC = len(cost.COUNT_NAMES)
-#: Weight of the prior residuals (log constants toward the previous ones, scales toward 1).
-PRIOR_WEIGHT_CONSTANTS = 0.05
-PRIOR_WEIGHT_SCALES = 0.3
+__all__ = ["Sample", "add_arguments", "case_plans", "fit", "measure", "regret", "run"]
+
+#: The counts priced alike by every strategy (GEMM work); the others carry the factor.
+GEMM_TERMS = 2
+#: The alternation stops when a round improves the squared error by less than this share.
+TOLERANCE = 1e-12
+MAX_ROUNDS = 500
+#: Smallest factor (a strategy's non-GEMM work is never free).
+FACTOR_FLOOR = 1e-9
+#: Timed rounds per case set (best of), unless ``--repeats``.
+DEFAULT_REPEATS = {"full": 7, "quick": 3, "tiny": 1}
 
 
 @dataclass(frozen=True)
-class Case:
-    """One timed convolution: input (N, C, H, W), F filters of k x k, geometry, dtype.
-
-    ``rank1`` builds an outer-product kernel (separable's favourite, where it is timed).
-    """
-
-    n: int
-    c: int
-    h: int
-    f: int
-    k: int
-    stride: int = 1
-    groups: int = 1
-    padding: str | int = "same"
-    dtype: str = "float32"
-    rank1: bool = False
-    quick: bool = True
-
-    def label(self) -> str:
-        extra = "".join(
-            [
-                f" s{self.stride}" if self.stride != 1 else "",
-                f" g{self.groups}" if self.groups != 1 else "",
-                " r1" if self.rank1 else "",
-                f" {self.dtype}" if self.dtype != "float32" else "",
-            ]
-        )
-        return f"({self.n},{self.c},{self.h},{self.h})*{self.f}x{self.k}x{self.k}{extra}"
-
-
-#: The designed set: call overhead (tiny), long-K GEMMs (many channels), short-K GEMMs
-#: (C = 1), memory-bound depthwise, large kernels (FFT), rank-1 kernels (separable),
-#: stride, float64. ``quick=False`` cases are added without ``--quick``.
-CASES: tuple[Case, ...] = (
-    Case(1, 1, 16, 1, 3),
-    Case(8, 16, 16, 16, 3),
-    Case(4, 32, 16, 32, 3),
-    Case(16, 1, 28, 8, 5),
-    Case(2, 16, 32, 16, 3, groups=16),
-    Case(1, 2, 64, 2, 11, rank1=True),
-    Case(1, 4, 48, 4, 7, rank1=True),
-    Case(4, 8, 32, 8, 5, stride=2),
-    Case(8, 16, 16, 16, 3, dtype="float64"),
-    Case(32, 32, 24, 32, 3, quick=False),
-    Case(1, 1, 128, 1, 21, quick=False),
-    Case(8, 64, 8, 128, 3, quick=False),
-    Case(2, 8, 64, 8, 9, rank1=True, quick=False),
-    Case(64, 1, 28, 32, 5, padding=0, quick=False),
-    Case(64, 32, 12, 64, 5, padding=0, quick=False),
-    Case(1, 1, 96, 1, 15, dtype="float64", quick=False),
-    Case(4, 32, 32, 32, 3, groups=32, quick=False),
-    Case(2, 4, 40, 4, 9, quick=False),
-    # sizes of the benchmark grid: images filtered in bands, batches run in cache chunks
-    Case(1, 1, 256, 1, 3, rank1=True, quick=False),
-    Case(1, 1, 256, 1, 7, quick=False),
-    Case(1, 1, 512, 1, 3, rank1=True, quick=False),
-    Case(1, 1, 1024, 1, 3, rank1=True, quick=False),
-    Case(1, 1, 1024, 1, 7, rank1=True, quick=False),
-    Case(1, 1, 2048, 1, 3, quick=False),
-    Case(64, 32, 14, 64, 3, quick=False),
-    Case(16, 64, 28, 64, 3, quick=False),
-    Case(32, 64, 56, 64, 3, quick=False),
-)
-TINY_CASES: tuple[Case, ...] = (
-    Case(1, 1, 8, 1, 3),
-    Case(2, 2, 8, 2, 5, rank1=True),
-)
-
-
-@dataclass
 class Sample:
-    """One measurement: a case, a strategy, a direction, its geometry and its best time."""
+    """One measured plan: its case, strategy, direction, counts and best seconds."""
 
     case: Case
     strategy: str
     direction: str
-    geom: ConvGeometry
-    itemsize: int
-    rank: int
+    counts: Counts
     seconds: float
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``arraycnn tune``."""
-    parser.add_argument(
-        "--backend",
-        action="append",
-        help="backend(s) to calibrate: numpy, torch, cupy, ... (repeat or comma-separate; "
-        "default numpy)",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer cases and repeats (~10 s)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per strategy")
-    parser.add_argument("--dry-run", action="store_true", help="fit and report, store nothing")
-    parser.add_argument(
-        "--update-shipped",
-        action="store_true",
-        help="maintainers: write the fitted constants into arraycnn/conv/cost.py as the "
-        "shipped defaults (run on an idle machine with OMP_NUM_THREADS=1)",
-    )
-    parser.add_argument("--note", default="", help="text added to the calibration's source")
-    parser.add_argument(
-        "--evaluate",
-        type=int,
-        default=0,
-        metavar="N",
-        help="no fit: time N random held-out cases and report the regret of the "
-        "calibration in use and of dispatcher v1",
-    )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the --evaluate cases")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+Row = tuple[str, str, str, float]  # (case label, direction, model's pick, regret)
 
 
-def _cases(quick: bool) -> tuple[Case, ...]:
-    if os.environ.get(ENV_TUNE_CASES, "").strip().lower() == "tiny":
-        return TINY_CASES
-    return tuple(c for c in CASES if c.quick or not quick)
+# --------------------------------------------------------------------------- measuring
 
 
-def _inputs(case: Case, xp: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
-    """Seeded host data moved to the backend: x, w, gy."""
-    cg = case.c // case.groups
-    x = rng.standard_normal((case.n, case.c, case.h, case.h)).astype(case.dtype)
-    if case.rank1:
-        u = rng.standard_normal((case.f, cg, case.k, 1))
-        v = rng.standard_normal((case.f, cg, 1, case.k))
-        w = (u * v).astype(case.dtype)
-    else:
-        w = rng.standard_normal((case.f, cg, case.k, case.k)).astype(case.dtype)
-    geom = _geometry(case)
-    gy = rng.standard_normal(geom.y_shape).astype(case.dtype)
-    return tuple(asarray(a, backend=xp) for a in (x, w, gy))  # type: ignore[return-value]
+def case_plans(
+    case: Case, xp: ModuleType, cal: cost.Calibration
+) -> dict[tuple[str, str], tuple[dispatch.Plan, Callable[[], Any]]]:
+    """Per (strategy, direction) that ``auto`` may choose: the forced plan priced with
+    ``cal`` and a call that executes it on the case's seeded inputs."""
+    x, w, gy = (asarray(a, backend=xp) for a in host_arrays(case))
+    geom = case.geometry()
+    plans = {}
+    for direction in ("forward", "backward"):
+        grad = gy if direction == "backward" else None
+        info = explain(x, w, **case.kwargs, direction=direction, gy=grad, autotune=False)
+        for name, row in info["strategies"].items():
+            if not row["eligible"]:
+                continue
+            plan = dispatch.plan(
+                name, w, geom, xp=xp, x=x, gy=grad, direction=direction, calibration=cal
+            )
+            if direction == "forward":
+                call = lambda p=plan: dispatch.run_forward(p, x, w, xp=xp)  # noqa: E731
+            else:
+                call = lambda p=plan: dispatch.run_backward(p, gy, x, w, xp=xp)  # noqa: E731
+            plans[name, direction] = (plan, call)
+    return plans
 
 
-def _geometry(case: Case) -> ConvGeometry:
-    return conv_geometry(
-        (case.n, case.c, case.h, case.h),
-        (case.f, case.c // case.groups, case.k, case.k),
-        stride=case.stride,
-        padding=case.padding,
-        groups=case.groups,
-    )
+def measure(case: Case, xp: ModuleType, cal: cost.Calibration, *, repeats: int) -> list[Sample]:
+    """Best-of-``repeats`` seconds of each plan of :func:`case_plans`, interleaved."""
+    plans = case_plans(case, xp, cal)
+    best = interleaved_medians({k: call for k, (_, call) in plans.items()}, repeats, reduce=min)
+    return [Sample(case, s, d, plans[s, d][0].counts, best[s, d]) for s, d in plans]
 
 
-def _strategies(case: Case, xp: Any) -> list[str]:
-    """Strategies timed for a case: all the namespace runs; separable on rank-1 kernels only."""
-    names = [n for n in STRATEGY_NAMES if not missing_requirements(n, xp)]
-    return [n for n in names if n != "separable" or case.rank1]
+# --------------------------------------------------------------------------- fitting
 
 
-def measure_case(case: Case, xp: Any, *, repeats: int, rng: np.random.Generator) -> list[Sample]:
-    """Best-of-``repeats`` times of each strategy and direction, interleaved as by
-    ``arraycnn bench`` (each run warmed right before it is timed, order rotated)."""
-    x, w, gy = _inputs(case, xp, rng)
-    geom = _geometry(case)
-    rank = numerical_rank(w, xp=xp) if case.rank1 else min(case.k, case.k)
-    names = _strategies(case, xp)
-    runs = {
-        (name, "forward"): (lambda k=KERNELS[name]: k.forward(x, w, geom, xp=xp)) for name in names
-    }
-    runs.update(
-        {
-            (name, "backward"): (lambda k=KERNELS[name]: k.backward(gy, x, w, geom, xp=xp)[0])
-            for name in names
-        }
-    )
-    best = interleaved_medians(runs, repeats, reduce=min)  # best of each, steady state
-    itemsize = np.dtype(case.dtype).itemsize
-    return [
-        Sample(case, name, direction, geom, itemsize, rank, seconds)
-        for (name, direction), seconds in best.items()
-    ]
+def _relative_errors(
+    gemm: np.ndarray, rest: np.ndarray, constants: np.ndarray, factors: np.ndarray
+) -> np.ndarray:
+    """pred / t - 1 per sample (``gemm``, ``rest``: counts over seconds, per sample)."""
+    return gemm @ constants[:GEMM_TERMS] + factors * (rest @ constants[GEMM_TERMS:]) - 1.0
 
 
-def _counts(s: Sample) -> tuple[float, ...]:
-    return cost.op_counts(
-        s.strategy, s.geom, direction=s.direction, itemsize=s.itemsize, rank=s.rank
-    ).as_tuple()
+def fit(samples: list[Sample], start: cost.Calibration, *, source: str = "") -> cost.Calibration:
+    """The constants and factors that minimise the squared relative error (module doc),
+    starting from ``start`` (its factors; its constants where no sample has that count)."""
+    from scipy.optimize import nnls
+
+    counts = np.array([s.counts.as_tuple() for s in samples])  # (S, 5)
+    seconds = np.array([s.seconds for s in samples])  # (S,)
+    gemm = counts[:, :GEMM_TERMS] / seconds[:, None]  # (S, 2)
+    rest = counts[:, GEMM_TERMS:] / seconds[:, None]  # (S, 3)
+    names = sorted({s.strategy for s in samples})
+    which = np.array([names.index(s.strategy) for s in samples])  # (S,)
+    factors = np.array([start.factor.get(n, 1.0) or 1.0 for n in names])
+    norms = np.linalg.norm(counts / seconds[:, None], axis=0)  # (5,), columns scaled to 1
+    used = norms > 0
+    constants = np.array([getattr(start, name) for name in cost.CONSTANTS], dtype=float)
+    error = math.inf
+    for _ in range(MAX_ROUNDS):
+        design = np.hstack([gemm, factors[which][:, None] * rest])  # (S, 5)
+        solution, _ = nnls(design[:, used] / norms[used], np.ones(len(samples)))
+        constants[used] = solution / norms[used]
+        g, r = gemm @ constants[:GEMM_TERMS], rest @ constants[GEMM_TERMS:]  # (S,) each
+        for i in range(len(names)):
+            mine = which == i
+            if (r[mine] ** 2).sum() > 0:  # argmin_f sum (g + f r - 1)^2, f >= 0
+                best = ((1.0 - g[mine]) * r[mine]).sum() / (r[mine] ** 2).sum()
+                factors[i] = max(best, FACTOR_FLOOR)
+        scale = math.exp(np.log(factors).mean())
+        factors /= scale
+        constants[GEMM_TERMS:][used[GEMM_TERMS:]] *= scale  # predictions unchanged
+        new = float((_relative_errors(gemm, rest, constants, factors[which]) ** 2).sum())
+        if math.isfinite(error) and error - new <= TOLERANCE * error:
+            break
+        error = new
+    fitted = dict(start.factor)
+    fitted.update({name: float(f) for name, f in zip(names, factors)})
+    values = {name: float(v) for name, v in zip(cost.CONSTANTS, constants)}
+    return replace(start, **values, factor=fitted, source=source)
 
 
-def fit(samples: list[Sample], prior: cost.Calibration, *, source: str) -> cost.Calibration:
-    """Log-space least-squares fit of the constants and per-strategy scales (see module doc)."""
-    from scipy.optimize import least_squares
-
-    counts = np.array([_counts(s) for s in samples])  # (S, NC)
-    times = np.array([s.seconds for s in samples])  # (S,)
-    names = [cost.scale_key(n, d) for n in STRATEGY_NAMES for d in ("forward", "backward")]
-    which = np.array([names.index(cost.scale_key(s.strategy, s.direction)) for s in samples])
-    # a constant the prior lacks (0: fitted before its count existed) starts from v1's estimate
-    start = [
-        p if p > 0 else f for p, f in zip(prior.coefficients(), cost.FIRST_ESTIMATES.coefficients())
-    ]
-    theta0 = np.log(np.maximum(np.array(start), 1e-30))
-    present = np.isin(np.arange(len(names)), which)
-
-    gemm_terms = cost.GEMM_TERMS  # not scaled per strategy
-    other_terms = slice(gemm_terms.stop, NC)
-
-    def residuals(params: np.ndarray) -> np.ndarray:
-        theta, log_scale = params[:NC], params[NC:]
-        c = np.exp(theta)
-        gemm = counts[:, gemm_terms] @ c[gemm_terms]
-        other = counts[:, other_terms] @ c[other_terms]
-        pred = np.log(np.maximum(gemm + np.exp(log_scale[which]) * other, 1e-30))
-        return np.concatenate(
-            [
-                pred - np.log(times),
-                PRIOR_WEIGHT_CONSTANTS * (theta - theta0),
-                PRIOR_WEIGHT_SCALES * log_scale * present,
-            ]
-        )
-
-    result = least_squares(residuals, np.concatenate([theta0, np.zeros(len(names))]))
-    theta, log_scale = result.x[:NC], result.x[NC:]
-    c = np.exp(theta)
-    scale = {n: float(np.exp(log_scale[i])) if present[i] else 1.0 for i, n in enumerate(names)}
-    return cost.Calibration(*(float(v) for v in c), scale=scale, source=source, scales_gemm=False)
-
-
-def _v1_seconds(name: str, g: ConvGeometry, rank: int) -> float:
-    """Dispatcher v1's cost model, kept verbatim as the baseline of the regret report.
-
-    v1 priced the forward pass only (the backward reused its choice) with first-estimate
-    constants: GEMM 60 GFLOP/s at half rate for K = 24, 0.8e9 elements/s, FFT 6 GFLOP/s,
-    4 µs per operation (and per matrix of a batched product).
-    """
-    from .fft import fast_shape
-
-    def gemm(m: int, k: int, ncol: int, batch: int = 1) -> float:
-        return batch * 2.0 * m * k * ncol / (60e9 * k / (k + 24.0)) + batch * 4e-6
-
-    def traffic(elements: float, ops: int = 1) -> float:
-        return elements / 0.8e9 + ops * 4e-6
-
-    cols = g.n * g.ho * g.wo
-    if name == "naive":
-        per_tap = traffic(g.c * cols) + gemm(g.fg, g.cg, cols, g.groups) + traffic(g.f * cols)
-        return g.kh * g.kw * per_tap
-    if name == "im2col":
-        k = g.cg * g.kh * g.kw
-        unfold = traffic(2 * g.c * g.kh * g.kw * cols, ops=g.kh * g.kw)
-        return unfold + gemm(g.fg, k, cols, g.groups)
-    if name == "fft":
-        lh, lw = fast_shape(g)
-        spectrum = lh * (lw // 2 + 1)
-        size = lh * lw
-        count = g.n * g.c + g.f * g.cg + g.n * g.f
-        transforms = count * 2.5 * size * math.log2(max(size, 2)) / 6e9 + 4e-6
-        product = 4 * gemm(g.n, g.cg, g.fg, g.groups * spectrum)
-        return transforms + product + traffic(4 * count * spectrum)
-    lanes = g.n * g.f * g.cg * rank
-    column = traffic(3 * lanes * g.ho * g.wp * g.kh, ops=2 * g.kh)
-    return column + traffic(3 * lanes * g.ho * g.wo * g.kw, ops=2 * g.kw)
-
-
-def _auto_eligible(s: Sample) -> bool:
-    """The sample's strategy is one ``auto`` may pick (separable: the dispatcher's rule)."""
-    return s.strategy != "separable" or _separable_rank_pays_off(s.rank, s.geom)
-
-
-def regret(
-    samples: list[Sample], cal: cost.Calibration | None
-) -> list[tuple[str, str, str, float]]:
-    """Per (case, direction): (label, direction, model's pick, time(pick) / min time).
-
-    ``cal=None`` evaluates dispatcher v1's model (:func:`_v1_seconds`).
-    """
-
-    def predicted(s: Sample) -> float:
-        if cal is None:
-            return _v1_seconds(s.strategy, s.geom, s.rank)
-        return cal.seconds(s.strategy, cost.OpCounts(*_counts(s)), s.direction)
-
+def regret(samples: list[Sample], cal: cost.Calibration) -> list[Row]:
+    """Per (case, direction): the pick of ``cal`` and time(pick) / min time."""
     groups: dict[tuple[Case, str], list[Sample]] = {}
     for s in samples:
-        if _auto_eligible(s):
-            groups.setdefault((s.case, s.direction), []).append(s)
+        groups.setdefault((s.case, s.direction), []).append(s)
     rows = []
     for (case, direction), group in groups.items():
-        pick = min(group, key=predicted)
-        best = min(s.seconds for s in group)
-        rows.append((case.label(), direction, pick.strategy, pick.seconds / best))
+        pick = min(group, key=lambda s: cal.seconds(s.strategy, s.counts))
+        rows.append(
+            (case.label, direction, pick.strategy, pick.seconds / min(s.seconds for s in group))
+        )
     return rows
 
 
-def _summary(rows: list[tuple[str, str, str, float]]) -> dict[str, float]:
+def summary(rows: list[Row]) -> dict[str, float]:
+    """Geometric mean and max of the regrets, and the share of cases picked right."""
     ratios = np.array([r[3] for r in rows])
     return {
         "geomean": float(np.exp(np.mean(np.log(ratios)))),
@@ -367,255 +195,161 @@ def _summary(rows: list[tuple[str, str, str, float]]) -> dict[str, float]:
     }
 
 
-def _machine() -> str:
+# --------------------------------------------------------------------------- storing
+
+
+def machine() -> str:
+    """The CPU model and core count."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
+            )
     except OSError:
         pass
-    return f"{platform.node()} ({cpu}, {os.cpu_count()} cores)"
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
-def _load_note() -> str:
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on Linux
-        return ""
-    busy = load > 0.5 * (os.cpu_count() or 1)
-    return f"load average {load:.1f}" + (" -- BUSY machine, refit when idle" if busy else "")
+def shipped_path() -> Path:
+    """The package data file of the shipped calibrations."""
+    return Path(cost.__file__).with_name("calibration.json")
 
 
-def tune_backend(
-    backend: str, *, quick: bool, repeats: int | None, note: str = ""
-) -> dict[str, Any]:
-    """Measure, fit and evaluate one backend; returns the calibration and its report."""
-    xp = resolve_backend(backend)
-    name = backend_name(xp)
-    reps = repeats if repeats is not None else (3 if quick else 7)
-    if os.environ.get(ENV_TUNE_CASES, "").strip().lower() == "tiny" and repeats is None:
-        reps = 1
-    prior = cost.SHIPPED.get(name, cost.FIRST_ESTIMATES)
-    rng = np.random.default_rng(0)
-    samples: list[Sample] = []
-    start = time.perf_counter()
-    for case in _cases(quick):
-        samples.extend(measure_case(case, xp, repeats=reps, rng=rng))
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    source = (
-        f"fitted by `arraycnn tune{' --quick' if quick else ''}` on {_machine()} at {when}, "
-        f"{len(samples)} timings, OMP_NUM_THREADS={threads}; {_load_note()}"
-    )
-    if note:
-        source += f"; {note}"
-    cal = fit(samples, prior, source=source)
-    before = regret(samples, None)
-    after = regret(samples, cal)
-    return {
-        "backend": name,
-        "calibration": cal,
-        "samples": len(samples),
-        "seconds": time.perf_counter() - start,
-        "regret_before": _summary(before),
-        "regret_after": _summary(after),
-        "rows_before": before,
-        "rows_after": after,
-    }
-
-
-#: Work cap (multiply-accumulates) of a held-out case, normal and tiny.
-HOLDOUT_MAX_MACS = 3e7
-HOLDOUT_MAX_MACS_TINY = 2e5
-
-
-def holdout_cases(count: int, seed: int) -> list[Case]:
-    """``count`` seeded random geometries, unlike the designed set (host arithmetic)."""
-    tiny = os.environ.get(ENV_TUNE_CASES, "").strip().lower() == "tiny"
-    rng = np.random.default_rng(seed)
-    cases: list[Case] = []
-    while len(cases) < count:
-        c = int(rng.choice([1, 3, 8, 16, 32]))
-        f = int(rng.choice([1, 4, 8, 16, 32]))
-        k = int(rng.choice([1, 3, 5, 7, 9, 11, 15]))
-        h = int(rng.choice([8, 12] if tiny else [8, 16, 28, 32, 48, 64]))
-        groups = c if (c == f and c > 1 and rng.random() < 0.3) else 1
-        case = Case(
-            n=int(rng.choice([1, 2, 4, 8, 16])),
-            c=c,
-            h=h,
-            f=f,
-            k=k,
-            stride=int(rng.choice([1, 1, 1, 2])),
-            groups=groups,
-            padding=str(rng.choice(["same", "valid"])),
-            dtype="float64" if rng.random() < 0.2 else "float32",
-            rank1=bool(k >= 5 and rng.random() < 0.3),
-        )
-        if k > h:
-            continue
-        macs = _geometry(case).macs()
-        if macs <= (HOLDOUT_MAX_MACS_TINY if tiny else HOLDOUT_MAX_MACS):
-            cases.append(case)
-    return cases
-
-
-def evaluate_backend(backend: str, count: int, *, seed: int, repeats: int | None) -> dict:
-    """Time held-out cases; regret of the calibration in use and of dispatcher v1."""
-    xp = resolve_backend(backend)
-    name = backend_name(xp)
-    cal, source = cost.calibration_for(name)
-    rng = np.random.default_rng(seed)
-    samples: list[Sample] = []
-    for case in holdout_cases(count, seed):
-        samples.extend(measure_case(case, xp, repeats=repeats or 3, rng=rng))
-    current, v1 = regret(samples, cal), regret(samples, None)
-    return {
-        "backend": name,
-        "calibration_source": source,
-        "cases": count,
-        "regret_calibration": _summary(current),
-        "regret_v1": _summary(v1),
-        "rows_before": v1,
-        "rows_after": current,
-    }
-
-
-def _print_evaluation(report: dict) -> None:
-    print(
-        f"backend {report['backend']}: {report['cases']} held-out cases, calibration "
-        f"{report['calibration_source']}"
-    )
-    print(f"  {'case':<34} {'dir':<8} {'v1 pick':<10} {'regret':>7} {'now pick':<10} {'regret':>7}")
-    for b, a in zip(report["rows_before"], report["rows_after"]):
-        print(f"  {b[0]:<34} {b[1]:<8} {b[2]:<10} {b[3]:>7.2f} {a[2]:<10} {a[3]:>7.2f}")
-    rb, ra = report["regret_v1"], report["regret_calibration"]
-    print(
-        f"  regret time(model pick)/min: dispatcher v1 geomean {rb['geomean']:.3f} max "
-        f"{rb['max']:.2f}; calibration in use geomean {ra['geomean']:.3f} max {ra['max']:.2f}"
-    )
-
-
-def _shipped_block(calibrations: dict[str, cost.Calibration]) -> str:
-    """The SHIPPED block as ruff-formatted Python (JSON string literals are Python ones)."""
-    lines = [
-        "# BEGIN SHIPPED CALIBRATION (generated by `arraycnn tune --update-shipped`; "
-        "do not edit by hand)",
-        "SHIPPED: dict[str, Calibration] = {",
-    ]
-    for backend, cal in sorted(calibrations.items()):
-        lines.append(f"    {json.dumps(backend)}: Calibration(")
-        for f in dataclasses.fields(cal):
-            if f.name in ("scale", "source"):
-                continue
-            value = getattr(cal, f.name)
-            text = repr(value) if isinstance(value, bool) else f"{value:.6g}"
-            lines.append(f"        {f.name}={text},")
-        lines.append("        scale={")
-        lines.extend(f"            {json.dumps(k)}: {v:.4g}," for k, v in cal.scale.items())
-        lines.append("        },")
-        lines.append("        source=(")
-        words = cal.source.split(" ")
-        chunk = ""
-        for word in words:
-            if len(chunk) + len(word) + 1 > 70:
-                lines.append(f"            {json.dumps(chunk)}")
-                chunk = ""
-            chunk += word + " "
-        lines.append(f"            {json.dumps(chunk.rstrip())}")
-        lines.append("        ),")
-        lines.append("    ),")
-    lines.append("}")
-    lines.append("# END SHIPPED CALIBRATION")
-    return "\n".join(lines)
+def _rounded(cal: cost.Calibration) -> dict[str, Any]:
+    data = cal.to_json()
+    for name in cost.CONSTANTS:
+        data[name] = float(f"{data[name]:.6g}")
+    data["factor"] = {k: float(f"{v:.4g}") for k, v in sorted(data["factor"].items())}
+    return data
 
 
 def update_shipped(calibrations: dict[str, cost.Calibration], path: Path | None = None) -> Path:
-    """Rewrite the SHIPPED block of cost.py, keeping backends not refitted now."""
-    path = path or Path(cost.__file__)
-    text = path.read_text(encoding="utf-8")
-    merged = dict(cost.SHIPPED)
-    merged.update(calibrations)
-    pattern = re.compile(r"# BEGIN SHIPPED CALIBRATION.*?# END SHIPPED CALIBRATION", re.DOTALL)
-    if not pattern.search(text):
-        raise RuntimeError(f"no SHIPPED CALIBRATION block found in {path}")
-    path.write_text(pattern.sub(lambda _: _shipped_block(merged), text), encoding="utf-8")
+    """Replace these backends' entries of the shipped calibration file (JSON), keeping the
+    others and the file's format."""
+    path = path or shipped_path()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    backends = dict(data["backends"])
+    backends.update({name: _rounded(cal) for name, cal in calibrations.items()})
+    cost.atomic_write_json(path, {**data, "backends": backends})
     return path
+
+
+# --------------------------------------------------------------------------- command
+
+
+def tune_backend(xp: ModuleType, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure, fit and evaluate one backend; the report (its ``calibration`` a
+    :class:`~arraycnn.conv.cost.Calibration`)."""
+    name = backend_name(xp)
+    in_use, origin = cost.calibration_for(name)
+    repeats = args.repeats or DEFAULT_REPEATS[args.cases]
+    started = time.monotonic()
+    fitting = TUNE_CASES[args.cases]
+    samples = [s for case in fitting for s in measure(case, xp, in_use, repeats=repeats)]
+    source = f"arraycnn tune --cases {args.cases}: {len(fitting)} cases, {len(samples)} timings"
+    cal = fit(samples, in_use, source=f"{source}, {machine()}")
+    report: dict[str, Any] = {
+        "backend": name,
+        "calibration": cal,
+        "in_use": f"{origin}: {in_use.source}",
+        "samples": len(samples),
+        "rows": {"in_use": regret(samples, in_use), "fitted": regret(samples, cal)},
+    }
+    report["regret"] = {k: summary(rows) for k, rows in report["rows"].items()}
+    if args.evaluate:
+        held = holdout_cases(args.evaluate, args.seed, tiny=args.cases == "tiny")
+        held_samples = [s for case in held for s in measure(case, xp, in_use, repeats=repeats)]
+        report["held_out"] = {
+            "cases": len(held),
+            "seed": args.seed,
+            "in_use": summary(regret(held_samples, in_use)),
+            "fitted": summary(regret(held_samples, cal)),
+        }
+    report["seconds"] = time.monotonic() - started
+    return report
 
 
 def _print_report(report: dict[str, Any]) -> None:
     cal: cost.Calibration = report["calibration"]
     print(f"backend {report['backend']}: {report['samples']} timings in {report['seconds']:.1f} s")
-    print(f"  {cal.describe()}")
-    print(f"  source: {cal.source}")
-    print(f"  {'case':<34} {'dir':<8} {'v1 pick':<10} {'regret':>7} {'fit pick':<10} {'regret':>7}")
-    for b, a in zip(report["rows_before"], report["rows_after"]):
+    print(f"  fitted: {cal.describe()}")
+    print(f"  in use before: {report['in_use']}")
+    print(f"  {'case':<34} {'dir':<8} {'in use':<10} {'regret':>7} {'fitted':<10} {'regret':>7}")
+    for b, a in zip(report["rows"]["in_use"], report["rows"]["fitted"]):
         print(f"  {b[0]:<34} {b[1]:<8} {b[2]:<10} {b[3]:>7.2f} {a[2]:<10} {a[3]:>7.2f}")
-    rb, ra = report["regret_before"], report["regret_after"]
-    print(
-        f"  regret time(model pick)/min: dispatcher v1 geomean {rb['geomean']:.3f} max "
-        f"{rb['max']:.2f}; fitted geomean {ra['geomean']:.3f} max {ra['max']:.2f}"
+    lines = [("in-sample", report["regret"])]
+    if "held_out" in report:
+        lines.append((f"held-out ({report['held_out']['cases']} cases)", report["held_out"]))
+    for what, r in lines:
+        print(
+            f"  {what} regret time(model's pick)/fastest: in use geomean "
+            f"{r['in_use']['geomean']:.3f} max {r['in_use']['max']:.2f}; fitted geomean "
+            f"{r['fitted']['geomean']:.3f} max {r['fitted']['max']:.2f}"
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``arraycnn tune``."""
+    add = parser.add_argument
+    add(
+        "--backend",
+        type=options.backend_list,
+        action="append",
+        metavar="NAMES",
+        help="backends to calibrate (comma-separated or repeated; default numpy)",
     )
+    add("--quick", action="store_true", help="the quick case set and 3 rounds")
+    add("--cases", choices=tuple(TUNE_CASES), default=None, help="case set (default full)")
+    add("--repeats", type=options.at_least(1), default=None, help="timed rounds per plan (best of)")
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument("--dry-run", action="store_true", help="fit and report, store nothing")
+    store.add_argument(
+        "--update-shipped",
+        action="store_true",
+        help="maintainers: write the fit into arraycnn/conv/calibration.json (package data) "
+        "instead of the user cache",
+    )
+    add(
+        "--evaluate",
+        type=options.at_least(0),
+        default=0,
+        metavar="N",
+        help="also time N seeded held-out cases and report the regret there",
+    )
+    add("--seed", type=int, default=1, help="seed of the held-out cases")
+    add("--json", action="store_true", help="print the reports as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``arraycnn tune``."""
-    backends = [b.strip() for arg in (args.backend or ["numpy"]) for b in arg.split(",")]
-    if args.repeats is not None and args.repeats < 1:
-        raise SystemExit(f"arraycnn tune: --repeats must be >= 1, got {args.repeats}")
-    if args.evaluate < 0:
-        raise SystemExit(f"arraycnn tune: --evaluate must be >= 0, got {args.evaluate}")
-    reports = []
-    for backend in backends:
-        try:
-            resolve_backend(backend)
-        except (RuntimeError, ValueError, TypeError) as exc:
-            print(f"arraycnn tune: skipping backend {backend!r}: {exc}")
-            continue
-        if args.evaluate:
-            report = evaluate_backend(backend, args.evaluate, seed=args.seed, repeats=args.repeats)
-            if args.json:
-                print(json.dumps(report, indent=1))
-            else:
-                _print_evaluation(report)
-            reports.append(report)
-            continue
-        reports.append(
-            tune_backend(backend, quick=args.quick, repeats=args.repeats, note=args.note)
-        )
-    if not reports:
-        return 1
-    if args.evaluate:
-        return 0
-    fitted = {r["backend"]: r["calibration"] for r in reports}
+    args.cases = args.cases or ("quick" if args.quick else "full")
+    names = [n for group in (args.backend or [["numpy"]]) for n in group]
+    try:
+        namespaces = {name: resolve_backend(name) for name in dict.fromkeys(names)}
+    except RuntimeError as exc:
+        print(f"arraycnn tune: {exc}", file=sys.stderr)
+        return 2
+    reports = [tune_backend(xp, args) for xp in namespaces.values()]
     for report in reports:
-        name, cal = report["backend"], report["calibration"]
-        extra = {
-            "regret_before": report["regret_before"],
-            "regret_after": report["regret_after"],
-        }
         if args.dry_run or args.update_shipped:
             continue
-        path = cost.save_user_calibration(name, cal, extra=extra)
+        extra = {"regret": report["regret"]["fitted"]}
+        path = cost.save_user_calibration(report["backend"], report["calibration"], extra=extra)
         report["stored"] = str(path)
     if args.update_shipped:
-        path = update_shipped(fitted)
-        print(f"shipped defaults written to {path}")
-    if args.json:
-        out = [
-            {
-                **{k: v for k, v in r.items() if k != "calibration"},
-                "calibration": r["calibration"].to_json(),
-            }
-            for r in reports
-        ]
-        print(json.dumps(out, indent=1))
-    else:
+        path = update_shipped({r["backend"]: r["calibration"] for r in reports})
         for report in reports:
-            _print_report(report)
-            if "stored" in report:
-                print(f"  stored in {report['stored']}")
+            report["stored"] = str(path)
+    if args.json:
+        print(
+            json.dumps(
+                [{**r, "calibration": r["calibration"].to_json()} for r in reports], indent=1
+            )
+        )
+        return 0
+    for report in reports:
+        _print_report(report)
+        if "stored" in report:
+            print(f"  stored in {report['stored']}")
     return 0

@@ -25,6 +25,7 @@ from .backend import backend_name
 from .settings import (
     ENV_WORKSPACE_LIMIT,
     parse_bytes,
+    register_cache,
     set_workspace_limit,
     workspace_limit_setting,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_FRACTION",
     "ENV_WORKSPACE_LIMIT",
     "FALLBACK_BYTES",
+    "SMALL_ARRAYS_BYTES",
     "WorkspaceError",
     "available_memory",
     "format_bytes",
@@ -45,25 +47,39 @@ __all__ = [
 DEFAULT_FRACTION = 0.5
 #: Available memory assumed where it cannot be read (2 GiB).
 FALLBACK_BYTES = 2 * 1024**3
+#: Added to every strategy's prediction: small arrays (kernel factors, per-tap results).
+SMALL_ARRAYS_BYTES = 64 * 1024
 #: Seconds a reading of the available memory is reused (reading /proc costs microseconds).
 _MEMINFO_TTL = 1.0
 
-_meminfo_cache: tuple[float, int] | None = None
+#: The last reading of /proc/meminfo: (time.monotonic() of the reading, bytes available).
+_meminfo: list[tuple[float, int]] = []
+register_cache(_meminfo.clear)
 
 
 class WorkspaceError(MemoryError, ValueError):
     """A call needs more workspace than the budget, even on one sample.
 
     Subclasses both :class:`MemoryError` and :class:`ValueError`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arraycnn as ac
+    >>> x, w = np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3))
+    >>> with ac.config(workspace_limit=16):
+    ...     ac.conv2d(x, w, strategy="naive")
+    Traceback (most recent call last):
+    ...
+    arraycnn.budget.WorkspaceError: strategy='naive' (forward) needs a predicted workspace ...
     """
 
 
 def _host_available() -> int:
-    """``MemAvailable`` of /proc/meminfo in bytes (cached for a second), else the fallback."""
-    global _meminfo_cache
+    """``MemAvailable`` of /proc/meminfo in bytes (reused for a second), else the fallback."""
     now = time.monotonic()
-    if _meminfo_cache is not None and now - _meminfo_cache[0] < _MEMINFO_TTL:
-        return _meminfo_cache[1]
+    if _meminfo and now - _meminfo[0][0] < _MEMINFO_TTL:
+        return _meminfo[0][1]
     available = FALLBACK_BYTES
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -73,12 +89,18 @@ def _host_available() -> int:
                     break
     except (OSError, ValueError, IndexError):
         available = FALLBACK_BYTES
-    _meminfo_cache = (now, available)
+    _meminfo[:] = [(now, available)]
     return available
 
 
 def available_memory(xp: ModuleType | None = None, device: Any = None) -> int:
-    """Bytes currently available on ``device`` of namespace ``xp`` (host memory by default)."""
+    """Bytes currently available on ``device`` of namespace ``xp`` (host memory by default).
+
+    Examples
+    --------
+    >>> available_memory() > 0
+    True
+    """
     name = backend_name(xp) if xp is not None else "numpy"
     try:
         if name == "cupy":  # pragma: no cover - needs a GPU
@@ -95,7 +117,15 @@ def available_memory(xp: ModuleType | None = None, device: Any = None) -> int:
 
 
 def workspace_limit(xp: ModuleType | None = None, device: Any = None) -> int:
-    """The workspace budget in bytes for a call on ``device`` of ``xp`` (see module doc)."""
+    """The workspace budget in bytes for a call on ``device`` of ``xp`` (see module doc).
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> with ac.config(workspace_limit="512M"):
+    ...     workspace_limit()
+    536870912
+    """
     setting = workspace_limit_setting()
     if setting is not None:
         return setting
@@ -103,7 +133,13 @@ def workspace_limit(xp: ModuleType | None = None, device: Any = None) -> int:
 
 
 def format_bytes(n: float) -> str:
-    """Human-readable bytes: ``format_bytes(3 * 2**30) == '3.00 GiB'``."""
+    """Human-readable bytes.
+
+    Examples
+    --------
+    >>> format_bytes(3 * 2**30), format_bytes(512)
+    ('3.00 GiB', '512 B')
+    """
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"

@@ -178,6 +178,19 @@ def correlate2d(
     TypeError
         Non-array or mixed-namespace inputs, complex inputs, bool with bool, a complex or
         non-numeric ``fillvalue``.
+
+    Examples
+    --------
+    >>> image = np.arange(16.0).reshape(4, 4)
+    >>> correlate2d(image, np.array([[1.0, -1.0]]), mode="valid")
+    array([[-1., -1., -1.],
+           [-1., -1., -1.],
+           [-1., -1., -1.],
+           [-1., -1., -1.]])
+    >>> correlate2d(np.eye(3, dtype=np.int8), np.ones((2, 2), dtype=np.int8), "same")
+    array([[2, 1, 0],
+           [1, 2, 1],
+           [0, 1, 1]], dtype=int8)
     """
     return _filter2d(in1, in2, mode, boundary, fillvalue, strategy, convolve=False)
 
@@ -196,6 +209,14 @@ def convolve2d(
     The correlation with ``in2`` flipped in both axes; "same" centres the other way for
     even kernels (see the module docstring). Parameters, returns and errors as in
     :func:`correlate2d`.
+
+    Examples
+    --------
+    >>> image = np.arange(16.0).reshape(4, 4)
+    >>> convolve2d(image, np.array([[1.0, -1.0]]), mode="valid")[0]
+    array([1., 1., 1.])
+    >>> convolve2d(image, np.ones((3, 3)) / 9, boundary="symm", mode="same").shape
+    (4, 4)
     """
     return _filter2d(in1, in2, mode, boundary, fillvalue, strategy, convolve=True)
 

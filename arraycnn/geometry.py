@@ -13,13 +13,10 @@ All shape arithmetic is host work on Python ints; nothing here touches array dat
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
 from dataclasses import dataclass
 from typing import Any
-
-from .settings import register_cache
 
 __all__ = [
     "ConvGeometry",
@@ -45,6 +42,13 @@ def output_size(
 
     Returns a value < 1 when the dilated kernel does not fit the padded input; callers
     validate.
+
+    Examples
+    --------
+    >>> output_size(6, 3, stride=1, pad_lo=0, pad_hi=0, dilation=1)
+    4
+    >>> output_size(7, 3, stride=2, pad_lo=1, pad_hi=1, dilation=1)
+    4
     """
     return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -68,6 +72,15 @@ def pair(value: Any, name: str, *, minimum: int = 1) -> tuple[int, int]:
         If ``value`` is neither an int nor a pair of ints.
     ValueError
         If an entry is below ``minimum``.
+
+    Examples
+    --------
+    >>> pair(3, "stride"), pair((1, 2), "dilation")
+    ((3, 3), (1, 2))
+    >>> pair(0, "stride")
+    Traceback (most recent call last):
+    ...
+    ValueError: stride must be positive, got 0
     """
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
@@ -100,6 +113,13 @@ def resolve_padding(
     Forms: int; ``(ph, pw)``; ``((top, bottom), (left, right))``; ``"valid"`` (none);
     ``"same"`` (output ``ceil(i / s)``, extra padding at the end as TensorFlow does);
     ``"full"`` (``d(k-1)`` on each side).
+
+    Examples
+    --------
+    >>> resolve_padding("same", (6, 6), (4, 4), (1, 1), (1, 1))
+    ((1, 2), (1, 2))
+    >>> resolve_padding((1, 0), (6, 6), (3, 3), (1, 1), (1, 1))
+    ((1, 1), (0, 0))
     """
     if isinstance(padding, str):
         mode = padding.lower()
@@ -130,11 +150,51 @@ def resolve_padding(
     return (ph, ph), (pw, pw)
 
 
+class _Sweep:
+    """What a window sweep over a padded NCHW input shares: the padded sizes and the
+    positions each window row/column meets (the dataclasses below hold the fields)."""
+
+    h: int
+    w: int
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    ho: int
+    wo: int
+
+    @property
+    def hp(self) -> int:
+        """Padded input height."""
+        return self.h + self.padding[0][0] + self.padding[0][1]
+
+    @property
+    def wp(self) -> int:
+        """Padded input width."""
+        return self.w + self.padding[1][0] + self.padding[1][1]
+
+    def tap_rows(self, i: int) -> slice:
+        """Rows of the padded input that window row ``i`` meets, one per output row."""
+        start = i * self.dilation[0]
+        return slice(start, start + self.stride[0] * (self.ho - 1) + 1, self.stride[0])
+
+    def tap_cols(self, j: int) -> slice:
+        """Columns of the padded input that window column ``j`` meets, one per output column."""
+        start = j * self.dilation[1]
+        return slice(start, start + self.stride[1] * (self.wo - 1) + 1, self.stride[1])
+
+
 @dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(_Sweep):
     """Validated geometry of one 2-D convolution (NCHW input, (F, C/G, kh, kw) weights).
 
-    Attributes are the letters of the module legend; derived sizes are properties.
+    Attributes are the letters of the module legend; derived sizes are properties. Made
+    by :func:`conv_geometry`.
+
+    Examples
+    --------
+    >>> g = conv_geometry((2, 4, 9, 9), (6, 2, 3, 3), padding=1, stride=2, groups=2)
+    >>> g.y_shape, (g.cg, g.fg), (g.hp, g.wp)
+    ((2, 6, 5, 5), (2, 3), (11, 11))
     """
 
     n: int
@@ -160,16 +220,6 @@ class ConvGeometry:
     def fg(self) -> int:
         """Output channels per group."""
         return self.f // self.groups
-
-    @property
-    def hp(self) -> int:
-        """Padded input height."""
-        return self.h + self.padding[0][0] + self.padding[0][1]
-
-    @property
-    def wp(self) -> int:
-        """Padded input width."""
-        return self.w + self.padding[1][0] + self.padding[1][1]
 
     @property
     def kh_dilated(self) -> int:
@@ -201,16 +251,6 @@ class ConvGeometry:
         """True if any side has padding."""
         return any(p for side in self.padding for p in side)
 
-    def tap_rows(self, i: int) -> slice:
-        """Rows of the padded input that kernel row ``i`` meets, one per output row."""
-        start = i * self.dilation[0]
-        return slice(start, start + self.stride[0] * (self.ho - 1) + 1, self.stride[0])
-
-    def tap_cols(self, j: int) -> slice:
-        """Columns of the padded input that kernel column ``j`` meets, one per output column."""
-        start = j * self.dilation[1]
-        return slice(start, start + self.stride[1] * (self.wo - 1) + 1, self.stride[1])
-
     def macs(self) -> int:
         """Multiply-accumulates of the direct convolution: ``N F Cg Ho Wo kh kw``."""
         return self.n * self.f * self.cg * self.ho * self.wo * self.kh * self.kw
@@ -219,9 +259,10 @@ class ConvGeometry:
 def _shape4(shape: tuple[int, ...], name: str, letters: str) -> tuple[int, int, int, int]:
     if len(shape) != 4:
         raise ValueError(f"{name} must be 4-D ({letters}), got shape {tuple(shape)}")
-    if any(s == 0 for s in shape):
+    dims = tuple(map(int, shape))
+    if 0 in dims:
         raise ValueError(f"{name} must not be empty, got shape {tuple(shape)}")
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    return dims  # type: ignore[return-value]
 
 
 def conv_geometry(
@@ -252,30 +293,16 @@ def conv_geometry(
     ------
     ValueError, TypeError
         Naming the argument and the offending values.
+
+    Examples
+    --------
+    >>> conv_geometry((1, 3, 32, 32), (8, 3, 5, 5), padding="same").y_shape
+    (1, 8, 32, 32)
+    >>> conv_geometry((1, 3, 32, 32), (8, 4, 5, 5))
+    Traceback (most recent call last):
+    ...
+    ValueError: channel mismatch: x has C=3 channels but w of shape (8, 4, 5, 5) with ...
     """
-    args = (x_shape, w_shape, stride, padding, dilation, groups)
-    if all(_plain(a) for a in args):  # hashable without ambiguity (no bool, no NumPy int)
-        return _conv_geometry_memo(*args)
-    return _conv_geometry(*args)
-
-
-def _plain(value: Any) -> bool:
-    """True for an int (not bool), a str, or a tuple of those: safe as a memo key."""
-    kind = type(value)
-    if kind is int or kind is str:
-        return True
-    return kind is tuple and all(_plain(v) for v in value)
-
-
-def _conv_geometry(
-    x_shape: tuple[int, ...],
-    w_shape: tuple[int, ...],
-    stride: Any,
-    padding: Padding,
-    dilation: Any,
-    groups: Any,
-) -> ConvGeometry:
-    """:func:`conv_geometry`, not memoised."""
     n, c, h, w = _shape4(x_shape, "x", "N, C, H, W")
     f, cg, kh, kw = _shape4(w_shape, "w", "F, C/groups, kh, kw")
     stride2 = pair(stride, "stride")
@@ -291,10 +318,9 @@ def _conv_geometry(
             f"groups={groups} expects C = {cg} * {groups} = {cg * groups}"
         )
     pads = resolve_padding(padding, (h, w), (kh, kw), stride2, dilation2)
-    ho, wo = (
-        output_size(i, k, stride=s, pad_lo=p[0], pad_hi=p[1], dilation=d)
-        for i, k, s, p, d in zip((h, w), (kh, kw), stride2, pads, dilation2)
-    )
+    (sh, sw), (dh, dw), ((top, bottom), (left, right)) = stride2, dilation2, pads
+    ho = output_size(h, kh, stride=sh, pad_lo=top, pad_hi=bottom, dilation=dh)
+    wo = output_size(w, kw, stride=sw, pad_lo=left, pad_hi=right, dilation=dw)
     if ho < 1 or wo < 1:
         khd, kwd = (d * (k - 1) + 1 for k, d in zip((kh, kw), dilation2))
         raise ValueError(
@@ -305,15 +331,16 @@ def _conv_geometry(
     return ConvGeometry(n, c, h, w, f, kh, kw, stride2, dilation2, pads, groups, ho, wo)
 
 
-#: Memoised :func:`_conv_geometry` for plain arguments (every call repeats it; errors are
-#: raised afresh, since an lru_cache keeps only results).
-_conv_geometry_memo = functools.lru_cache(maxsize=4096)(_conv_geometry)
-register_cache(_conv_geometry_memo.cache_clear)
-
-
 @dataclass(frozen=True)
-class PoolGeometry:
-    """Validated geometry of one 2-D pooling window sweep over NCHW input."""
+class PoolGeometry(_Sweep):
+    """Validated geometry of one 2-D pooling window sweep over NCHW input.
+
+    Examples
+    --------
+    >>> g = pool_geometry((1, 3, 7, 7), 2)
+    >>> g.y_shape, g.stride
+    ((1, 3, 3, 3), (2, 2))
+    """
 
     n: int
     c: int
@@ -327,27 +354,14 @@ class PoolGeometry:
     wo: int
 
     @property
-    def hp(self) -> int:
-        """Padded input height."""
-        return self.h + self.padding[0][0] + self.padding[0][1]
-
-    @property
-    def wp(self) -> int:
-        """Padded input width."""
-        return self.w + self.padding[1][0] + self.padding[1][1]
-
-    @property
     def y_shape(self) -> tuple[int, int, int, int]:
         """Output shape ``(N, C, Ho, Wo)``."""
         return self.n, self.c, self.ho, self.wo
 
-    def tap_rows(self, i: int) -> slice:
-        """Rows of the padded input that window row ``i`` meets, one per output row."""
-        return slice(i, i + self.stride[0] * (self.ho - 1) + 1, self.stride[0])
-
-    def tap_cols(self, j: int) -> slice:
-        """Columns of the padded input that window column ``j`` meets, one per output column."""
-        return slice(j, j + self.stride[1] * (self.wo - 1) + 1, self.stride[1])
+    @property
+    def dilation(self) -> tuple[int, int]:
+        """Pooling windows are not dilated: ``(1, 1)``."""
+        return (1, 1)
 
 
 def pool_geometry(
@@ -362,6 +376,13 @@ def pool_geometry(
 
     ``stride`` defaults to ``kernel_size``. Integer padding must not exceed half the
     window, as in torch. ``"same"`` and ``"valid"`` are accepted too.
+
+    Examples
+    --------
+    >>> pool_geometry((1, 1, 7, 7), 2, ceil_mode=True).y_shape
+    (1, 1, 4, 4)
+    >>> pool_geometry((1, 1, 8, 8), 3, stride=1, padding=1).y_shape
+    (1, 1, 8, 8)
     """
     n, c, h, w = _shape4(x_shape, "x", "N, C, H, W")
     kernel = pair(kernel_size, "kernel_size")

@@ -38,12 +38,27 @@ _limit: list[int] = [int(os.environ.get("ARRAYCNN_SCRATCH_BYTES", _DEFAULT_LIMIT
 
 
 def cache_limit() -> int:
-    """Bytes of scratch kept alive per thread."""
+    """Bytes of scratch kept alive per thread.
+
+    Examples
+    --------
+    >>> cache_limit() >= 0
+    True
+    """
     return _limit[0]
 
 
 def set_cache_limit(nbytes: int) -> None:
-    """Set the bytes of scratch kept alive per thread (0 disables reuse)."""
+    """Set the bytes of scratch kept alive per thread (0 disables reuse).
+
+    Examples
+    --------
+    >>> before = cache_limit()
+    >>> set_cache_limit(0)
+    >>> cache_limit()
+    0
+    >>> set_cache_limit(before)
+    """
     if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
         raise ValueError(f"nbytes must be a non-negative int, got {nbytes!r}")
     _limit[0] = nbytes
@@ -51,7 +66,12 @@ def set_cache_limit(nbytes: int) -> None:
 
 
 def clear() -> None:
-    """Drop this thread's scratch buffers."""
+    """Drop this thread's scratch buffers (:func:`arraycnn.clear_caches` calls it).
+
+    Examples
+    --------
+    >>> clear()
+    """
     _buffers().clear()
 
 
@@ -92,6 +112,16 @@ def scratch(
     buffer with whatever the previous call left in it: callers either overwrite all of
     it, or rely on regions they never write staying zero (then ``key`` must pin down
     which regions those are, e.g. the geometry).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> like = np.ones(3)
+    >>> buf = scratch("example", (2, 3), like=like, xp=np)
+    >>> buf[0] = 7.0
+    >>> scratch("example", (2, 3), like=like, xp=np)[0]  # the same buffer, as left
+    array([7., 7., 7.])
+    >>> clear()
     """
     buffers = _buffers()
     full_key = (tag, tuple(shape), backend_name(xp), str(like.dtype), str(device_of(like)), key)

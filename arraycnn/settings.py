@@ -5,15 +5,16 @@
 environment variable decides (``ARRAYCNN_AUTOTUNE``, ``ARRAYCNN_WORKSPACE_LIMIT``,
 ``ARRAYCNN_CACHE_DIR``), then the default. The settings are shared by all threads.
 
-:func:`clear_caches` empties every in-memory cache of the library (the dispatcher's plans,
-the kernels' facts, scratch buffers, measured choices loaded from disk); files on disk stay
-(``arraycnn info --clear-cache`` removes the autotune file).
+:func:`clear_caches` empties every in-memory cache of the library, each registered with
+:func:`register_cache`: the dispatcher's plans, the small kernels' facts, the FFT's DFT
+matrices, this thread's scratch buffers, the calibrations and measured choices loaded from
+disk, the last reading of the available memory. Files on disk stay (``arraycnn info
+--clear-cache`` removes the autotune file).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import re
@@ -102,7 +103,15 @@ def set_autotune(enabled: bool | None) -> None:
 
 
 def autotune_enabled(autotune: bool | None = None) -> bool:
-    """Resolve a call's ``autotune=``: the explicit value, the setting, then the env."""
+    """Resolve a call's ``autotune=``: the explicit value, the setting, then the env.
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> with ac.config(autotune=True):
+    ...     autotune_enabled(), autotune_enabled(False)
+    (True, False)
+    """
     if _check_autotune(autotune, "autotune") is not None:
         return autotune
     if _settings["autotune"] is not None:
@@ -125,7 +134,16 @@ def set_workspace_limit(limit: int | str | None) -> None:
 
 
 def workspace_limit_setting() -> int | None:
-    """The budget set by :func:`set_workspace_limit` or :func:`config`, else the env's."""
+    """The budget set by :func:`set_workspace_limit` or :func:`config`, else the env's
+    (None: neither).
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> with ac.config(workspace_limit="1K"):
+    ...     workspace_limit_setting()
+    1024
+    """
     if _settings["workspace_limit"] is not None:
         return _settings["workspace_limit"]
     env = os.environ.get(ENV_WORKSPACE_LIMIT, "").strip()
@@ -134,7 +152,15 @@ def workspace_limit_setting() -> int | None:
 
 def cache_dir() -> Path:
     """The user cache directory: the :func:`config` setting, ``$ARRAYCNN_CACHE_DIR``,
-    ``$XDG_CACHE_HOME/arraycnn`` or ``~/.cache/arraycnn`` (read at every call)."""
+    ``$XDG_CACHE_HOME/arraycnn`` or ``~/.cache/arraycnn`` (read at every call).
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> with ac.config(cache_dir="/tmp/arraycnn-cache"):
+    ...     print(cache_dir())
+    /tmp/arraycnn-cache
+    """
     return Path(cache_dir_name())
 
 
@@ -143,16 +169,11 @@ def cache_dir_name() -> str:
     if _settings["cache_dir"] is not None:
         return _settings["cache_dir"]
     env = os.environ
-    return _default_cache_dir(env.get(ENV_CACHE_DIR), env.get("XDG_CACHE_HOME"), env.get("HOME"))
-
-
-@functools.lru_cache(maxsize=8)
-def _default_cache_dir(explicit: str | None, xdg: str | None, home: str | None) -> str:
-    if explicit and explicit.strip():
-        return os.path.expanduser(explicit.strip())
-    xdg = (xdg or "").strip()
-    base = os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "arraycnn")
+    explicit = env.get(ENV_CACHE_DIR, "").strip()
+    if explicit:
+        return os.path.expanduser(explicit)
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return os.path.join(os.path.expanduser(xdg or "~/.cache"), "arraycnn")
 
 
 @contextlib.contextmanager
@@ -201,7 +222,16 @@ def config(
 
 
 def register_cache(clear: Callable[[], None]) -> Callable[[], None]:
-    """Register a function that empties an in-memory cache (for :func:`clear_caches`)."""
+    """Register a function that empties an in-memory cache (for :func:`clear_caches`).
+
+    Examples
+    --------
+    >>> memo = {"key": "value"}
+    >>> _ = register_cache(memo.clear)
+    >>> clear_caches()
+    >>> memo
+    {}
+    """
     _caches.append(clear)
     return clear
 

@@ -110,3 +110,42 @@ def fresh_settings_and_caches(tmp_path):
         ac.clear_caches()
         yield
         ac.clear_caches()
+
+
+@pytest.fixture
+def favour():
+    """favour(name): write a user calibration (into the test's cache directory) under which
+    the cost model predicts strategy ``name`` a million times cheaper than the others, on
+    every backend; returns that calibration (for ``dispatch.plan(calibration=...)``)."""
+    from arraycnn.conv import cost
+
+    def apply(name: str):
+        factor = {s: (1e-6 if s == name else 1.0) for s in ("naive", "separable", "im2col", "fft")}
+        cal = cost.Calibration(0.0, 0.0, 1e-10, 1e-10, 1e-6, factor, source=f"favours {name}")
+        for backend in Backend:
+            cost.save_user_calibration(backend.value, cal)
+        return cal
+
+    return apply
+
+
+@pytest.fixture
+def traced_peak():
+    """traced_peak(run): ``(run(), bytes)``, the peak NumPy allocated while ``run`` ran
+    (NumPy reports its allocations to tracemalloc), the library's scratch buffers dropped
+    before and after so that the call allocates its own."""
+    import tracemalloc
+
+    import arraycnn as ac
+
+    def measure(run):
+        ac.clear_caches()
+        tracemalloc.start()
+        try:
+            result = run()
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            ac.clear_caches()
+
+    return measure

@@ -17,7 +17,8 @@ total padding max((o - 1) s + d(k - 1) + 1 - i, 0), the odd pixel at the end).
 Oracles
 -------
 - :func:`correlate_loops` / :func:`correlate_loops_backward`: explicit Python loops over
-  output positions (tiny inputs only).
+  output positions (tiny inputs only); :func:`nonfinite_outputs` /
+  :func:`nonfinite_input_grads`: where NaN/Inf may reach, by the same loops.
 - :func:`correlate_scipy` / :func:`correlate_scipy_backward`: ``scipy.signal.correlate2d``
   / ``convolve2d`` per (image, filter, channel), padding / dilation / stride applied here.
 - :func:`correlate_torch`: ``torch.nn.functional.conv2d`` and autograd (None without torch).
@@ -51,6 +52,8 @@ __all__ = [
     "explicit_padding",
     "fits",
     "kernel_scales",
+    "nonfinite_input_grads",
+    "nonfinite_outputs",
     "norm_scales",
     "out_size",
     "reference",
@@ -216,6 +219,41 @@ def correlate_loops_backward(
                                 gw[f, c, i, j] += up * xpad[n, c0 + c, row, col]
                                 gxpad[n, c0 + c, row, col] += up * w[f, c, i, j]
     return _crop(gxpad, g), gw, gb
+
+
+def nonfinite_outputs(x, w, *, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """The receptive-field rule: y[n, f, p, q] is non-finite iff its window (every tap)
+    meets a NaN/Inf of x, or w[f] holds one. Boolean (N, F, Ho, Wo)."""
+    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
+    bad = np.pad(~np.isfinite(x), ((0, 0), (0, 0), *g.pads))
+    mask = np.zeros((g.n, g.f, g.ho, g.wo), dtype=bool)
+    for n in range(g.n):
+        for f in range(g.f):
+            c0 = (f // g.fg) * g.cg
+            for p in range(g.ho):
+                for q in range(g.wo):
+                    hit = not np.isfinite(w[f]).all()
+                    for i in range(g.kh):
+                        for j in range(g.kw):
+                            row, col = p * g.sh + i * g.dh, q * g.sw + j * g.dw
+                            hit |= bool(bad[n, c0 : c0 + g.cg, row, col].any())
+                    mask[n, f, p, q] = hit
+    return mask
+
+
+def nonfinite_input_grads(gy, x_shape, w_shape, *, stride=1, padding=0, dilation=1, groups=1):
+    """gx[n, c, h, w] is non-finite iff a NaN/Inf of gy reaches (h, w) through some tap
+    (finite w). Boolean (N, C, H, W)."""
+    gy = np.asarray(gy, dtype=np.float64)
+    g = _geom(x_shape, w_shape, stride, padding, dilation, groups)
+    mask = np.zeros((g.n, g.c, g.hp, g.wp), dtype=bool)
+    for n, f, p, q in zip(*np.nonzero(~np.isfinite(gy))):
+        c0 = (f // g.fg) * g.cg
+        for i in range(g.kh):
+            for j in range(g.kw):
+                mask[n, c0 : c0 + g.cg, p * g.sh + i * g.dh, q * g.sw + j * g.dw] = True
+    return _crop(mask, g)
 
 
 # --------------------------------------------------------------------------- scipy.signal

@@ -20,57 +20,54 @@ import scipy.fft
 
 import arraycnn as ac
 from arraycnn.backend import device_of
-from arraycnn.conv import cost, dispatch, fft, memory, workspace
+from arraycnn.budget import SMALL_ARRAYS_BYTES
+from arraycnn.conv import cost, dispatch, fft
 from arraycnn.testing import assert_close
 
 DTYPES = ["float32", "float64"]
+NUMPY = ac.resolve_backend("numpy")
 
 
-def _tiles_of_at_most(length: int):
-    """A tile_plan replacement: tiles of at most ``length`` on both axes (no cost rule)."""
-
-    def plan(geom):
-        rows = fft.axis_tiles(geom.ho, geom.kh_dilated, geom.stride[0], length)
-        cols = fft.axis_tiles(geom.wo, geom.kw_dilated, geom.stride[1], length)
-        return fft.TilePlan(rows, cols)
-
-    return plan
+def _tiles_of_at_most(geom, length: int) -> fft.TilePlan:
+    """Tiles of at most ``length`` on both axes (no cost rule)."""
+    rows = fft.axis_tiles(geom.ho, geom.kh_dilated, geom.stride[0], length)
+    cols = fft.axis_tiles(geom.wo, geom.kw_dilated, geom.stride[1], length)
+    return fft.TilePlan(rows, cols)
 
 
-@pytest.fixture
-def tiles_of(monkeypatch):
-    """tiles_of(length): the FFT forward tiles every geometry by at most ``length``."""
-
-    def apply(length):
-        monkeypatch.setattr(fft, "tile_plan", _tiles_of_at_most(length))
-
-    return apply
+def _plan(geom, x, length: int | None = None) -> fft.FFTPlan:
+    """The forward's plan on ``length``-tiles, untiled for None."""
+    tiles = None if length is None else _tiles_of_at_most(geom, length)
+    return fft.FFTPlan(geom, "forward", x.dtype.itemsize, geom.n, tiles)
 
 
-@pytest.fixture
-def untiled(monkeypatch):
-    """The FFT forward never tiles."""
-    monkeypatch.setattr(fft, "tile_plan", lambda geom: None)
+def _forward(xp, to_xp, x, w, length=None, **kw):
+    """The FFT forward of x, w (NumPy arrays) on the backend, tiled by ``length``."""
+    geom = ac.conv_geometry(x.shape, w.shape, **kw)
+    return fft.forward(_plan(geom, x, length), to_xp(x), to_xp(w), xp=xp)
 
 
-def _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype="float64", **kw):
-    """conv2d(strategy="fft") against scipy.signal, on the FFT's error scale."""
+def _price(dtype: str = "float32"):
+    """The shipped model's price of FFT counts in elements, as the plan's tile rule sees it."""
+    cal = cost.shipped_calibrations()["numpy"]
+    itemsize = np.dtype(dtype).itemsize
+    return lambda counts: cal.seconds("fft", counts.in_bytes(itemsize))
+
+
+def _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype="float64", length=None, **kw):
+    """The FFT forward against scipy.signal, on the FFT's error scale."""
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
-    expected = oracles.correlate_scipy(x, w, **kw)
-    scale = oracles.norm_scales(x, w, **kw)[0]
-    tx, tw = to_xp(x), to_xp(w)
-    y = ac.conv2d(tx, tw, strategy="fft", **kw)
+    y = _forward(xp, to_xp, x, w, length, **kw)
     assert_close(
         y,
-        expected,
-        scale=scale,
+        oracles.correlate_scipy(x, w, **kw),
+        scale=oracles.norm_scales(x, w, **kw)[0],
         xp=xp,
         dtype=getattr(xp, dtype),
-        device=device_of(tx),
-        err_msg=f"{x_shape} {w_shape} {kw}",
+        device=device_of(to_xp(x)),
+        err_msg=f"{x_shape} {w_shape} {kw} tiles of {length}",
     )
-    return y
 
 
 # --------------------------------------------------------------------------- placement
@@ -112,10 +109,12 @@ def test_dft_matrix_is_the_fft_of_the_placed_rows(rng, length, start, step, taps
     np.testing.assert_allclose(dft @ rows, np.fft.fft(placed, axis=-2), atol=1e-12)
 
 
-def test_dft_matrix_is_cached_per_placement():
+def test_dft_matrix_is_cached_per_placement_until_the_caches_are_cleared():
     key = (np, np.float32, np.complex64, "cpu", (12, 1, 1, 3))
-    assert fft._cached_dft_matrix(*key) is fft._cached_dft_matrix(*key)
-    assert fft._cached_dft_matrix(*key).dtype == np.complex64
+    first = fft._cached_dft_matrix(*key)
+    assert fft._cached_dft_matrix(*key) is first and first.dtype == np.complex64
+    ac.clear_caches()
+    assert fft._cached_dft_matrix(*key) is not first
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 9])
@@ -133,9 +132,7 @@ def test_forward_length_is_exact_and_never_longer_than_the_padded_input(size, ke
         assert length <= scipy.fft.next_fast_len(size + lo + hi, real=True)
 
 
-def test_untiled_forward_matches_the_loops_on_tiny_geometries(
-    xp, to_xp, rng, untiled, row_transform
-):
+def test_untiled_forward_matches_the_loops_on_tiny_geometries(xp, to_xp, rng, row_transform):
     """Padding larger than the kernel, asymmetric, stride, dilation, groups, 'same' with
     stride (end padding larger): the kernel at the origin (or at p - kd + 1) and the
     outputs at kd - 1 - p (or 0) are exact, with either row transform of the kernel."""
@@ -148,14 +145,14 @@ def test_untiled_forward_matches_the_loops_on_tiny_geometries(
             args = {**geometry, "groups": 2}
             x = rng.standard_normal((2, 4, h, w))
             wt = rng.standard_normal((6, 2, kh, kw))
-            y = ac.conv2d(to_xp(x), to_xp(wt), strategy="fft", **args)
+            y = _forward(xp, to_xp, x, wt, **args)
             expected = oracles.correlate_loops(x, wt, **args)
             scale = oracles.norm_scales(x, wt, **args)[0]
             assert_close(y, expected, scale=scale, err_msg=str(args))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_untiled_forward_with_the_matrix_product(xp, to_xp, rng, untiled, dtype):
+def test_untiled_forward_with_the_matrix_product(xp, to_xp, rng, dtype):
     """Enough images and channels per group for the per-frequency matrix product."""
     assert fft._use_matmul(8, 20, 8)
     _check_forward(xp, to_xp, rng, (8, 40, 13, 11), (16, 20, 3, 2), dtype, padding=1, groups=2)
@@ -175,7 +172,7 @@ IN_PLACE_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("x_shape", "w_shape", "kw"), IN_PLACE_CASES)
 def test_untiled_in_place_products_leave_the_inputs_alone(
-    xp, to_xp, rng, untiled, dtype, x_shape, w_shape, kw
+    xp, to_xp, rng, dtype, x_shape, w_shape, kw
 ):
     """Every branch of the one-input-channel product is exact, twice in a row (scratch
     input reused), and neither x nor w is written."""
@@ -196,20 +193,18 @@ def test_untiled_in_place_products_leave_the_inputs_alone(
         np.testing.assert_array_equal(ac.to_numpy(tw), w)
 
 
-def test_untiled_scratch_input_stays_zero_padded(rng, untiled):
+def test_untiled_scratch_input_stays_zero_padded(rng):
     """The padded input is a scratch buffer keyed by the input size: a larger input of the
     same FFT shape in between does not leave values in a smaller one's padding."""
-    workspace.clear()
     w = rng.standard_normal((1, 1, 5, 5))
     kw = {"padding": 2}
     for shape in [(1, 1, 40, 37), (1, 1, 42, 38), (1, 1, 40, 37)]:
         x = rng.standard_normal(shape)
         assert fft.forward_shape(ac.conv_geometry(x.shape, w.shape, **kw)) == (45, 40)
-        y = ac.conv2d(x, w, strategy="fft", **kw)
+        y = _forward(NUMPY, np.asarray, x, w, **kw)
         assert_close(
             y, oracles.correlate_scipy(x, w, **kw), scale=oracles.norm_scales(x, w, **kw)[0]
         )
-    workspace.clear()
 
 
 # --------------------------------------------------------------------------- tiles
@@ -232,12 +227,13 @@ TILED_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("x_shape", "w_shape", "kw", "length"), TILED_CASES)
-def test_tiled_forward_matches_scipy(xp, to_xp, rng, tiles_of, dtype, x_shape, w_shape, kw, length):
-    tiles_of(length)
-    _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype, **kw)
+def test_tiled_forward_matches_scipy(xp, to_xp, rng, dtype, x_shape, w_shape, kw, length):
+    geom = ac.conv_geometry(x_shape, w_shape, **kw)
+    assert _tiles_of_at_most(geom, length).tiles > 1
+    _check_forward(xp, to_xp, rng, x_shape, w_shape, dtype, length, **kw)
 
 
-def test_tiled_and_untiled_agree_for_every_tile_length(rng, monkeypatch, row_transform):
+def test_tiled_and_untiled_agree_for_every_tile_length(rng, row_transform):
     """One geometry, tile lengths from the smallest possible to one tile per axis, with
     either row transform of the kernel."""
     x = rng.standard_normal((2, 3, 70, 53))
@@ -245,39 +241,35 @@ def test_tiled_and_untiled_agree_for_every_tile_length(rng, monkeypatch, row_tra
     kw = {"padding": ((3, 1), (0, 5)), "stride": (1, 2), "dilation": (2, 1)}
     expected = oracles.correlate_scipy(x, w, **kw)
     scale = oracles.norm_scales(x, w, **kw)[0]
-    for length in (7, 8, 11, 16, 23, 40, 80, 200):
-        monkeypatch.setattr(fft, "tile_plan", _tiles_of_at_most(length))
-        assert_close(
-            ac.conv2d(x, w, strategy="fft", **kw), expected, scale=scale, err_msg=f"{length}"
-        )
+    for length in (7, 8, 11, 16, 23, 40, 80, 200, None):
+        y = _forward(NUMPY, np.asarray, x, w, length, **kw)
+        assert_close(y, expected, scale=scale, err_msg=f"{length}")
 
 
-def test_tile_scratch_is_reused_and_stays_exact(rng, tiles_of):
+def test_tile_scratch_is_reused_and_stays_exact(rng):
     """The tile batch is a scratch buffer: calls with new data (and another geometry in
     between) still see zero padding."""
-    tiles_of(24)
-    workspace.clear()
     kw = {"padding": 3}
     w = rng.standard_normal((2, 1, 5, 5))
     for shape in [(1, 1, 90, 80), (1, 1, 60, 61), (1, 1, 90, 80)]:
         x = rng.standard_normal(shape)
-        y = ac.conv2d(x, w, strategy="fft", **kw)
+        y = _forward(NUMPY, np.asarray, x, w, 24, **kw)
         assert_close(
             y, oracles.correlate_scipy(x, w, **kw), scale=oracles.norm_scales(x, w, **kw)[0]
         )
-    workspace.clear()
 
 
 # --------------------------------------------------------------------------- the plan
 
 
-def test_large_image_is_tiled_and_forward_uses_the_plan(monkeypatch, rng):
-    """A 2048² image with a 7x7 kernel: the rule tiles it, and forward runs those tiles."""
-    g = ac.conv_geometry((1, 1, 2048, 2048), (1, 1, 7, 7), padding=3)
-    plan = fft.tile_plan(g)
-    assert plan is not None and plan.tiles > 1
-    assert fft.forward_work(g).plan == plan
-    for axis, out in ((plan.rows, g.ho), (plan.cols, g.wo)):
+def test_large_image_is_tiled_and_conv2d_runs_the_plan(monkeypatch, rng):
+    """A 2048² image with a 7x7 kernel: the plan tiles it, and conv2d runs those tiles."""
+    x = rng.standard_normal((1, 1, 2048, 2048)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 7, 7)).astype(np.float32)
+    g = ac.conv_geometry(x.shape, w.shape, padding=3)
+    tiles = dispatch.plan("fft", w, g, xp=NUMPY, x=x).kernel.tiles
+    assert tiles is not None and tiles.tiles > 1
+    for axis, out in ((tiles.rows, g.ho), (tiles.cols, g.wo)):
         assert axis.count * axis.block >= out > (axis.count - 1) * axis.block
         assert axis.length >= axis.block + g.kh_dilated - 1
         assert axis.length < fft.forward_shape(g)[0]
@@ -289,14 +281,12 @@ def test_large_image_is_tiled_and_forward_uses_the_plan(monkeypatch, rng):
         return original(x, w, geom, used, xp=xp)
 
     monkeypatch.setattr(fft, "_forward_tiled", spy)
-    x = rng.standard_normal((1, 1, 2048, 2048)).astype(np.float32)
-    w = rng.standard_normal((1, 1, 7, 7)).astype(np.float32)
     y = ac.conv2d(x, w, padding=3, strategy="fft")
-    assert seen == [plan]
+    assert seen == [tiles]
     # spot check one window away from the tile boundaries and one across them
-    b = plan.rows.block
+    xpad = np.pad(x[0, 0].astype(np.float64), 3)
+    b = tiles.rows.block
     for p, q in [(5, 9), (b - 1, b), (2047, 0)]:
-        xpad = np.pad(x[0, 0].astype(np.float64), 3)
         want = float(np.sum(xpad[p : p + 7, q : q + 7] * w[0, 0]))
         assert abs(float(y[0, 0, p, q]) - want) <= 1e-4 * (1 + abs(want))
 
@@ -311,49 +301,50 @@ def test_large_image_is_tiled_and_forward_uses_the_plan(monkeypatch, rng):
 )
 def test_small_inputs_stay_untiled(x_shape, w_shape):
     g = ac.conv_geometry(x_shape, w_shape, padding=w_shape[-1] // 2)
-    assert fft.tile_plan(g) is None
-    assert fft.forward_work(g).plan is None
+    assert fft.tile_plan(g, _price()) is None
+    w = np.ones(w_shape, dtype=np.float32)
+    assert dispatch.plan("fft", w, g, xp=NUMPY).kernel.tiles is None
 
 
-def test_tile_plan_is_host_arithmetic_and_cached():
+def test_tile_plan_is_host_arithmetic():
     g = ac.conv_geometry((1, 1, 3000, 1000), (1, 1, 9, 9), padding="same")
-    first = fft.tile_plan(g)
-    assert fft.tile_plan(g) is first
-    assert first is not None
+    first = fft.tile_plan(g, _price())
+    assert first is not None and fft.tile_plan(g, _price()) == first
     assert all(isinstance(v, int) for a in (first.rows, first.cols) for v in dataclasses.astuple(a))
 
 
-def test_plan_beats_untiled_in_its_own_model():
+def test_the_tiles_beat_the_untiled_path_in_the_model():
     g = ac.conv_geometry((1, 1, 4096, 4096), (1, 1, 15, 15), padding=7)
-    tiled, untiled = fft.forward_work(g), fft._work(g, None)
-    assert fft.predicted_ns(tiled) < fft.TILE_GAIN * fft.predicted_ns(untiled)
+    price = _price()
+    tiles = fft.tile_plan(g, price)
+    tiled, untiled = (fft.forward_counts(g, fft._work(g, t)) for t in (tiles, None))
+    assert price(tiled) < fft.TILE_GAIN * price(untiled)
 
 
 # --------------------------------------------------------------------------- counts and bytes
 
 
-def test_cost_counts_follow_the_forward_work():
+def test_counts_follow_the_forward_work():
     """fft_flops: 2.5 L log2 L per transform, times each batch's share; calls grow with the
-    tile windows."""
+    tile windows; the channel product is GEMM work only as a matrix product."""
     for x_shape, w_shape in [((1, 1, 2048, 2048), (1, 1, 7, 7)), ((8, 4, 32, 32), (8, 4, 3, 3))]:
         g = ac.conv_geometry(x_shape, w_shape, padding=w_shape[-1] // 2)
-        work = fft.forward_work(g)
+        p = dispatch.plan("fft", np.ones(w_shape, dtype=np.float32), g, xp=NUMPY).kernel
+        work = fft._work(g, p.tiles)
         points = work.shape[0] * work.shape[1]
         flops = sum(n * s for n, s in work.transforms) * 2.5 * points * math.log2(points)
-        counts = cost.op_counts("fft", g)
+        counts = fft.counts(p)  # float32: one float32-equivalent flop per flop
         assert counts.fft_flops == pytest.approx(flops)
         assert counts.calls >= work.windows
-        if not work.matmul:
-            assert counts.spectral_flops == 0
+        assert (counts.gemm_flops > 0) == work.matmul
 
 
 def test_tiled_transforms_are_smaller_than_untiled():
     g = ac.conv_geometry((1, 1, 4096, 4096), (1, 1, 7, 7), padding=3)
-    assert fft.tile_plan(g) is not None
-    work = fft._work(g, None)
-    points = work.shape[0] * work.shape[1]
-    untiled_flops = sum(n * s for n, s in work.transforms) * 2.5 * points * math.log2(points)
-    assert cost.op_counts("fft", g).fft_flops < untiled_flops
+    tiles = fft.tile_plan(g, _price())
+    assert tiles is not None
+    tiled, untiled = (fft.FFTPlan(g, "forward", 4, 1, t) for t in (tiles, None))
+    assert fft.counts(tiled).fft_flops < fft.counts(untiled).fft_flops
 
 
 WORKSPACE_CASES = [
@@ -369,27 +360,16 @@ WORKSPACE_CASES = [
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "kw", "length"), WORKSPACE_CASES)
 def test_workspace_prediction_bounds_the_measured_peak(
-    monkeypatch, rng, x_shape, w_shape, kw, length
+    rng, traced_peak, x_shape, w_shape, kw, length
 ):
     """As in test_dispatch: the traced peak of a forward minus its result stays within the
-    predicted workspace, tiled (scratch tiles allocated in the call) and untiled."""
-    import tracemalloc
-
-    plan = _tiles_of_at_most(length) if length else (lambda geom: None)
-    monkeypatch.setattr(fft, "tile_plan", plan)
+    dispatcher's predicted workspace, tiled (scratch tiles allocated in the call) and
+    untiled, and the prediction is not vacuous."""
     x = rng.standard_normal(x_shape)
     w = rng.standard_normal(w_shape)
-    geom = ac.conv_geometry(x.shape, w.shape, **kw)
-    xp = ac.resolve_backend("numpy")
-    workspace.clear()
-    tracemalloc.start()
-    try:
-        y = dispatch.KERNELS["fft"].forward(x, w, geom, xp=xp)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        workspace.clear()
+    p = _plan(ac.conv_geometry(x.shape, w.shape, **kw), x, length)
+    y, peak = traced_peak(lambda: fft.forward(p, x, w, xp=NUMPY))
     measured = peak - y.nbytes
-    predicted = memory.workspace_bytes("fft", geom, itemsize=8)
+    predicted = dispatch.workspace_bytes(fft.STRATEGY, p)
     assert measured <= predicted, (measured, predicted)
-    assert predicted <= 4 * measured + memory.SMALL_ARRAYS_BYTES, (measured, predicted)
+    assert predicted <= 4 * measured + SMALL_ARRAYS_BYTES, (measured, predicted)

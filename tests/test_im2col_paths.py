@@ -9,6 +9,7 @@ the path it means to cover is not the one taken.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -17,9 +18,12 @@ import pytest
 
 import arraycnn as ac
 from arraycnn.backend import device_of
-from arraycnn.conv import cost, im2col, memory, naive
+from arraycnn.conv import cost, dispatch, im2col, naive
+from arraycnn.conv.strategy import Call
 from arraycnn.geometry import conv_geometry
 from arraycnn.testing import assert_close
+
+NUMPY = ac.resolve_backend("numpy")
 
 
 @pytest.fixture
@@ -28,35 +32,18 @@ def paths(monkeypatch):
     path that builds the transposed kernel), 'rows' (stride-1 col2im over padded-width
     rows) or 'bands' (naive's col2im by tap bands)."""
     taken: list[str] = []
-    kernel, rows, bands = im2col.transposed_kernel, naive._input_grad_rows, naive._input_grad_bands
 
-    def spy_kernel(w, geom, *, xp):
-        taken.append("transposed")
-        return kernel(w, geom, xp=xp)
+    def spy(original, path):
+        def recorded(*args, **kwargs):
+            taken.append(path)
+            return original(*args, **kwargs)
 
-    def spy_rows(gy, w, geom, *, xp):
-        taken.append("rows")
-        return rows(gy, w, geom, xp=xp)
+        return recorded
 
-    def spy_bands(gy, w, geom, *, xp):
-        taken.append("bands")
-        return bands(gy, w, geom, xp=xp)
-
-    monkeypatch.setattr(im2col, "transposed_kernel", spy_kernel)
-    monkeypatch.setattr(naive, "_input_grad_rows", spy_rows)
-    monkeypatch.setattr(naive, "_input_grad_bands", spy_bands)
+    monkeypatch.setattr(im2col, "transposed_kernel", spy(im2col.transposed_kernel, "transposed"))
+    monkeypatch.setattr(naive, "_input_grad_rows", spy(naive._input_grad_rows, "rows"))
+    monkeypatch.setattr(naive, "_input_grad_bands", spy(naive._input_grad_bands, "bands"))
     return taken
-
-
-@pytest.fixture
-def small_chunks(monkeypatch):
-    """Batches run in chunks of about ``samples`` samples (columns per chunk reduced)."""
-
-    def apply(geometry_per_sample: int, samples: int) -> None:
-        monkeypatch.setattr(im2col, "WHOLE_BATCH_ELEMENTS", 0)
-        monkeypatch.setattr(im2col, "COLUMN_CHUNK_ELEMENTS", geometry_per_sample * samples)
-
-    return apply
 
 
 def _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry):
@@ -70,6 +57,13 @@ def _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry):
     _, sgx, sgw = oracles.error_scales(x, w, gy=gy, **geometry)[:3]
     for name, got, expected, scale in (("gx", gx, ex_gx, sgx), ("gw", gw, ex_gw, sgw)):
         assert_close(got, expected, scale=scale, xp=xp, device=device_of(to_xp(x)), err_msg=name)
+
+
+def _budget_for(name: str, w, geom, samples: int, *, xp, direction: str = "forward") -> int:
+    """The workspace budget under which ``name`` runs ``geom`` in chunks of ``samples``."""
+    call = dispatch.describe(w, geom, xp=xp, direction=direction).with_n(samples)
+    cal = ac.conv.cost.shipped_calibrations()["numpy"]
+    return dispatch.price(name, call, rank=None, cal=cal, budget=2**62, reason="").bytes
 
 
 TRANSPOSED_GEOMETRIES = [
@@ -147,35 +141,42 @@ CHUNKED_GEOMETRIES = [
 ]
 
 
+@pytest.mark.parametrize("name", ["im2col", "naive"])
 @pytest.mark.parametrize("samples", [1, 2, 3])
 @pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), CHUNKED_GEOMETRIES)
 def test_chunked_batch_forward_and_backward(
-    xp, to_xp, rng, small_chunks, samples, x_shape, w_shape, geometry
+    xp, to_xp, rng, name, samples, x_shape, w_shape, geometry
 ):
-    """Chunks of 1, 2, 3 samples (remainders included) against the loops."""
+    """The dispatcher's chunks of 1, 2, 3 samples (remainders included) against the loops:
+    the outputs and input gradients concatenated, the weight gradients summed."""
     g = conv_geometry(x_shape, w_shape, **geometry)
-    per_sample = g.groups * g.cg * g.kh * g.kw * g.ho * g.wo
-    small_chunks(per_sample, samples)
-    assert len(im2col.batch_chunks(g)) == -(-g.n // samples)
-    x = rng.standard_normal(x_shape)
-    w = rng.standard_normal(w_shape)
-    y = ac.conv2d(to_xp(x), to_xp(w), strategy="im2col", **geometry)
-    scale = oracles.error_scales(x, w, **geometry)[0]
-    assert_close(y, oracles.correlate_loops(x, w, **geometry), scale=scale, xp=xp)
-    _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry)
+    x, w, gy = (rng.standard_normal(shape) for shape in (x_shape, w_shape, g.y_shape))
+    tx, tw, tgy = to_xp(x), to_xp(w), to_xp(gy)
+    with ac.config(workspace_limit=_budget_for(name, tw, g, samples, xp=xp)):
+        assert dispatch.plan(name, tw, g, xp=xp).chunk == samples
+        y = ac.conv2d(tx, tw, strategy=name, **geometry)
+    limit = _budget_for(name, tw, g, samples, xp=xp, direction="backward")
+    with ac.config(workspace_limit=limit):
+        assert dispatch.plan(name, tw, g, xp=xp, direction="backward").chunk == samples
+        gx, gw, _ = ac.conv2d_backward(tgy, tx, tw, strategy=name, **geometry)
+    sy, sgx, sgw, _ = oracles.error_scales(x, w, gy=gy, **geometry)
+    ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, **geometry)
+    assert_close(y, oracles.correlate_loops(x, w, **geometry), scale=sy, xp=xp)
+    assert_close(gx, ex_gx, scale=sgx, xp=xp)
+    assert_close(gw, ex_gw, scale=sgw, xp=xp)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_chunked_forward_keeps_dtype_and_device(xp, to_xp, rng, small_chunks, dtype):
+def test_chunked_forward_keeps_dtype_and_device(xp, to_xp, rng, dtype):
     x = rng.standard_normal((3, 2, 5, 5)).astype(dtype)
     w = rng.standard_normal((2, 2, 3, 3)).astype(dtype)
-    small_chunks(2 * 9 * 25, 1)
-    y = ac.conv2d(to_xp(x), to_xp(w), padding=1, strategy="im2col")
-    scale = oracles.error_scales(x, w, padding=1)[0]
+    g = conv_geometry(x.shape, w.shape, padding=1)
+    with ac.config(workspace_limit=_budget_for("im2col", to_xp(w), g, 1, xp=xp)):
+        y = ac.conv2d(to_xp(x), to_xp(w), padding=1, strategy="im2col")
     assert_close(
         y,
         oracles.correlate_loops(x, w, padding=1),
-        scale=scale,
+        scale=oracles.error_scales(x, w, padding=1)[0],
         xp=xp,
         dtype=getattr(xp, dtype),
         device=device_of(to_xp(x)),
@@ -189,28 +190,75 @@ def test_chunk_sizes():
     assert im2col.samples_per_chunk(big, cached=False) == 32  # a GPU runs the batch whole
     small = conv_geometry((64, 1, 28, 28), (32, 1, 3, 3), padding=1)
     assert im2col.samples_per_chunk(small) == 64  # its columns fit in cache
-    chunks = im2col.batch_chunks(big)
-    assert chunks[0][0] == 0 and chunks[-1][1] == 32
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+    assert naive.samples_per_chunk(big) == max(1, (1 << 21) // ((64 + 64) * 56 * 56))
+    assert naive.samples_per_chunk(big, cached=False) == 32
 
 
-def test_cost_counts_follow_the_input_gradient_path(monkeypatch):
+@pytest.mark.parametrize("name", ["im2col", "naive"])
+def test_the_preferred_chunk_is_planned_and_run(name, monkeypatch, rng):
+    """Where a CPU kernel prefers cache-sized chunks, the dispatcher's plan runs them (the
+    budget allowing the whole batch), forward and backward, each chunk once."""
+    x_shape, w_shape = ((40, 16, 32, 32), (8, 16, 3, 3))
+    if name == "naive":
+        x_shape, w_shape = ((40, 32, 32, 32), (96, 32, 3, 3))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = conv_geometry(x.shape, w.shape, padding=1)
+    module = {"im2col": im2col, "naive": naive}[name]
+    chunk = module.samples_per_chunk(g)
+    assert 1 < chunk < g.n and g.n % chunk  # chunks with a remainder
+    runs = []
+    s = dispatch.STRATEGIES[name]
+
+    def forward(p, *args, **kwargs):
+        runs.append(p.geom.n)
+        return s.forward(p, *args, **kwargs)
+
+    def backward(p, *args, **kwargs):
+        runs.append(p.geom.n)
+        return s.backward(p, *args, **kwargs)
+
+    monkeypatch.setitem(
+        dispatch.STRATEGIES, name, dataclasses.replace(s, forward=forward, backward=backward)
+    )
+    with ac.config(workspace_limit="8G"):
+        p = dispatch.plan(name, w, g, xp=NUMPY, x=x)
+        assert (p.chunk, p.chunked) == (chunk, True) and "chunks" not in p.reason
+        y = ac.conv2d(x, w, padding=1, strategy=name)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        gx, gw, _ = ac.conv2d_backward(gy, x, w, padding=1, strategy=name)
+    pieces = [chunk] * (g.n // chunk) + [g.n % chunk]
+    assert runs == pieces + pieces
+    ref = oracles.correlate_torch(x, w, gy=gy, padding=1) or (
+        oracles.correlate_scipy(x, w, padding=1),
+        *oracles.correlate_scipy_backward(gy, x, w, padding=1)[:2],
+    )
+    scales = oracles.norm_scales(x, w, gy=gy, padding=1)
+    for got, expected, scale, what in zip((y, gx, gw), ref[:3], scales[:3], ("y", "gx", "gw")):
+        assert_close(got, expected, scale=scale, dtype=np.float32, err_msg=what)
+
+
+def _im2col_plan(g, direction="backward", itemsize=4, rows=0):
+    return im2col.plan(Call(g, direction, "numpy", f"float{8 * itemsize}", itemsize), rows=rows)
+
+
+def test_counts_follow_the_input_gradient_path(monkeypatch):
     """The transposed path counts its own unfold + GEMM (F·kh·kw·N·H·W columns); col2im
     its GEMM over padded-width rows (stride 1) or naive's blocked input gradient; all with
     the same weight-gradient GEMM."""
     t = conv_geometry((2, 8, 10, 10), (8, 8, 3, 3), padding=1)  # Fg = Cg: transposed
     c = conv_geometry((2, 4, 10, 10), (8, 4, 3, 3), padding=1)  # Fg > Cg: col2im
     assert im2col.uses_transposed_input_grad(t) and not im2col.uses_transposed_input_grad(c)
-    bt = cost.op_counts("im2col", t, direction="backward")
+    bt = im2col.counts(_im2col_plan(t))  # float32: flops are float32-equivalents
     # two GEMMs of 2 F Cg kh kw N Ho Wo flops: gw and the transposed correlation
     assert bt.gemm_flops == pytest.approx(2 * (2 * 8 * 8 * 9 * 2 * 100))
     monkeypatch.setattr(naive, "ROWS_MIN_WIDTH", 1)  # the 10-wide output adds rows
-    bc = cost.op_counts("im2col", c, direction="backward")
+    bc = im2col.counts(_im2col_plan(c))
     # gw, then col2im's GEMM over padded-width rows: 2 (kh kw Cg) Fg (N Ho Wp), Wp = 12
     assert bc.gemm_flops == pytest.approx(2 * 8 * 4 * 9 * 2 * 100 + 2 * (9 * 4) * 8 * (2 * 10 * 12))
     s = conv_geometry((2, 4, 10, 10), (8, 4, 3, 3), padding=1, stride=2)  # naive's bands
-    bs = cost.op_counts("im2col", s, direction="backward")
-    bands = cost._naive_input_grad(s).gemm_flops
+    bs = im2col.counts(_im2col_plan(s))
+    bands = naive.input_grad_counts(s).gemm_flops
     assert bs.gemm_flops == pytest.approx(2 * 8 * 4 * 9 * 2 * 25 + bands)
 
 
@@ -218,32 +266,20 @@ def test_cost_counts_follow_the_input_gradient_path(monkeypatch):
     ("x_shape", "w_shape", "transposed"),
     [((4, 16, 24, 24), (16, 16, 3, 3), True), ((4, 8, 24, 24), (16, 8, 3, 3), False)],
 )
-def test_workspace_bound_covers_the_input_gradient(x_shape, w_shape, transposed):
+def test_workspace_bound_covers_the_input_gradient(traced_peak, x_shape, w_shape, transposed):
     """The predicted backward workspace holds what the input gradient's path allocates
-    (measured with tracemalloc): the transposed correlation's columns, or the gy frame,
+    (the traced peak): the transposed correlation's columns, or the gy frame,
     column gradient and sums of col2im over rows."""
-    import tracemalloc
-
     g = conv_geometry(x_shape, w_shape, padding=1)
     assert im2col.uses_transposed_input_grad(g) is transposed
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(g.x_shape)
-    w = rng.standard_normal(g.w_shape)
-    gy = rng.standard_normal(g.y_shape)
-    predicted = memory.workspace_bytes("im2col", g, itemsize=8, direction="backward")
-    from arraycnn.conv import workspace
-
-    workspace.clear()
-    tracemalloc.start()
-    try:
-        im2col.backward(gy, x, w, g, xp=np)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        workspace.clear()
+    x, w, gy = (rng.standard_normal(shape) for shape in (g.x_shape, g.w_shape, g.y_shape))
+    p = _im2col_plan(g, itemsize=8)
+    predicted = dispatch.workspace_bytes(im2col.STRATEGY, p)
+    _, peak = traced_peak(lambda: im2col.backward(p, gy, x, w, xp=NUMPY))
     results = (g.n * g.c * g.h * g.w + g.f * g.cg * g.kh * g.kw) * 8
     assert peak - results <= predicted
-    assert peak > 0.4 * predicted  # the bound is not vacuous (it is ~1.8x here)
+    assert peak > 0.4 * predicted  # the bound is not vacuous
 
 
 # --------------------------------------------------------------------------- row bands
@@ -254,44 +290,32 @@ BANDED_GEOMETRIES = [
     ((1, 2, 12, 8), (2, 2, 3, 3), {"padding": 2, "dilation": (3, 1)}),
     ((1, 4, 9, 6), (4, 2, 2, 3), {"padding": ((5, 4), (0, 1)), "groups": 2}),  # padding rows
     ((1, 1, 8, 8), (1, 1, 4, 4), {"padding": "same"}),
+    ((3, 3, 9, 7), (3, 3, 3, 3), {"padding": 1}),  # transposed input gradient, in bands too
 ]
-
-
-@pytest.fixture
-def rows_of(monkeypatch):
-    """rows_of(geom, rows): the forward of ``geom`` runs in bands of ``rows`` output rows."""
-
-    def apply(geom, rows: int) -> None:
-        per_row = geom.groups * geom.cg * geom.kh * geom.kw * geom.wo
-        monkeypatch.setattr(im2col, "COLUMN_CHUNK_ELEMENTS", per_row * rows)
-        monkeypatch.setattr(im2col, "WHOLE_BATCH_ELEMENTS", 0)
-        assert im2col.rows_per_band(geom) == (rows if 2 * rows < geom.ho else geom.ho)
-
-    return apply
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
 @pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), BANDED_GEOMETRIES)
-def test_banded_forward_matches_the_loops(
-    xp, to_xp, rng, rows_of, rows, x_shape, w_shape, geometry
+def test_banded_forward_and_backward_match_the_loops(
+    xp, to_xp, rng, rows, x_shape, w_shape, geometry
 ):
-    """Bands of 1-3 output rows (remainders, bands of padding only) against the loops,
-    forward and backward."""
+    """Bands of 1-3 output rows (remainders, bands of padding only) against the loops:
+    the forward, and the backward (gw summed over the bands)."""
     g = conv_geometry(x_shape, w_shape, **geometry)
-    rows_of(g, rows)
-    x = rng.standard_normal(x_shape)
-    w = rng.standard_normal(w_shape)
-    y = ac.conv2d(to_xp(x), to_xp(w), strategy="im2col", **geometry)
-    scale = oracles.error_scales(x, w, **geometry)[0]
-    assert_close(
-        y,
-        oracles.correlate_loops(x, w, **geometry),
-        scale=scale,
-        xp=xp,
-        device=device_of(to_xp(x)),
-        err_msg=f"{geometry} rows {rows}",
-    )
-    _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry)  # gw summed over the bands
+    x, w, gy = (rng.standard_normal(shape) for shape in (x_shape, w_shape, g.y_shape))
+    tx, tw, tgy = to_xp(x), to_xp(w), to_xp(gy)
+    itemsize = 8
+    forward = _im2col_plan(g, "forward", itemsize, rows)
+    assert len(forward.pieces) == -(-g.ho // rows) > 1
+    assert all(piece.geom is None or piece.geom.n == g.n for piece in forward.pieces)
+    y = im2col.forward(forward, tx, tw, xp=xp)
+    gx, gw = im2col.backward(_im2col_plan(g, "backward", itemsize, rows), tgy, tx, tw, xp=xp)
+    sy, sgx, sgw, _ = oracles.error_scales(x, w, gy=gy, **geometry)
+    ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, **geometry)
+    device = device_of(tx)
+    assert_close(y, oracles.correlate_loops(x, w, **geometry), scale=sy, xp=xp, device=device)
+    assert_close(gx, ex_gx, scale=sgx, xp=xp, device=device, err_msg=f"gx {geometry} {rows}")
+    assert_close(gw, ex_gw, scale=sgw, xp=xp, device=device, err_msg=f"gw {geometry} {rows}")
 
 
 def test_band_geometries_cover_the_output_rows():
@@ -305,7 +329,7 @@ def test_band_geometries_cover_the_output_rows():
                 if band is None:
                     continue
                 part, rows = band
-                assert part.ho == stop - start and part.wo == g.wo
+                assert part.ho == stop - start and (part.n, part.wo) == (g.n, g.wo)
                 assert 0 <= rows.start < rows.stop <= g.h and part.h == rows.stop - rows.start
     only_padding = conv_geometry((1, 1, 4, 4), (1, 1, 2, 2), padding=((5, 0), (0, 0)))
     assert im2col.band_geometry(only_padding, 0, 2) is None
@@ -319,29 +343,6 @@ def test_large_image_runs_in_bands():
     assert im2col.rows_per_band(g, cached=False) == g.ho  # a GPU runs it whole
     small = conv_geometry((1, 1, 256, 256), (1, 1, 3, 3), padding=1)
     assert im2col.rows_per_band(small) == small.ho
-
-
-# --------------------------------------------------------------------------- naive's chunks
-
-
-@pytest.mark.parametrize("samples", [1, 2])
-@pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), CHUNKED_GEOMETRIES)
-def test_naive_chunked_batch_forward_and_backward(
-    xp, to_xp, rng, monkeypatch, samples, x_shape, w_shape, geometry
-):
-    """naive in chunks of 1 or 2 samples (im2col's chunk constants) against the loops."""
-    g = conv_geometry(x_shape, w_shape, **geometry)
-    monkeypatch.setattr(im2col, "WHOLE_BATCH_ELEMENTS", 0)
-    monkeypatch.setattr(im2col, "COLUMN_CHUNK_ELEMENTS", (g.f + g.c) * g.ho * g.wo * samples)
-    assert len(naive.batch_chunks(g)) == -(-g.n // samples)
-    assert len(naive.batch_chunks(g, cached=False)) == 1
-    x = rng.standard_normal(x_shape)
-    w = rng.standard_normal(w_shape)
-    gy = rng.standard_normal(g.y_shape)
-    y = ac.conv2d(to_xp(x), to_xp(w), strategy="naive", **geometry)
-    gx, gw = ac.conv2d_backward(to_xp(gy), to_xp(x), to_xp(w), strategy="naive", **geometry)[:2]
-    sy, sgx, sgw = oracles.error_scales(x, w, gy=gy, **geometry)[:3]
-    ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, **geometry)
-    assert_close(y, oracles.correlate_loops(x, w, **geometry), scale=sy, xp=xp)
-    assert_close(gx, ex_gx, scale=sgx, xp=xp)
-    assert_close(gw, ex_gw, scale=sgw, xp=xp)
+    p = _im2col_plan(g, "forward")
+    assert p.rows == rows and len(p.pieces) == -(-g.ho // rows)
+    assert cost.shipped_calibrations()["numpy"].seconds("im2col", im2col.counts(p)) > 0

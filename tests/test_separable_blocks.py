@@ -1,14 +1,14 @@
-"""Separable forward in bands of output rows; its counts, workspace and eligibility in auto.
+"""Separable forward in bands of output rows; its counts, workspace and eligibility in auto;
+the rank decision (once per call, memoised by content for small host kernels).
 
-The band size is forced small (``separable.BAND_BYTES``) so that tiny inputs run in several
-bands with a shorter last one; results are checked against the explicit loops of
-:mod:`oracles` in float64 at each strategy's error scale and the dtype's tolerance.
+The plans' band rows are set small so that tiny inputs run in several bands with a shorter
+last one; results are checked against the explicit loops of :mod:`oracles` in float64 at
+each strategy's error scale and the dtype's tolerance.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import numpy as np
@@ -17,11 +17,13 @@ import pytest
 
 import arraycnn as ac
 from arraycnn.backend import device_of
-from arraycnn.conv import cost, dispatch, memory, separable
+from arraycnn.conv import cost, dispatch, explain, facts, separable
+from arraycnn.conv.strategy import Call
 from arraycnn.testing import assert_close
 
 DTYPES = ["float32", "float64"]
 ITEMSIZE = {"float32": 4, "float64": 8}
+NUMPY = ac.resolve_backend("numpy")
 
 
 def _low_rank(rng, w_shape, rank):
@@ -32,13 +34,13 @@ def _low_rank(rng, w_shape, rank):
     return np.sum(cols * rows, axis=2)
 
 
-def _force_band_rows(monkeypatch, geom, rank, itemsize, rows):
-    """Make the widest band ``rows`` output rows for this geometry and dtype."""
-    lanes = geom.n * geom.f * geom.cg * rank
-    monkeypatch.setattr(separable, "BAND_BYTES", rows * lanes * geom.wp * itemsize)
+def _plan(geom, rank, itemsize=8, direction="forward", rows=None) -> separable.SeparablePlan:
+    """separable's plan for ``geom`` (``rows``: output rows per band instead of its own)."""
+    p = separable.plan(Call(geom, direction, "numpy", f"float{8 * itemsize}", itemsize), rank)
+    return p if rows is None else dataclasses.replace(p, rows=rows)
 
 
-# (x shape, w shape, rank, geometry, widest band rows): each runs in several bands
+# (x shape, w shape, rank, geometry, band rows): each runs in several bands
 BAND_CASES = [
     ((1, 1, 23, 19), (1, 1, 3, 3), 1, {"padding": "same"}, 4),  # 6 bands of 4, last 3
     ((1, 1, 17, 16), (1, 1, 7, 7), 1, {"padding": 3}, 5),  # bands 5, 5, 5, 2
@@ -54,52 +56,40 @@ BAND_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("x_shape", "w_shape", "rank", "geometry", "rows"), BAND_CASES)
 def test_banded_forward_matches_the_loops(
-    xp, to_xp, rng, monkeypatch, dtype, x_shape, w_shape, rank, geometry, rows
+    xp, to_xp, rng, dtype, x_shape, w_shape, rank, geometry, rows
 ):
     x = rng.standard_normal(x_shape).astype(dtype)
     w = _low_rank(rng, w_shape, rank).astype(dtype)
     geom = ac.conv_geometry(x_shape, w_shape, **geometry)
-    assert separable.numerical_rank(w, xp=ac.resolve_backend("numpy")) == rank
-    _force_band_rows(monkeypatch, geom, rank, ITEMSIZE[dtype], rows)
-    plan = separable.bands(geom, rank, ITEMSIZE[dtype])
-    assert len(plan) >= 2, plan  # the case really runs in bands
-    assert plan[-1][1] - plan[-1][0] < plan[0][1] - plan[0][0] or geom.ho % len(plan) == 0
+    assert separable.numerical_rank(w, xp=NUMPY) == rank
+    assert geom.ho > rows  # the case really runs in bands
     expected = oracles.correlate_loops(x, w, **geometry)
     model = oracles.ERROR_MODEL["separable"]["y"]
     (scale,) = oracles.error_scales(x, w, model=model, **geometry)
     tx = to_xp(x)
-    y = ac.conv2d(tx, to_xp(w), strategy="separable", **geometry)
+    y = separable.forward(_plan(geom, rank, ITEMSIZE[dtype], rows=rows), tx, to_xp(w), xp=xp)
     assert_close(y, expected, scale=scale, xp=xp, dtype=getattr(xp, dtype), device=device_of(tx))
 
 
 def test_some_band_case_has_an_odd_remainder():
     """The table above includes bands whose last one is shorter (an odd remainder)."""
-    short = []
-    for x_shape, w_shape, rank, geometry, rows in BAND_CASES:
-        geom = ac.conv_geometry(x_shape, w_shape, **geometry)
-        lanes = geom.n * geom.f * geom.cg * rank
-        old = separable.BAND_BYTES
-        try:
-            separable.BAND_BYTES = rows * lanes * geom.wp * 4
-            plan = separable.bands(geom, rank, 4)
-        finally:
-            separable.BAND_BYTES = old
-        short.append(plan[-1][1] - plan[-1][0] < plan[0][1] - plan[0][0])
-    assert sum(short) >= 3
+    remainders = [
+        ac.conv_geometry(x_shape, w_shape, **geometry).ho % rows
+        for x_shape, w_shape, _, geometry, rows in BAND_CASES
+    ]
+    assert sum(r != 0 for r in remainders) >= 3
 
 
 @pytest.mark.parametrize("ho", [1, 2, 7, 64, 255, 1000, 4096])
-@pytest.mark.parametrize("widest", [1, 3, 8, 100, 5000])
-def test_bands_cover_the_output_rows_in_order(monkeypatch, ho, widest):
-    geom = ac.conv_geometry((1, 1, ho, 40), (1, 1, 3, 3), padding="same")
-    _force_band_rows(monkeypatch, geom, 1, 4, widest)
-    plan = separable.bands(geom, 1)
-    assert plan[0][0] == 0 and plan[-1][1] == ho
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))  # contiguous, in order
-    sizes = [stop - start for start, stop in plan]
-    assert max(sizes) <= min(widest, ho)
-    assert len(plan) == math.ceil(ho / min(widest, ho))  # as few bands as the width allows
-    assert all(s == sizes[0] for s in sizes[:-1]) and 0 < sizes[-1] <= sizes[0]
+@pytest.mark.parametrize("width", [40, 900, 5000, 40000])
+def test_band_rows_are_as_few_even_bands_as_the_byte_target_allows(ho, width):
+    geom = ac.conv_geometry((1, 1, ho, width), (1, 1, 3, 3), padding="same")
+    widest = max(1, min(ho, separable.BAND_BYTES // (geom.wp * 4)))
+    rows = separable.band_rows(geom, 1, 4)
+    assert 1 <= rows <= widest
+    count = math.ceil(ho / rows)
+    assert count == math.ceil(ho / widest)  # as few bands as the width allows
+    assert ho - (count - 1) * rows > 0 and rows - (ho - (count - 1) * rows) < count  # even
 
 
 def test_band_size_follows_the_byte_target():
@@ -112,60 +102,45 @@ def test_band_size_follows_the_byte_target():
     assert separable.band_rows(big, 3, 4) == 1  # wide lanes: one row per band, never zero
 
 
-def test_forward_never_holds_full_size_temporaries():
-    """tracemalloc (NumPy reports to it): the forward's peak beyond its result stays within
-    the predicted band workspace, far below one full-size intermediate t."""
-    import tracemalloc
-
-    xp = ac.resolve_backend("numpy")
+def test_forward_never_holds_full_size_temporaries(traced_peak):
+    """The forward's traced peak beyond its result stays within the predicted band
+    workspace, far below one full-size intermediate t."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 1, 1200, 640)).astype(np.float32)
     w = _low_rank(rng, (1, 1, 7, 7), 1).astype(np.float32)
     geom = ac.conv_geometry(x.shape, w.shape)  # no padding: no padded copy
-    full_t = geom.ho * geom.wp * 4  # bytes of the unbanded column-pass result
-    tracemalloc.start()
-    try:
-        y = separable.forward(x, w, geom, xp=xp)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    p = _plan(geom, 1, itemsize=4)
+    assert math.ceil(geom.ho / p.rows) > 4
+    y, peak = traced_peak(lambda: separable.forward(p, x, w, xp=NUMPY))
     measured = peak - y.nbytes
-    predicted = memory.workspace_bytes("separable", geom, itemsize=4, rank=1)
+    predicted = dispatch.workspace_bytes(separable.STRATEGY, p)
     assert measured <= predicted
-    assert predicted < full_t / 4
-    assert len(separable.bands(geom, 1)) > 4
+    assert predicted < geom.ho * geom.wp * 4 / 4  # a quarter of the unbanded t
 
 
 def test_workspace_bytes_are_the_band_temporaries():
     geom = ac.conv_geometry((2, 3, 50, 70), (4, 3, 5, 5), padding="valid")
     for itemsize in (4, 8):
-        rows = separable.band_rows(geom, 2, itemsize)
+        p = _plan(geom, 2, itemsize)
         lanes = geom.n * geom.f * geom.cg * 2
-        band = 2 * lanes * rows * (geom.wp + geom.wo)
-        got = memory.workspace_bytes("separable", geom, itemsize=itemsize, rank=2)
-        assert got == itemsize * band + memory.SMALL_ARRAYS_BYTES
-        assert rows < geom.ho  # smaller than the unbanded 2 lanes Ho (Wp + Wo)
+        assert p.rows == separable.band_rows(geom, 2, itemsize) < geom.ho
+        band = 2 * lanes * p.rows * (geom.wp + geom.wo)
+        assert separable.workspace(p) == itemsize * band
 
 
-def test_forward_calls_grow_with_the_bands(monkeypatch):
+def test_forward_calls_grow_with_the_bands():
     """Same tap traffic, one set of per-band calls per band: 2 kh - 1 + 2 kw - 1 taps, the
     copy into the result (2) and, where Cg r > 1, the sum over (Cg, r); several bands also
     pay for the result (2 calls, written and read once), a single band is the result."""
     for w_shape, rank, per_band in (((1, 1, 7, 5), 1, 13 + 9 + 2), ((2, 3, 3, 3), 2, 5 + 5 + 3)):
         geom = ac.conv_geometry((1, w_shape[1], 120, 90), w_shape, padding="same")
-        counts = {}
-        for rows in (geom.ho, 7, 2):
-            _force_band_rows(monkeypatch, geom, rank, 4, rows)
-            counts[rows] = (
-                cost.op_counts("separable", geom, rank=rank),
-                separable.bands(geom, rank),
-            )
-        (one, plan1), (seven, plan7), (two, plan2) = counts.values()
-        assert len(plan1) == 1 and len(plan7) == 18 and len(plan2) == 60
+        one, seven, two = (
+            separable.counts(_plan(geom, rank, 4, rows=rows)) for rows in (geom.ho, 7, 2)
+        )
         outputs = geom.n * geom.f * geom.ho * geom.wo
         assert seven.bytes == two.bytes == one.bytes + 4 * 2 * outputs
-        assert seven.calls - one.calls == per_band * (len(plan7) - 1) + 2
-        assert two.calls - one.calls == per_band * (len(plan2) - 1) + 2
+        assert seven.calls - one.calls == per_band * (18 - 1) + 2  # 18 bands of 7 rows
+        assert two.calls - one.calls == per_band * (60 - 1) + 2  # 60 bands of 2 rows
 
 
 # --------------------------------------------------------------------------- auto
@@ -177,58 +152,49 @@ def _rank1_3x3(rng, x_shape=(1, 1, 64, 64)):
     return x, w
 
 
-def _favouring_separable(w, geom, xp, direction="forward"):
-    """The shipped calibration with separable's factor (of ``direction``) lowered until it
-    is priced cheapest. The dispatcher's memo of kernel facts is left as it was."""
-    cal = cost.calibration_for("numpy")[0]
-    memo = dict(dispatch._KERNEL_FACTS)
-    costs = dispatch.predicted_costs(w, geom, xp=xp, direction=direction, calibration=cal)
-    dispatch._KERNEL_FACTS.clear()
-    dispatch._KERNEL_FACTS.update(memo)
-    best_other = min(v for k, v in costs.items() if k != "separable")
-    factor = 0.5 * best_other / costs["separable"]
-    key = "separable" if direction == "forward" else "separable:backward"
-    scale = {**cal.scale, key: cal.factor("separable", direction) * factor}
-    return dataclasses.replace(cal, scale=scale, source="test: separable favoured")
+@pytest.fixture
+def rank_decisions(monkeypatch):
+    """Records every numerical-rank decision (an SVD of w read back to the host)."""
+    calls = []
+    original = separable.numerical_rank
+
+    def spy(w, *, xp):
+        calls.append(tuple(w.shape))
+        return original(w, xp=xp)
+
+    monkeypatch.setattr(separable, "numerical_rank", spy)
+    return calls
 
 
-def test_auto_may_choose_separable_for_a_rank1_3x3(rng):
-    xp = ac.resolve_backend("numpy")
+def test_auto_may_choose_separable_for_a_rank1_3x3(rng, favour):
     x, w = _rank1_3x3(rng)
     geom = ac.conv_geometry(x.shape, w.shape, padding="same")
-    cal = _favouring_separable(w, geom, xp)
-    costs = dispatch.predicted_costs(w, geom, xp=xp, calibration=cal)
-    assert min(costs, key=costs.get) == "separable"
-    plan = dispatch.plan_call("auto", w, geom, xp=xp, x=x, autotune=False, calibration=cal)
-    assert plan.strategy == "separable"
-    assert dispatch.worthwhile_separable_rank(w, geom, xp=xp) == 1
+    p = dispatch.plan("auto", w, geom, xp=NUMPY, x=x, calibration=favour("separable"))
+    assert (p.strategy, p.kernel.rank) == ("separable", 1)
 
 
-def test_auto_prices_a_rank1_3x3_with_the_shipped_constants(rng, monkeypatch):
+def test_auto_prices_a_rank1_3x3_with_the_shipped_constants(rng):
     """explain(): separable is priced (not excluded) for a rank-1 3x3 kernel; auto picks the
     cheapest predicted strategy, whichever it is."""
-    monkeypatch.setattr(cost, "load_user_calibrations", lambda: {})
     x, w = _rank1_3x3(rng, (1, 1, 256, 256))
-    info = dispatch.explain(x, w, padding="same")
+    info = explain(x, w, padding="same")
+    assert info["calibration"] == "shipped"
     sep = info["strategies"]["separable"]
     assert sep["eligible"] and sep["predicted_seconds"] > 0, sep
     priced = {k: v["predicted_seconds"] for k, v in info["strategies"].items() if v["eligible"]}
     assert info["choice"] == min(priced, key=priced.get)
 
 
-def test_rank3_3x3_is_excluded_with_a_reason(rng):
+def test_rank3_3x3_is_excluded_with_a_reason(rng, favour):
     x = rng.standard_normal((1, 1, 32, 32))
     w = rng.standard_normal((1, 1, 3, 3))  # full rank: 3 * (3 + 3) >= 9 taps
-    xp = ac.resolve_backend("numpy")
-    assert separable.numerical_rank(w, xp=xp) == 3
-    info = dispatch.explain(x, w, padding="same")
+    assert separable.numerical_rank(w, xp=NUMPY) == 3
+    favour("separable")  # even where a rank-1 kernel would win
+    info = explain(x, w, padding="same")
     assert not info["strategies"]["separable"]["eligible"]
     assert "kernel rank 3 too high" in info["strategies"]["separable"]["reason"]
-    geom = ac.conv_geometry(x.shape, w.shape, padding="same")
-    assert dispatch.worthwhile_separable_rank(w, geom, xp=xp) is None
-    cal = _favouring_separable(_low_rank(rng, (1, 1, 3, 3), 1), geom, xp)
-    plan = dispatch.plan_call("auto", w, geom, xp=xp, x=x, autotune=False, calibration=cal)
-    assert plan.strategy != "separable"  # even where a rank-1 kernel would win
+    assert info["choice"] != "separable"
+    assert ac.choose_strategy(x, w, padding="same") != "separable"
 
 
 @pytest.mark.parametrize(
@@ -247,67 +213,42 @@ def test_rank3_3x3_is_excluded_with_a_reason(rng):
 )
 def test_eligibility_is_strictly_fewer_taps(kh, kw, rank, pays):
     geom = ac.conv_geometry((1, 1, 12, 12), (1, 1, kh, kw))
-    assert dispatch._separable_rank_pays_off(rank, geom) is pays
+    assert dispatch.separable_pays_off(rank, geom) is pays
     assert (rank * (kh + kw) < kh * kw) is pays
 
 
-def test_no_svd_where_even_rank1_cannot_pass_or_is_priced_out(rng, monkeypatch):
-    """The SVD of w is skipped for kernels too small for rank 1 and, under the default
-    prune, where a rank-1 separable is predicted slower than the best other strategy."""
-    xp = ac.resolve_backend("numpy")
-    svds = []
-    original = separable.numerical_rank
-    monkeypatch.setattr(
-        separable, "numerical_rank", lambda w, *, xp: svds.append(1) or original(w, xp=xp)
-    )
+def test_no_svd_where_even_rank1_cannot_pass_or_is_priced_out(rng, rank_decisions, favour):
+    """The SVD of w is skipped for kernels too small for rank 1 and where a rank-1
+    separable is predicted slower than the best other strategy."""
     x = rng.standard_normal((1, 1, 32, 32))
     w2 = _low_rank(rng, (1, 1, 2, 2), 1)
-    info = dispatch.explain(x, w2)
-    assert "too small" in info["strategies"]["separable"]["reason"] and not svds
+    info = explain(x, w2)
+    assert "too small" in info["strategies"]["separable"]["reason"] and not rank_decisions
     w3 = _low_rank(rng, (1, 1, 3, 3), 1)
     geom = ac.conv_geometry(x.shape, w3.shape, padding="same")
-    cal = cost.calibration_for("numpy")[0]
-    slow = dataclasses.replace(cal, scale={**cal.scale, "separable": 1e6})
-    plan = dispatch.plan_call("auto", w3, geom, xp=xp, x=x, autotune=False, calibration=slow)
-    assert plan.strategy != "separable" and not svds
-    fast = _favouring_separable(w3, geom, xp)
-    svds.clear()
-    plan = dispatch.plan_call("auto", w3, geom, xp=xp, x=x, autotune=False, calibration=fast)
-    assert plan.strategy == "separable" and svds  # priced in: the rank was computed
-
-
-@pytest.fixture
-def rank_decisions(monkeypatch):
-    """Records every rank decision from singular values (:func:`separable.rank_of`)."""
-    calls = []
-    original = separable.rank_of
-
-    def spy(s, w, *, xp):
-        calls.append(tuple(w.shape))
-        return original(s, w, xp=xp)
-
-    monkeypatch.setattr(separable, "rank_of", spy)
-    return calls
+    shipped = cost.shipped_calibrations()["numpy"]
+    slow = dataclasses.replace(shipped, factor={**shipped.factor, "separable": 1e6})
+    p = dispatch.plan("auto", w3, geom, xp=NUMPY, x=x, calibration=slow)
+    assert p.strategy != "separable" and not rank_decisions
+    p = dispatch.plan("auto", w3, geom, xp=NUMPY, x=x, calibration=favour("separable"))
+    assert p.strategy == "separable" and rank_decisions  # priced in: the rank was read
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_a_separable_plan_decides_the_rank_once(rng, rank_decisions, direction):
-    """auto's rank decision is handed to the kernel (one per call, not two), and the
-    result is still the loops' one."""
-    xp = ac.resolve_backend("numpy")
+def test_a_separable_plan_decides_the_rank_once(rng, rank_decisions, favour, direction):
+    """auto's rank decision is handed to the plan (one per call), and the result is still
+    the loops' one."""
     x, w = _rank1_3x3(rng)
     geom = ac.conv_geometry(x.shape, w.shape, padding="same")
-    cal = _favouring_separable(w, geom, xp, direction)
     gy = rng.standard_normal(geom.y_shape)
-    rank_decisions.clear()
-    options = {"x": x, "gy": gy, "direction": direction, "autotune": False, "calibration": cal}
-    plan = dispatch.plan_call("auto", w, geom, xp=xp, **options)
-    assert plan.strategy == "separable" and plan.rank == 1
+    cal = favour("separable")
+    p = dispatch.plan("auto", w, geom, xp=NUMPY, x=x, gy=gy, direction=direction, calibration=cal)
+    assert (p.strategy, p.kernel.rank) == ("separable", 1)
     if direction == "forward":
-        got = {"y": dispatch.run_forward(plan, x, w, geom, xp=xp)}
+        got = {"y": dispatch.run_forward(p, x, w, xp=NUMPY)}
         expected = {"y": oracles.correlate_loops(x, w, padding="same")}
     else:
-        gx, gw = dispatch.run_backward(plan, gy, x, w, geom, xp=xp)
+        gx, gw = dispatch.run_backward(p, gy, x, w, xp=NUMPY)
         got = {"gx": gx, "gw": gw}
         ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, padding="same")
         expected = {"gx": ex_gx, "gw": ex_gw}
@@ -316,33 +257,31 @@ def test_a_separable_plan_decides_the_rank_once(rng, rank_decisions, direction):
         model = oracles.ERROR_MODEL["separable"][name]
         scales = oracles.error_scales(x, w, gy=gy, model=model, padding="same")
         scale = scales[{"y": 0, "gx": 1, "gw": 2}[name]]
-        assert_close(value, expected[name], scale=scale, xp=xp, err_msg=name)
+        assert_close(value, expected[name], scale=scale, err_msg=name)
 
 
 def test_forced_separable_decides_the_rank_once(rng, rank_decisions):
-    xp = ac.resolve_backend("numpy")
     x, w = _rank1_3x3(rng)
     y = ac.conv2d(x, w, padding="same", strategy="separable")
     assert rank_decisions == [w.shape]
     model = oracles.ERROR_MODEL["separable"]["y"]
     (scale,) = oracles.error_scales(x, w, model=model, padding="same")
-    assert_close(y, oracles.correlate_loops(x, w, padding="same"), scale=scale, xp=xp)
+    assert_close(y, oracles.correlate_loops(x, w, padding="same"), scale=scale)
 
 
-def test_a_small_host_kernel_is_analysed_once_per_content(rng, rank_decisions):
+def test_a_small_host_kernel_is_analysed_once_per_content(rng, rank_decisions, favour):
     """A filter reapplied (even as another array of the same values) reuses its rank;
     edited in place, it is analysed again: to full rank, then to NaN."""
-    xp = ac.resolve_backend("numpy")
     x, w = _rank1_3x3(rng)
     geom = ac.conv_geometry(x.shape, w.shape, padding="same")
-    cal = _favouring_separable(w, geom, xp)
+    cal = favour("separable")
 
     def plan(kernel):
-        return dispatch.plan_call("auto", kernel, geom, xp=xp, x=x, autotune=False, calibration=cal)
+        return dispatch.plan("auto", kernel, geom, xp=NUMPY, x=x, calibration=cal)
 
-    rank_decisions.clear()
     first, again = plan(w), plan(w.copy())
-    assert (first.strategy, first.rank, again.strategy, again.rank) == ("separable", 1) * 2
+    assert (first.strategy, first.kernel.rank) == (again.strategy, again.kernel.rank)
+    assert (first.strategy, first.kernel.rank) == ("separable", 1)
     assert rank_decisions == [w.shape]
     w[0, 0, 0, 0] += 1.0  # now rank 2: too high for a 3x3
     assert plan(w).strategy != "separable"
@@ -352,6 +291,11 @@ def test_a_small_host_kernel_is_analysed_once_per_content(rng, rank_decisions):
     with pytest.raises(ValueError, match=r"separable.*NaN"):
         ac.conv2d(x, w, padding="same", strategy="separable")
     assert rank_decisions == [w.shape] * 2  # NaN: no SVD
+    ac.clear_caches()  # the memo of kernel facts is emptied with the others
+    w[0, 0, 1, 1] = 0.0
+    plan(w)
+    plan(w)
+    assert rank_decisions == [w.shape] * 3
 
 
 @pytest.mark.parametrize("where", ["array_api_strict", "large"])
@@ -361,10 +305,9 @@ def test_device_and_large_kernels_are_not_looked_up_by_content(rng, rank_decisio
     xp = ac.resolve_backend(where if where != "large" else "numpy")
     x, w = _rank1_3x3(rng)
     if where == "large":  # (1, 1, 3, 3) -> (F, 1, 3, 3), one element over the limit
-        w = np.tile(w, (dispatch.KERNEL_FACTS_MAX_ELEMENTS // 9 + 1, 1, 1, 1))
+        w = np.tile(w, (facts.KERNEL_FACTS_MAX_ELEMENTS // 9 + 1, 1, 1, 1))
     geom = ac.conv_geometry(x.shape, w.shape, padding="same")
     x, w = ac.asarray(x, backend=xp), ac.asarray(w, backend=xp)
-    rank_decisions.clear()
     for _ in range(2):
-        assert dispatch.plan_call("separable", w, geom, xp=xp, x=x).rank == 1
+        assert dispatch.plan("separable", w, geom, xp=xp, x=x).kernel.rank == 1
     assert rank_decisions == [tuple(w.shape)] * 2

@@ -13,7 +13,7 @@ Array = Any
 
 def check_float_pair(x: Array, w: Array, xp: ModuleType, names: tuple[str, str]) -> None:
     """Both arrays real floating, same dtype, same device."""
-    for name, a in zip(names, (x, w)):
+    for name, a in zip(names, (x, w) if x.dtype != w.dtype else (x,)):
         if not xp.isdtype(a.dtype, "real floating"):
             raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
     if x.dtype != w.dtype:

@@ -10,7 +10,7 @@ the batch and spatial positions form the columns of one GEMM per group::
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -19,7 +19,6 @@ import array_api_extra as xpx
 
 from ..backend import backend_name, device_of
 from ..geometry import ConvGeometry
-from ..settings import register_cache
 
 Array = Any
 ALL = slice(None)
@@ -30,6 +29,15 @@ ALL = slice(None)
 COLUMN_CHUNK_ELEMENTS = 1 << 21
 #: A batch whose temporaries have at most this many elements runs whole.
 WHOLE_BATCH_ELEMENTS = 1 << 22
+
+
+def cache_chunk(n: int, per_sample: int, *, cached: bool) -> int:
+    """Samples per kernel call whose temporaries of ``per_sample`` elements each stay in
+    cache: N if they fit :data:`WHOLE_BATCH_ELEMENTS` (or ``cached`` is False: a GPU, whose
+    GEMMs want size), else as many as fit :data:`COLUMN_CHUNK_ELEMENTS` (at least 1)."""
+    if not cached or n * per_sample <= WHOLE_BATCH_ELEMENTS:
+        return n
+    return max(1, min(n, COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
 
 
 #: Up to this many padded elements, :func:`pad_input` on NumPy/CuPy fills zeros and copies
@@ -58,16 +66,6 @@ def crop_padding(xpad: Array, geom: ConvGeometry) -> Array:
     return xpad[..., top : top + geom.h, left : left + geom.w]
 
 
-def weight_by_group(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Weights split by group: (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)."""
-    return xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
-
-
-def weight_from_group(wg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Inverse of :func:`weight_by_group`: (G, Fg, Cg, kh, kw) -> (F, Cg, kh, kw)."""
-    return xp.reshape(wg, geom.w_shape)
-
-
 def output_from_group_major(yg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     """Per-group GEMM result to NCHW: (G, Fg, N*Ho*Wo) -> (N, F, Ho, Wo)."""
     # (G, Fg, N*Ho*Wo) -> (G, Fg, N, Ho, Wo)
@@ -88,11 +86,6 @@ def grad_output_group_major(gy: Array, geom: ConvGeometry, *, xp: ModuleType) ->
     return xp.reshape(g, (geom.groups, geom.fg, geom.n * geom.ho * geom.wo))
 
 
-def taps(geom: ConvGeometry) -> list[tuple[int, int]]:
-    """Kernel taps ``(i, j)`` in row-major order (the order of the flattened kernel)."""
-    return [(i, j) for i in range(geom.kh) for j in range(geom.kw)]
-
-
 def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = None) -> Array:
     """Zeros of ``shape`` with the dtype (or ``dtype``) and device of ``like``."""
     return xp.zeros(shape, dtype=like.dtype if dtype is None else dtype, device=device_of(like))
@@ -103,7 +96,7 @@ def add_at(
 ) -> Array:
     """``target[index] += values`` through array-api-extra (in place where the backend allows).
 
-    Pass ``xp`` in loops: array-api-extra then skips its namespace lookup (~2 us a call).
+    Pass ``xp`` in loops: array-api-extra then skips its namespace lookup.
     """
     return xpx.at(target, index).add(values, xp=xp)
 
@@ -135,36 +128,6 @@ def output_from_group_view(yg: Array, geom: ConvGeometry, *, xp: ModuleType) -> 
     return xp.reshape(y, geom.y_shape, copy=True)
 
 
-@dataclass(frozen=True)
-class TapBand:
-    """Where kernel tap (i, j) meets the *unpadded* input.
-
-    ``out_rows``/``out_cols`` select the output positions whose tap falls inside the
-    input (elsewhere it falls on zero padding and contributes nothing); ``in_rows``/
-    ``in_cols`` the input positions they read, strided by the stride.
-    """
-
-    out_rows: slice
-    out_cols: slice
-    in_rows: slice
-    in_cols: slice
-
-    def out_index(self, lead: int) -> tuple[slice, ...]:
-        """Index of the band in an array with ``lead`` axes before (Ho, Wo)."""
-        return (ALL,) * lead + (self.out_rows, self.out_cols)
-
-    def in_index(self, lead: int) -> tuple[slice, ...]:
-        """Index of the band's input in an array with ``lead`` axes before (H, W)."""
-        return (ALL,) * lead + (self.in_rows, self.in_cols)
-
-    def out_shape(self) -> tuple[int, int]:
-        """(rows, columns) of the band."""
-        return (
-            self.out_rows.stop - self.out_rows.start,
-            self.out_cols.stop - self.out_cols.start,
-        )
-
-
 def _axis_band(
     size: int, out: int, stride: int, dilation: int, pad_lo: int, tap: int
 ) -> tuple[slice, slice] | None:
@@ -177,22 +140,36 @@ def _axis_band(
     return slice(lo, hi + 1), slice(lo * stride + offset, hi * stride + offset + 1, stride)
 
 
-@functools.lru_cache(maxsize=1024)
-def tap_bands(geom: ConvGeometry) -> tuple[tuple[int, TapBand], ...]:
-    """``(t, band)`` for every tap t = i*kw + j that meets the input (others are skipped).
+@dataclass(frozen=True, eq=False)
+class TapBands:
+    """Where the kernel taps meet the *unpadded* input, axis by axis.
 
-    Memoised: host arithmetic that every naive and im2col call repeats.
+    ``rows[i]`` is ``(out_rows, in_rows)`` for kernel row ``i``: the output rows where it
+    falls inside the input (elsewhere it falls on zero padding and contributes nothing) and
+    the input rows they read, strided by the stride; None where it meets only padding.
+    ``cols`` likewise. Iterating gives ``(t, out_rows, out_cols, in_rows, in_cols)`` for
+    every tap ``t = i*kw + j`` that meets the input, in order.
     """
-    bands = []
-    for t, (i, j) in enumerate(taps(geom)):
-        rows = _axis_band(geom.h, geom.ho, geom.stride[0], geom.dilation[0], geom.padding[0][0], i)
-        cols = _axis_band(geom.w, geom.wo, geom.stride[1], geom.dilation[1], geom.padding[1][0], j)
-        if rows is not None and cols is not None:
-            bands.append((t, TapBand(rows[0], cols[0], rows[1], cols[1])))
-    return tuple(bands)
+
+    rows: tuple[tuple[slice, slice] | None, ...]
+    cols: tuple[tuple[slice, slice] | None, ...]
+
+    def __iter__(self) -> Iterator[tuple[int, slice, slice, slice, slice]]:
+        kw = len(self.cols)
+        for i, r in enumerate(self.rows):
+            if r is None:
+                continue
+            for j, c in enumerate(self.cols):
+                if c is not None:
+                    yield i * kw + j, r[0], c[0], r[1], c[1]
 
 
-register_cache(tap_bands.cache_clear)
+def tap_bands(geom: ConvGeometry) -> TapBands:
+    """The :class:`TapBands` of ``geom``: host arithmetic, kept by the plans."""
+    (sh, sw), (dh, dw), ((top, _), (left, _)) = geom.stride, geom.dilation, geom.padding
+    rows = tuple(_axis_band(geom.h, geom.ho, sh, dh, top, i) for i in range(geom.kh))
+    cols = tuple(_axis_band(geom.w, geom.wo, sw, dw, left, j) for j in range(geom.kw))
+    return TapBands(rows, cols)
 
 
 def ranges(total: int, step: int) -> list[tuple[int, int]]:

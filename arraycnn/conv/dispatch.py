@@ -11,14 +11,12 @@ direction, exactness):
    predicted seconds (:mod:`.cost`); memoised per call description (:data:`_STATIC`);
 3. **value facts** (:func:`read_values`) -- the one step that reads array values, and so
    synchronises with the device: the kernel's numerical rank where separable is still in
-   question (``r (kh + kw) < kh kw``, :data:`SEPARABLE_GAIN`), the inputs' finiteness
-   where FFT would be chosen;
+   question (``r (kh + kw) < kh kw``), the inputs' finiteness where FFT would be chosen;
 4. **chosen** -- the cheapest, or with autotuning the measured fastest (:mod:`.measured`).
 
 A forced strategy never falls back: a namespace that lacks what it needs, non-finite input
-to FFT or separable, or a workspace over budget even for one sample raise errors.
-Execution (:func:`run_forward`, :func:`run_backward`) goes through one chunking
-mechanism, :func:`run_chunked`.
+to FFT or separable, or a workspace over budget even for one sample raise errors. Every
+plan runs through one chunking mechanism, :func:`run_chunked`.
 
 Non-finite values (NaN, ±Inf): an output is non-finite only if its receptive field holds
 a non-finite value meeting a nonzero factor (where it meets an exact zero the result is
@@ -35,7 +33,13 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import backend_name, device_of, is_accelerator
-from ..budget import ENV_WORKSPACE_LIMIT, WorkspaceError, format_bytes, workspace_limit
+from ..budget import (
+    ENV_WORKSPACE_LIMIT,
+    SMALL_ARRAYS_BYTES,
+    WorkspaceError,
+    format_bytes,
+    workspace_limit,
+)
 from ..geometry import ConvGeometry
 from ..settings import autotune_enabled, register_cache
 from . import cost, measured
@@ -46,27 +50,15 @@ from .table import STRATEGIES, STRATEGY_NAMES, eligible_strategies, parse_direct
 
 Array = Any
 
-__all__ = [
-    "AUTOTUNE_SPREAD",
-    "SEPARABLE_GAIN",
-    "STRATEGIES",
-    "STRATEGY_NAMES",
-    "Plan",
-    "eligible_strategies",
-    "parse_strategy",
-    "plan",
-    "run_backward",
-    "run_chunked",
-    "run_forward",
-]
+__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Plan", "eligible_strategies", "parse_strategy"]
+__all__ += ["plan", "price", "price_candidates", "run_backward", "run_chunked", "run_forward"]
 
-#: Separable is a candidate only when r (kh + kw) < SEPARABLE_GAIN kh kw: strictly fewer
-#: taps than the direct kernel with 1.0; the cost model weighs the rest.
-SEPARABLE_GAIN = 1.0
 #: The reason of a plan chosen by the cost model.
 CHEAPEST = "cheapest predicted"
 #: Autotuning times the candidates predicted at most this many times the best.
 AUTOTUNE_SPREAD = 20.0
+#: Entries the memo holds at most (it is emptied when full).
+MEMO_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -74,7 +66,9 @@ class Plan:
     """How one call runs: a strategy, its plan for a chunk of samples, and why.
 
     ``kernel`` is the strategy's plan for ``chunk`` samples, ``rest`` the one for the last,
-    shorter chunk (None when ``chunk`` divides N).
+    shorter chunk (None when ``chunk`` divides N); ``chunk`` 0 where the strategy is
+    excluded. ``bytes``: the workspace of ``kernel``; ``need``: the workspace at the
+    strategy's preferred chunk; ``counts``: of the whole batch.
     """
 
     strategy: str
@@ -86,103 +80,101 @@ class Plan:
     rest: Any = None
     seconds: float = float("inf")
     bytes: int = 0
-    need: int = 0  # workspace bytes at the strategy's preferred chunk
-    counts: Counts | None = None  # of the whole batch (None where excluded)
+    need: int = 0
+    counts: Counts | None = None
 
     @property
     def chunked(self) -> bool:
         """True if the batch runs in more than one chunk."""
         return self.chunk < self.n
 
+    def excluded(self, why: str) -> Plan:
+        """This plan ruled out (chunk 0) for the reason ``why``."""
+        return Plan(self.strategy, self.direction, 0, self.n, why, bytes=self.bytes)
+
 
 def describe(w: Array, geom: ConvGeometry, *, xp: ModuleType, **options: Any) -> Call:
-    """The frozen description of a call on w's dtype and device (``direction``,
-    ``require_exact`` as keywords)."""
+    """The frozen description of a call on w's dtype and device (keywords ``direction``,
+    ``require_exact``)."""
+    dtype = w.dtype  # NumPy's scalar type names it cheaply; others print as "ns.float32"
+    name = getattr(getattr(dtype, "type", None), "__name__", None) or str(dtype).split(".")[-1]
+    direction, exact = options.get("direction", "forward"), options.get("require_exact", False)
+    accelerator = is_accelerator(xp, device_of(w))
     return Call(
-        geom,
-        options.get("direction", "forward"),
-        backend_name(xp),
-        str(w.dtype).rsplit(".", 1)[-1],
-        xp.finfo(w.dtype).bits // 8,
-        is_accelerator(xp, device_of(w)),
-        options.get("require_exact", False),
+        geom, direction, backend_name(xp), name, xp.finfo(dtype).bits // 8, accelerator, exact
     )
+
+
+def separable_pays_off(rank: int, geom: ConvGeometry) -> bool:
+    """``r (kh + kw) < kh kw``: fewer taps than the kernel (the cost model weighs the rest)."""
+    return rank * (geom.kh + geom.kw) < geom.kh * geom.kw
 
 
 # --------------------------------------------------------------------------- pricing
 
 
-def separable_pays_off(rank: int, geom: ConvGeometry) -> bool:
-    """``r (kh + kw) < SEPARABLE_GAIN kh kw``: the passes have fewer taps than the kernel."""
-    return rank * (geom.kh + geom.kw) < SEPARABLE_GAIN * geom.kh * geom.kw
-
-
-def _chunk_plans(s: Strategy, call: Call, rank: int | None, cal: cost.Calibration, budget: int):
-    """``(chunk, plan of a chunk, plan of the rest, workspace of the preferred chunk)``: the
-    strategy's preferred chunk, cut to the largest that fits ``budget`` (bisection over N;
-    chunk 0 if one sample does not fit)."""
-
-    def make(n: int) -> Any:
-        return s.plan(call.with_n(n), rank, lambda c: cal.seconds(s.name, c))
-
-    whole = make(call.geom.n)
-    chunk = whole.chunk
-    need = s.workspace(make(chunk) if chunk < call.geom.n else whole)
-    if need > budget:
-        lo, hi = 0, chunk  # fits(lo) or lo == 0; not fits(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if s.workspace(make(mid)) <= budget else (lo, mid)
-        chunk = lo
-    if chunk == 0:
-        return 0, make(1), None, need
-    kernel = whole if chunk == call.geom.n else make(chunk)
-    rest = call.geom.n % chunk
-    return chunk, kernel, make(rest) if rest else None, need
+def workspace_bytes(s: Strategy, kernel_plan: Any) -> int:
+    """The workspace the dispatcher reserves for a kernel plan: the strategy's own
+    prediction and :data:`~arraycnn.budget.SMALL_ARRAYS_BYTES`."""
+    return s.workspace(kernel_plan) + SMALL_ARRAYS_BYTES
 
 
 def price(
     name: str, call: Call, *, rank: int | None, cal: cost.Calibration, budget: int, reason: str
 ) -> Plan:
-    """The strategy's plan for ``call`` with its workspace, chunk and predicted seconds
-    (``seconds`` inf and the exclusion in ``reason`` when one sample exceeds the budget)."""
-    s = STRATEGIES[name]
-    chunk, kernel, rest, need = _chunk_plans(s, call, rank, cal, budget)
-    nbytes = s.workspace(kernel)
-    if chunk == 0:
-        why = (
-            f"workspace {format_bytes(nbytes)} for one sample exceeds the budget "
-            f"{format_bytes(budget)}"
-        )
-        return Plan(
-            name, call.direction, 0, call.geom.n, why, kernel, None, float("inf"), nbytes, need
-        )
-    n = call.geom.n
-    counts = plan_counts(s, call, chunk, kernel, rest)
-    seconds = cal.seconds(name, counts)
+    """The strategy's plan for ``call``: its preferred chunk, cut to the largest that fits
+    ``budget`` (bisection over N), the workspace and predicted seconds (``seconds`` inf and
+    the exclusion in ``reason`` when one sample exceeds the budget)."""
+    s, n = STRATEGIES[name], call.geom.n
+
+    def make(samples: int) -> Any:
+        return s.plan(call.with_n(samples), rank, lambda c: cal.seconds(name, c))
+
+    whole = make(n)
+    chunk = whole.chunk
+    kernel = whole if chunk == n else make(chunk)
+    need = workspace_bytes(s, kernel)
     if need > budget:
+        lo, hi = 0, chunk  # fits(lo) or lo == 0; not fits(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if workspace_bytes(s, make(mid)) <= budget else (lo, mid)
+        chunk, kernel = lo, make(max(lo, 1))
         reason += f", in chunks of {chunk} samples to fit the workspace budget"
+    nbytes = workspace_bytes(s, kernel)
+    if chunk == 0:
+        why = f"workspace {format_bytes(nbytes)} for one sample exceeds the budget "
+        why += format_bytes(budget)
+        return Plan(name, call.direction, 0, n, why, kernel, bytes=nbytes, need=need)
+    rest = make(n % chunk) if n % chunk else None
+    counts = s.counts(kernel).scaled(n // chunk)
+    if rest is not None:
+        counts = counts + s.counts(rest)
+    if chunk < n:  # the chunks' results, concatenated: read and written once
+        g = call.geom
+        out = n * (g.f * g.ho * g.wo if call.direction == "forward" else g.c * g.h * g.w)
+        counts = counts + traffic(2 * out * call.itemsize)
+    seconds = cal.seconds(name, counts)
     return Plan(name, call.direction, chunk, n, reason, kernel, rest, seconds, nbytes, need, counts)
 
 
-def plan_counts(s: Strategy, call: Call, chunk: int, kernel: Any, rest: Any) -> Counts:
-    """The counts of the whole batch run in chunks: each chunk's, and the concatenation of
-    the chunks' results (read and written once)."""
-    total = s.counts(kernel).scaled(call.geom.n // chunk)
-    if rest is not None:
-        total = total + s.counts(rest)
-    if chunk < call.geom.n:
-        g = call.geom
-        out = g.n * (g.f * g.ho * g.wo if call.direction == "forward" else g.c * g.h * g.w)
-        total = total + traffic(2 * out * call.itemsize)
-    return total
+def _memoised(key: tuple[Any, ...], cal: cost.Calibration, budget: int, compute) -> dict:
+    """``compute()`` (plans by name), memoised in :data:`_STATIC` under ``key``. An entry
+    serves a later budget if it is the same, or if no plan's workspace at its preferred
+    chunk exceeded either budget (the budget bound nowhere)."""
+    hit = _STATIC.get(key)
+    if hit is not None and hit[0] is cal and (hit[2] == budget or hit[1] <= min(budget, hit[2])):
+        return hit[3]
+    plans = compute()
+    if len(_STATIC) >= MEMO_ENTRIES:
+        _STATIC.clear()
+    _STATIC[key] = (cal, max((p.need for p in plans.values()), default=0), budget, plans)
+    return plans
 
 
-def _exclusion(name: str, call: Call, xp: ModuleType) -> str | None:
-    s = STRATEGIES[name]
-    missing = s.missing(xp)
-    if missing:
-        return f"namespace {xp.__name__} lacks {', '.join(missing)}"
+def _exclusion(s: Strategy, call: Call, xp: ModuleType) -> str | None:
+    if s.missing(xp):
+        return f"namespace {xp.__name__} lacks {', '.join(s.missing(xp))}"
     if call.require_exact and not s.exact_sums:
         return "not exact on integer-valued data (require_exact=True)"
     if s.uses_rank and not separable_pays_off(1, call.geom):
@@ -191,30 +183,35 @@ def _exclusion(name: str, call: Call, xp: ModuleType) -> str | None:
 
 
 def price_candidates(call: Call, xp: ModuleType, cal: cost.Calibration, budget: int) -> dict:
-    """Every strategy priced or excluded, separable at rank 1 (a lower bound); memoised
-    per call description, reused while the budget covers every preferred chunk."""
-    key = (call, id(cal), None)
-    hit = _STATIC.get(key)
-    if hit is not None and hit[0] is cal and hit[1] <= budget:
-        return hit[2]
-    result = {}
-    for name, s in STRATEGIES.items():
-        why = _exclusion(name, call, xp)
-        rank = 1 if s.uses_rank else None
-        result[name] = (
-            Plan(name, call.direction, 0, call.geom.n, why)
-            if why
-            else price(name, call, rank=rank, cal=cal, budget=budget, reason=CHEAPEST)
-        )
-    if len(_STATIC) >= 4096:
-        _STATIC.clear()
-    _STATIC[key] = (cal, max((p.need for p in result.values()), default=0), result)
-    return result
+    """Every strategy priced or excluded (separable at rank 1, a lower bound), memoised
+    per call description."""
+
+    def compute() -> dict[str, Plan]:
+        result = {}
+        for name, s in STRATEGIES.items():
+            rank, why = 1 if s.uses_rank else None, _exclusion(s, call, xp)
+            if why:
+                result[name] = Plan(name, call.direction, 0, call.geom.n, why)
+            else:
+                result[name] = price(name, call, rank=rank, cal=cal, budget=budget, reason=CHEAPEST)
+        return result
+
+    return _memoised((call, id(cal)), cal, budget, compute)
 
 
-#: The dispatcher's one memo: (call description, calibration, separable rank or None) ->
-#: (calibration, workspace bytes at the preferred chunks, priced plans).
-_STATIC: dict[tuple[Any, ...], tuple[cost.Calibration, int, dict[str, Plan]]] = {}
+def priced(name: str, call: Call, rank: int | None, cal, budget: int, reason: str) -> Plan:
+    """:func:`price`, memoised per call description, rank and reason."""
+
+    def compute() -> dict[str, Plan]:
+        return {name: price(name, call, rank=rank, cal=cal, budget=budget, reason=reason)}
+
+    return _memoised((call, id(cal), name, rank, reason), cal, budget, compute)[name]
+
+
+#: The dispatcher's one memo: key -> (calibration, largest workspace at the preferred
+#: chunks, budget, plans by name); keys are (call description, calibration) for every
+#: strategy, (call description, calibration, name, rank, reason) for one.
+_STATIC: dict[tuple[Any, ...], tuple[cost.Calibration, int, int, dict[str, Plan]]] = {}
 register_cache(_STATIC.clear)
 
 
@@ -226,32 +223,28 @@ def read_values(
 ) -> tuple[dict[str, Plan], int | None]:
     """Decide separable from w's numerical rank where it is still in question (its rank-1
     price within ``prune`` times the best other): the one step of planning that reads
-    values (finiteness is read at the choice, for FFT only)."""
+    values (finiteness is read at the choice, for FFT only). Returns the candidates with
+    separable re-priced at the rank or excluded, and the rank where it was read."""
     sep = candidates["separable"]
-    best = min((p.seconds for n, p in candidates.items() if p.chunk and n != "separable"))
     if not sep.chunk:
         return candidates, None
-    if sep.seconds > prune * best:
+    others = [p.seconds for n, p in candidates.items() if p.chunk and n != "separable"]
+    if sep.seconds > prune * min(others, default=float("inf")):
         why = "predicted slower than the best strategy even for a rank-1 kernel"
-        return {**candidates, "separable": dataclasses.replace(sep, chunk=0, reason=why)}, None
+        return {**candidates, "separable": sep.excluded(why)}, None
     rank = values.rank()
-    if rank is None:
-        why = (
-            "w holds NaN or Inf (the SVD is undefined)"
-            if not values.traced()
-            else ("traced arrays: the kernel's rank cannot be read")
-        )
-    elif not separable_pays_off(rank, call.geom):
+    if rank is not None and separable_pays_off(rank, call.geom):
+        return {
+            **candidates,
+            "separable": priced("separable", call, rank, cal, budget, CHEAPEST),
+        }, rank
+    if rank is not None:
         why = f"kernel rank {rank} too high for separable passes to pay off"
+    elif values.traced():
+        why = "traced arrays: the kernel's rank cannot be read"
     else:
-        key = (call, id(cal), rank)
-        hit = _STATIC.get(key)
-        if hit is None or hit[0] is not cal or hit[1] > budget:
-            new = price("separable", call, rank=rank, cal=cal, budget=budget, reason=CHEAPEST)
-            hit = _STATIC[key] = (cal, new.need, {"separable": new})
-        new = hit[2]["separable"]
-        return {**candidates, "separable": new}, rank
-    return {**candidates, "separable": dataclasses.replace(sep, chunk=0, reason=why)}, rank
+        why = "w holds NaN or Inf (the SVD is undefined)"
+    return {**candidates, "separable": sep.excluded(why)}, rank
 
 
 # --------------------------------------------------------------------------- choosing
@@ -259,10 +252,9 @@ def read_values(
 
 def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: int) -> Plan:
     s = STRATEGIES[name]
-    missing = s.missing(xp)
-    if missing:
+    if s.missing(xp):
         raise ValueError(
-            f"strategy={name!r} needs {', '.join(missing)}, which namespace "
+            f"strategy={name!r} needs {', '.join(s.missing(xp))}, which namespace "
             f"{xp.__name__} does not provide"
         )
     if call.require_exact and not s.exact_sums:
@@ -276,7 +268,7 @@ def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: 
     rank = values.rank() if s.uses_rank else None
     if s.uses_rank and rank is None and not values.traced():
         raise nonfinite_error(name, ["w"])
-    chosen = price(name, call, rank=rank, cal=cal, budget=budget, reason="forced")
+    chosen = priced(name, call, rank, cal, budget, "forced")
     if not chosen.chunk:
         raise WorkspaceError(
             f"strategy={name!r} ({call.direction}) needs a predicted workspace of "
@@ -288,24 +280,22 @@ def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: 
     return chosen
 
 
-def _measured_order(
-    order: list[Plan], call: Call, values: Values, rank: int | None, xp
-) -> list[Plan]:
+def _measured_order(order: list[Plan], call: Call, values: Values, rank, xp) -> list[Plan]:
     """``order`` with the measured fastest first (autotune), timed once per signature."""
-    tuned = [p for p in order if p.seconds <= AUTOTUNE_SPREAD * order[0].seconds]
-    x, gy = values.arrays["x"], values.arrays.get("gy")
-    key = measured.make_key(call, device_of(x), rank, any(p.chunked for p in tuned))
-    by_name = {p.strategy: p for p in tuned}
+    tuned = {p.strategy: p for p in order if p.seconds <= AUTOTUNE_SPREAD * order[0].seconds}
+    x, w, gy = values.arrays["x"], values.arrays["w"], values.arrays.get("gy")
+    key = measured.make_key(call, device_of(x), rank, any(p.chunked for p in tuned.values()))
 
     def run(name: str) -> Any:
         if call.direction == "forward":
-            return run_forward(by_name[name], x, values.arrays["w"], xp=xp)
-        return run_backward(by_name[name], gy, x, values.arrays["w"], xp=xp)[0]
+            return run_forward(tuned[name], x, w, xp=xp)
+        return run_backward(tuned[name], gy, x, w, xp=xp)[0]
 
-    choice, times = measured.tuned_choice(key, list(by_name), run)
+    choice, times = measured.tuned_choice(key, list(tuned), run)
     how = "measured fastest" if times is not None else "autotune (cached or only candidate)"
-    first = by_name[choice]
-    first = dataclasses.replace(first, reason=first.reason.replace(CHEAPEST, how, 1))
+    first = dataclasses.replace(
+        tuned[choice], reason=tuned[choice].reason.replace(CHEAPEST, how, 1)
+    )
     return [first, *(p for p in order if p.strategy != choice)]
 
 
@@ -326,15 +316,23 @@ def plan(
     """The plan of one call: the forced strategy (checked) or ``auto``'s choice.
 
     ``x`` and ``gy`` (the backward's output gradient) are needed for autotuning and the
-    non-finite checks. Raises ValueError for an unknown or unrunnable forced strategy and
-    :class:`~arraycnn.conv.WorkspaceError` where nothing fits the budget.
+    non-finite checks; ``budget`` and ``calibration`` default to the settings'. Raises
+    ValueError for an unknown or unrunnable forced strategy and
+    :class:`~arraycnn.budget.WorkspaceError` where nothing fits the budget.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import arraycnn as ac
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> p = plan("naive", w, ac.conv_geometry((4, 1, 8, 8), w.shape), xp=np)
+    >>> p.strategy, p.chunk, p.reason
+    ('naive', 4, 'forced')
     """
     name = parse_strategy(strategy)
-    call = describe(
-        w, geom, xp=xp, direction=parse_direction(direction), require_exact=require_exact
-    )
-    if budget is None:
-        budget = workspace_limit(xp, device_of(w))
+    direction = parse_direction(direction)
+    call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact)
+    budget = workspace_limit(xp, device_of(w)) if budget is None else budget
     cal = calibration if calibration is not None else cost.calibration_for(call.backend)[0]
     values = Values(xp, x=x, w=w, gy=gy)
     if name != "auto":
@@ -347,14 +345,13 @@ def plan(
     candidates, rank = read_values(candidates, call, values, cal=cal, budget=budget, prune=prune)
     order = sorted((p for p in candidates.values() if p.chunk), key=lambda p: p.seconds)
     if not order:
-        reasons = "; ".join(f"{p.strategy}: {p.reason}" for p in candidates.values())
         raise WorkspaceError(
             f"no convolution strategy fits this call ({direction}, budget {budget} bytes): "
-            + reasons
+            + "; ".join(f"{p.strategy}: {p.reason}" for p in candidates.values())
         )
-    skipped = ""
     if tune:
         order = _measured_order(order, call, values, rank, xp)
+    skipped = ""
     for chosen in order:
         if not STRATEGIES[chosen.strategy].nan_local and values.nonfinite(direction):
             skipped += f"; {chosen.strategy} skipped: non-finite input"
@@ -372,7 +369,7 @@ def plan(
 def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp: ModuleType) -> Any:
     """Run ``chosen`` on the batch, chunk by chunk: forward ``arrays = (x, w)`` gives y (the
     chunks' outputs concatenated along N); backward ``(gy, x, w)`` gives (gx, gw) (gx
-    concatenated, gw summed)."""
+    concatenated, gw summed). The one place a batch is split."""
     s = STRATEGIES[chosen.strategy]
     run = s.forward if chosen.direction == "forward" else s.backward
     *batched, w = arrays

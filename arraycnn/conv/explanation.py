@@ -57,9 +57,8 @@ def explain(
     True
     """
     extra = (("gy", gy),) if gy is not None else ()
-    xp, geom = prepare(
-        x, w, stride=stride, padding=padding, dilation=dilation, groups=groups, extra=extra
-    )
+    geometry = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    xp, geom = prepare(x, w, **geometry, extra=extra)
     direction = parse_direction(direction)
     call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact)
     budget = workspace_limit(xp, device_of(w))
@@ -69,8 +68,14 @@ def explain(
     candidates, _ = read_values(candidates, call, values, cal=cal, budget=budget, prune=1e300)
     nonfinite = values.nonfinite(direction)
     if nonfinite and candidates["fft"].chunk:
-        why = f"non-finite input ({', '.join(nonfinite)})"
-        candidates["fft"] = dataclasses.replace(candidates["fft"], chunk=0, reason=why)
+        candidates["fft"] = candidates["fft"].excluded(f"non-finite input ({', '.join(nonfinite)})")
+    options = {"x": x, "gy": gy, "direction": direction, "require_exact": require_exact}
+    options["autotune"] = autotune
+    try:
+        chosen = plan(strategy, w, geom, xp=xp, **options, budget=budget, calibration=cal)
+        choice, chunk, why = chosen.strategy, chosen.chunk, chosen.reason
+    except (ValueError, MemoryError) as exc:
+        choice, chunk, why = None, None, str(exc)
     strategies = {
         name: {
             "eligible": bool(p.chunk),
@@ -81,23 +86,6 @@ def explain(
         }
         for name, p in candidates.items()
     }
-    try:
-        chosen = plan(
-            strategy,
-            w,
-            geom,
-            xp=xp,
-            x=x,
-            gy=gy,
-            direction=direction,
-            require_exact=require_exact,
-            autotune=autotune,
-            budget=budget,
-            calibration=cal,
-        )
-        choice, chunk, why = chosen.strategy, chosen.chunk, chosen.reason
-    except (ValueError, MemoryError) as exc:
-        choice, chunk, why = None, None, str(exc)
     return {
         "backend": call.backend,
         "dtype": call.dtype,

@@ -8,29 +8,18 @@ the outputs are the positions ``kd - 1 - p_lo + (0, s, 2s, ...)`` of the circula
 (with more leading padding than ``kd - 1``, the kernel starts at ``p_lo - kd + 1`` and
 the outputs at 0; :func:`_placement`). :func:`forward_length` shows that no wrapped term
 reaches them, with ``L <= next_fast_len(Hp)``. The padded input is never formed, nor the
-conjugate of the kernel spectrum; the FFT module pads the kernel (``n=``), and the input's
-zero padding at the end lives in a scratch buffer (warm memory, no page faults).
-
-The kernel's spectrum is cheap: its real transform runs on its ``kh`` rows only, and the
-transform over the rows is a product with a cached DFT matrix for short kernels
-(:data:`DFT_MAX_ROWS`), an FFT of the zero-padded rows otherwise.
+conjugate of the kernel spectrum (:func:`_kernel_spectrum`); the input's zero padding at
+the end lives in a scratch buffer (warm memory, no page faults).
 
 Large images are cut into overlap-save tiles (:class:`TilePlan`): tile ``(i, j)`` is the
 padded input's ``Th x Tw`` window at ``(i Bh sh, j Bw sw)``, and its ``Bh x Bw`` outputs
 are the positions ``kd - 1 + (0, s, ...)`` of its circular product with the flipped
 kernel at the origin (no padding inside the tile). All tiles go through one batched
 transform, product and inverse; their outputs are assembled into the result.
-:func:`tile_plan` picks the tiles with the dispatcher's cost model (the counts of
-:func:`forward_counts`), or keeps the untiled path.
-
-The channel contraction, per frequency (:func:`_product`)::
+:func:`tile_plan` picks the tiles with the dispatcher's cost model, or keeps the untiled
+path. The channel contraction, per frequency (:func:`_product`)::
 
     Y[a, g, f, k] = sum_c X[a, g, c, k] * W[g, f, c, k]      (a: image, or image x tile)
-
-is a broadcast multiply-add per input channel, or a batched matrix product when the
-per-frequency matrices are large enough; with one input channel, an in-place product
-(no fresh spectrum-sized buffer). The inverse transform is a complex one over the rows (in
-place), then a real one over the columns of the kept rows only.
 
 Backward
 --------
@@ -106,16 +95,8 @@ def _from_freq_major(z: Array, lh: int, lw2: int, *, xp: ModuleType) -> Array:
 
 
 def forward_length(size: int, out: int, kernel: int, stride: int, pad_lo: int) -> int:
-    """Shortest fast length at which the forward's circular convolution is exact, one axis.
-
-    Parameters
-    ----------
-    size, out : int
-        Input (unpadded) and output length of the axis.
-    kernel : int
-        Dilated kernel length ``kd``.
-    stride, pad_lo : int
-        Stride and leading padding of the axis.
+    """Shortest fast length at which the forward's circular convolution is exact, for an
+    axis of ``size`` inputs (unpadded), ``out`` outputs and a dilated kernel of ``kernel``.
 
     Notes
     -----
@@ -198,15 +179,7 @@ def _spread(a: Array, steps: tuple[int, int], *, xp: ModuleType) -> Array:
     return _set_strided(out, a, steps)
 
 
-def _kernel_spectrum(
-    w: Array,
-    geom: ConvGeometry,
-    shape: tuple[int, int],
-    starts: tuple[int, int],
-    *,
-    xp: ModuleType,
-    fft: ModuleType,
-) -> Array:
+def _kernel_spectrum(w: Array, geom: ConvGeometry, shape: tuple, starts: tuple, *, xp, fft):
     """rfft of the flipped, dilated kernel starting at position ``starts`` of each axis.
 
     Flipped tap ``r`` (original ``k - 1 - r``) of each axis sits at ``start + d r`` (no
@@ -438,34 +411,19 @@ def _forward_tiled(x: Array, w: Array, geom: ConvGeometry, plan: TilePlan, *, xp
 class ForwardWork:
     """What one forward call does (host arithmetic), for the tile rule and the cost model.
 
-    Attributes
-    ----------
-    plan : TilePlan or None
-        The tiles, or None for the untiled path.
-    shape : (int, int)
-        FFT lengths of every transform.
-    transforms : tuple of (int, float)
-        ``(count, share)`` per batch of 2-D transforms at ``shape``: the input's, the
-        kernel's and the inverse, each doing ``share`` of a full real 2-D transform (the
-        kernel's real pass covers its ``kh`` rows only, the inverse's the kept rows only).
-    rows : int
-        Rows of the per-frequency channel product (images times tiles).
-    macs : int
-        Complex multiply-adds of that product.
-    matmul : bool
-        Whether the product is a batched matrix product (else broadcast, per channel).
-    copied : int
-        Elements copied: the zero-padded input (the FFT's own copy untiled, the tiles
-        otherwise), the placed kernel spectrum and, tiled, the assembled output.
-    windows : int
-        Tile windows copied, one array operation each (0 untiled).
+    ``plan``: the tiles (None untiled); ``shape``: the FFT lengths; ``transforms``:
+    ``(count, share)`` per batch of 2-D transforms (the input's, the kernel's, the
+    inverse), each doing ``share`` of a full real transform (the kernel's real pass covers
+    its kh rows only, the inverse's the kept rows only); ``rows``: rows of the channel
+    product (images times tiles), ``matmul``: whether it is a batched matrix product;
+    ``copied``: elements copied (the zero-padded input or the tiles, the placed kernel
+    spectrum, the assembled tiles); ``windows``: tile windows, one array operation each.
     """
 
     plan: TilePlan | None
     shape: tuple[int, int]
     transforms: tuple[tuple[int, float], ...]
     rows: int
-    macs: int
     matmul: bool
     copied: int
     windows: int
@@ -489,9 +447,8 @@ def _work(geom: ConvGeometry, plan: TilePlan | None) -> ForwardWork:
         (geom.f * geom.cg, 0.5 + 0.5 * min(geom.kh, lh) / lh),
         (rows * geom.f, 0.5 + 0.5 * min(kept, lh) / lh),
     )
-    macs = rows * geom.groups * geom.cg * geom.fg * bins
     matmul = _use_matmul(rows, geom.cg, geom.fg)
-    return ForwardWork(plan, shape, transforms, rows, macs, matmul, copied, windows)
+    return ForwardWork(plan, shape, transforms, rows, matmul, copied, windows)
 
 
 def forward_counts(geom: ConvGeometry, work: ForwardWork) -> Counts:
@@ -526,7 +483,6 @@ def forward_counts(geom: ConvGeometry, work: ForwardWork) -> Counts:
 TILE_GAIN = 0.95
 
 
-@functools.cache
 def _smooth_lengths(limit: int) -> tuple[int, ...]:
     """The 5-smooth numbers up to ``limit`` (the fast real FFT lengths), ascending."""
     found = []
@@ -563,13 +519,10 @@ def _closest(options: list[AxisTiles], length: int) -> AxisTiles:
 
 def tile_plan(geom: ConvGeometry, price: Callable[[Counts], float]) -> TilePlan | None:
     """The overlap-save tiles of the forward, or None when the untiled path is predicted
-    faster by ``price`` (the cost model: counts in elements -> seconds).
-
-    Each axis offers one tiling per tile count (lengths in ``[2 kd, L]``, see
-    :func:`axis_tiles`); the pair of least predicted time is found by coordinate descent
-    (rows given columns, columns given rows), and it is used when it beats the untiled
-    path by the factor :data:`TILE_GAIN`.
-    """
+    faster by ``price`` (the cost model: counts in elements -> seconds). Each axis offers
+    one tiling per tile count (:func:`_axis_options`); the pair of least predicted time is
+    found by coordinate descent, and used where it beats the untiled path by
+    :data:`TILE_GAIN`."""
     untiled = forward_shape(geom)
     (sh, sw), (khd, kwd) = geom.stride, (geom.kh_dilated, geom.kw_dilated)
     rows = _axis_options(geom.ho, khd, sh, untiled[0])
@@ -591,18 +544,10 @@ def tile_plan(geom: ConvGeometry, price: Callable[[Counts], float]) -> TilePlan 
 # --------------------------------------------------------------------------- forward
 
 
-def forward(
-    x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, tiles: TilePlan | None = None
-) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
-
-    With overlap-save ``tiles`` (:func:`tile_plan`, :func:`_forward_tiled`); otherwise a
+def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo), untiled: a
     circular convolution of the unpadded input with the flipped kernel placed at
-    ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`: the zero
-    padding and the conjugate of the kernel spectrum are never formed.
-    """
-    if tiles is not None:
-        return _forward_tiled(x, w, geom, tiles, xp=xp)
+    ``p - kd + 1`` (mod L) per axis, at the lengths of :func:`forward_shape`."""
     fft = fft_module(xp)
     shape = forward_shape(geom)
     # (N, C, H, W) -> (N, G, Cg, H, W)
@@ -611,12 +556,11 @@ def forward(
     (top, _), (left, _) = geom.padding
     start_r, first_r = _placement(geom.h, geom.kh_dilated, top)
     start_c, first_c = _placement(geom.w, geom.kw_dilated, left)
-    starts = (start_r, start_c)
-    wf = _kernel_spectrum(w, geom, shape, starts, xp=xp, fft=fft)  # (G, Fg, Cg, Lh, Lw2)
+    # (F, Cg, kh, kw) -> (G, Fg, Cg, Lh, Lw2)
+    wf = _kernel_spectrum(w, geom, shape, (start_r, start_c), xp=xp, fft=fft)
     yf = _product(xf, wf, xp=xp)  # (N, G, Fg, Lh, Lw2)
     del xf, wf
-    rows = _kept(first_r, geom.ho, geom.stride[0])
-    cols = _kept(first_c, geom.wo, geom.stride[1])
+    rows, cols = _kept(first_r, geom.ho, geom.stride[0]), _kept(first_c, geom.wo, geom.stride[1])
     y = _inverse(yf, shape, rows, cols, fft=fft)  # (N, G, Fg, Ho, Wo)
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.astype(xp.reshape(y, geom.y_shape), x.dtype, copy=False)
@@ -626,16 +570,8 @@ def forward(
 
 
 def fast_shape(geom: ConvGeometry) -> tuple[int, int]:
-    """FFT lengths (Lh, Lw): the next 5-smooth sizes >= (Hp, Wp). Host arithmetic."""
-    return (
-        scipy.fft.next_fast_len(geom.hp, real=True),
-        scipy.fft.next_fast_len(geom.wp, real=True),
-    )
-
-
-def _dilate(wg: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """Insert dh-1 / dw-1 zeros between taps: (..., kh, kw) -> (..., khd, kwd)."""
-    return _spread(wg, geom.dilation, xp=xp)
+    """FFT lengths (Lh, Lw) of the backward: the next 5-smooth sizes >= (Hp, Wp)."""
+    return tuple(scipy.fft.next_fast_len(size, real=True) for size in (geom.hp, geom.wp))
 
 
 def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:
@@ -656,7 +592,7 @@ def _weight_spectrum(w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     wg = xp.permute_dims(wg, (1, 0, 2, 3, 4))  # (Fg, G, Cg, kh, kw)
-    return fft.rfftn(_dilate(wg, geom, xp=xp), s=shape, axes=AXES)
+    return fft.rfftn(_spread(wg, geom.dilation, xp=xp), s=shape, axes=AXES)  # dilated
 
 
 def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -671,15 +607,10 @@ def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return _set_strided(up, g, (sh, sw))
 
 
-def backward(
-    gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
-) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``.
-
-    ``gx`` is the full convolution of the upsampled ``gy`` with the dilated kernel,
-    ``gw`` the correlation of the input with the upsampled ``gy``; both at the forward's
-    FFT lengths.
-    """
+def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType):
+    """Gradients ``(gx, gw)`` of ``sum(gy * y)``: ``gx`` the full convolution of the
+    upsampled ``gy`` with the dilated kernel, ``gw`` the correlation of the input with the
+    upsampled ``gy``; both at the lengths of :func:`fast_shape`."""
     fft = fft_module(xp)
     shape = fast_shape(geom)
     lh, lw2 = shape[0], shape[1] // 2 + 1
@@ -731,6 +662,19 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> FFTPlan:
     return FFTPlan(g, call.direction, call.itemsize, g.n, tiles)
 
 
+def forward(p: FFTPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
+    """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo), on
+    the plan's overlap-save tiles (:func:`_forward_tiled`) or untiled."""
+    if p.tiles is not None:
+        return _forward_tiled(x, w, p.geom, p.tiles, xp=xp)
+    return _forward(x, w, p.geom, xp=xp)
+
+
+def backward(p: FFTPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
+    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``."""
+    return _backward(gy, x, w, p.geom, xp=xp)
+
+
 #: Elements NumPy's buffered ufunc loops (broadcasting) allocate per operand.
 UFUNC_BUFFER = 8192
 
@@ -753,9 +697,7 @@ def _forward_elements(g: ConvGeometry, work: ForwardWork) -> int:
     operands = x_spec + w_spec if work.matmul else (y_spec if g.cg > 1 else 0) + 4 * UFUNC_BUFFER
     inverse = rows * g.f * kept * lw
     kept_rows = 2 * rows * g.f * kept * (lw // 2 + 1)
-    assembled = (
-        0 if tiles is None else g.n * g.f * tiles.tiles * tiles.rows.block * tiles.cols.block
-    )
+    assembled = g.n * g.f * tiles.tiles * tiles.rows.block * tiles.cols.block if tiles else 0
     return scratch_input + max(
         x_spec + kernel,
         x_spec + w_spec + y_spec + operands,
@@ -801,14 +743,4 @@ def counts(p: FFTPlan) -> Counts:
     return total.in_bytes(p.itemsize)
 
 
-STRATEGY = Strategy(
-    "fft",
-    plan=plan,
-    forward=lambda p, x, w, *, xp: forward(x, w, p.geom, xp=xp, tiles=p.tiles),
-    backward=lambda p, gy, x, w, *, xp: backward(gy, x, w, p.geom, xp=xp),
-    workspace=workspace,
-    counts=counts,
-    needs=("fft",),
-    exact_sums=False,
-    nan_local=False,
-)
+STRATEGY = Strategy("fft", plan, forward, backward, workspace, counts, ("fft",), False, False)

@@ -28,26 +28,25 @@ gradient depends on the stride:
 
 On a CPU the plan asks for batch chunks whose columns fit in the last-level cache
 (:func:`samples_per_chunk`, run by the dispatcher) and cuts a large image into bands of
-output rows (:func:`band_geometry`): each piece's columns are written, then read by its
-GEMM while still in cache. Memory beyond input and output: one piece's columns.
+output rows (:func:`pieces`): each piece's columns are written, then read by its GEMM
+while still in cache. Memory beyond input and output: one piece's columns.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
 from ..backend import device_of
 from ..geometry import ConvGeometry, conv_geometry
 from ..scratch import scratch
-from ..settings import register_cache
 from . import naive
 from ._layout import (
     ALL,
     COLUMN_CHUNK_ELEMENTS,
-    WHOLE_BATCH_ELEMENTS,
+    TapBands,
+    cache_chunk,
     grad_output_group_major,
     input_group_view,
     output_from_group_major,
@@ -61,45 +60,14 @@ Array = Any
 
 
 def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
-    """Samples per kernel call: N if the columns fit :data:`WHOLE_BATCH_ELEMENTS` (or
-    ``cached`` is False: a GPU, whose GEMMs want size), else as many as fit
-    :data:`COLUMN_CHUNK_ELEMENTS` (at least 1)."""
+    """Samples per kernel call (:func:`._layout.cache_chunk`) for the columns,
+    G·Cg·kh·kw·Ho·Wo elements per sample."""
     per_sample = geom.groups * geom.cg * geom.kh * geom.kw * geom.ho * geom.wo
-    if not cached or geom.n * per_sample <= WHOLE_BATCH_ELEMENTS:
-        return geom.n
-    return max(1, min(geom.n, COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
-
-
-def unfold(x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """im2col: x (N, C, H, W) -> columns (G, Cg*kh*kw, N*Ho*Wo), a scratch buffer."""
-    xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
-    shape = (geom.groups, geom.cg, geom.kh * geom.kw, geom.n, geom.ho, geom.wo)
-    cols = scratch("im2col.cols", shape, like=x, xp=xp, key=geom)  # (G, Cg, kh*kw, N, Ho, Wo)
-    for t, band in tap_bands(geom):
-        cols = set_at(
-            cols, (ALL, ALL, t, ALL, band.out_rows, band.out_cols), xg[band.in_index(3)], xp=xp
-        )
-    # (G, Cg, kh*kw, N, Ho, Wo) -> (G, Cg*kh*kw, N*Ho*Wo)
-    return xp.reshape(cols, (geom.groups, geom.cg * geom.kh * geom.kw, geom.n * geom.ho * geom.wo))
-
-
-def _weight_matrix(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """(F, Cg, kh, kw) -> (G, Fg, Cg*kh*kw), a contiguous copy (w is small): a flipped w (as
-    ``convolve2d`` passes) would otherwise be a view with negative strides, which NumPy's
-    matmul cannot pass to BLAS."""
-    return xp.reshape(w, (geom.groups, geom.fg, geom.cg * geom.kh * geom.kw), copy=True)
-
-
-def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
-
-    ``rows``: output rows per band (:func:`rows_per_band`; 0 or Ho: whole samples).
-    """
-    return _correlate(x, w, geom, xp=xp, rows=rows or geom.ho)
+    return cache_chunk(geom.n, per_sample, cached=cached)
 
 
 def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
-    """Output rows per forward band: Ho, unless one sample's columns exceed twice
+    """Output rows per band: Ho, unless one sample's columns exceed twice
     :data:`COLUMN_CHUNK_ELEMENTS` (a large image), then as many rows as fit it (at least 1).
     A GPU (``cached`` False) runs whole samples."""
     per_row = geom.groups * geom.cg * geom.kh * geom.kw * geom.wo
@@ -108,12 +76,11 @@ def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
     return max(1, COLUMN_CHUNK_ELEMENTS // per_row)
 
 
-@functools.lru_cache(maxsize=1024)
 def band_geometry(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeometry, slice] | None:
-    """One sample's output rows [start, stop) as a convolution of their input rows.
+    """Output rows [start, stop) as a convolution of the input rows they read.
 
-    Returns the band's geometry (N = 1, its own top and bottom padding, Ho = stop - start)
-    and the input rows it reads, or None if those output rows read only padding.
+    Returns the band's geometry (its own top and bottom padding, Ho = stop - start) and
+    the input rows it reads, or None if those output rows read only padding.
     """
     stride, dilation, top = geom.stride[0], geom.dilation[0], geom.padding[0][0]
     first = start * stride - top  # input row read by the band's first tap of its first row
@@ -121,74 +88,83 @@ def band_geometry(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeomet
     lo, hi = max(first, 0), min(end, geom.h)
     if hi <= lo:
         return None
-    band = conv_geometry(
-        (1, geom.c, hi - lo, geom.w),
-        geom.w_shape,
-        stride=geom.stride,
-        padding=((lo - first, end - hi), geom.padding[1]),
-        dilation=geom.dilation,
-        groups=geom.groups,
-    )
-    return band, slice(lo, hi)
+    padding = ((lo - first, end - hi), geom.padding[1])  # Hp = end - first: Ho = stop - start
+    return replace(geom, h=hi - lo, padding=padding, ho=stop - start), slice(lo, hi)
 
 
 @dataclass(frozen=True)
 class Piece:
-    """A part of the call run as one unfold + GEMM: samples, output rows, input rows.
+    """Output rows run as one unfold + GEMM: its own geometry (None where its rows read
+    only padding), the input rows it reads and its tap bands."""
 
-    ``geom`` is the part's own geometry, or None where its output rows read only padding.
-    """
-
-    samples: slice
     out_rows: slice
     in_rows: slice
     geom: ConvGeometry | None
+    bands: TapBands | None = None
 
 
-def pieces(geom: ConvGeometry, rows: int) -> list[Piece]:
-    """The call's pieces: the whole call, or per sample its bands of ``rows`` output rows
+def pieces(geom: ConvGeometry, rows: int) -> tuple[Piece, ...]:
+    """The whole call as one piece, or its bands of ``rows`` output rows
     (:func:`band_geometry`) when one sample's columns are large (:func:`rows_per_band`)."""
     if rows >= geom.ho:
-        return [Piece(slice(0, geom.n), slice(0, geom.ho), slice(0, geom.h), geom)]
-    result = []
-    for sample in range(geom.n):
-        for start, stop in ranges(geom.ho, rows):
-            band = band_geometry(geom, start, stop)
-            part, in_rows = band if band is not None else (None, slice(0, 0))
-            result.append(Piece(slice(sample, sample + 1), slice(start, stop), in_rows, part))
-    return result
+        return (Piece(slice(0, geom.ho), slice(0, geom.h), geom, tap_bands(geom)),)
+    result, known = [], {}  # interior bands share one geometry: their taps are found once
+    for start, stop in ranges(geom.ho, rows):
+        band = band_geometry(geom, start, stop)
+        part, in_rows = band if band is not None else (None, slice(0, 0))
+        if part is not None and part not in known:
+            known[part] = tap_bands(part)
+        result.append(Piece(slice(start, stop), in_rows, part, known.get(part)))
+    return tuple(result)
 
 
-def _correlate(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int) -> Array:
-    """The forward's unfold + GEMM by pieces (whole, or row bands; also runs gx)."""
-    wm = _weight_matrix(w, geom, xp=xp)  # (G, Fg, Cg*kh*kw)
-    parts = pieces(geom, rows)
+def unfold(x: Array, geom: ConvGeometry, bands: TapBands, *, xp: ModuleType) -> Array:
+    """im2col: x (N, C, H, W) -> columns (G, Cg*kh*kw, N*Ho*Wo), a scratch buffer."""
+    xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
+    shape = (geom.groups, geom.cg, geom.kh * geom.kw, geom.n, geom.ho, geom.wo)
+    cols = scratch("im2col.cols", shape, like=x, xp=xp, key=geom)  # (G, Cg, kh*kw, N, Ho, Wo)
+    for t, out_rows, out_cols, in_rows, in_cols in bands:
+        cols = set_at(
+            cols, (ALL, ALL, t, ALL, out_rows, out_cols), xg[..., in_rows, in_cols], xp=xp
+        )
+    # (G, Cg, kh*kw, N, Ho, Wo) -> (G, Cg*kh*kw, N*Ho*Wo)
+    return xp.reshape(cols, (geom.groups, geom.cg * geom.kh * geom.kw, geom.n * geom.ho * geom.wo))
+
+
+def _correlate(x: Array, w: Array, geom: ConvGeometry, parts: tuple[Piece, ...], *, xp) -> Array:
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo), piece by
+    piece (the forward, and the input gradient's transposed correlation).
+
+    ``w`` is made a contiguous (G, Fg, Cg*kh*kw) copy (w is small): a flipped w (as
+    ``convolve2d`` passes) would otherwise be a view with negative strides, which NumPy's
+    matmul cannot pass to BLAS.
+    """
+    wm = xp.reshape(w, (geom.groups, geom.fg, geom.cg * geom.kh * geom.kw), copy=True)
     if len(parts) == 1:
-        yg = wm @ unfold(x, geom, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
+        yg = wm @ unfold(x, geom, parts[0].bands, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
         return output_from_group_major(yg, geom, xp=xp)
     y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every element written
     for piece in parts:
-        where = (piece.samples, ALL, piece.out_rows, ALL)
+        where = (ALL, ALL, piece.out_rows, ALL)
         if piece.geom is None:
             y = set_at(y, where, 0, xp=xp)
             continue
-        yg = wm @ unfold(x[piece.samples, :, piece.in_rows, :], piece.geom, xp=xp)  # (G, Fg, P)
-        y = set_at(y, where, output_from_group_major(yg, piece.geom, xp=xp), xp=xp)
+        cols = unfold(x[:, :, piece.in_rows, :], piece.geom, piece.bands, xp=xp)  # (G, K, P)
+        y = set_at(y, where, output_from_group_major(wm @ cols, piece.geom, xp=xp), xp=xp)
     return y
 
 
-def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0) -> Array:
-    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces (``rows`` as
-    in :func:`forward`).
+def weight_grad(gy: Array, x: Array, geom: ConvGeometry, parts: tuple[Piece, ...], *, xp) -> Array:
+    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces.
 
     gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw).
     """
     gw = None
-    for piece in pieces(geom, rows or geom.ho):
+    for piece in parts:
         if piece.geom is None:  # rows that read only padding contribute nothing
             continue
-        gyp = grad_output_group_major(gy[piece.samples, :, piece.out_rows, :], piece.geom, xp=xp)
-        cols = unfold(x[piece.samples, :, piece.in_rows, :], piece.geom, xp=xp)  # (G, K, P)
+        gyp = grad_output_group_major(gy[:, :, piece.out_rows, :], piece.geom, xp=xp)
+        cols = unfold(x[:, :, piece.in_rows, :], piece.geom, piece.bands, xp=xp)  # (G, K, P)
         term = gyp @ xp.matrix_transpose(cols)  # (G, Fg, P) @ (G, P, Cg*kh*kw)
         gw = term if gw is None else gw + term  # (G, Fg, Cg*kh*kw)
     if gw is None:  # every output row read only padding
@@ -196,7 +172,6 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType, rows
     return xp.reshape(gw, geom.w_shape)  # (G, Fg, Cg*kh*kw) -> (F, Cg, kh, kw)
 
 
-@functools.lru_cache(maxsize=256)
 def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
     """Geometry of the input gradient as a stride-1 correlation of gy, or None.
 
@@ -222,10 +197,6 @@ def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
     )
 
 
-register_cache(band_geometry.cache_clear)
-register_cache(transposed_geometry.cache_clear)
-
-
 def uses_transposed_input_grad(geom: ConvGeometry) -> bool:
     """True where the input gradient runs as a correlation of gy (else col2im).
 
@@ -241,28 +212,8 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))  # (G, Fg, Cg, kh, kw)
     wt = xp.permute_dims(wg, (0, 2, 1, 3, 4))  # (G, Fg, Cg, kh, kw) -> (G, Cg, Fg, kh, kw)
     wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
-    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); made contiguous by _weight_matrix
+    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); made contiguous by _correlate
     return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
-
-
-def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rows: int = 0) -> Array:
-    """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
-
-    Unfold + GEMM on gy where :func:`uses_transposed_input_grad` (``rows``: output rows per
-    band of that correlation); otherwise col2im (:func:`.naive.input_grad`).
-    """
-    if uses_transposed_input_grad(geom):
-        tgeom = transposed_geometry(geom)
-        wt = transposed_kernel(w, geom, xp=xp)
-        return _correlate(gy, wt, tgeom, xp=xp, rows=rows or tgeom.ho)
-    return naive.input_grad(gy, w, geom, xp=xp)
-
-
-def backward(
-    gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
-) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))`` (whole samples)."""
-    return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -270,60 +221,85 @@ def backward(
 
 @dataclass(frozen=True)
 class Im2colPlan:
-    """How im2col runs a call: samples per kernel call, and output rows per band."""
+    """How im2col runs a call: samples per kernel call, the forward's pieces (row bands);
+    backward, the input gradient's: the transposed correlation's geometry and pieces, or
+    the tap bands of col2im."""
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
-    rows: int  # output rows per band of the forward (Ho: whole samples)
-    grad_rows: int  # the same for the input gradient's transposed correlation (0: col2im)
+    pieces: tuple[Piece, ...]
+    grad_geom: ConvGeometry | None = None
+    grad_pieces: tuple[Piece, ...] = ()
+    bands: TapBands | None = None
+
+    @property
+    def rows(self) -> int:
+        """Output rows per band of the forward."""
+        return self.pieces[0].out_rows.stop
+
+    @property
+    def grad_rows(self) -> int:
+        """The same for the transposed correlation (0: col2im)."""
+        return self.grad_pieces[0].out_rows.stop if self.grad_pieces else 0
 
 
-def plan(call: Call, rank: int | None = None, price: Any = None) -> Im2colPlan:
-    """The plan of ``call``: cache-sized batch chunks and row bands on a CPU."""
+def plan(call: Call, rank: int | None = None, price: Any = None, *, rows: int = 0) -> Im2colPlan:
+    """The plan of ``call``: cache-sized batch chunks and row bands on a CPU (``rows``:
+    output rows per band instead of :func:`rows_per_band`'s)."""
     g, cached = call.geom, call.cached
-    tgeom = transposed_geometry(g) if uses_transposed_input_grad(g) else None
-    grad_rows = rows_per_band(tgeom, cached=cached) if tgeom is not None else 0
-    return Im2colPlan(
+    p = Im2colPlan(
         g,
         call.direction,
         call.itemsize,
         samples_per_chunk(g, cached=cached),
-        rows_per_band(g, cached=cached),
-        grad_rows,
+        pieces(g, rows or rows_per_band(g, cached=cached)),
     )
+    if call.direction == "forward":
+        return p
+    if not uses_transposed_input_grad(g):
+        return replace(p, bands=tap_bands(g))
+    t = transposed_geometry(g)
+    return replace(p, grad_geom=t, grad_pieces=pieces(t, rows or rows_per_band(t, cached=cached)))
 
 
-def run_forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
-    """Execute a forward plan."""
-    return _correlate(x, w, p.geom, xp=xp, rows=p.rows)
+def forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
+    """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
+    return _correlate(x, w, p.geom, p.pieces, xp=xp)
 
 
-def run_backward(
-    p: Im2colPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType
-) -> tuple[Array, Array]:
-    """Execute a backward plan: ``(gx, gw)``."""
-    gx = input_grad(gy, w, p.geom, xp=xp, rows=p.grad_rows)
-    return gx, weight_grad(gy, x, p.geom, xp=xp, rows=p.rows)
+def backward(p: Im2colPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
+    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``.
+
+    gx is the transposed correlation of gy where the plan has its pieces, otherwise
+    col2im (:func:`.naive.input_grad`).
+    """
+    g = p.geom
+    if p.grad_geom is not None:
+        wt = transposed_kernel(w, g, xp=xp)
+        gx = _correlate(gy, wt, p.grad_geom, p.grad_pieces, xp=xp)
+    else:
+        gx = naive.input_grad(gy, w, g, p.bands, xp=xp)
+    return gx, weight_grad(gy, x, g, p.pieces, xp=xp)
 
 
 def _column_elements(g: ConvGeometry, rows: int) -> tuple[int, int]:
     """Elements of one piece's columns and of its GEMM result."""
-    cols = (1 if rows < g.ho else g.n) * min(rows, g.ho) * g.wo
+    cols = g.n * min(rows, g.ho) * g.wo
     return g.c * g.kh * g.kw * cols, g.f * cols
 
 
 def workspace(p: Im2colPlan) -> int:
-    """Bytes: one piece's columns G·Cg·kh·kw·n·B·Wo and its GEMM result. Backward: gy's
+    """Bytes: one piece's columns G·Cg·kh·kw·N·B·Wo and its GEMM result. Backward: gy's
     reordering and the columns, then the input gradient: the transposed correlation's
     columns and result, or naive's col2im phase."""
     g = p.geom
     columns, result = _column_elements(g, p.rows)
     if p.direction == "forward":
         return p.itemsize * (columns + result)
-    if p.grad_rows:
-        tcols, tresult = _column_elements(transposed_geometry(g), p.grad_rows)
+    if p.grad_geom is not None:
+        tcols, tresult = _column_elements(p.grad_geom, p.grad_rows)
         input_phase = tcols + tresult
     else:
         input_phase = naive.input_grad_elements(g)
@@ -331,7 +307,7 @@ def workspace(p: Im2colPlan) -> int:
 
 
 def _pieces_count(g: ConvGeometry, rows: int) -> int:
-    return 1 if rows >= g.ho else g.n * -(-g.ho // rows)
+    return -(-g.ho // rows)  # ceil(Ho / rows)
 
 
 def _unfold_counts(g: ConvGeometry) -> Counts:
@@ -364,19 +340,12 @@ def counts(p: Im2colPlan) -> Counts:
         + gemm(g.fg, cols, g.cg * g.kh * g.kw, g.groups)
         + Counts(calls=(4 + 2 * g.kh * g.kw) * (_pieces_count(g, p.rows) - 1))
     )
-    if p.grad_rows:
-        tgeom = transposed_geometry(g)
-        grad = _forward_counts(tgeom, p.grad_rows) + traffic(4 * g.f * g.cg * g.kh * g.kw, 3)
+    if p.grad_geom is not None:
+        grad = _forward_counts(p.grad_geom, p.grad_rows)
+        grad = grad + traffic(4 * g.f * g.cg * g.kh * g.kw, 3)
     else:
         grad = naive.input_grad_counts(g)
     return (weight + grad).in_bytes(p.itemsize)
 
 
-STRATEGY = Strategy(
-    "im2col",
-    plan=plan,
-    forward=run_forward,
-    backward=run_backward,
-    workspace=workspace,
-    counts=counts,
-)
+STRATEGY = Strategy("im2col", plan, forward, backward, workspace, counts)

@@ -22,10 +22,9 @@ from ..geometry import ConvGeometry
 from ..scratch import scratch
 from ._layout import (
     ALL,
-    COLUMN_CHUNK_ELEMENTS,
-    WHOLE_BATCH_ELEMENTS,
-    TapBand,
+    TapBands,
     add_at,
+    cache_chunk,
     fill_zero,
     grad_output_group_major,
     input_from_group_view,
@@ -33,8 +32,6 @@ from ._layout import (
     output_from_group_view,
     set_at,
     tap_bands,
-    weight_by_group,
-    weight_from_group,
     zeros,
 )
 from .strategy import Call, Counts, Strategy, gemm, traffic
@@ -42,74 +39,56 @@ from .strategy import Call, Counts, Strategy, gemm, traffic
 Array = Any
 
 
-def _band_matrix(a5: Array, band: TapBand, *, at_output: bool, xp: ModuleType) -> Array:
-    """Band of a group-major (A, B, N, rows, cols) array as a matrix (A, B, N*h*w)."""
-    h, w = band.out_shape()
-    part = a5[band.out_index(3) if at_output else band.in_index(3)]  # (A, B, N, h, w)
-    # (A, B, N, h, w) -> (A, B, N*h*w)
-    return xp.reshape(part, (a5.shape[0], a5.shape[1], a5.shape[2] * h * w))
-
-
-def grad_output_5d(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """gy (N, F, Ho, Wo) -> contiguous group-major (G, Fg, N, Ho, Wo)."""
-    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
-    # (G, Fg, N*Ho*Wo) -> (G, Fg, N, Ho, Wo)
-    return xp.reshape(gyg, (geom.groups, geom.fg, geom.n, geom.ho, geom.wo))
+def _matrix(part: Array, *, xp: ModuleType) -> Array:
+    """A band of a group-major array as a matrix: (A, B, N, h, w) -> (A, B, N*h*w)."""
+    a, b, n, h, w = part.shape
+    return xp.reshape(part, (a, b, n * h * w))
 
 
 def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
-    """Samples per kernel call on a CPU: N where the accumulator and one tap's slice
-    ((F + C)·Ho·Wo per sample) fit :data:`WHOLE_BATCH_ELEMENTS`, else as many as fit
-    :data:`COLUMN_CHUNK_ELEMENTS` (at least 1); N on a GPU (``cached`` False)."""
-    per_sample = (geom.f + geom.c) * geom.ho * geom.wo
-    if not cached or geom.n * per_sample <= WHOLE_BATCH_ELEMENTS:
-        return geom.n
-    return max(1, min(geom.n, COLUMN_CHUNK_ELEMENTS // max(per_sample, 1)))
+    """Samples per kernel call (:func:`._layout.cache_chunk`) for the accumulator and one
+    tap's slice, (F + C)·Ho·Wo elements per sample."""
+    return cache_chunk(geom.n, (geom.f + geom.c) * geom.ho * geom.wo, cached=cached)
 
 
-def forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def _forward(x: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
     With one input channel per group (single-channel images, depthwise layers) the
     contraction over channels is a broadcast product, not a GEMM with K = 1.
     """
-    return _forward(x, w, geom, xp=xp)
-
-
-def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """:func:`forward` on one chunk of samples."""
     xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
-    wg = weight_by_group(w, geom, xp=xp)  # (G, Fg, Cg, kh, kw)
+    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
+    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     shape = (geom.groups, geom.fg, geom.n, geom.ho, geom.wo)
     yg = fill_zero(scratch("naive.y", shape, like=x, xp=xp), xp=xp)  # (G, Fg, N, Ho, Wo)
-    for t, band in tap_bands(geom):
+    for t, out_rows, out_cols, in_rows, in_cols in bands:
         i, j = divmod(t, geom.kw)
-        h, w_ = band.out_shape()
+        xin = xg[..., in_rows, in_cols]  # (G, Cg, N, h, w)
         if geom.cg == 1:
-            # (G, Fg, 1, 1, 1) * (G, 1, N, h, w) -> (G, Fg, N, h, w)
-            term = wg[:, :, :, i, j][..., None, None] * xg[band.in_index(3)]
+            term = wg[:, :, :, i, j][..., None, None] * xin  # (G, Fg, 1, 1, 1) * (G, 1, N, h, w)
         else:
-            term = wg[..., i, j] @ _band_matrix(xg, band, at_output=False, xp=xp)  # (G, Fg, N*h*w)
+            term = wg[..., i, j] @ _matrix(xin, xp=xp)  # (G, Fg, Cg) @ (G, Cg, N*h*w)
             # (G, Fg, N*h*w) -> (G, Fg, N, h, w)
-            term = xp.reshape(term, (geom.groups, geom.fg, geom.n, h, w_))
-        yg = add_at(yg, band.out_index(3), term, xp=xp)
+            term = xp.reshape(term, (geom.groups, geom.fg, *xin.shape[2:]))
+        yg = add_at(yg, (ALL, ALL, ALL, out_rows, out_cols), term, xp=xp)
     return output_from_group_view(yg, geom, xp=xp)
 
 
-def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def weight_grad(gy: Array, x: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
     """Gradient w.r.t. the weights: gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw)."""
     xg = input_group_view(x, geom, xp=xp)  # (G, Cg, N, H, W)
-    gyg = grad_output_5d(gy, geom, xp=xp)  # (G, Fg, N, Ho, Wo)
+    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo), contiguous
+    # (G, Fg, N*Ho*Wo) -> (G, Fg, N, Ho, Wo)
+    gyg = xp.reshape(gyg, (geom.groups, geom.fg, geom.n, geom.ho, geom.wo))
     per_tap = {
-        t: _band_matrix(gyg, band, at_output=True, xp=xp)  # (G, Fg, N*h*w)
-        @ xp.matrix_transpose(_band_matrix(xg, band, at_output=False, xp=xp))  # (G, N*h*w, Cg)
-        for t, band in tap_bands(geom)
+        t: _matrix(gyg[..., out_rows, out_cols], xp=xp)  # (G, Fg, N*h*w)
+        @ xp.matrix_transpose(_matrix(xg[..., in_rows, in_cols], xp=xp))  # (G, N*h*w, Cg)
+        for t, out_rows, out_cols, in_rows, in_cols in bands
     }
     untouched = zeros((geom.groups, geom.fg, geom.cg), gy, xp=xp)  # taps that only meet padding
     gwg = xp.stack([per_tap.get(t, untouched) for t in range(geom.kh * geom.kw)], axis=-1)
-    # (G, Fg, Cg, kh*kw) -> (G, Fg, Cg, kh, kw)
-    gwg = xp.reshape(gwg, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
-    return weight_from_group(gwg, geom, xp=xp)
+    return xp.reshape(gwg, geom.w_shape)  # (G, Fg, Cg, kh*kw) -> (F, Cg, kh, kw)
 
 
 #: Column-gradient rows computed per GEMM in :func:`input_grad` (taps are grouped so that
@@ -117,11 +96,12 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, *, xp: ModuleType) -> A
 MIN_BLOCK_ROWS = 64
 
 
-def _tap_blocks(geom: ConvGeometry) -> list[tuple[tuple[int, TapBand], ...]]:
-    """Consecutive taps grouped so each group has >= MIN_BLOCK_ROWS column-gradient rows."""
+def _tap_blocks(geom: ConvGeometry, bands: TapBands) -> list[list[tuple[Any, ...]]]:
+    """The taps of ``bands`` grouped, consecutively, so that each group has at least
+    MIN_BLOCK_ROWS column-gradient rows."""
     per_block = max(1, -(-MIN_BLOCK_ROWS // geom.cg))
-    bands = tap_bands(geom)
-    return [bands[k : k + per_block] for k in range(0, len(bands), per_block)]
+    taps = list(bands)
+    return [taps[k : k + per_block] for k in range(0, len(taps), per_block)]
 
 
 def _tap_weights(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -137,24 +117,24 @@ def _block_weights(wt: Array, first: int, last: int, geom: ConvGeometry, *, xp) 
     return xp.reshape(wt[:, first:last, ...], (geom.groups, (last - first) * geom.cg, geom.fg))
 
 
-def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
     """col2im by tap bands (any stride): each tap's rows added onto the inputs it read."""
     wt = _tap_weights(w, geom, xp=xp)  # (G, kh*kw, Cg, Fg)
     gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
     shape = (geom.groups, geom.cg, geom.n, geom.h, geom.w)
     gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp), xp=xp)  # (G, Cg, N, H, W)
-    for block in _tap_blocks(geom):
+    for block in _tap_blocks(geom, bands):
         first, last = block[0][0], block[-1][0] + 1
         gcols = _block_weights(wt, first, last, geom, xp=xp) @ gyg  # (G, T*Cg, N*Ho*Wo)
         # (G, T*Cg, N*Ho*Wo) -> (G, T, Cg, N, Ho, Wo)
         gcols = xp.reshape(gcols, (geom.groups, last - first, geom.cg, geom.n, geom.ho, geom.wo))
-        for t, band in block:
-            rows = gcols[:, t - first, ...][band.out_index(3)]  # (G, Cg, N, h, w)
-            gxg = add_at(gxg, band.in_index(3), rows, xp=xp)
+        for t, out_rows, out_cols, in_rows, in_cols in block:
+            rows = gcols[:, t - first, :, :, out_rows, out_cols]  # (G, Cg, N, h, w)
+            gxg = add_at(gxg, (ALL, ALL, ALL, in_rows, in_cols), rows, xp=xp)
     return input_from_group_view(gxg, geom, xp=xp)
 
 
-def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
     """Stride-1 col2im over rows of the padded width.
 
     gy is laid into rows of the padded width Wp (zeros beyond Wo), so the column-gradient
@@ -175,7 +155,7 @@ def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType)
     flat = g.hp * g.wp
     span = flat + g.dilation[1] * (g.kw - 1)  # the last tap's zero columns run past Hp*Wp
     acc = fill_zero(scratch("naive.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp), xp=xp)
-    for block in _tap_blocks(g):
+    for block in _tap_blocks(g, bands):
         first, last = block[0][0], block[-1][0] + 1
         gcols = _block_weights(wt, first, last, g, xp=xp) @ frame  # (G, T*Cg, N*Ho*Wp)
         # (G, T*Cg, N*Ho*Wp) -> (G, T, Cg, N, Ho*Wp)
@@ -202,7 +182,7 @@ def uses_rows(geom: ConvGeometry) -> bool:
     return geom.stride == (1, 1) and geom.wo >= ROWS_MIN_WIDTH
 
 
-def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+def input_grad(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
     """Gradient w.r.t. the input: gy (N, F, Ho, Wo), w (F, Cg, kh, kw) -> (N, C, H, W).
 
     col2im by blocks of taps: for a block, the rows of the column gradient
@@ -213,15 +193,8 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Ar
     The full column gradient is never held.
     """
     if uses_rows(geom):
-        return _input_grad_rows(gy, w, geom, xp=xp)
-    return _input_grad_bands(gy, w, geom, xp=xp)
-
-
-def backward(
-    gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType
-) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))``."""
-    return input_grad(gy, w, geom, xp=xp), weight_grad(gy, x, geom, xp=xp)
+        return _input_grad_rows(gy, w, geom, bands, xp=xp)
+    return _input_grad_bands(gy, w, geom, bands, xp=xp)
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -229,19 +202,31 @@ def backward(
 
 @dataclass(frozen=True)
 class NaivePlan:
-    """How naive runs a call: its geometry and the samples per kernel call it prefers."""
+    """How naive runs a call: the samples per kernel call it prefers and its tap bands."""
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
+    bands: TapBands
 
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> NaivePlan:
     """The plan of ``call``: the whole batch, or cache-sized chunks of it on a CPU."""
-    return NaivePlan(
-        call.geom, call.direction, call.itemsize, samples_per_chunk(call.geom, cached=call.cached)
-    )
+    g = call.geom
+    chunk = samples_per_chunk(g, cached=call.cached)
+    return NaivePlan(g, call.direction, call.itemsize, chunk, tap_bands(g))
+
+
+def forward(p: NaivePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
+    """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
+    return _forward(x, w, p.geom, p.bands, xp=xp)
+
+
+def backward(p: NaivePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
+    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``."""
+    gx = input_grad(gy, w, p.geom, p.bands, xp=xp)
+    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp)
 
 
 def taps_per_block(g: ConvGeometry) -> int:
@@ -331,11 +316,4 @@ def counts(p: NaivePlan) -> Counts:
     return total.in_bytes(p.itemsize)
 
 
-STRATEGY = Strategy(
-    "naive",
-    plan=plan,
-    forward=lambda p, x, w, *, xp: forward(x, w, p.geom, xp=xp),
-    backward=lambda p, gy, x, w, *, xp: backward(gy, x, w, p.geom, xp=xp),
-    workspace=workspace,
-    counts=counts,
-)
+STRATEGY = Strategy("naive", plan, forward, backward, workspace, counts)

@@ -16,7 +16,7 @@ the dtype's rounding.
 Backward: the input gradient runs the transposed passes (row scatter, then column
 scatter); the weight gradient does not factor through the SVD and is the direct tap
 contraction of :mod:`.naive`.
-The forward runs in bands of output rows (:func:`bands`) so that each band's t and its
+The forward runs in bands of output rows (:func:`band_rows`) so that each band's t and its
 row-pass accumulator stay small (:data:`BAND_BYTES`), each band written into the result
 allocated once. Memory beyond input and output: the padded input and one band's
 temporaries, about 2 N·F·Cg·r·B·(Wp + Wo) elements for B rows (the backward still holds
@@ -32,44 +32,48 @@ from typing import Any
 from ..backend import device_of
 from ..geometry import ConvGeometry
 from . import naive
-from ._layout import ALL, add_at, crop_padding, pad_input, ranges, set_at, zeros
+from ._layout import (
+    ALL,
+    TapBands,
+    add_at,
+    crop_padding,
+    pad_input,
+    ranges,
+    set_at,
+    tap_bands,
+    zeros,
+)
 from .strategy import Call, Counts, Strategy, traffic
 
 Array = Any
 
 
 def numerical_rank(w: Array, *, xp: ModuleType) -> int:
-    """Largest numerical rank over the kernel slices of w (F, Cg, kh, kw). Host decision.
+    """Largest numerical rank over the kernel slices of w (F, Cg, kh, kw): per slice the
+    singular values above ``max(kh, kw) * eps * s_max``, at least 1. Reads values (a host
+    decision, made once per call by the dispatcher, which hands it to the plan).
 
-    The dispatcher decides with it (singular values only, cheaper than the full SVD the
-    kernels then compute) and hands the rank to the kernels (``rank=``). Reads values.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> numerical_rank(np.outer([1.0, 2, 1], [1.0, 0, -1])[None, None], xp=np)
+    1
     """
     s = xp.linalg.svdvals(w)  # (F, Cg, min(kh, kw))
-    return rank_of(s, w, xp=xp)
-
-
-def rank_of(s: Array, w: Array, *, xp: ModuleType) -> int:
-    """Numerical rank from singular values s (..., k) of w's slices: per slice the count
-    above ``max(kh, kw) * eps * s_max``, the largest over slices (at least 1)."""
     tol = max(w.shape[-2:]) * float(xp.finfo(w.dtype).eps)
     kept = s > tol * s[..., :1]  # (..., k)
     return max(int(xp.max(xp.count_nonzero(kept, axis=-1))), 1)
 
 
-def decompose(
-    w: Array, geom: ConvGeometry, *, xp: ModuleType, rank: int | None = None
-) -> tuple[Array, Array]:
-    """Rank-r factors of w (F, Cg, kh, kw): u (G, Fg, Cg, r, kh) and v (G, Fg, Cg, r, kw).
-
-    ``rank``: w's :func:`numerical_rank` if already known (else computed here).
-    """
+def decompose(w: Array, geom: ConvGeometry, rank: int, *, xp: ModuleType) -> tuple[Array, Array]:
+    """Rank-r factors of w (F, Cg, kh, kw): u (G, Fg, Cg, r, kh) and v (G, Fg, Cg, r, kw),
+    r = ``rank`` (w's :func:`numerical_rank`, decided by the plan)."""
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     u, s, vh = xp.linalg.svd(wg, full_matrices=False)  # (..., kh, k), (..., k), (..., k, kw)
-    r = rank_of(s, w, xp=xp) if rank is None else rank
-    root = xp.sqrt(s[..., :r])  # (..., r)
-    u = xp.matrix_transpose(u[..., :r] * root[..., None, :])  # (..., kh, r) -> (..., r, kh)
-    v = vh[..., :r, :] * root[..., :, None]  # (..., r, kw)
+    root = xp.sqrt(s[..., :rank])  # (..., r)
+    u = xp.matrix_transpose(u[..., :rank] * root[..., None, :])  # (..., kh, r) -> (..., r, kh)
+    v = vh[..., :rank, :] * root[..., :, None]  # (..., r, kw)
     return u, v
 
 
@@ -98,12 +102,6 @@ def band_rows(geom: ConvGeometry, rank: int, itemsize: int = 4) -> int:
     widest = max(1, min(geom.ho, BAND_BYTES // max(1, lanes * geom.wp * itemsize)))
     count = -(-geom.ho // widest)  # ceil(Ho / widest)
     return -(-geom.ho // count)
-
-
-def bands(geom: ConvGeometry, rank: int, itemsize: int = 4) -> list[tuple[int, int]]:
-    """Output row ranges ``[start, stop)`` of the forward's bands, in order, covering Ho."""
-    rows = band_rows(geom, rank, itemsize)
-    return ranges(geom.ho, rows)
 
 
 def _tap_rows_of_band(geom: ConvGeometry, i: int, start: int, stop: int) -> slice:
@@ -156,59 +154,38 @@ def _row_pass(cols: Array, v_taps: list[Array], geom: ConvGeometry, *, xp: Modul
     return xp.sum(acc, axis=(3, 4))  # (N, G, Fg, B, Wo)
 
 
-def _band(
-    x7: Array,
-    u_taps: list[Array],
-    v_taps: list[Array],
-    geom: ConvGeometry,
-    start: int,
-    stop: int,
-    *,
-    xp: ModuleType,
-) -> Array:
-    """Output rows [start, stop): x7 (N, G, 1, Cg, 1, Hp, Wp) -> (N, G, Fg, B, Wo).
-
-    The band's temporaries (t and the row-pass accumulator) are freed on return.
-    """
-    cols = _column_pass(x7, u_taps, geom, start, stop)  # (N, G, Fg, Cg, r, B, Wp)
-    return _row_pass(cols, v_taps, geom, xp=xp)
-
-
-def forward(
-    x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rank: int | None = None
-) -> Array:
+def _forward(x: Array, w: Array, geom: ConvGeometry, rank: int, rows: int, *, xp) -> Array:
     """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
 
-    Runs in bands of output rows (:func:`bands`): per band the column pass, the row pass
-    and one sum over (Cg, r), written into the result allocated once (a single band is
-    the result). ``rank``: w's :func:`numerical_rank` if already known.
+    Runs in bands of ``rows`` output rows: per band the column pass, the row pass and one
+    sum over (Cg, r), written into the result allocated once (a single band is the
+    result). ``rank``: w's :func:`numerical_rank`.
     """
-    u, v = decompose(w, geom, xp=xp, rank=rank)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
+    u, v = decompose(w, geom, rank, xp=xp)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
     u_taps, v_taps = _tap_factors(u), _tap_factors(v)
     # (N, G, Cg, Hp, Wp) -> (N, G, 1, Cg, 1, Hp, Wp)
     x7 = _padded_5d(x, geom, xp=xp)[:, :, None, :, None, ...]
-    plan = bands(geom, u.shape[3], xp.finfo(x.dtype).bits // 8)
-    if len(plan) == 1:
-        y = _band(x7, u_taps, v_taps, geom, 0, geom.ho, xp=xp)  # (N, G, Fg, Ho, Wo)
+
+    def band(start: int, stop: int) -> Array:  # (N, G, Fg, B, Wo); its temporaries freed
+        cols = _column_pass(x7, u_taps, geom, start, stop)  # (N, G, Fg, Cg, r, B, Wp)
+        return _row_pass(cols, v_taps, geom, xp=xp)
+
+    if rows >= geom.ho:
         # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
-        return xp.reshape(y, geom.y_shape)
+        return xp.reshape(band(0, geom.ho), geom.y_shape)
     y = xp.empty(
         (geom.n, geom.groups, geom.fg, geom.ho, geom.wo), dtype=x.dtype, device=device_of(x)
     )
-    for start, stop in plan:
-        band = _band(x7, u_taps, v_taps, geom, start, stop, xp=xp)  # (N, G, Fg, B, Wo)
+    for start, stop in ranges(geom.ho, rows):
         # in place where the backend allows; xp given, so at() does not look it up per band
-        y = set_at(y, (ALL, ALL, ALL, slice(start, stop), ALL), band, xp=xp)
-        del band  # the next band reuses its memory
+        y = set_at(y, (ALL, ALL, ALL, slice(start, stop), ALL), band(start, stop), xp=xp)
     # (N, G, Fg, Ho, Wo) -> (N, F, Ho, Wo)
     return xp.reshape(y, geom.y_shape)
 
 
-def input_grad(
-    gy: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType, rank: int | None = None
-) -> Array:
+def input_grad(gy: Array, w: Array, geom: ConvGeometry, rank: int, *, xp: ModuleType) -> Array:
     """Transposed passes: gy (N, F, Ho, Wo) -> gx (N, C, H, W) (``rank`` as in forward)."""
-    u, v = decompose(w, geom, xp=xp, rank=rank)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
+    u, v = decompose(w, geom, rank, xp=xp)  # (G, Fg, Cg, r, kh), (G, Fg, Cg, r, kw)
     r = u.shape[3]
     # (N, F, Ho, Wo) -> (N, G, Fg, 1, 1, Ho, Wo)
     g = xp.reshape(gy, (geom.n, geom.groups, geom.fg, 1, 1, geom.ho, geom.wo))
@@ -226,31 +203,21 @@ def input_grad(
     return crop_padding(gxpad, geom)
 
 
-def backward(
-    gy: Array,
-    x: Array,
-    w: Array,
-    geom: ConvGeometry,
-    *,
-    xp: ModuleType,
-    rank: int | None = None,
-) -> tuple[Array, Array]:
-    """Gradients ``(gx, gw)`` of ``sum(gy * forward(x, w))`` (``rank`` as in forward)."""
-    return input_grad(gy, w, geom, xp=xp, rank=rank), naive.weight_grad(gy, x, geom, xp=xp)
-
-
 # --------------------------------------------------------------------------- the strategy
 
 
 @dataclass(frozen=True)
 class SeparablePlan:
-    """How separable runs a call: w's numerical rank and the forward's row bands."""
+    """How separable runs a call: w's numerical rank, the forward's output rows per band
+    (:func:`band_rows`); backward, the tap bands of naive's weight gradient."""
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
     rank: int
+    rows: int
+    bands: TapBands | None = None
 
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePlan:
@@ -258,7 +225,22 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePla
     possible, ``min(kh, kw)``)."""
     g = call.geom
     r = rank if rank else min(g.kh, g.kw)
-    return SeparablePlan(g, call.direction, call.itemsize, g.n, r)
+    bands = tap_bands(g) if call.direction == "backward" else None
+    return SeparablePlan(
+        g, call.direction, call.itemsize, g.n, r, band_rows(g, r, call.itemsize), bands
+    )
+
+
+def forward(p: SeparablePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
+    """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
+    return _forward(x, w, p.geom, p.rank, p.rows, xp=xp)
+
+
+def backward(p: SeparablePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
+    """Execute a backward plan: ``(gx, gw)``; gw is naive's direct tap contraction (it
+    does not factor through the SVD)."""
+    gx = input_grad(gy, w, p.geom, p.rank, xp=xp)
+    return gx, naive.weight_grad(gy, x, p.geom, p.bands, xp=xp)
 
 
 def workspace(p: SeparablePlan) -> int:
@@ -270,8 +252,7 @@ def workspace(p: SeparablePlan) -> int:
     lanes = g.n * g.f * g.cg * r
     if p.direction == "forward":
         pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
-        rows = band_rows(g, r, s)
-        return s * (pad + 2 * lanes * rows * g.wp + 2 * lanes * rows * g.wo)
+        return s * (pad + 2 * lanes * p.rows * g.wp + 2 * lanes * p.rows * g.wo)
     transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
     transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
     return s * max(transposed, naive.weight_grad_elements(g))
@@ -294,7 +275,7 @@ def counts(p: SeparablePlan) -> Counts:
     column = traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
     row = traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
     if p.direction == "forward":
-        count = -(-g.ho // band_rows(g, r, p.itemsize))
+        count = -(-g.ho // p.rows)
         outputs = g.n * g.f * g.ho * g.wo
         passes = traffic(column.bytes + row.bytes, calls=0)
         per_band = Counts(calls=(2 * g.kh - 1) + (2 * g.kw - 1) + 2)
@@ -312,13 +293,5 @@ def counts(p: SeparablePlan) -> Counts:
 
 
 STRATEGY = Strategy(
-    "separable",
-    plan=plan,
-    forward=lambda p, x, w, *, xp: forward(x, w, p.geom, xp=xp, rank=p.rank),
-    backward=lambda p, gy, x, w, *, xp: backward(gy, x, w, p.geom, xp=xp, rank=p.rank),
-    workspace=workspace,
-    counts=counts,
-    needs=("linalg.svd",),
-    exact_sums=False,
-    uses_rank=True,
+    "separable", plan, forward, backward, workspace, counts, ("linalg.svd",), False, uses_rank=True
 )

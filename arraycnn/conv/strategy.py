@@ -21,30 +21,20 @@ from typing import Any
 from ..backend import backend_name
 from ..geometry import ConvGeometry
 
-__all__ = ["DIRECTIONS", "Call", "Counts", "Strategy", "fft", "gemm", "spectral", "traffic"]
+__all__ = ["Call", "Counts", "Strategy", "fft", "gemm", "spectral", "traffic"]
 
 Array = Any
-DIRECTIONS = ("forward", "backward")
 
 
 @dataclass(frozen=True)
 class Call:
     """The static description of one convolution call: everything but the values.
 
-    Attributes
-    ----------
-    geom : ConvGeometry
-    direction : {"forward", "backward"}
-    backend : str
-        :func:`arraycnn.backend.backend_name` of the namespace.
-    dtype : str
-        The arrays' dtype name (``"float32"``, ...).
-    itemsize : int
-        Bytes per element.
-    accelerator : bool
-        True on a GPU device: kernels then run whole batches (no cache-sized pieces).
-    require_exact : bool
-        Only strategies whose result is a plain sum of products.
+    ``direction``: "forward" or "backward"; ``backend``: the namespace's
+    :func:`~arraycnn.backend.backend_name`; ``dtype``: the arrays' dtype name, ``itemsize``
+    its bytes; ``accelerator``: a GPU device (kernels then run whole batches, not
+    cache-sized pieces); ``require_exact``: only strategies whose result is a plain sum of
+    products.
     """
 
     geom: ConvGeometry
@@ -69,19 +59,12 @@ class Call:
 class Counts:
     """Operation counts of one planned call (the cost model's inputs).
 
-    Attributes
-    ----------
-    gemm_flops : float
-        ``2 M K Ncol`` per real matrix product (float32-equivalent).
-    gemm_cells : float
-        ``2 M Ncol`` per matrix product: the short-K penalty (a GEMM of inner size K runs
-        at ``peak K / (K + K_half)``).
-    bytes : float
-        Bytes read plus written by copies, padding, slicing and elementwise arithmetic.
-    fft_flops : float
-        ``2.5 L log2 L`` per real 2-D transform of ``L`` points (float32-equivalent).
-    calls : float
-        Array operations issued (Python and dispatch overhead).
+    ``gemm_flops``: ``2 M K Ncol`` per real matrix product; ``gemm_cells``: ``2 M Ncol``
+    per product, the short-K penalty (a GEMM of inner size K runs at ``peak K / (K +
+    K_half)``); ``bytes``: read plus written by copies, padding, slicing and elementwise
+    arithmetic; ``fft_flops``: ``2.5 L log2 L`` per real 2-D transform of ``L`` points;
+    ``calls``: array operations issued (Python and dispatch overhead). Flops in
+    float32-equivalents once :meth:`in_bytes` has converted element counts.
     """
 
     gemm_flops: float = 0.0
@@ -91,13 +74,7 @@ class Counts:
     calls: float = 0.0
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            self.gemm_flops + other.gemm_flops,
-            self.gemm_cells + other.gemm_cells,
-            self.bytes + other.bytes,
-            self.fft_flops + other.fft_flops,
-            self.calls + other.calls,
-        )
+        return Counts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
 
     def scaled(self, factor: float) -> Counts:
         """All counts times ``factor``."""
@@ -109,14 +86,8 @@ class Counts:
 
     def in_bytes(self, itemsize: int) -> Counts:
         """Element counts to bytes, flops to float32-equivalents (``itemsize / 4``)."""
-        scale = itemsize / 4.0
-        return Counts(
-            self.gemm_flops * scale,
-            self.gemm_cells * scale,
-            self.bytes * itemsize,
-            self.fft_flops * scale,
-            self.calls,
-        )
+        flops = itemsize / 4.0
+        return Counts(*(a * s for a, s in zip(self.as_tuple(), (flops, flops, itemsize, flops, 1))))
 
 
 def gemm(m: int, k: int, ncol: int, batch: int = 1) -> Counts:
@@ -133,11 +104,7 @@ SPECTRAL_WEIGHT = 4.0
 def spectral(m: int, k: int, ncol: int, batch: int) -> Counts:
     """``batch`` complex products (m x k) @ (k x ncol), one per frequency; one call."""
     real = gemm(m, k, ncol, batch)  # a complex MAC is 4 real ones
-    return Counts(
-        gemm_flops=4.0 * SPECTRAL_WEIGHT * real.gemm_flops,
-        gemm_cells=4.0 * real.gemm_cells,
-        calls=1,
-    )
+    return Counts(4.0 * SPECTRAL_WEIGHT * real.gemm_flops, 4.0 * real.gemm_cells, calls=1)
 
 
 def traffic(elements: float, calls: float = 1) -> Counts:
@@ -160,42 +127,26 @@ def _missing_svd(xp: ModuleType) -> bool:
 
 
 #: What a strategy may need from a namespace, and how to tell that it is missing.
-REQUIREMENTS: dict[str, Callable[[ModuleType], bool]] = {
-    "fft": _missing_fft,
-    "linalg.svd": _missing_svd,
-}
+REQUIREMENTS = {"fft": _missing_fft, "linalg.svd": _missing_svd}
 
 
 @dataclass(frozen=True)
 class Strategy:
     """One convolution strategy, as the dispatcher sees it.
 
-    Attributes
-    ----------
-    name : str
-        As accepted by ``strategy=``.
-    plan : callable
-        ``plan(call, rank, price) -> plan``: a frozen description of how the call runs
-        (``plan.chunk``: the batch samples the strategy prefers per kernel call; ``rank``:
-        w's numerical rank where the strategy uses it, else None; ``price``: the cost
-        model, ``Counts -> seconds``, for strategies that choose among layouts).
-    forward : callable
-        ``forward(plan, x, w, *, xp) -> y``, x (N, C, H, W), w (F, Cg, kh, kw) -> (N, F, Ho, Wo).
-    backward : callable
-        ``backward(plan, gy, x, w, *, xp) -> (gx, gw)``.
-    workspace : callable
-        ``workspace(plan) -> bytes`` of temporaries beyond inputs and result (conservative).
-    counts : callable
-        ``counts(plan) -> Counts`` of the plan (in bytes and float32-equivalent flops).
-    needs : tuple of str
-        Namespace extensions it needs (keys of :data:`REQUIREMENTS`).
-    exact_sums : bool
-        True if the result is a plain sum of products of the inputs (exact for
-        integer-valued data whose sums fit the mantissa): not FFT, not the SVD factors.
-    nan_local : bool
-        True if a NaN/Inf only reaches the outputs whose receptive field contains it.
-    uses_rank : bool
-        True if the plan needs w's numerical rank (a value-dependent fact).
+    - ``name``: as accepted by ``strategy=``;
+    - ``plan(call, rank, price) -> plan``: a frozen description of how the call runs;
+      ``plan.chunk`` is the batch samples the strategy prefers per kernel call, ``rank``
+      w's numerical rank where the strategy uses it (else None), ``price`` the cost model
+      (``Counts -> seconds``) for strategies that choose among layouts;
+    - ``forward(plan, x, w, *, xp) -> y`` and ``backward(plan, gy, x, w, *, xp) -> (gx,
+      gw)`` execute the plan: x (N, C, H, W), w (F, Cg, kh, kw), y (N, F, Ho, Wo);
+    - ``workspace(plan)``: bytes of temporaries beyond inputs and result (conservative);
+      ``counts(plan)``: its :class:`Counts` (bytes and float32-equivalent flops);
+    - ``needs``: namespace extensions (keys of :data:`REQUIREMENTS`); ``exact_sums``: the
+      result is a plain sum of products (exact for integer-valued data whose sums fit the
+      mantissa; not FFT, not the SVD factors); ``nan_local``: a NaN/Inf reaches only the
+      outputs whose receptive field holds it; ``uses_rank``: the plan needs w's rank.
     """
 
     name: str

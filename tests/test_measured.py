@@ -1,4 +1,5 @@
-"""Measured autotuning: settings, keys, the persistent cache (round trip, corruption, clear).
+"""Measured strategy choice (autotune): settings, keys, the persistent cache (round trip,
+corruption, clear).
 
 Timings are replaced by fixed numbers where a choice is asserted; no test asserts speed.
 Results are checked against scipy.signal.correlate (an independent oracle).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -15,22 +17,12 @@ import scipy.signal
 
 import arraycnn as ac
 from arraycnn.backend import to_numpy
-from arraycnn.conv import autotune, cost, dispatch
+from arraycnn.conv import cost, dispatch, measured
+from arraycnn.conv.strategy import Call
+from arraycnn.settings import autotune_enabled
 from arraycnn.testing import assert_close
 
 STRATEGIES = ("naive", "separable", "im2col", "fft")
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("ARRAYCNN_CACHE_DIR", str(tmp_path / "cache"))
-    for var in ("ARRAYCNN_AUTOTUNE", "ARRAYCNN_WORKSPACE_LIMIT"):
-        monkeypatch.delenv(var, raising=False)
-    ac.conv.set_autotune(None)
-    ac.conv.set_workspace_limit(None)
-    yield
-    ac.conv.set_autotune(None)
-    ac.conv.set_workspace_limit(None)
 
 
 @pytest.fixture
@@ -39,13 +31,13 @@ def fake_times(monkeypatch):
     timed: list[list[str]] = []
 
     def install(times: dict[str, float]):
-        def measure(candidates, run, *, repeats=autotune.REPEATS):
+        def measure(candidates, run, *, repeats=measured.REPEATS):
             timed.append(list(candidates))
             for name in candidates:
                 run(name)  # the candidates really run (errors would surface)
             return {name: times.get(name, 1.0) for name in candidates}
 
-        monkeypatch.setattr(autotune, "measure", measure)
+        monkeypatch.setattr(measured, "measure", measure)
         return timed
 
     return install
@@ -80,53 +72,53 @@ def _data(rng, dtype="float64", n=2):
 
 
 def test_autotune_setting_resolution(monkeypatch):
-    assert autotune.autotune_enabled() is False
+    assert autotune_enabled() is False
     monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "1")
-    assert autotune.autotune_enabled() is True
-    assert autotune.autotune_enabled(False) is False  # the call's argument wins
-    ac.conv.set_autotune(False)  # the global setting wins over the environment
-    assert autotune.autotune_enabled() is False
-    ac.conv.set_autotune(None)
+    assert autotune_enabled() is True
+    assert autotune_enabled(False) is False  # the call's argument wins
+    ac.set_autotune(False)  # the global setting wins over the environment
+    assert autotune_enabled() is False
+    with ac.config(autotune=True):  # and config() over the setter, for its block
+        assert autotune_enabled() is True
+    assert autotune_enabled() is False
+    ac.set_autotune(None)
     monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "off")
-    assert autotune.autotune_enabled() is False
+    assert autotune_enabled() is False
     with pytest.raises(TypeError, match="autotune must be True, False or None, got 'yes'"):
-        autotune.autotune_enabled("yes")
+        autotune_enabled("yes")
     with pytest.raises(TypeError, match="enabled must be True, False or None, got 1"):
-        ac.conv.set_autotune(1)
+        ac.set_autotune(1)
     with pytest.raises(TypeError, match="autotune must be True, False or None"):
         ac.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), autotune="always")
 
 
 def test_keys_differ_by_every_part():
-    base = {
-        "backend": "numpy",
-        "device": "cpu",
-        "dtype": "float32",
-        "x_shape": (2, 3, 8, 8),
-        "w_shape": (4, 3, 3, 3),
-        "stride": (1, 1),
-        "padding": ((1, 1), (1, 1)),
-        "dilation": (1, 1),
-        "groups": 1,
-        "direction": "forward",
-    }
+    geom = ac.conv_geometry((2, 3, 8, 8), (4, 3, 3, 3), padding=1)
+    base = Call(geom, "forward", "numpy", "float32", 4)
+
+    def key(call=base, device="cpu", rank=None, chunked=False):
+        return measured.make_key(call, device, rank, chunked)
+
+    def other(**changes):
+        return dataclasses.replace(base, geom=dataclasses.replace(geom, **changes))
+
     variants = [
-        {"backend": "torch"},
-        {"device": "cuda:0"},
-        {"dtype": "float64"},
-        {"x_shape": (3, 3, 8, 8)},
-        {"w_shape": (5, 3, 3, 3)},
-        {"stride": (2, 1)},
-        {"padding": ((1, 0), (1, 1))},
-        {"dilation": (1, 2)},
-        {"groups": 3},
-        {"direction": "backward"},
-        {"rank": 1},
-        {"budget_chunked": True},
+        key(dataclasses.replace(base, backend="torch")),
+        key(device="cuda:0"),
+        key(dataclasses.replace(base, dtype="float64", itemsize=8)),
+        key(other(n=3)),
+        key(other(f=5)),
+        key(other(kw=5)),
+        key(other(stride=(2, 1))),
+        key(other(padding=((1, 0), (1, 1)))),
+        key(other(dilation=(1, 2))),
+        key(other(groups=3)),
+        key(dataclasses.replace(base, direction="backward")),
+        key(rank=1),
+        key(chunked=True),
     ]
-    keys = {autotune.make_key(**base)} | {autotune.make_key(**(base | v)) for v in variants}
-    assert len(keys) == len(variants) + 1
-    assert f"v={ac.__version__}" in autotune.make_key(**base)
+    assert len({key(), *variants}) == len(variants) + 1
+    assert f"v={ac.__version__}" in key()
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -138,7 +130,7 @@ def test_first_call_measures_then_cache_is_used(fake_times, rng, tmp_path):
     y = ac.conv2d(x, w, autotune=True)
     assert_close(y, oracle(x, w), scale=oracle(np.abs(x), np.abs(w)))
     assert len(timed) == 1 and set(timed[0]) <= {"naive", "im2col", "fft"}
-    entries = autotune.cache_entries()
+    entries = measured.cache_entries()
     assert len(entries) == 1
     ((key, entry),) = entries.items()
     assert entry["strategy"] == "fft" and "float64" in key and "x=2x2x9x9" in key
@@ -149,8 +141,8 @@ def test_first_call_measures_then_cache_is_used(fake_times, rng, tmp_path):
     # persisted: a fresh process (empty memory) reads the same choice from the file
     on_disk = json.loads((tmp_path / "cache" / "autotune.json").read_text())
     assert on_disk["entries"][key]["strategy"] == "fft"
-    autotune._memory.clear()
-    assert autotune.cache_entries() == entries
+    ac.clear_caches()  # as a fresh process: the choices are read from the file
+    assert measured.cache_entries() == entries
     assert ac.choose_strategy(x, w, autotune=True) == "fft" and len(timed) == 1
 
 
@@ -163,16 +155,16 @@ def test_entries_per_dtype_shape_geometry_direction(fake_times, rng):
     ac.conv2d(x, w, autotune=True, padding=1)
     gy = rng.standard_normal((2, 3, 7, 7))
     ac.conv2d_backward(gy, x, w, autotune=True)
-    keys = list(autotune.cache_entries())
+    keys = list(measured.cache_entries())
     assert len(keys) == 5 and sum(k.endswith("|backward") for k in keys) == 1
-    assert all(e["strategy"] == "im2col" for e in autotune.cache_entries().values())
+    assert all(e["strategy"] == "im2col" for e in measured.cache_entries().values())
 
 
 def test_autotuned_results_match_oracle_on_every_backend(xp, to_xp, rng):
     x, w = _data(rng)
     y = ac.conv2d(to_xp(x), to_xp(w), autotune=True)  # real timing, any winner
     assert_close(y, oracle(x, w), xp=xp, scale=oracle(np.abs(x), np.abs(w)))
-    (entry,) = autotune.cache_entries().values()
+    (entry,) = measured.cache_entries().values()
     assert entry["strategy"] in STRATEGIES and entry["strategy"] in entry["times"]
     assert all(t > 0 for t in entry["times"].values())
 
@@ -182,19 +174,18 @@ def test_environment_switches_autotune_on(monkeypatch, fake_times, rng):
     x, w = _data(rng)
     monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "0")
     ac.conv2d(x, w)
-    assert timed == [] and autotune.cache_entries() == {}
+    assert timed == [] and measured.cache_entries() == {}
     monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "1")
     ac.conv2d(x, w)
-    assert len(timed) == 1 and len(autotune.cache_entries()) == 1
-    ac.conv.set_autotune(False)
+    assert len(timed) == 1 and len(measured.cache_entries()) == 1
+    ac.set_autotune(False)
     ac.conv2d(x[:1], w)
     assert len(timed) == 1
 
 
-def test_only_candidates_within_spread_are_timed(monkeypatch, fake_times, rng):
-    scale = {"naive": 1.0, "separable": 1.0, "im2col": 1.0, "fft": 1e4}  # fft hopeless
-    cal = dataclasses.replace(cost.FIRST_ESTIMATES, scale=scale)
-    monkeypatch.setattr(cost, "calibration_for", lambda backend: (cal, "test"))
+def test_only_candidates_within_spread_are_timed(fake_times, rng):
+    factor = {"naive": 1.0, "separable": 1.0, "im2col": 1.0, "fft": 1e4}  # fft hopeless
+    cost.save_user_calibration("numpy", cost.Calibration(0.0, 0.0, 1e-10, 1e-10, 1e-6, factor))
     timed = fake_times({})
     x, w = _data(rng)
     ac.conv2d(x, w, autotune=True)
@@ -205,9 +196,9 @@ def test_cached_choice_outside_current_candidates_is_remeasured(fake_times, rng)
     timed = fake_times({"fft": 0.1, "naive": 1.0, "im2col": 1.0})
     x, w = _data(rng)
     ac.conv2d(x, w, autotune=True)
-    (key,) = autotune.cache_entries()
-    assert autotune.lookup(key, ["naive", "im2col"]) is None
-    assert autotune.lookup(key, ["fft", "naive"]) == "fft"
+    (key,) = measured.cache_entries()
+    assert measured.lookup(key, ["naive", "im2col"]) is None
+    assert measured.lookup(key, ["fft", "naive"]) == "fft"
     assert len(timed) == 1
 
 
@@ -216,14 +207,8 @@ def test_cached_fft_is_not_used_for_nonfinite_input(fake_times, rng):
     x, w = _data(rng)
     assert ac.choose_strategy(x, w, autotune=True) == "fft"
     x[0, 1, 4, 4] = np.nan
-    plan = dispatch.plan_call(
-        "auto",
-        w,
-        ac.conv_geometry(x.shape, w.shape),
-        xp=ac.resolve_backend("numpy"),
-        x=x,
-        autotune=True,
-    )
+    geom = ac.conv_geometry(x.shape, w.shape)
+    plan = dispatch.plan("auto", w, geom, xp=ac.resolve_backend("numpy"), x=x, autotune=True)
     assert plan.strategy != "fft" and "fft skipped: non-finite input" in plan.reason
     y = to_numpy(ac.conv2d(x, w, autotune=True))
     assert np.isnan(y[0]).any() and np.isfinite(y[1]).all() and np.isfinite(y[0]).any()
@@ -238,7 +223,7 @@ def test_corrupt_cache_warns_and_starts_fresh(fake_times, rng, tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text('{"format": 1, "entries": {"k": ')  # truncated write
     with pytest.warns(RuntimeWarning, match="autotune cache .* is corrupt"):
-        assert autotune.cache_entries() == {}
+        assert measured.cache_entries() == {}
     x, w = _data(rng)
     ac.conv2d(x, w, autotune=True)
     data = json.loads(path.read_text())  # rewritten whole and valid
@@ -254,7 +239,7 @@ def test_malformed_cache_contents(content, tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(content)
     with pytest.warns(RuntimeWarning, match="corrupt"):
-        assert autotune.cache_entries() == {}
+        assert measured.cache_entries() == {}
 
 
 def test_clear_cache(fake_times, rng, tmp_path):
@@ -264,9 +249,9 @@ def test_clear_cache(fake_times, rng, tmp_path):
     ac.conv2d(x[:1], w, autotune=True)
     path = tmp_path / "cache" / "autotune.json"
     assert path.exists()
-    assert autotune.clear_cache() == 2
-    assert not path.exists() and autotune.cache_entries() == {}
-    assert autotune.clear_cache() == 0  # idempotent
+    assert measured.clear_cache() == 2
+    assert not path.exists() and measured.cache_entries() == {}
+    assert measured.clear_cache() == 0  # idempotent
 
 
 def test_writes_are_atomic_and_merge_other_processes(fake_times, rng, tmp_path):
@@ -284,27 +269,30 @@ def test_writes_are_atomic_and_merge_other_processes(fake_times, rng, tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["autotune.json"]  # no temp files
 
 
-def test_unwritable_cache_keeps_choice_in_memory(fake_times, rng, tmp_path, monkeypatch):
+def test_unwritable_cache_keeps_choice_in_memory(fake_times, rng, tmp_path):
     fake_times({"im2col": 0.1})
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    monkeypatch.setenv("ARRAYCNN_CACHE_DIR", str(blocker / "sub"))
     x, w = _data(rng)
-    with pytest.warns(RuntimeWarning) as record:
+    with ac.config(cache_dir=blocker / "sub"), pytest.warns(RuntimeWarning) as record:
         ac.conv2d(x, w, autotune=True)
+        entries = measured.cache_entries()
     messages = [str(r.message) for r in record]
     assert any("cannot read autotune cache" in m for m in messages)
     assert any("cannot write the autotune cache" in m for m in messages)
-    assert [e["strategy"] for e in autotune.cache_entries().values()] == ["im2col"]
+    assert [e["strategy"] for e in entries.values()] == ["im2col"]
 
 
-def test_real_measure_times_each_candidate():
+def test_real_measure_times_each_candidate_and_gives_up_on_the_hopeless():
+    """A warm-up each, then ``repeats`` rounds of those within GIVE_UP_FACTOR of the best
+    warm-up; the others keep their warm-up time."""
     calls = []
+    pause = {"a": 0.001, "b": 0.001, "slow": 0.001 * 20 * measured.GIVE_UP_FACTOR}
 
     def run(name):
         calls.append(name)
-        return np.zeros(1)
+        time.sleep(pause[name])
 
-    times = autotune.measure(["a", "b"], run, repeats=2)
-    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
-    assert calls.count("a") == 3 and calls.count("b") in (1, 3)  # b may be cut short
+    times = measured.measure(["a", "slow", "b"], run, repeats=2)
+    assert set(times) == {"a", "b", "slow"} and times["slow"] >= pause["slow"]
+    assert (calls.count("a"), calls.count("b"), calls.count("slow")) == (3, 3, 1)

@@ -30,6 +30,12 @@ KERNEL_FACTS_MAX_ELEMENTS = 4096
 KERNEL_FACTS_KEPT = 256
 
 
+def _is_tracer(a: Array) -> bool:
+    """True for a JAX tracer: a JAX array whose values cannot be read (the module test
+    first: array_api_compat's check costs microseconds per array)."""
+    return type(a).__module__.startswith("jax") and is_jax_array(a) and not hasattr(a, "__array__")
+
+
 class Values:
     """The call's arrays and the facts read from their values, each read at most once."""
 
@@ -37,10 +43,13 @@ class Values:
         self.xp = xp
         self.arrays = {k: v for k, v in arrays.items() if v is not None}
         self._finite: dict[str, bool] = {}
+        self._traced: bool | None = None
 
     def traced(self) -> bool:
-        """True if any array is a JAX tracer (its values cannot be read)."""
-        return any(is_jax_array(a) and not hasattr(a, "__array__") for a in self.arrays.values())
+        """True if any array is a JAX tracer (its values cannot be read); found once."""
+        if self._traced is None:
+            self._traced = any(_is_tracer(a) for a in self.arrays.values())
+        return self._traced
 
     def finite(self, name: str) -> bool:
         """True if array ``name`` has no NaN/Inf (a host round trip)."""

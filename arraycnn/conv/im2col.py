@@ -28,13 +28,14 @@ gradient depends on the stride:
 
 On a CPU the plan asks for batch chunks whose columns fit in the last-level cache
 (:func:`samples_per_chunk`, run by the dispatcher) and cuts a large image into bands of
-output rows (:func:`pieces`): each piece's columns are written, then read by its GEMM
+output rows (:func:`row_pieces`): each piece's columns are written, then read by its GEMM
 while still in cache. Memory beyond input and output: one piece's columns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import ModuleType
 from typing import Any
 
@@ -103,7 +104,7 @@ class Piece:
     bands: TapBands | None = None
 
 
-def pieces(geom: ConvGeometry, rows: int) -> tuple[Piece, ...]:
+def row_pieces(geom: ConvGeometry, rows: int) -> tuple[Piece, ...]:
     """The whole call as one piece, or its bands of ``rows`` output rows
     (:func:`band_geometry`) when one sample's columns are large (:func:`rows_per_band`)."""
     if rows >= geom.ho:
@@ -221,28 +222,36 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 @dataclass(frozen=True)
 class Im2colPlan:
-    """How im2col runs a call: samples per kernel call, the forward's pieces (row bands);
-    backward, the input gradient's: the transposed correlation's geometry and pieces, or
-    the tap bands of col2im."""
+    """How im2col runs a call: samples per kernel call and output rows per band of the
+    forward; backward, the input gradient's transposed correlation (its geometry and rows
+    per band) or, without one, col2im.
+
+    The pieces and tap bands that execution needs are derived once per plan, on first use
+    (pricing needs only the row counts, and a large image has hundreds of bands).
+    """
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
-    pieces: tuple[Piece, ...]
+    rows: int  # output rows per band of the forward (Ho: whole samples)
     grad_geom: ConvGeometry | None = None
-    grad_pieces: tuple[Piece, ...] = ()
-    bands: TapBands | None = None
+    grad_rows: int = 0  # the same for the transposed correlation (0: col2im)
 
-    @property
-    def rows(self) -> int:
-        """Output rows per band of the forward."""
-        return self.pieces[0].out_rows.stop
+    @cached_property
+    def pieces(self) -> tuple[Piece, ...]:
+        """The forward's pieces (:func:`row_pieces`)."""
+        return row_pieces(self.geom, self.rows)
 
-    @property
-    def grad_rows(self) -> int:
-        """The same for the transposed correlation (0: col2im)."""
-        return self.grad_pieces[0].out_rows.stop if self.grad_pieces else 0
+    @cached_property
+    def grad_pieces(self) -> tuple[Piece, ...]:
+        """The transposed correlation's pieces (empty: col2im)."""
+        return row_pieces(self.grad_geom, self.grad_rows) if self.grad_geom is not None else ()
+
+    @cached_property
+    def bands(self) -> TapBands:
+        """The tap bands of col2im."""
+        return tap_bands(self.geom)
 
 
 def plan(call: Call, rank: int | None = None, price: Any = None, *, rows: int = 0) -> Im2colPlan:
@@ -254,14 +263,12 @@ def plan(call: Call, rank: int | None = None, price: Any = None, *, rows: int = 
         call.direction,
         call.itemsize,
         samples_per_chunk(g, cached=cached),
-        pieces(g, rows or rows_per_band(g, cached=cached)),
+        min(g.ho, rows or rows_per_band(g, cached=cached)),
     )
-    if call.direction == "forward":
+    if call.direction == "forward" or not uses_transposed_input_grad(g):
         return p
-    if not uses_transposed_input_grad(g):
-        return replace(p, bands=tap_bands(g))
     t = transposed_geometry(g)
-    return replace(p, grad_geom=t, grad_pieces=pieces(t, rows or rows_per_band(t, cached=cached)))
+    return replace(p, grad_geom=t, grad_rows=min(t.ho, rows or rows_per_band(t, cached=cached)))
 
 
 def forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:

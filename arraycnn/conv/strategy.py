@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backend import backend_name
 from ..geometry import ConvGeometry
@@ -55,8 +55,7 @@ class Call:
         return self if n == self.geom.n else replace(self, geom=replace(self.geom, n=n))
 
 
-@dataclass(frozen=True)
-class Counts:
+class Counts(NamedTuple):
     """Operation counts of one planned call (the cost model's inputs).
 
     ``gemm_flops``: ``2 M K Ncol`` per real matrix product; ``gemm_cells``: ``2 M Ncol``
@@ -64,7 +63,8 @@ class Counts:
     K_half)``); ``bytes``: read plus written by copies, padding, slicing and elementwise
     arithmetic; ``fft_flops``: ``2.5 L log2 L`` per real 2-D transform of ``L`` points;
     ``calls``: array operations issued (Python and dispatch overhead). Flops in
-    float32-equivalents once :meth:`in_bytes` has converted element counts.
+    float32-equivalents once :meth:`in_bytes` has converted element counts. A named tuple:
+    planning adds hundreds of them (the FFT's tile search), so they must be cheap.
     """
 
     gemm_flops: float = 0.0
@@ -73,21 +73,39 @@ class Counts:
     fft_flops: float = 0.0
     calls: float = 0.0
 
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+    def __add__(self, other: Counts) -> Counts:  # type: ignore[override]
+        return Counts(
+            self.gemm_flops + other.gemm_flops,
+            self.gemm_cells + other.gemm_cells,
+            self.bytes + other.bytes,
+            self.fft_flops + other.fft_flops,
+            self.calls + other.calls,
+        )
 
     def scaled(self, factor: float) -> Counts:
         """All counts times ``factor``."""
-        return Counts(*(a * factor for a in self.as_tuple()))
+        return Counts(
+            self.gemm_flops * factor,
+            self.gemm_cells * factor,
+            self.bytes * factor,
+            self.fft_flops * factor,
+            self.calls * factor,
+        )
 
     def as_tuple(self) -> tuple[float, ...]:
         """The counts in field order."""
-        return (self.gemm_flops, self.gemm_cells, self.bytes, self.fft_flops, self.calls)
+        return tuple(self)
 
     def in_bytes(self, itemsize: int) -> Counts:
         """Element counts to bytes, flops to float32-equivalents (``itemsize / 4``)."""
         flops = itemsize / 4.0
-        return Counts(*(a * s for a, s in zip(self.as_tuple(), (flops, flops, itemsize, flops, 1))))
+        return Counts(
+            self.gemm_flops * flops,
+            self.gemm_cells * flops,
+            self.bytes * itemsize,
+            self.fft_flops * flops,
+            self.calls,
+        )
 
 
 def gemm(m: int, k: int, ncol: int, batch: int = 1) -> Counts:

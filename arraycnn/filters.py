@@ -52,7 +52,11 @@ Where arraycnn differs from SciPy
 - Complex inputs are not supported yet (TypeError); SciPy supports them.
 - ``boundary="reflect"`` is an extension (see above).
 - float16 inputs are computed in float32 and returned as float16 (SciPy refuses float16);
-  bool with bool is refused as in SciPy (there is no arithmetic result dtype).
+  so are bfloat16 ones (torch), which promote as float16 does except that bfloat16 with
+  float16 gives float32 (as in torch); bool with bool is refused as in SciPy (there is no
+  arithmetic result dtype).
+- Results larger than the available memory (with the float copies and the extension) are
+  refused before anything is allocated (:class:`arraycnn.WorkspaceError`).
 - Integer (and bool with integer) inputs: the result dtype is SciPy's
   (``numpy.result_type`` of the two dtypes, e.g. int8 with int8 -> int8). The sums are
   computed in float64 with a strategy whose sums are exact (never FFT, never the
@@ -87,6 +91,7 @@ import array_api_extra as xpx
 import numpy as np  # host-side dtype promotion on dtype *names* only; never on user arrays
 
 from .backend import device_of, namespace_of
+from .budget import check_size, itemsize
 from .conv import CAPABILITIES, conv2d
 from .conv.dispatch import parse_strategy, plan
 from .geometry import conv_geometry
@@ -125,6 +130,7 @@ _DTYPE_NAMES = (
     "uint32",
     "uint64",
     "float16",
+    "bfloat16",
     "float32",
     "float64",
     "complex64",
@@ -300,18 +306,37 @@ def _dtype_plan(in1: Array, in2: Array, xp: ModuleType, func: str) -> tuple[Any,
                 f"filter the real and imaginary parts separately"
             )
         names.append(name)
-    result = np.result_type(np.dtype(names[0]), np.dtype(names[1])).name
+    result = _promote(*names)
     if result == "bool":
         raise TypeError(
-            f"{func}: bool with bool has no arithmetic result dtype (SciPy refuses it too); "
-            f"cast one input to an integer dtype"
+            f"{func}: in1 and in2 are both bool, which has no arithmetic result dtype (SciPy "
+            f"refuses it too); cast one input to an integer dtype"
         )
     result_dtype = getattr(xp, result, None)
     if result_dtype is None:
-        raise TypeError(f"{func}: result dtype {result} is not available in {xp.__name__}")
+        raise TypeError(
+            f"{func}: the result dtype {result} of in1 ({in1.dtype}) and in2 ({in2.dtype}) is "
+            f"not available in {xp.__name__}"
+        )
     integer = result.startswith(("int", "uint"))
-    compute = "float64" if integer else ("float32" if result == "float16" else result)
+    compute = "float64" if integer else ("float32" if result in HALF else result)
     return result_dtype, getattr(xp, compute), integer
+
+
+#: Half-precision dtype names: computed in float32, returned in their own dtype.
+HALF = ("float16", "bfloat16")
+
+
+def _promote(first: str, second: str) -> str:
+    """NumPy's promotion of two dtype names; bfloat16 (which NumPy lacks) promotes as
+    float16, except that bfloat16 with float16 gives float32 (as in torch)."""
+    if "bfloat16" not in (first, second):
+        return np.result_type(np.dtype(first), np.dtype(second)).name
+    other = second if first == "bfloat16" else first
+    if other in HALF:
+        return "bfloat16" if other == "bfloat16" else "float32"
+    result = np.result_type(np.float16, np.dtype(other)).name
+    return "bfloat16" if result == "float16" else result
 
 
 def _scalar_from_array(value: Any) -> int | float | complex:
@@ -526,6 +551,39 @@ def _check_integer_magnitude(
         )
 
 
+def _check_finite_for(
+    strategy: str, arrays: tuple[Array, Array], names: tuple[str, str], fill, func: str
+) -> None:
+    """A forced FFT needs finite images, kernels and fill value, separable finite kernels
+    (the SVD): raise naming the filter's own argument (reads values, as the forced
+    strategy would)."""
+    checked = (
+        ((arrays[0], names[0]), (arrays[1], names[1]))
+        if strategy == "fft"
+        else ((arrays[1], names[1]),)
+    )
+    bad = [name for a, name in checked if not _all_finite(a)]
+    if strategy == "fft" and fill is not None and not math.isfinite(fill):
+        bad.append("fillvalue")
+    if bad:
+        why = (
+            "the FFT would spread them over the whole output"
+            if strategy == "fft"
+            else ("the SVD of the kernel is undefined")
+        )
+        raise ValueError(
+            f"{func}: strategy={strategy!r} cannot handle non-finite input: "
+            f"{' and '.join(bad)} {'holds' if len(bad) == 1 else 'hold'} NaN or Inf and {why}; "
+            "use strategy='auto', 'naive' or "
+            "'im2col', which keep non-finite values local"
+        )
+
+
+def _all_finite(a: Array) -> bool:
+    xp = array_api_compat.array_namespace(a)
+    return bool(xp.all(xp.isfinite(a)))
+
+
 def _to_result(y: Array, result_dtype: Any, integer: bool, *, xp: ModuleType) -> Array:
     """Cast the float sums to the result dtype; integers go through int64 (exact, wrapping)."""
     if integer:
@@ -543,6 +601,38 @@ def _correlate_batch(
     x = images[:, None, ...]  # (N, H, W) -> (N, 1, H, W)
     w = kernels[:, None, ...]  # (F, kh, kw) -> (F, 1, kh, kw)
     return conv2d(x, w, padding=padding, strategy=strategy)
+
+
+def _check_filter_size(
+    in1: Array,
+    kernel_hw: tuple[int, int],
+    mode: str,
+    boundary: str,
+    fill: float | None,
+    dtypes: tuple[Any, Any],
+    func: str,
+) -> None:
+    """Refuse, before any allocation, a result that with the float copy of ``in1``, its
+    extension and the float sums exceeds the available memory (host arithmetic)."""
+    xp = namespace_of(in1)
+    result_dtype, compute_dtype = dtypes
+    compute, result = itemsize(compute_dtype, xp), itemsize(result_dtype, xp)
+    images, (h, w), (kh, kw) = math.prod(in1.shape[:-2]), in1.shape[-2:], kernel_hw
+    if mode == "full":
+        out = (h + kh - 1) * (w + kw - 1)
+    elif mode == "same":
+        out = h * w
+    else:
+        out = max(h - kh + 1, kh - h + 1) * max(w - kw + 1, kw - w + 1)
+    total = images * out * compute
+    if compute_dtype != in1.dtype:
+        total += images * h * w * compute  # the float copy of in1
+    if mode != "valid" and (boundary != "fill" or fill != 0):
+        total += images * (h + 2 * kh) * (w + 2 * kw) * compute  # the extended images
+    if result_dtype != compute_dtype:
+        total += images * out * (result + 8)  # the result, through int64 for integers
+    shape = (*in1.shape[:-2], h, w)
+    check_size(total, f"{func}: filtering in1 of shape {shape} ({mode!r})", xp, device_of(in1))
 
 
 def _filter2d(
@@ -573,6 +663,7 @@ def _filter2d(
     swapped = mode == "valid" and _valid_swap((h, w), (kh, kw))
     fill = _parse_fillvalue(fillvalue, integer, result_dtype, xp) if boundary == "fill" else None
 
+    _check_filter_size(in1, (kh, kw), mode, boundary, fill, (result_dtype, compute_dtype), func)
     a = xp.astype(in1, compute_dtype, copy=False)
     k = xp.astype(in2, compute_dtype, copy=False)
     a = xp.reshape(a, (math.prod(batch), h, w))  # (..., H, W) -> (N, H, W)
@@ -588,11 +679,14 @@ def _filter2d(
             padding = 0
     if convolve:
         kernels = xp.flip(kernels, axis=(-2, -1))
+    uses_fill = boundary == "fill" and not swapped and mode != "valid"
     if integer:
-        uses_fill = boundary == "fill" and not swapped and mode != "valid"
         _check_integer_magnitude(image, kernels, fill if uses_fill else None, func, xp=xp)
         if strategy == "auto":
             strategy = _exact_auto_strategy(image, kernels, padding, xp=xp)
+    elif strategy in ("fft", "separable"):
+        names = ("in2", "in1") if swapped else ("in1", "in2")
+        _check_finite_for(strategy, (image, kernels), names, fill if uses_fill else None, func)
     y = _correlate_batch(image, kernels, strategy, padding)  # (N, F, Ho, Wo), N or F is 1
     ho, wo = y.shape[-2:]
     if swapped and not convolve:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "pair",
     "pool_geometry",
     "resolve_padding",
+    "row_band",
 ]
 
 #: Accepted ``padding`` forms.
@@ -254,6 +255,32 @@ class ConvGeometry(_Sweep):
     def macs(self) -> int:
         """Multiply-accumulates of the direct convolution: ``N F Cg Ho Wo kh kw``."""
         return self.n * self.f * self.cg * self.ho * self.wo * self.kh * self.kw
+
+
+def row_band(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeometry, slice] | None:
+    """Output rows [start, stop) of ``geom`` as a convolution of the input rows they read.
+
+    Returns the band's geometry (its own top and bottom padding, ``Ho = stop - start``,
+    everything else as ``geom``) and the input rows it reads, or None if those output rows
+    read only padding. The band's output is exactly those rows of the whole output; its
+    input gradient lands on those input rows (bands overlap where the kernel is taller
+    than the stride).
+
+    Examples
+    --------
+    >>> g = conv_geometry((1, 1, 8, 8), (1, 1, 3, 3), padding=1)
+    >>> band, rows = row_band(g, 2, 5)
+    >>> band.ho, band.h, band.padding[0], rows
+    (3, 5, (0, 0), slice(1, 6, None))
+    """
+    stride, dilation, top = geom.stride[0], geom.dilation[0], geom.padding[0][0]
+    first = start * stride - top  # input row read by the band's first tap of its first row
+    end = (stop - 1) * stride - top + dilation * (geom.kh - 1) + 1
+    lo, hi = max(first, 0), min(end, geom.h)
+    if hi <= lo:
+        return None
+    padding = ((lo - first, end - hi), geom.padding[1])  # Hp = end - first: Ho = stop - start
+    return replace(geom, h=hi - lo, padding=padding, ho=stop - start), slice(lo, hi)
 
 
 def _shape4(shape: tuple[int, ...], name: str, letters: str) -> tuple[int, int, int, int]:

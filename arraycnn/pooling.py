@@ -19,17 +19,38 @@ window column). The window's other maxima get nothing from that window. PyTorch'
 follows the same rule (it keeps the first maximum while scanning the window row by row); its
 CUDA kernel makes no such promise. A NaN in a window makes the output NaN (as in torch); its
 gradient is then unspecified.
+
+Memory: results larger than the available memory are refused before anything is allocated
+(:func:`arraycnn.budget.check_size`); where the temporaries of the whole batch exceed the
+workspace budget, the images run in blocks of samples (and of channels, where one sample is
+over the budget): every (sample, channel) plane pools on its own. Temporaries of at most
+:data:`arraycnn.budget.CHECK_FLOOR` (a megabyte) run whole whatever the budget (the
+dispatcher itself needs more than that for any convolution).
+
+torch autograd: where ``x`` (or ``gy``) requires grad and grad mode is on, each function is
+recorded as one node of the graph whose backward is the matching function here (so second
+derivatives work too); otherwise nothing is recorded.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 import array_api_extra as xpx
 
-from .backend import device_of, namespace_of
+from .backend import GraphOp, backend_name, device_of, namespace_of, no_graph, records_graph
+from .budget import (
+    CHECK_FLOOR,
+    WorkspaceError,
+    check_size,
+    format_bytes,
+    itemsize,
+    workspace_limit,
+)
 from .geometry import Padding, PoolGeometry, pool_geometry
 
 __all__ = ["avg_pool2d", "avg_pool2d_backward", "max_pool2d", "max_pool2d_backward"]
@@ -67,6 +88,108 @@ def _prepare(
         if device_of(gy) != device_of(x):
             raise ValueError(f"gy is on device {device_of(gy)} but x is on {device_of(x)}")
     return xp, geom
+
+
+def _check_count_include_pad(count_include_pad: Any) -> bool:
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(
+            f"count_include_pad must be True or False, got {type(count_include_pad).__name__} "
+            f"{count_include_pad!r}"
+        )
+    return count_include_pad
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: the size check, and blocks of planes under the workspace budget
+# ---------------------------------------------------------------------------------------------
+
+
+def _plane_bytes(geom: PoolGeometry, size: int, backward: bool) -> tuple[int, int]:
+    """Bytes per (sample, channel) plane: (result, temporaries), conservatively.
+
+    Forward: the output; the padded copy and one tap's maximum or sum beside the result.
+    Backward: the padded input gradient (the result is a view of it); the padded input,
+    the maxima, and per tap a few (Ho, Wo) masks and products.
+    """
+    padded, outputs = geom.hp * geom.wp, geom.ho * geom.wo
+    if not backward:
+        return size * outputs, size * (padded + 2 * outputs)
+    return size * padded, size * (padded + 8 * outputs)
+
+
+def _blocks(geom: PoolGeometry, temporaries: int, func: str, budget: int) -> list[tuple]:
+    """(samples, channels) index pairs of the blocks of planes whose temporaries fit the
+    workspace ``budget``: the whole batch, blocks of samples, or one sample's channels."""
+    planes = geom.n * geom.c
+    if planes * temporaries <= budget:
+        return [(slice(None), slice(None))]
+    per_block = budget // max(temporaries, 1)
+    if per_block == 0:
+        raise WorkspaceError(
+            f"{func}: one plane (one channel of one sample, {geom.h}x{geom.w}) needs a "
+            f"workspace of {temporaries} bytes ({format_bytes(temporaries)}), over the "
+            f"workspace budget of {budget} bytes ({format_bytes(budget)}); raise the budget "
+            "with arraycnn.set_workspace_limit()"
+        )
+    if per_block >= geom.c:
+        step = per_block // geom.c
+        return [(slice(n, min(n + step, geom.n)), slice(None)) for n in range(0, geom.n, step)]
+    return [
+        (slice(n, n + 1), slice(c, min(c + per_block, geom.c)))
+        for n in range(geom.n)
+        for c in range(0, geom.c, per_block)
+    ]
+
+
+def _blockwise(run: Callable[..., Array], blocks: list[tuple], arrays: tuple, *, xp) -> Array:
+    """``run`` on each block of ``arrays`` (N, C, ., .), the results put together."""
+    if len(blocks) == 1:
+        return run(*arrays)
+    rows: dict[Any, list[Array]] = {}
+    for samples, channels in blocks:
+        key = (samples.start, samples.stop)
+        rows.setdefault(key, []).append(run(*(a[samples, channels, ...] for a in arrays)))
+    # blocks of channels of one sample side by side, then the samples one after the other
+    joined = [parts[0] if len(parts) == 1 else xp.concat(parts, axis=1) for parts in rows.values()]
+    return xp.concat(joined, axis=0)
+
+
+def _run(
+    func: str,
+    kernel: Callable[..., Array],
+    arrays: tuple[Array, ...],
+    geom: PoolGeometry,
+    xp: ModuleType,
+    *,
+    backward: bool,
+) -> Array:
+    """Check the result's size, then run ``kernel`` (on blocks of planes where the budget
+    needs them) without recording a graph. ``arrays`` are (x,) or (gy, x)."""
+    x = arrays[-1]
+    result, temporaries = _plane_bytes(geom, itemsize(x.dtype, xp), backward)
+    planes = geom.n * geom.c
+
+    def what() -> str:
+        shape = (geom.n, geom.c, geom.h, geom.w) if backward else geom.y_shape
+        name = "input gradient" if backward else "output"
+        return f"{func}: the {name} {shape} of {x.dtype} with its temporaries"
+
+    blocks = [(slice(None), slice(None))]
+    if planes * (result + temporaries) > CHECK_FLOOR:  # below: nothing to refuse or cut
+        device = device_of(x)
+        check_size(planes * (result + temporaries), what, xp, device)
+        if planes * temporaries > CHECK_FLOOR:
+            blocks = _blocks(geom, temporaries, func, workspace_limit(xp, device))
+    if backend_name(xp) != "torch":
+        return _blockwise(kernel, blocks, arrays, xp=xp)
+    with no_graph(xp):
+        return _blockwise(kernel, blocks, arrays, xp=xp)
+
+
+def _block_geometry(geom: PoolGeometry, x: Array) -> PoolGeometry:
+    """``geom`` for a block of ``x`` (its samples and channels)."""
+    n, c = x.shape[:2]
+    return geom if (n, c) == (geom.n, geom.c) else replace(geom, n=n, c=c)
 
 
 def _pad(x: Array, geom: PoolGeometry, value: float, *, xp: ModuleType) -> Array:
@@ -142,7 +265,31 @@ def max_pool2d(x: Array, kernel_size: Any, *, stride: Any = None, padding: Paddi
     array([5., 6., 7., 7.])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding)
-    return _max_forward(_pad(x, geom, -math.inf, xp=xp), geom, xp=xp)
+    if backend_name(xp) == "torch" and records_graph(x):
+        return _max_pool_op(geom, xp, kernel_size, stride, padding)(x)
+    return _max_pool(x, geom, xp)
+
+
+def _max_pool(x: Array, geom: PoolGeometry, xp: ModuleType) -> Array:
+    """max_pool2d once validated."""
+
+    def kernel(xb: Array) -> Array:
+        g = _block_geometry(geom, xb)
+        return _max_forward(_pad(xb, g, -math.inf, xp=xp), g, xp=xp)
+
+    return _run("max_pool2d", kernel, (x,), geom, xp, backward=False)
+
+
+def _max_pool_op(geom: PoolGeometry, xp: ModuleType, *pool: Any) -> GraphOp:
+    """max_pool2d as one node of torch's graph; its backward is :func:`max_pool2d_backward`."""
+    kernel_size, stride, padding = pool
+
+    def backward(needs, grads, inputs):
+        return (
+            max_pool2d_backward(grads[0], inputs[0], kernel_size, stride=stride, padding=padding),
+        )
+
+    return GraphOp(lambda x: _max_pool(x, geom, xp), backward)
 
 
 def max_pool2d_backward(
@@ -172,16 +319,75 @@ def max_pool2d_backward(
              [0., 0.]]]])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding, gy=gy)
+    pool = (kernel_size, stride, padding)
+    if backend_name(xp) == "torch" and records_graph(gy, x):
+        return _max_backward_op(geom, xp, *pool)(gy, x)
+    return _max_backward(gy, x, geom, xp)
+
+
+def _first_maxima(x: Array, geom: PoolGeometry, *, xp: ModuleType):
+    """Per window tap in row-major order: (its index into the padded input, the mask
+    (N, C, Ho, Wo) of the windows whose first maximum it is)."""
     xpad = _pad(x, geom, -math.inf, xp=xp)
     y = _max_forward(xpad, geom, xp=xp)
-    nothing = xp.zeros_like(gy)
     taken = xp.zeros(geom.y_shape, dtype=xp.bool, device=device_of(x))  # window already paid
-    gxpad = _zeros_padded(x, geom, xp=xp)
     for index in _window_taps(geom):
         first_max = (xpad[index] == y) & ~taken  # (N, C, Ho, Wo)
-        gxpad = xpx.at(gxpad, index).add(xp.where(first_max, gy, nothing))
+        yield index, first_max
         taken = taken | first_max
-    return _crop(gxpad, geom)
+
+
+def _max_backward(gy: Array, x: Array, geom: PoolGeometry, xp: ModuleType) -> Array:
+    """max_pool2d_backward once validated: each window's gy onto its first maximum."""
+
+    def kernel(gyb: Array, xb: Array) -> Array:
+        g = _block_geometry(geom, xb)
+        nothing = xp.zeros_like(gyb)
+        gxpad = _zeros_padded(xb, g, xp=xp)
+        for index, first_max in _first_maxima(xb, g, xp=xp):
+            gxpad = xpx.at(gxpad, index).add(xp.where(first_max, gyb, nothing))
+        return _crop(gxpad, g)
+
+    return _run("max_pool2d_backward", kernel, (gy, x), geom, xp, backward=True)
+
+
+def _max_select(ggx: Array, x: Array, geom: PoolGeometry, xp: ModuleType) -> Array:
+    """The adjoint of max_pool2d_backward in gy: each window takes ``ggx`` (N, C, H, W) at
+    its first maximum -> (N, C, Ho, Wo)."""
+
+    def kernel(ggxb: Array, xb: Array) -> Array:
+        g = _block_geometry(geom, xb)
+        ggxpad = _pad(ggxb, g, 0.0, xp=xp)
+        picked = xp.zeros(g.y_shape, dtype=xb.dtype, device=device_of(xb))
+        for index, first_max in _first_maxima(xb, g, xp=xp):
+            picked = xp.where(first_max, ggxpad[index], picked)
+        return picked
+
+    return _run("max_pool2d_backward", kernel, (ggx, x), geom, xp, backward=False)
+
+
+def _max_backward_op(geom: PoolGeometry, xp: ModuleType, *pool: Any) -> GraphOp:
+    """max_pool2d_backward as one node of torch's graph: linear in gy, its adjoint picks
+    each window's first maximum; piecewise constant in x (no gradient)."""
+
+    def backward(needs, grads, inputs):
+        return (_max_select_recorded(grads[0], inputs[1], geom, xp, *pool), None)
+
+    return GraphOp(lambda gy, x: _max_backward(gy, x, geom, xp), backward)
+
+
+def _max_select_recorded(ggx: Array, x: Array, geom: PoolGeometry, xp, *pool: Any) -> Array:
+    """:func:`_max_select`, recorded in torch's graph where needed (its adjoint is
+    :func:`max_pool2d_backward`)."""
+    if not records_graph(ggx, x):
+        return _max_select(ggx, x, geom, xp)
+    kernel_size, stride, padding = pool
+
+    def backward(needs, grads, inputs):
+        gy = max_pool2d_backward(grads[0], inputs[1], kernel_size, stride=stride, padding=padding)
+        return (gy, None)
+
+    return GraphOp(lambda g, x: _max_select(g, x, geom, xp), backward)(ggx, x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,12 +459,43 @@ def avg_pool2d(
            [1., 1., 1.]])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding)
-    xpad = _pad(x, geom, 0.0, xp=xp)
-    taps = _window_taps(geom)
-    total = xpad[taps[0]]
-    for index in taps[1:]:
-        total = total + xpad[index]
-    return total / _divisor(geom, x, count_include_pad=bool(count_include_pad), xp=xp)
+    pool = (kernel_size, stride, padding, _check_count_include_pad(count_include_pad))
+    if backend_name(xp) == "torch" and records_graph(x):
+        return _avg_pool_op(geom, xp, *pool)(x)
+    return _avg_pool(x, geom, xp, pool[3])
+
+
+def _avg_pool(x: Array, geom: PoolGeometry, xp: ModuleType, count_include_pad: bool) -> Array:
+    """avg_pool2d once validated."""
+
+    def kernel(xb: Array) -> Array:
+        g = _block_geometry(geom, xb)
+        xpad = _pad(xb, g, 0.0, xp=xp)
+        taps = _window_taps(g)
+        total = xpad[taps[0]]
+        for index in taps[1:]:
+            total = total + xpad[index]
+        return total / _divisor(g, xb, count_include_pad=count_include_pad, xp=xp)
+
+    return _run("avg_pool2d", kernel, (x,), geom, xp, backward=False)
+
+
+def _avg_pool_op(geom: PoolGeometry, xp: ModuleType, *pool: Any) -> GraphOp:
+    """avg_pool2d as one node of torch's graph; its backward is :func:`avg_pool2d_backward`."""
+    kernel_size, stride, padding, include = pool
+
+    def backward(needs, grads, inputs):
+        gx = avg_pool2d_backward(
+            grads[0],
+            inputs[0],
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            count_include_pad=include,
+        )
+        return (gx,)
+
+    return GraphOp(lambda x: _avg_pool(x, geom, xp, include), backward)
 
 
 def avg_pool2d_backward(
@@ -287,8 +524,35 @@ def avg_pool2d_backward(
            [0.25, 0.5 , 0.25]])
     """
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding, gy=gy)
-    share = gy / _divisor(geom, x, count_include_pad=bool(count_include_pad), xp=xp)
-    gxpad = _zeros_padded(x, geom, xp=xp)
-    for index in _window_taps(geom):
-        gxpad = xpx.at(gxpad, index).add(share)
-    return _crop(gxpad, geom)
+    pool = (kernel_size, stride, padding, _check_count_include_pad(count_include_pad))
+    if backend_name(xp) == "torch" and records_graph(gy, x):
+        return _avg_backward_op(geom, xp, *pool)(gy, x)
+    return _avg_backward(gy, x, geom, xp, pool[3])
+
+
+def _avg_backward(gy: Array, x: Array, geom: PoolGeometry, xp, count_include_pad: bool) -> Array:
+    """avg_pool2d_backward once validated: every tap of a window gets gy / divisor."""
+
+    def kernel(gyb: Array, xb: Array) -> Array:
+        g = _block_geometry(geom, xb)
+        share = gyb / _divisor(g, xb, count_include_pad=count_include_pad, xp=xp)
+        gxpad = _zeros_padded(xb, g, xp=xp)
+        for index in _window_taps(g):
+            gxpad = xpx.at(gxpad, index).add(share)
+        return _crop(gxpad, g)
+
+    return _run("avg_pool2d_backward", kernel, (gy, x), geom, xp, backward=True)
+
+
+def _avg_backward_op(geom: PoolGeometry, xp: ModuleType, *pool: Any) -> GraphOp:
+    """avg_pool2d_backward as one node of torch's graph: linear in gy, its adjoint is
+    :func:`avg_pool2d`; independent of x's values (no gradient)."""
+    kernel_size, stride, padding, include = pool
+
+    def backward(needs, grads, inputs):
+        ggy = avg_pool2d(
+            grads[0], kernel_size, stride=stride, padding=padding, count_include_pad=include
+        )
+        return (ggy, None)
+
+    return GraphOp(lambda gy, x: _avg_backward(gy, x, geom, xp, include), backward)

@@ -10,31 +10,56 @@ Rules for callers:
   output, a copy), never a view of scratch;
 - buffers are per thread (``threading.local``), so concurrent calls do not share one;
 - the cache holds at most :func:`cache_limit` bytes per thread (least recently used
-  first out; ``ARRAYCNN_SCRATCH_BYTES`` or :func:`set_cache_limit` change it; 0 disables).
+  first out; ``ARRAYCNN_SCRATCH_BYTES`` -- bytes, a K/M/G/T suffix allowed -- or
+  :func:`set_cache_limit` change it; 0 disables).
 
 On namespaces with immutable arrays (JAX) a write returns a new array; the cached buffer
 then simply stays as allocated (zeros), which is what the zero-band kernels rely on.
+
+torch: the public functions run kernels with grad mode off, so a buffer never joins an
+autograd graph; a buffer made under ``torch.inference_mode()`` is an inference tensor,
+which cannot be updated outside it, so buffers are kept apart by that mode.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Hashable
 from types import ModuleType
 from typing import Any
 
 from .backend import backend_name, device_of
-from .settings import register_cache
+from .settings import parse_bytes, register_cache
 
 __all__ = ["cache_limit", "clear", "scratch", "set_cache_limit"]
 
 Array = Any
 
 _DEFAULT_LIMIT = 1 << 30  # 1 GiB per thread
+ENV_SCRATCH_BYTES = "ARRAYCNN_SCRATCH_BYTES"
 _state = threading.local()
-_limit: list[int] = [int(os.environ.get("ARRAYCNN_SCRATCH_BYTES", _DEFAULT_LIMIT))]
+
+
+def _limit_from_environment() -> int:
+    """``ARRAYCNN_SCRATCH_BYTES`` (bytes, a K/M/G/T suffix allowed, 0 disables), else the
+    default; a value that is not a byte count is reported and ignored."""
+    text = os.environ.get(ENV_SCRATCH_BYTES, "").strip()
+    if not text:
+        return _DEFAULT_LIMIT
+    if text == "0":
+        return 0
+    try:
+        return parse_bytes(text, ENV_SCRATCH_BYTES)
+    except (TypeError, ValueError) as exc:
+        warnings.warn(f"arraycnn: ignoring {exc}", RuntimeWarning, stacklevel=2)
+        return _DEFAULT_LIMIT
+
+
+_limit: list[int] = [_limit_from_environment()]
 
 
 def cache_limit() -> int:
@@ -124,7 +149,9 @@ def scratch(
     >>> clear()
     """
     buffers = _buffers()
-    full_key = (tag, tuple(shape), backend_name(xp), str(like.dtype), str(device_of(like)), key)
+    name = backend_name(xp)
+    inference = name == "torch" and sys.modules["torch"].is_inference_mode_enabled()
+    full_key = (tag, tuple(shape), name, str(like.dtype), str(device_of(like)), key, inference)
     entry = buffers.pop(full_key, None)
     if entry is None:
         nbytes = _nbytes(tuple(shape), like)

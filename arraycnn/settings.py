@@ -1,9 +1,20 @@
-"""Process-wide settings (autotune, workspace budget, cache directory) and the caches.
+"""Process-wide settings (autotune, determinism, workspace budget, cache directory) and the
+caches.
 
-:func:`config` sets any of them for a ``with`` block; :func:`set_autotune` and
-:func:`set_workspace_limit` set them until changed. Where a setting is None its
-environment variable decides (``ARRAYCNN_AUTOTUNE``, ``ARRAYCNN_WORKSPACE_LIMIT``,
-``ARRAYCNN_CACHE_DIR``), then the default. The settings are shared by all threads.
+:func:`config` sets any of them for a ``with`` block; :func:`set_autotune`,
+:func:`set_deterministic` and :func:`set_workspace_limit` set them until changed. Where a
+setting is None its environment variable decides (``ARRAYCNN_AUTOTUNE``,
+``ARRAYCNN_DETERMINISTIC``, ``ARRAYCNN_WORKSPACE_LIMIT``, ``ARRAYCNN_CACHE_DIR``), then the
+default. The settings are shared by all threads.
+
+Determinism: with autotuning off, ``strategy="auto"`` decides from shapes, dtypes, the
+calibration and the workspace budget alone, so a seeded run repeats its choices. With
+autotuning on, the first call of a signature times the candidates and keeps the fastest for
+the rest of the process and in the cache file, so later runs with that file repeat it too;
+a run with a fresh cache may measure differently. ``deterministic=True`` turns autotuning
+off whatever the other settings say (an explicit ``autotune=True`` is then an error). The
+default budget follows the available memory; set ``workspace_limit`` too where runs must
+also chunk alike.
 
 :func:`clear_caches` empties every in-memory cache of the library, each registered with
 :func:`register_cache`: the dispatcher's plans, the small kernels' facts, the FFT's DFT
@@ -26,14 +37,17 @@ from typing import Any
 __all__ = [
     "ENV_AUTOTUNE",
     "ENV_CACHE_DIR",
+    "ENV_DETERMINISTIC",
     "ENV_WORKSPACE_LIMIT",
     "autotune_enabled",
     "cache_dir",
     "clear_caches",
     "config",
+    "deterministic_enabled",
     "parse_bytes",
     "register_cache",
     "set_autotune",
+    "set_deterministic",
     "set_workspace_limit",
     "workspace_limit_setting",
 ]
@@ -41,10 +55,16 @@ __all__ = [
 ENV_AUTOTUNE = "ARRAYCNN_AUTOTUNE"
 ENV_WORKSPACE_LIMIT = "ARRAYCNN_WORKSPACE_LIMIT"
 ENV_CACHE_DIR = "ARRAYCNN_CACHE_DIR"
+ENV_DETERMINISTIC = "ARRAYCNN_DETERMINISTIC"
 
 _UNSET: Any = object()
 _lock = threading.Lock()
-_settings: dict[str, Any] = {"autotune": None, "workspace_limit": None, "cache_dir": None}
+_settings: dict[str, Any] = {
+    "autotune": None,
+    "deterministic": None,
+    "workspace_limit": None,
+    "cache_dir": None,
+}
 _caches: list[Callable[[], None]] = []
 
 _SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -84,10 +104,14 @@ def parse_bytes(value: Any, name: str = ENV_WORKSPACE_LIMIT) -> int:
     return int(number)
 
 
-def _check_autotune(enabled: Any, name: str) -> bool | None:
+def _check_flag(enabled: Any, name: str) -> bool | None:
     if enabled is not None and not isinstance(enabled, bool):
         raise TypeError(f"{name} must be True, False or None, got {enabled!r}")
     return enabled
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def set_autotune(enabled: bool | None) -> None:
@@ -99,11 +123,47 @@ def set_autotune(enabled: bool | None) -> None:
     >>> ac.set_autotune(False)
     >>> ac.set_autotune(None)
     """
-    _settings["autotune"] = _check_autotune(enabled, "enabled")
+    _settings["autotune"] = _check_flag(enabled, "enabled")
+
+
+def set_deterministic(enabled: bool | None) -> None:
+    """Switch deterministic mode on or off (``None``: follow ``ARRAYCNN_DETERMINISTIC``).
+
+    Deterministic mode turns autotuning off (see the module doc).
+
+    Examples
+    --------
+    >>> set_deterministic(True)
+    >>> autotune_enabled()
+    False
+    >>> set_deterministic(None)
+    """
+    _settings["deterministic"] = _check_flag(enabled, "enabled")
+
+
+def deterministic_enabled() -> bool:
+    """True in deterministic mode: the setting, else ``ARRAYCNN_DETERMINISTIC``.
+
+    Examples
+    --------
+    >>> import arraycnn as ac
+    >>> with ac.config(deterministic=True):
+    ...     deterministic_enabled()
+    True
+    """
+    if _settings["deterministic"] is not None:
+        return _settings["deterministic"]
+    return _env_flag(ENV_DETERMINISTIC)
 
 
 def autotune_enabled(autotune: bool | None = None) -> bool:
-    """Resolve a call's ``autotune=``: the explicit value, the setting, then the env.
+    """Resolve a call's ``autotune=``: the explicit value, the setting, then the env;
+    always False in deterministic mode.
+
+    Raises
+    ------
+    ValueError
+        For an explicit ``autotune=True`` in deterministic mode.
 
     Examples
     --------
@@ -111,12 +171,25 @@ def autotune_enabled(autotune: bool | None = None) -> bool:
     >>> with ac.config(autotune=True):
     ...     autotune_enabled(), autotune_enabled(False)
     (True, False)
+    >>> with ac.config(autotune=True, deterministic=True):
+    ...     autotune_enabled()
+    False
     """
-    if _check_autotune(autotune, "autotune") is not None:
-        return autotune
-    if _settings["autotune"] is not None:
-        return _settings["autotune"]
-    return os.environ.get(ENV_AUTOTUNE, "").strip().lower() in ("1", "true", "yes", "on")
+    explicit = _check_flag(autotune, "autotune")
+    if explicit is not None:
+        enabled = explicit
+    elif _settings["autotune"] is not None:
+        enabled = _settings["autotune"]
+    else:
+        enabled = _env_flag(ENV_AUTOTUNE)
+    if enabled and deterministic_enabled():  # asked only where autotuning would be on
+        if explicit:
+            raise ValueError(
+                "autotune=True conflicts with deterministic mode (config(deterministic=True) "
+                f"or {ENV_DETERMINISTIC}): measured choices may differ from run to run"
+            )
+        return False
+    return enabled
 
 
 def set_workspace_limit(limit: int | str | None) -> None:
@@ -178,14 +251,21 @@ def cache_dir_name() -> str:
 
 @contextlib.contextmanager
 def config(
-    *, autotune: Any = _UNSET, workspace_limit: Any = _UNSET, cache_dir: Any = _UNSET
+    *,
+    autotune: Any = _UNSET,
+    deterministic: Any = _UNSET,
+    workspace_limit: Any = _UNSET,
+    cache_dir: Any = _UNSET,
 ) -> Iterator[None]:
-    """Set autotuning, the workspace budget and/or the cache directory for a ``with`` block.
+    """Set autotuning, determinism, the workspace budget and/or the cache directory for a
+    ``with`` block.
 
     Parameters
     ----------
     autotune : bool or None, optional
         As :func:`set_autotune`.
+    deterministic : bool or None, optional
+        As :func:`set_deterministic`: True turns autotuning off.
     workspace_limit : int, str or None, optional
         As :func:`set_workspace_limit`.
     cache_dir : str, path or None, optional
@@ -202,7 +282,9 @@ def config(
     """
     new: dict[str, Any] = {}
     if autotune is not _UNSET:
-        new["autotune"] = _check_autotune(autotune, "autotune")
+        new["autotune"] = _check_flag(autotune, "autotune")
+    if deterministic is not _UNSET:
+        new["deterministic"] = _check_flag(deterministic, "deterministic")
     if workspace_limit is not _UNSET:
         new["workspace_limit"] = (
             None if workspace_limit is None else parse_bytes(workspace_limit, "workspace_limit")

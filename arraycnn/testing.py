@@ -32,6 +32,7 @@ __all__ = ["FD_TOLERANCE", "TOLERANCES", "assert_close", "check_grad", "toleranc
 
 #: (rtol, atol) by dtype name: ``|actual - expected| <= atol + rtol * scale``.
 TOLERANCES: dict[str, tuple[float, float]] = {
+    "bfloat16": (8e-2, 8e-3),  # float16's rows scaled by the ratio of the epsilons (2**-7 / 2**-10)
     "float16": (1e-2, 1e-3),
     "float32": (2e-5, 1e-6),
     "float64": (1e-12, 1e-13),

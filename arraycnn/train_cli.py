@@ -4,6 +4,12 @@ Writes into ``--out``: ``model_<dataset>.npz`` (load with :func:`arraycnn.nn.mod
 ``training_<dataset>.png`` (loss and accuracy per epoch, train vs test) and
 ``history_<dataset>.json``; prints progress and the final test accuracy.
 
+Every option is checked before anything is loaded or trained: a bad value (an unknown backend
+or strategy, a count below 1, a negative seed, an ``--out`` that is a file or cannot be
+written, MNIST files with bad labels or images) is a usage error (one line, exit status 2).
+Ctrl-C stops training after the current step, saves the model and the history of the completed
+epochs, and exits with status 130.
+
 Examples::
 
     python -m arraycnn train --dataset digits --out out/
@@ -14,16 +20,144 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .backend import BACKEND_NAMES, resolve_backend
+from .budget import WorkspaceError
+from .cli import INTERRUPTED, UsageError
+from .conv.table import parse_strategy
+from .nn.optim import OPTIMIZERS
 
 #: Per-data-set defaults: epochs, batch size, optimizer, learning rate.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 1e-3},
     "mnist": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3},
 }
+
+
+# --------------------------------------------------------------------------------------------
+# option types: each refuses a bad value with ArgumentTypeError (argparse: usage error, status 2)
+# --------------------------------------------------------------------------------------------
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--epochs``, ``--batch-size``, ``--limit``).
+
+    Examples
+    --------
+    >>> positive_int("64")
+    64
+    >>> positive_int("-5")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be >= 1, got -5
+    """
+    return _integer(text, 1)
+
+
+def seed_option(text: str) -> int:
+    """A non-negative integer (``--seed``).
+
+    Examples
+    --------
+    >>> seed_option("0")
+    0
+    >>> seed_option("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be >= 0, got -1
+    """
+    return _integer(text, 0)
+
+
+def learning_rate(text: str) -> float:
+    """A finite number > 0 (``--lr``).
+
+    Examples
+    --------
+    >>> learning_rate("1e-3")
+    0.001
+    >>> learning_rate("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a finite number > 0, got 'nan'
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def backend_option(text: str) -> str:
+    """A backend name that resolves here (``--backend``): known and installed.
+
+    Examples
+    --------
+    >>> backend_option("numpy")
+    'numpy'
+    >>> backend_option("tensorflow")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: unknown backend 'tensorflow'; choose from numpy, cupy, ...
+    """
+    if text not in BACKEND_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {text!r}; choose from {', '.join(BACKEND_NAMES)}"
+        )
+    try:
+        resolve_backend(text)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def strategy_option(text: str) -> str:
+    """A convolution strategy name (``--strategy``).
+
+    Examples
+    --------
+    >>> strategy_option("IM2COL")
+    'im2col'
+    """
+    try:
+        return parse_strategy(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def optimizer_name(text: str) -> str:
+    """An optimizer name of :data:`arraycnn.nn.optim.OPTIMIZERS` (``--optimizer``).
+
+    Examples
+    --------
+    >>> optimizer_name("Adam")
+    'adam'
+    """
+    name = text.lower()
+    if name not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown optimizer {text!r}; choose from {', '.join(OPTIMIZERS)}"
+        )
+    return name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,21 +172,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ('mnist', 2, None)
     """
     parser.add_argument("--dataset", choices=tuple(DEFAULTS), default="digits")
-    parser.add_argument("--backend", default="numpy", help="numpy, torch, cupy, array_api_strict")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30 digits, 3 mnist")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 digits, 64 mnist")
     parser.add_argument(
-        "--strategy", default="auto", help="convolution strategy (auto, im2col, ...)"
+        "--backend",
+        type=backend_option,
+        default="numpy",
+        help="numpy, torch, cupy, array_api_strict",
     )
-    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3")
     parser.add_argument(
-        "--optimizer", default=None, help="sgd, momentum, adagrad, rmsprop, adam..."
+        "--epochs", type=positive_int, default=None, help="default: 30 digits, 3 mnist"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="default: 32 digits, 64 mnist"
+    )
+    parser.add_argument(
+        "--strategy",
+        type=strategy_option,
+        default="auto",
+        help="convolution strategy (auto, im2col, ...)",
+    )
+    parser.add_argument("--lr", type=learning_rate, default=None, help="default: 1e-3")
+    parser.add_argument(
+        "--optimizer", type=optimizer_name, default=None, help=", ".join(OPTIMIZERS)
+    )
+    parser.add_argument("--seed", type=seed_option, default=0)
     parser.add_argument("--data-dir", default="data/mnist", help="MNIST directory (mnist only)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N train images")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="use only the first N train images"
+    )
     parser.add_argument("--out", default="out", help="output directory")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+
+def output_names(dataset: str) -> list[str]:
+    """The files ``arraycnn train`` writes into ``--out``.
+
+    Examples
+    --------
+    >>> output_names("digits")
+    ['model_digits.npz', 'training_digits.png', 'history_digits.json']
+    """
+    return [f"model_{dataset}.npz", f"training_{dataset}.png", f"history_{dataset}.json"]
+
+
+def output_directory(text: str, names: list[str]) -> Path:
+    """``--out`` created if needed and checked to be a writable directory whose ``names``
+    are not directories, before anything is trained.
+
+    Raises
+    ------
+    UsageError
+        Naming ``--out`` and the problem.
+
+    Examples
+    --------
+    >>> output_directory("/dev/null", ["model.npz"])
+    Traceback (most recent call last):
+    ...
+    arraycnn.cli.UsageError: argument --out: '/dev/null' exists and is not a directory
+    """
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"argument --out: {text!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"argument --out: cannot write into {text!r}: {exc}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"argument --out: cannot write into {text!r}")
+    for name in names:
+        if (out / name).is_dir():
+            raise UsageError(f"argument --out: {str(out / name)!r} is a directory")
+    return out
 
 
 def digits_model(*, backend: Any, seed: int, strategy: str):
@@ -177,17 +369,16 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size if args.batch_size is not None else defaults["batch_size"]
     lr = args.lr if args.lr is not None else defaults["lr"]
     optimizer_name = args.optimizer or defaults["optimizer"]
-    for name, value in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if value < 1:
-            print(f"arraycnn train: {name} must be >= 1, got {value}", file=sys.stderr)
-            return 2
     try:
         optimizer = get_optimizer(optimizer_name, lr=lr)
     except (ValueError, TypeError) as exc:
-        print(f"arraycnn train: --optimizer/--lr: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"argument --optimizer/--lr: {exc}") from None
+    out = output_directory(args.out, output_names(args.dataset))
 
-    (X_train, y_train), (X_test, y_test) = load_data(args)
+    data = _loaded(args)
+    if data is None:
+        return 1
+    (X_train, y_train), (X_test, y_test) = data
     build = digits_model if args.dataset == "digits" else mnist_model
     model = build(backend=args.backend, seed=args.seed, strategy=args.strategy)
     if not args.quiet:
@@ -197,21 +388,24 @@ def run(args: argparse.Namespace) -> int:
             f"{epochs} epochs"
         )
     started = time.perf_counter()
-    history = model.fit(
-        X_train,
-        y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        loss="categorical_crossentropy",
-        optimizer=optimizer,
-        validation_data=(X_test, y_test),
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    try:
+        history = model.fit(
+            X_train,
+            y_train,
+            epochs=epochs,
+            batch_size=batch_size,
+            loss="categorical_crossentropy",
+            optimizer=optimizer,
+            validation_data=(X_test, y_test),
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    except WorkspaceError as exc:
+        raise UsageError(f"argument --batch-size: {exc}") from None
     seconds = time.perf_counter() - started
-    final = model.evaluate(X_test, y_test)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = (
+        {"accuracy": None, "loss": None} if history.interrupted else model.evaluate(X_test, y_test)
+    )
     model_path = model.save(out / f"model_{args.dataset}.npz")
     record = {
         "dataset": args.dataset,
@@ -229,17 +423,36 @@ def run(args: argparse.Namespace) -> int:
     (out / f"history_{args.dataset}.json").write_text(json.dumps(record, indent=1))
     png = None
     if history.epochs:
+        last = (
+            history.history["val_accuracy"][-1] if final["accuracy"] is None else final["accuracy"]
+        )
         png = plot_history(
             history.history,
             out / f"training_{args.dataset}.png",
             f"{args.dataset}: {model.backend}, {optimizer_name} lr {lr:g}, batch {batch_size} — "
-            f"test accuracy {final['accuracy']:.4f}",
+            f"test accuracy {last:.4f}",
         )
-    print(
-        f"test accuracy {final['accuracy']:.4f} (loss {final['loss']:.4f}) after "
-        f"{len(history.epochs)} epoch(s), {seconds:.1f} s"
-    )
+    if history.interrupted:
+        print(f"interrupted after {len(history.epochs)} complete epoch(s), {seconds:.1f} s")
+    else:
+        print(
+            f"test accuracy {final['accuracy']:.4f} (loss {final['loss']:.4f}) after "
+            f"{len(history.epochs)} epoch(s), {seconds:.1f} s"
+        )
     print(
         f"wrote {model_path}" + (f", {png}" if png else "") + f", {out}/history_{args.dataset}.json"
     )
-    return 0
+    return INTERRUPTED if history.interrupted else 0
+
+
+def _loaded(args: argparse.Namespace):
+    """:func:`load_data`; a data set that cannot be used is a usage error, one that cannot be
+    fetched is reported in one line (None: exit status 1)."""
+    try:
+        return load_data(args)
+    except (ValueError, FileNotFoundError) as exc:
+        option = "--data-dir" if args.dataset == "mnist" else "--dataset"
+        raise UsageError(f"argument {option}: {exc}") from None
+    except RuntimeError as exc:
+        print(f"arraycnn train: error: {exc}", file=sys.stderr)
+        return None

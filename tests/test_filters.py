@@ -451,6 +451,31 @@ def test_integer_fillvalue_errors(xp):
         correlate2d(x, k, fillvalue=300)
 
 
+def test_forced_fft_or_separable_on_non_finite_input_names_the_filter_argument(xp):
+    """The errors name in1, in2 and fillvalue (not the convolution's own x and w)."""
+    image, kernel = np.ones((6, 6)), np.ones((3, 3))
+    bad_image, bad_kernel = image.copy(), kernel.copy()
+    bad_image[2, 3], bad_kernel[1, 1] = np.nan, np.inf
+    with pytest.raises(
+        ValueError,
+        match=r"strategy='fft' cannot handle non-finite input: "
+        r"in1 holds NaN or Inf",
+    ):
+        correlate2d(move(bad_image, xp), move(kernel, xp), strategy="fft")
+    with pytest.raises(ValueError, match=r"in2 and fillvalue hold NaN or Inf and the FFT"):
+        convolve2d(move(image, xp), move(bad_kernel, xp), fillvalue=np.nan, strategy="fft")
+    with pytest.raises(
+        ValueError,
+        match=r"strategy='separable' .*: in2 holds NaN or Inf and "
+        r"the SVD of the kernel is undefined",
+    ):
+        correlate2d(move(bad_image, xp), move(bad_kernel, xp), "same", strategy="separable")
+    with pytest.raises(ValueError, match=r"in1 holds NaN"):  # swapped: in2 is the image
+        correlate2d(move(bad_kernel, xp), move(image, xp), "valid", strategy="fft")
+    y = correlate2d(move(bad_image, xp), move(kernel, xp), "valid", strategy="separable")
+    assert np.isnan(to_numpy(y)).sum() == 9  # separable needs a finite kernel only
+
+
 @pytest.mark.parametrize("func", sorted(OURS))
 def test_valid_with_incompatible_shapes(func, xp):
     x, k = move(np.ones((5, 3)), xp), move(np.ones((3, 5)), xp)
@@ -465,7 +490,9 @@ def test_complex_input():
 
 def test_bool_with_bool(xp):
     b = move(np.ones((3, 3), dtype=bool), xp)
-    with pytest.raises(TypeError, match="bool with bool has no arithmetic result dtype"):
+    with pytest.raises(
+        TypeError, match="in1 and in2 are both bool, which has no arithmetic result dtype"
+    ):
         correlate2d(b, b)
 
 

@@ -20,7 +20,7 @@ import arraycnn as ac
 from arraycnn.backend import device_of
 from arraycnn.conv import cost, dispatch, im2col, naive
 from arraycnn.conv.strategy import Call
-from arraycnn.geometry import conv_geometry
+from arraycnn.geometry import conv_geometry, row_band
 from arraycnn.testing import assert_close
 
 NUMPY = ac.resolve_backend("numpy")
@@ -325,15 +325,15 @@ def test_band_geometries_cover_the_output_rows():
         g = conv_geometry(x_shape, w_shape, **geometry)
         for start in range(g.ho):
             for stop in range(start + 1, g.ho + 1):
-                band = im2col.band_geometry(g, start, stop)
+                band = row_band(g, start, stop)
                 if band is None:
                     continue
                 part, rows = band
                 assert part.ho == stop - start and (part.n, part.wo) == (g.n, g.wo)
                 assert 0 <= rows.start < rows.stop <= g.h and part.h == rows.stop - rows.start
     only_padding = conv_geometry((1, 1, 4, 4), (1, 1, 2, 2), padding=((5, 0), (0, 0)))
-    assert im2col.band_geometry(only_padding, 0, 2) is None
-    assert im2col.band_geometry(only_padding, 0, only_padding.ho) is not None
+    assert row_band(only_padding, 0, 2) is None
+    assert row_band(only_padding, 0, only_padding.ho) is not None
 
 
 def test_large_image_runs_in_bands():

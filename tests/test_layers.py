@@ -501,3 +501,77 @@ def _report() -> None:  # pragma: no cover - `python tests/test_layers.py` print
 
 if __name__ == "__main__":  # pragma: no cover
     _report()
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes before allocation
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "match"),
+    [
+        (
+            Dense(10**6, 10**6),
+            (10**6,),
+            r"Dense: the parameters .* of float32 needs 4000004000000 bytes \(3\.64 TiB\), more "
+            r"than the memory available",
+        ),
+        (
+            Conv2D(4096, 4096, 100),
+            (4096, 128, 128),
+            r"Conv2D: the parameters \{'w': \(4096, 4096, 100, 100\), 'b': \(4096,\)\} of "
+            r"float32 needs 671088656384 bytes",
+        ),
+        (
+            Conv2D(1, 1, 1, padding=10**6),
+            (1, 1, 1),
+            r"Conv2D: one sample's output \(1, 2000001, 2000001\) of float32 needs",
+        ),
+        (
+            MaxPool2D(1),
+            (1000, 10**5, 10**5),
+            r"MaxPool2D: one sample's output \(1000, 100000, 100000\) of float32 needs",
+        ),
+    ],
+)
+def test_build_refuses_parameters_and_outputs_larger_than_the_memory(
+    layer, shape, match, traced_peak
+):
+    from arraycnn.budget import WorkspaceError
+
+    def refuse():
+        with pytest.raises(WorkspaceError, match=match):
+            layer.build(shape, rng=np.random.default_rng(0))
+
+    _, peak = traced_peak(refuse)
+    assert peak < 256 * 1024  # nothing of the layer's size was allocated
+    assert layer.params == {} and not layer.built
+
+
+def test_the_workspace_budget_does_not_limit_parameters():
+    """The workspace budget bounds a convolution's temporaries, not what a layer holds."""
+    import arraycnn
+
+    with arraycnn.config(workspace_limit="1M"):
+        layer = Dense(1024, 1024)
+        assert layer.build((1024,), rng=np.random.default_rng(0)) == (1024,)
+    assert layer.params["w"].nbytes == 4 * 1024**2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("init", [he_normal, glorot_uniform])
+def test_initialisers_draw_in_the_target_dtype(init, dtype, traced_peak):
+    """A (1024, 1024) weight costs its own bytes on the host, not a float64 draw and a cast."""
+    w, peak = traced_peak(lambda: init((1024, 1024), rng=np.random.default_rng(0), dtype=dtype))
+    own = 1024 * 1024 * np.dtype(dtype).itemsize
+    assert w.dtype == np.dtype(dtype)
+    assert own <= peak < 1.25 * own
+
+
+def test_float16_weights_are_drawn_in_float32_and_rounded_once():
+    w = he_normal((200, 100), rng=np.random.default_rng(0), dtype="float16")
+    draws = np.random.default_rng(0).standard_normal((200, 100), dtype=np.float32)
+    expected = (draws * np.float32(np.sqrt(2 / 200))).astype(np.float16)  # N(0, 2 / fan_in)
+    assert w.dtype == np.float16
+    np.testing.assert_array_equal(w, expected)

@@ -266,7 +266,8 @@ def test_writes_are_atomic_and_merge_other_processes(fake_times, rng, tmp_path):
     ac.conv2d(x[:1], w, autotune=True)
     merged = json.loads(path.read_text())["entries"]
     assert "other|process" in merged and len(merged) == 3
-    assert sorted(p.name for p in path.parent.iterdir()) == ["autotune.json"]  # no temp files
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["autotune.json", "autotune.json.lock"]  # no temp files
 
 
 def test_unwritable_cache_keeps_choice_in_memory(fake_times, rng, tmp_path):
@@ -296,3 +297,74 @@ def test_real_measure_times_each_candidate_and_gives_up_on_the_hopeless():
     times = measured.measure(["a", "slow", "b"], run, repeats=2)
     assert set(times) == {"a", "b", "slow"} and times["slow"] >= pause["slow"]
     assert (calls.count("a"), calls.count("b"), calls.count("slow")) == (3, 3, 1)
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+WRITERS, ENTRIES_EACH = 4, 25
+
+
+def _write_entries(cache: str, worker: int, start) -> None:
+    """A writer process: measures ENTRIES_EACH signatures of its own into the shared cache."""
+    start.wait()
+    with ac.config(cache_dir=cache):
+        for i in range(ENTRIES_EACH):
+            key = f"writer{worker}|entry{i}"
+            measured.tuned_choice(key, ["naive", "im2col"], lambda name: None, repeats=1)
+
+
+def test_concurrent_writer_processes_keep_every_entry(tmp_path):
+    """Processes writing the autotune file at once: every entry survives (the lock)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs the fork start method")
+    context = multiprocessing.get_context("fork")
+    cache = str(tmp_path / "shared")
+    start = context.Barrier(WRITERS)
+    writers = [
+        context.Process(target=_write_entries, args=(cache, i, start)) for i in range(WRITERS)
+    ]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(60)
+    assert [p.exitcode for p in writers] == [0] * WRITERS
+    entries = json.loads((tmp_path / "shared" / "autotune.json").read_text())["entries"]
+    expected = {f"writer{w}|entry{i}" for w in range(WRITERS) for i in range(ENTRIES_EACH)}
+    assert set(entries) == expected
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_deterministic_mode_turns_autotuning_off(fake_times, rng, monkeypatch):
+    timed = fake_times({"naive": 0.1})
+    x, w = _data(rng)
+    with ac.config(autotune=True, deterministic=True):
+        assert autotune_enabled() is False
+        ac.conv2d(x, w)
+        with pytest.raises(ValueError, match="autotune=True conflicts with deterministic mode"):
+            ac.conv2d(x, w, autotune=True)
+    assert timed == [] and measured.cache_entries() == {}
+    monkeypatch.setenv("ARRAYCNN_DETERMINISTIC", "1")
+    with ac.config(autotune=True):
+        assert autotune_enabled() is False
+    with ac.config(deterministic=False, autotune=True):  # the setting wins over the env
+        assert autotune_enabled() is True
+    with pytest.raises(TypeError, match="deterministic must be True, False or None, got 'yes'"):
+        with ac.config(deterministic="yes"):
+            pass
+
+
+def test_a_measured_choice_is_kept_for_its_signature(fake_times, rng):
+    """Once measured, a signature keeps its strategy for the process, whatever later
+    timings would say: repeated (seeded) calls run the same strategy."""
+    timed = fake_times({"im2col": 0.1})
+    x, w = _data(rng)
+    first = ac.choose_strategy(x, w, autotune=True)
+    fake_times({first: 9.0})  # measurements would now prefer another strategy
+    for _ in range(3):
+        assert ac.choose_strategy(x, w, autotune=True) == first
+    assert len(timed) == 1

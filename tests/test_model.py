@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
 
 from arraycnn.backend import to_numpy
+from arraycnn.budget import WorkspaceError
 from arraycnn.nn.activations import ReLU, Sigmoid, Softmax
 from arraycnn.nn.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
 from arraycnn.nn.model import History, Sequential, load_model
@@ -441,3 +443,198 @@ def test_optimizer_names_and_weight_decay_work(data):
     model.fit(X, y, epochs=1, batch_size=4, optimizer="adam", progress=False)
     model.fit(X, y, epochs=1, batch_size=4, optimizer=SGD(lr=0.1, weight_decay=0.1), progress=False)
     assert model.evaluate(X, y)["accuracy"] >= 0.5
+
+
+# ------------------------------------------------------------------------------ labels, arguments
+
+
+def test_float_labels_that_are_whole_numbers_are_labels(data):
+    X, y = data
+    model = two_class_cnn()
+    model.build((1, 6, 6))
+    as_ints = model.evaluate(X, y)
+    as_floats = model.evaluate(X, y.astype(np.float64))
+    assert as_floats == as_ints
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_float_labels_that_are_not_whole_numbers_are_refused(data, method):
+    X, y = data
+    labels = y.astype(np.float64)
+    labels[5] = 0.5
+    model = two_class_cnn()
+    args = {"epochs": 1, "batch_size": 4, "progress": False} if method == "fit" else {}
+    with pytest.raises(ValueError, match=r"y: float labels must be whole numbers.*0\.5 at index 5"):
+        getattr(model, method)(X, labels, **args)
+    with pytest.raises(ValueError, match=r"validation y: float labels must be whole numbers"):
+        model.fit(X, y, epochs=1, batch_size=4, progress=False, validation_data=(X, labels))
+
+
+def test_one_output_takes_float_targets(rng):
+    """One sigmoid output: 1-D floats are (soft) binary targets, not labels."""
+    X = rng.standard_normal((8, 3))
+    targets = np.array([0.1, 0.9, 0.3, 0.7, 0.5, 0.2, 0.8, 0.6])
+    model = Sequential([Dense(3, 1), Sigmoid()], dtype="float64", seed=0)
+    model.build((3,))
+    p = {k: np.asarray(to_numpy(v)) for k, v in model.parameters().items()}
+    z = X @ p["0.w"][:, 0] + p["0.b"][0]
+    q = 1 / (1 + np.exp(-z))
+    expected = -np.mean(targets * np.log(q) + (1 - targets) * np.log(1 - q))
+    assert model.evaluate(X, targets)["loss"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"seed": -1}, ValueError, r"seed must be a non-negative int or None, got -1"),
+        ({"seed": 1.5}, TypeError, r"seed must be a non-negative int or None, got float 1\.5"),
+        ({"seed": True}, TypeError, r"seed must be a non-negative int or None, got bool"),
+        ({"shuffle": 1}, TypeError, r"shuffle must be True or False, got int 1"),
+        ({"shuffle": "no"}, TypeError, r"shuffle must be True or False, got str 'no'"),
+        ({"progress": None}, TypeError, r"progress must be True or False, got NoneType"),
+        ({"callback": 3}, TypeError, r"callback must be callable .*got int 3"),
+        ({"callback": "stop"}, TypeError, r"callback must be callable .*got str 'stop'"),
+        ({"batch_size": True}, TypeError, r"batch_size must be an int, got bool"),
+        (
+            {"validation_data": (np.zeros((0, 1, 6, 6)), np.zeros(0))},
+            ValueError,
+            r"validation X is empty \(0 samples\)",
+        ),
+    ],
+)
+def test_bad_fit_arguments_are_refused_before_the_first_epoch(data, kwargs, error, match):
+    X, y = data
+    model = two_class_cnn()
+    model.build((1, 6, 6))
+    before = {k: np.asarray(to_numpy(v)).copy() for k, v in model.parameters().items()}
+    args = {"epochs": 1, "batch_size": 4, "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        model.fit(X, y, **args)
+    for key, value in model.parameters().items():
+        np.testing.assert_array_equal(to_numpy(value), before[key])  # nothing was trained
+
+
+def test_model_seed_is_validated():
+    with pytest.raises(ValueError, match=r"seed must be a non-negative int or None, got -3"):
+        Sequential([ReLU()], seed=-3)
+    with pytest.raises(TypeError, match=r"seed must be a non-negative int or None, got str '1'"):
+        Sequential([ReLU()], seed="1")
+    assert Sequential([ReLU()], seed=np.int64(4)).seed == 4
+
+
+def test_zero_samples_predict_empty_and_evaluate_refuses(xp):
+    model = two_class_cnn(backend=xp)
+    empty = np.zeros((0, 1, 6, 6), dtype=np.float32)
+    labels = model.predict(empty)
+    assert tuple(labels.shape) == (0,) and labels.dtype == xp.int64
+    assert tuple(model.predict_proba(empty).shape) == (0, 2)
+    with pytest.raises(ValueError, match=r"X is empty \(0 samples\)"):
+        model.evaluate(empty, np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"X is empty \(0 samples\)"):
+        model.fit(empty, np.zeros(0, dtype=np.int64), epochs=1, batch_size=4, progress=False)
+
+
+def test_build_shape_is_validated():
+    with pytest.raises(TypeError, match=r"Sequential.build: input_shape must be a tuple of ints"):
+        two_class_cnn().build((1, 6.5, 6))
+    with pytest.raises(ValueError, match=r"Sequential.build: input_shape must have positive"):
+        two_class_cnn().build((1, 0, 6))
+
+
+# ------------------------------------------------------------------------------ sizes
+
+
+def test_fit_refuses_a_batch_larger_than_the_memory_before_training():
+    """40 MB of Dense output per sample: a batch of a million needs 36 TiB."""
+    X, y = np.zeros((10**6, 1), dtype=np.float32), np.zeros(10**6, dtype=np.int64)
+    model = Sequential([Dense(1, 10**7)], seed=0)
+    message = (
+        r"fit: a batch of 1000000 samples \(38\.15 MiB each: the input and every layer's "
+        r"output\) with 228\.88 MiB of gradients and optimizer state needs 40000244000000 bytes "
+        r"\(36\.38 TiB\), more than the memory available of .*; use batch_size <= \d+"
+    )
+    with pytest.raises(WorkspaceError, match=message):
+        model.fit(X, y, epochs=1, batch_size=10**6, progress=False)
+    assert model.optimizer is None  # refused before training started
+
+
+class Huge(Layer):
+    """Declares (build) an output of 10**12 values per sample; never runs."""
+
+    def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
+        self.input_shape, self.output_shape = tuple(input_shape), (10**12,)
+        return self.output_shape
+
+    def forward(self, x, *, training=False):
+        raise AssertionError("Huge.forward must not run: its batch cannot fit")
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_a_pass_where_not_even_one_sample_fits_is_refused(method):
+    X, y = np.zeros((4, 3), dtype=np.float32), np.zeros(4, dtype=np.int64)
+    model = Sequential([Dense(3, 2), Huge()], seed=0)
+    call = {
+        "fit": lambda: model.fit(X, y, epochs=1, batch_size=2, progress=False),
+        "evaluate": lambda: model.evaluate(X, y),
+        "predict": lambda: model.predict(X),
+    }[method]
+    with pytest.raises(WorkspaceError, match=rf"{method}: a batch of .*not even one sample fits"):
+        call()
+
+
+def test_inference_batches_larger_than_the_data_are_fine(rng):
+    X = rng.standard_normal((5, 3))
+    model = Sequential([Dense(3, 2), Softmax()], dtype="float64", seed=0)
+    model.build((3,))
+    p = {k: np.asarray(to_numpy(v)) for k, v in model.parameters().items()}
+    logits = X @ p["0.w"] + p["0.b"]
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert_close(model.predict_proba(X, batch_size=10**12), expected)
+
+
+def test_build_refuses_parameters_larger_than_the_memory_naming_the_layer():
+    with pytest.raises(
+        WorkspaceError,
+        match=r"layer 2 \(Dense\): Dense: the parameters .* needs 4000004000000 bytes",
+    ):
+        Sequential([Flatten(), ReLU(), Dense(10**6, 10**6)]).build((10**6,))
+
+
+def test_a_diverging_loss_warns(data):
+    X, y = data
+    model = two_class_cnn()
+    model.build((1, 6, 6))
+    model.set_parameters({"4.b": np.array([np.nan, 0.0], dtype=np.float32)})
+    with pytest.warns(RuntimeWarning, match=r"the training loss is nan at step 1: .*diverged"):
+        model.fit(X, y, epochs=2, batch_size=4, optimizer="sgd", progress=False)
+
+
+# ------------------------------------------------------------------------------ float16
+
+
+def test_float16_model_trains_with_adam_without_nan(xp, rng):
+    """Dead ReLU units get exactly zero gradients; in float16 Adam's eps is 0, so 0 / 0 made
+    those weights NaN after one step. The optimizer now works in float32 for half precision."""
+    if not hasattr(xp, "float16"):
+        pytest.skip(f"{xp.__name__} has no float16")
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    model = Sequential(
+        [Dense(4, 16), ReLU(), Dense(16, 2), Softmax()], backend=xp, dtype="float16", seed=0
+    )
+    model.build((4,))
+    model.set_parameters({"0.b": model.xp.asarray([-100.0] * 4 + [0.0] * 12, dtype=model.dtype)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        history = model.fit(X, y, epochs=8, batch_size=16, optimizer=Adam(0.01), progress=False)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    for key, value in model.parameters().items():
+        assert value.dtype == model.dtype
+        assert np.isfinite(np.asarray(to_numpy(value), dtype=np.float64)).all(), key
+    assert model.optimizer.state["0.w"]["m"].dtype == xp.float32
+
+
+def test_float16_is_refused_where_the_backend_has_none():
+    with pytest.raises(ValueError, match=r"dtype 'float16' is not available on backend"):
+        Sequential([ReLU()], backend="array_api_strict", dtype="float16")

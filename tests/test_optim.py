@@ -181,6 +181,54 @@ def test_float32_parameters_stay_float32(xp, to_xp):
         assert out["p"].dtype == xp.float32
 
 
+def half_dtype(xp):
+    if not hasattr(xp, "float16"):
+        pytest.skip(f"{xp.__name__} has no float16")
+    return xp.float16
+
+
+def test_adam_on_float16_keeps_float32_state_and_never_divides_zero_by_zero(xp, to_xp):
+    """One Adam step is p - lr g / (|g| + eps) (t = 1: m_hat = g, v_hat = g^2). In float16,
+    eps = 1e-8 and (1 - beta2) g^2 for g = 1e-3 round to 0: a zero gradient gave 0 / 0."""
+    f16 = half_dtype(xp)
+    p = np.array([0.5, -0.25, 1.0, 2.0, -3.0], dtype=np.float16)
+    g = np.array([0.0, 1e-3, -2e-2, 1e-5, 5.0], dtype=np.float16)
+    opt = Adam(0.01)
+    out = opt.step({"w": to_xp(p)}, {"w": to_xp(g)})["w"]
+    g64 = g.astype(np.float64)
+    expected = p.astype(np.float64) - 0.01 * g64 / (np.abs(g64) + 1e-8)
+    assert out.dtype == f16
+    assert_close(out, expected.astype(np.float16))
+    assert opt.state["w"]["m"].dtype == xp.float32 and opt.state["w"]["v"].dtype == xp.float32
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_keeps_float16_parameters_finite(name, xp, to_xp):
+    half_dtype(xp)
+    opt = get_optimizer(name)
+    p = {"w": to_xp(np.array([0.5, -0.25, 1.0], dtype=np.float16))}
+    for g in ([0.0, 0.0, 0.0], [1e-4, 0.0, -1e-4], [300.0, -300.0, 0.0]):
+        p = opt.step(p, {"w": to_xp(np.array(g, dtype=np.float16))})
+        assert np.isfinite(np.asarray(to_numpy(p["w"]), dtype=np.float64)).all(), (name, g)
+
+
+@needs_torch
+def test_float16_adam_follows_torch_on_float32_parameters():
+    """torch.optim.Adam on float32 copies (an independent implementation): ours on float16
+    parameters differs only by rounding the parameters to float16 after each step."""
+    grads = np.random.default_rng(5).standard_normal((6, 6)) * 1e-3
+    grads[:, 0] = 0.0  # a unit that never receives a gradient
+    q = torch.tensor(START, dtype=torch.float32, requires_grad=True)
+    theirs = torch.optim.Adam([q], lr=0.01)
+    ours, p = Adam(0.01), {"w": START.astype(np.float16)}
+    for g in grads:
+        q.grad = torch.tensor(g, dtype=torch.float32)
+        theirs.step()
+        p = ours.step(p, {"w": g.astype(np.float16)})
+    assert p["w"].dtype == np.float16
+    assert_close(p["w"], q.detach().numpy().astype(np.float16))
+
+
 # ---------------------------------------------------------------------------------------------
 # names and validation
 # ---------------------------------------------------------------------------------------------

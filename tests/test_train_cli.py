@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,35 +96,138 @@ def test_train_mnist_from_idx_files(tmp_path, rng, capsys):
     assert (out / "model_mnist.npz").is_file() and (out / "training_mnist.png").is_file()
 
 
+def usage_error(capsys, argv) -> str:
+    """The one error line of a usage error (exit status 2, argparse's form, no traceback)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: arraycnn") and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"arraycnn {argv[0]}: error: ")
+    return lines[-1]
+
+
+def cupy_is_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cupy") is not None
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
-        (["--batch-size", "-3"], "--batch-size must be >= 1, got -3"),
-        (["--optimizer", "nesterov"], "--optimizer"),
+        (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+        (["--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
+        (["--batch-size", "-3"], "argument --batch-size: must be >= 1, got -3"),
+        (["--limit", "0"], "argument --limit: must be >= 1, got 0"),
+        (["--limit", "-5"], "argument --limit: must be >= 1, got -5"),
+        (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+        (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+        (["--lr", "-0.1"], "argument --lr: expected a finite number > 0, got '-0.1'"),
+        (["--optimizer", "nesterov"], "argument --optimizer: unknown optimizer 'nesterov'"),
+        (["--backend", "tensorflow"], "argument --backend: unknown backend 'tensorflow'"),
+        (["--strategy", "winograd"], "argument --strategy: strategy must be one of 'auto'"),
+        (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
     ],
 )
-def test_bad_options_exit_with_status_2(tmp_path, capsys, options, message):
-    status = main(["train", "--dataset", "digits", "--out", str(tmp_path), *options])
-    assert status == 2
-    assert message in capsys.readouterr().err
+def test_bad_options_are_usage_errors(tmp_path, capsys, options, message):
+    line = usage_error(capsys, ["train", "--out", str(tmp_path), *options])
+    assert message in line
+    assert list(tmp_path.iterdir()) == []  # nothing was written
 
 
-def test_unknown_dataset_is_rejected_by_the_parser(capsys):
-    with pytest.raises(SystemExit):
-        main(["train", "--dataset", "cifar"])
-    assert "invalid choice" in capsys.readouterr().err
+@pytest.mark.skipif(cupy_is_importable(), reason="CuPy is installed here")
+def test_a_backend_that_is_not_installed_is_a_usage_error(tmp_path, capsys):
+    line = usage_error(capsys, ["train", "--backend", "cupy", "--out", str(tmp_path)])
+    assert "argument --backend: backend='cupy' needs the package 'cupy'" in line
 
 
-def test_missing_mnist_directory_without_network_names_the_problem(tmp_path, monkeypatch):
+def test_an_out_that_is_a_file_or_unwritable_is_a_usage_error(tmp_path, capsys):
+    existing = tmp_path / "taken.txt"
+    existing.write_text("not a directory")
+    line = usage_error(capsys, ["train", "--epochs", "1", "--out", str(existing)])
+    assert f"argument --out: {str(existing)!r} exists and is not a directory" in line
+    beneath = existing / "sub"  # a directory cannot be made under a file
+    line = usage_error(capsys, ["train", "--epochs", "1", "--out", str(beneath)])
+    assert f"argument --out: cannot write into {str(beneath)!r}" in line
+    (tmp_path / "out" / "model_digits.npz").mkdir(parents=True)
+    line = usage_error(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "out")])
+    assert "model_digits.npz' is a directory" in line
+    assert existing.read_text() == "not a directory"
+
+
+def test_mnist_with_bad_labels_is_a_usage_error(tmp_path, rng, capsys):
+    data_dir = write_fake_mnist(tmp_path / "mnist", rng)
+    labels = np.full(48, 11, dtype=np.uint8)
+    header = bytes([0, 0, 8, 1]) + struct.pack(">I", 48)
+    (data_dir / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + labels.tobytes()))
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    line = usage_error(capsys, argv)
+    assert "argument --data-dir:" in line and "labels must be 0-9, got 11 at index 0" in line
+
+
+def test_mnist_that_cannot_be_fetched_is_one_line_and_status_1(tmp_path, monkeypatch, capsys):
     from arraycnn import datasets
 
     def no_fetch(directory, **kwargs):
         raise RuntimeError(f"MNIST not available in {directory}")
 
     monkeypatch.setattr(datasets, "fetch_mnist", no_fetch)
-    with pytest.raises(RuntimeError, match="MNIST not available"):
-        main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--quiet"])
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"arraycnn train: error: MNIST not available in {tmp_path / 'none'}"
+
+
+def test_the_entry_point_reports_a_bad_option_without_a_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "arraycnn", "train", "--limit", "-5", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "arraycnn train: error: argument --limit: must be >= 1, got -5"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_saves_the_model_and_exits_130(tmp_path):
+    """SIGINT after the first epoch: training stops after the current step, the model and
+    the history of the completed epochs are written, the exit status is 130."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "arraycnn", "train", "--epochs", "500", "--out", str(out)]
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ARRAYCNN_CACHE_DIR": str(tmp_path / "cache")},
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("epoch 1/500"):
+                break
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in stdout
+    record = json.loads((out / "history_digits.json").read_text())
+    assert record["interrupted"] and record["epochs_run"] >= 1
+    model = load_model(out / "model_digits.npz")
+    assert model.count_parameters() == 76522
+
+
+def test_demo_options_are_checked(capsys):
+    assert "expected four positive integers" in usage_error(capsys, ["demo", "--shape", "1,2"])
+    assert "argument --kernel" in usage_error(capsys, ["demo", "--kernel", "0"])
+    assert "argument --padding" in usage_error(capsys, ["demo", "--padding", "-1"])
+    line = usage_error(capsys, ["demo", "--shape", "1,1,4,4", "--kernel", "9", "--padding", "0"])
+    assert "the options do not make a convolution" in line
 
 
 @pytest.mark.parametrize("backend", ["array_api_strict", "torch"])

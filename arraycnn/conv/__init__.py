@@ -5,22 +5,39 @@ Semantics are those of ``torch.nn.functional.conv2d``: cross-correlation, NCHW i
 input's namespace, device and dtype.
 
 Strategy choice, memory budget, autotuning and the treatment of NaN/Inf are those of
-:mod:`arraycnn.conv.dispatch`; a call over the workspace budget runs on batch chunks there.
+:mod:`arraycnn.conv.dispatch`; a call over the workspace budget runs on batch chunks (or
+bands of output rows) there. Results larger than the available memory are refused before
+anything is allocated (:func:`arraycnn.budget.check_size`).
+
+torch autograd: where an input requires grad and grad mode is on, ``conv2d`` (and
+``conv2d_backward``) are recorded as one node of the graph whose backward runs
+:func:`conv2d_backward` (and, for second derivatives, ``conv2d`` and ``conv2d_backward``
+again); otherwise they run without recording anything, so results never carry a
+``grad_fn`` of the library's work buffers.
 """
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
-from ..backend import device_of, resolve_backend
-from ..budget import WorkspaceError, set_workspace_limit
+from ..backend import (
+    GraphOp,
+    backend_name,
+    device_of,
+    no_graph,
+    records_graph,
+    resolve_backend,
+)
+from ..budget import CHECK_FLOOR, WorkspaceError, check_size, itemsize, set_workspace_limit
 from ..geometry import ConvGeometry, Padding
 from ..settings import set_autotune
 from ._boundary import check_float_pair, prepare
 from .dispatch import (
     STRATEGIES,
     STRATEGY_NAMES,
+    Plan,
     eligible_strategies,
     plan,
     run_backward,
@@ -91,6 +108,14 @@ def conv2d(
     array, shape (N, F, Ho, Wo)
         ``Ho = floor((H + pt + pb - dh (kh - 1) - 1) / sh) + 1``, likewise ``Wo``.
 
+    Raises
+    ------
+    ValueError, TypeError
+        Bad arguments, naming the argument and the offending value.
+    WorkspaceError
+        The output (with the workspace) exceeds the available memory, or no strategy's
+        workspace fits the budget even for one output row of one sample.
+
     Notes
     -----
     ``auto`` predicts each strategy's time with a small cost model (five constants per
@@ -115,11 +140,64 @@ def conv2d(
     xp, geom = prepare(x, w, **geometry, extra=(("b", b),) if b is not None else ())
     if b is not None:
         _check_bias(b, w, geom, xp)
+    results = _output_bytes(geom, w, xp) * (2 if b is not None else 1)
+    if results > CHECK_FLOOR:  # the check reads the memory: only where it can matter
+        check_size(results, lambda: _what("conv2d", geom, w), xp, device_of(w))
+    options = {"strategy": strategy, "autotune": autotune}
+    if backend_name(xp) != "torch":
+        return _conv2d(x, w, b, xp, geom, results, **options)
+    if records_graph(x, w, b):
+        return _conv2d_op(xp, geom, results, geometry, options)(x, w, b)
+    with no_graph(xp):
+        return _conv2d(x, w, b, xp, geom, results, **options)
+
+
+def _output_bytes(geom: ConvGeometry, w: Array, xp: ModuleType) -> int:
+    """Bytes of the forward's output (N, F, Ho, Wo)."""
+    n, f, ho, wo = geom.y_shape
+    return n * f * ho * wo * itemsize(w.dtype, xp)
+
+
+def _what(func: str, geom: ConvGeometry, w: Array, workspace: int | None = None) -> str:
+    """The subject of a size error: ``conv2d: the output (N, F, Ho, Wo) = (...) of float32``
+    (``conv2d_backward``: the gradients of x), with the workspace where one is planned."""
+    if func == "conv2d":
+        what = f"{func}: the output (N, F, Ho, Wo) = {geom.y_shape} of {w.dtype}"
+    else:
+        what = f"{func}: the gradients (gx, gw, gb) of x {geom.x_shape} of {w.dtype}"
+    return what if workspace is None else f"{what} with a workspace of {workspace} bytes"
+
+
+def _check_with_workspace(chosen: Plan, func: str, results: int, geom, w, xp) -> None:
+    """Results (twice where the pieces are assembled) and the plan's workspace must fit the
+    memory together."""
+    total = results * (2 if chosen.chunked else 1) + chosen.bytes
+    if total > CHECK_FLOOR:
+        check_size(total, lambda: _what(func, geom, w, chosen.bytes), xp, device_of(w))
+
+
+def _conv2d(x, w, b, xp: ModuleType, geom: ConvGeometry, results: int, *, strategy, autotune):
+    """conv2d once validated: plan, check the memory, run, add the bias."""
     chosen = plan(strategy, w, geom, xp=xp, x=x, direction="forward", autotune=autotune)
+    _check_with_workspace(chosen, "conv2d", results, geom, w, xp)
     y = run_forward(chosen, x, w, xp=xp)
     if b is not None:
         y = y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
     return y
+
+
+def _conv2d_op(xp, geom: ConvGeometry, results: int, geometry: dict, options: dict) -> GraphOp:
+    """conv2d as one node of torch's graph; its backward is :func:`conv2d_backward`."""
+
+    def forward(x: Array, w: Array, b: Array | None) -> Array:
+        return _conv2d(x, w, b, xp, geom, results, **options)
+
+    def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
+        (gy,), (x, w, _) = grads, inputs
+        gx, gw, gb = conv2d_backward(gy, x, w, **geometry, **options)
+        return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None)
+
+    return GraphOp(forward, backward)
 
 
 def _check_bias(b: Array, w: Array, geom: ConvGeometry, xp: ModuleType) -> None:
@@ -159,6 +237,11 @@ def conv2d_backward(
     gw : array, shape (F, C / groups, kh, kw)
     gb : array, shape (F,)
 
+    Raises
+    ------
+    ValueError, TypeError, WorkspaceError
+        As :func:`conv2d`; ``gy`` must have the output's shape, dtype and device.
+
     Examples
     --------
     >>> import numpy as np
@@ -179,10 +262,50 @@ def conv2d_backward(
             f"gy must have the output shape (N, F, Ho, Wo) = {geom.y_shape}, got {tuple(gy.shape)}"
         )
     check_float_pair(gy, x, xp, ("gy", "x"))
+    size = itemsize(w.dtype, xp)
+    results = size * (math.prod(geom.x_shape) + math.prod(geom.w_shape) + geom.f)
+    if results > CHECK_FLOOR:
+        check_size(results, lambda: _what("conv2d_backward", geom, w), xp, device_of(w))
+    options = {"strategy": strategy, "autotune": autotune}
+    if backend_name(xp) != "torch":
+        return _conv2d_backward(gy, x, w, xp, geom, results, **options)
+    if records_graph(gy, x, w):
+        return _conv2d_backward_op(xp, geom, results, geometry, options)(gy, x, w)
+    with no_graph(xp):
+        return _conv2d_backward(gy, x, w, xp, geom, results, **options)
+
+
+def _conv2d_backward(gy, x, w, xp: ModuleType, geom: ConvGeometry, results: int, **options):
+    """conv2d_backward once validated: plan, check the memory, run."""
+    strategy, autotune = options["strategy"], options["autotune"]
     chosen = plan(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
+    _check_with_workspace(chosen, "conv2d_backward", results, geom, w, xp)
     gx, gw = run_backward(chosen, gy, x, w, xp=xp)
     gb = xp.sum(gy, axis=(0, 2, 3))
     return gx, gw, gb
+
+
+def _conv2d_backward_op(xp, geom: ConvGeometry, results: int, geometry, options) -> GraphOp:
+    """conv2d_backward as one node of torch's graph (second derivatives).
+
+    gx = A_w^T gy and gw = B_x^T gy, with A_w v = conv2d(v, w) and B_x v = conv2d(x, v), so
+    for output gradients (ggx, ggw, ggb): the gradient for gy is conv2d(ggx, w, ggb) +
+    conv2d(x, ggw), for x the input gradient of conv2d(x, ggw) against gy, for w the
+    weight gradient of conv2d(ggx, w) against gy.
+    """
+
+    def forward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]:
+        return _conv2d_backward(gy, x, w, xp, geom, results, **options)
+
+    def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
+        (ggx, ggw, ggb), (gy, x, w) = grads, inputs
+        kwargs = {**geometry, **options}
+        ggy = conv2d(ggx, w, ggb, **kwargs) + conv2d(x, ggw, **kwargs) if needs[0] else None
+        gx = conv2d_backward(gy, x, ggw, **kwargs)[0] if needs[1] else None
+        gw = conv2d_backward(gy, ggx, w, **kwargs)[1] if needs[2] else None
+        return ggy, gx, gw
+
+    return GraphOp(forward, backward)
 
 
 def choose_strategy(
@@ -215,7 +338,10 @@ def choose_strategy(
     'naive'
     """
     xp, geom = prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
+    if backend_name(xp) != "torch":
+        return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
+    with no_graph(xp):  # autotuning runs the candidates
+        return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
 
 
 def available_strategies(backend: str | ModuleType | None = None) -> list[str]:

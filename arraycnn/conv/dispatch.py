@@ -15,8 +15,10 @@ direction, exactness):
 4. **chosen** -- the cheapest, or with autotuning the measured fastest (:mod:`.measured`).
 
 A forced strategy never falls back: a namespace that lacks what it needs, non-finite input
-to FFT or separable, or a workspace over budget even for one sample raise errors. Every
-plan runs through one chunking mechanism, :func:`run_chunked`.
+to FFT or separable, or a workspace over budget even for one output row of one sample raise
+errors. Every plan runs through one chunking mechanism, :func:`run_chunked`: batch chunks,
+and where one sample's workspace is over the budget, bands of its output rows, each run as
+a convolution of its own (:func:`arraycnn.geometry.row_band`).
 
 Non-finite values (NaN, ±Inf): an output is non-finite only if its receptive field holds
 a non-finite value meeting a nonzero factor (where it meets an exact zero the result is
@@ -40,18 +42,19 @@ from ..budget import (
     format_bytes,
     workspace_limit,
 )
-from ..geometry import ConvGeometry
+from ..geometry import ConvGeometry, row_band
 from ..settings import autotune_enabled, register_cache
 from . import cost, measured
-from ._layout import ranges
+from ._layout import ALL, add_at, ranges, zeros
 from .facts import Values, nonfinite_error
 from .strategy import Call, Counts, Strategy, traffic
 from .table import STRATEGIES, STRATEGY_NAMES, eligible_strategies, parse_direction, parse_strategy
 
 Array = Any
 
-__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Plan", "eligible_strategies", "parse_strategy"]
-__all__ += ["plan", "price", "price_candidates", "run_backward", "run_chunked", "run_forward"]
+__all__ = ["STRATEGIES", "STRATEGY_NAMES", "Band", "Plan", "eligible_strategies", "parse_strategy"]
+__all__ += ["plan", "price", "price_candidates", "row_bands", "run_backward", "run_chunked"]
+__all__ += ["run_forward"]
 
 #: The reason of a plan chosen by the cost model.
 CHEAPEST = "cheapest predicted"
@@ -62,13 +65,27 @@ MEMO_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
+class Band:
+    """Output rows of one sample run as a convolution of their own: the rows, the input
+    rows they read, the strategy's plan for them (None: rows that read only padding, whose
+    output is zero) and the output's width Wo."""
+
+    out_rows: slice
+    in_rows: slice
+    kernel: Any
+    wo: int
+
+
+@dataclass(frozen=True)
 class Plan:
     """How one call runs: a strategy, its plan for a chunk of samples, and why.
 
     ``kernel`` is the strategy's plan for ``chunk`` samples, ``rest`` the one for the last,
     shorter chunk (None when ``chunk`` divides N); ``chunk`` 0 where the strategy is
-    excluded. ``bytes``: the workspace of ``kernel``; ``need``: the workspace at the
-    strategy's preferred chunk; ``counts``: of the whole batch.
+    excluded. Where one sample's workspace is over the budget, ``chunk`` is 1 and
+    ``bands`` cut each sample's output rows into bands of ``rows`` rows (``rows`` 0: whole
+    samples). ``bytes``: the workspace of ``kernel`` (of the largest band); ``need``: the
+    workspace at the strategy's preferred chunk; ``counts``: of the whole batch.
     """
 
     strategy: str
@@ -82,11 +99,13 @@ class Plan:
     bytes: int = 0
     need: int = 0
     counts: Counts | None = None
+    rows: int = 0
+    bands: tuple[Band, ...] = ()
 
     @property
     def chunked(self) -> bool:
-        """True if the batch runs in more than one chunk."""
-        return self.chunk < self.n
+        """True if the batch runs in more than one piece (batch chunks or row bands)."""
+        return self.chunk < self.n or bool(self.bands)
 
     def excluded(self, why: str) -> Plan:
         """This plan ruled out (chunk 0) for the reason ``why``."""
@@ -123,8 +142,10 @@ def price(
     name: str, call: Call, *, rank: int | None, cal: cost.Calibration, budget: int, reason: str
 ) -> Plan:
     """The strategy's plan for ``call``: its preferred chunk, cut to the largest that fits
-    ``budget`` (bisection over N), the workspace and predicted seconds (``seconds`` inf and
-    the exclusion in ``reason`` when one sample exceeds the budget)."""
+    ``budget`` (bisection over N); where not even one sample fits, one sample at a time in
+    the tallest bands of output rows that fit (bisection over the rows). Returns the
+    workspace and predicted seconds (``seconds`` inf and the exclusion in ``reason`` when
+    not even one output row of one sample fits)."""
     s, n = STRATEGIES[name], call.geom.n
 
     def make(samples: int) -> Any:
@@ -139,23 +160,98 @@ def price(
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if workspace_bytes(s, make(mid)) <= budget else (lo, mid)
-        chunk, kernel = lo, make(max(lo, 1))
+        if lo == 0:
+            return _banded(name, call, rank, cal, budget, reason, need)
+        chunk, kernel = lo, make(lo)
         reason += f", in chunks of {chunk} samples to fit the workspace budget"
     nbytes = workspace_bytes(s, kernel)
-    if chunk == 0:
-        why = f"workspace {format_bytes(nbytes)} for one sample exceeds the budget "
-        why += format_bytes(budget)
-        return Plan(name, call.direction, 0, n, why, kernel, bytes=nbytes, need=need)
     rest = make(n % chunk) if n % chunk else None
     counts = s.counts(kernel).scaled(n // chunk)
     if rest is not None:
         counts = counts + s.counts(rest)
     if chunk < n:  # the chunks' results, concatenated: read and written once
-        g = call.geom
-        out = n * (g.f * g.ho * g.wo if call.direction == "forward" else g.c * g.h * g.w)
-        counts = counts + traffic(2 * out * call.itemsize)
+        counts = counts + _assembly(call)
     seconds = cal.seconds(name, counts)
     return Plan(name, call.direction, chunk, n, reason, kernel, rest, seconds, nbytes, need, counts)
+
+
+def _assembly(call: Call) -> Counts:
+    """The pieces' results, assembled into the whole: read and written once."""
+    g = call.geom
+    out = g.n * (g.f * g.ho * g.wo if call.direction == "forward" else g.c * g.h * g.w)
+    return traffic(2 * out * call.itemsize)
+
+
+def row_bands(name: str, call: Call, rank: int | None, cal, rows: int) -> tuple[Band, ...]:
+    """One sample of ``call`` in bands of ``rows`` output rows, each with the strategy's
+    plan for its own geometry (:func:`~arraycnn.geometry.row_band`; bands of equal
+    geometry, all the interior ones, share one plan)."""
+    s = STRATEGIES[name]
+    one = call.with_n(1)
+    plans: dict[ConvGeometry, Any] = {}
+    bands = []
+    for start, stop in ranges(one.geom.ho, rows):
+        part = row_band(one.geom, start, stop)
+        if part is None:
+            bands.append(Band(slice(start, stop), slice(0, 0), None, one.geom.wo))
+            continue
+        geom, in_rows = part
+        if geom not in plans:
+            band_call = dataclasses.replace(one, geom=geom, banded=True)
+            plans[geom] = s.plan(band_call, rank, lambda c: cal.seconds(name, c))
+        bands.append(Band(slice(start, stop), in_rows, plans[geom], one.geom.wo))
+    return tuple(bands)
+
+
+def _bands_workspace(name: str, bands: tuple[Band, ...]) -> int:
+    """The largest workspace of the bands' plans."""
+    s = STRATEGIES[name]
+    kernels = {id(b.kernel): b.kernel for b in bands if b.kernel is not None}
+    return max((workspace_bytes(s, k) for k in kernels.values()), default=SMALL_ARRAYS_BYTES)
+
+
+def _banded(name: str, call: Call, rank, cal, budget: int, reason: str, need: int) -> Plan:
+    """One sample at a time in the tallest bands of output rows whose workspace fits
+    ``budget`` (bisection over the rows), or the strategy excluded if one row does not."""
+    s, g = STRATEGIES[name], call.geom
+    lo, hi = 0, g.ho  # fits(lo) or lo == 0; not fits(hi): one whole sample does not fit
+    found: dict[int, tuple[Band, ...]] = {}
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        found[mid] = row_bands(name, call, rank, cal, mid)
+        lo, hi = (mid, hi) if _bands_workspace(name, found[mid]) <= budget else (lo, mid)
+    if lo == 0:
+        nbytes = _bands_workspace(name, found.get(1) or row_bands(name, call, rank, cal, 1))
+        why = f"workspace {format_bytes(nbytes)} for one output row of one sample exceeds the "
+        why += f"budget {format_bytes(budget)}"
+        return Plan(name, call.direction, 0, g.n, why, bytes=nbytes, need=need)
+    bands = found[lo]
+    per_kernel: dict[int, tuple[Any, int]] = {}
+    for band in bands:
+        if band.kernel is not None:
+            kernel, count = per_kernel.get(id(band.kernel), (band.kernel, 0))
+            per_kernel[id(band.kernel)] = (kernel, count + 1)
+    counts = Counts()
+    for kernel, count in per_kernel.values():
+        counts = counts + s.counts(kernel).scaled(count * g.n)
+    counts = counts + _assembly(call)
+    reason += f", one sample at a time in bands of {lo} output rows to fit the workspace budget"
+    first = next((b.kernel for b in bands if b.kernel is not None), None)
+    return Plan(
+        name,
+        call.direction,
+        1,
+        g.n,
+        reason,
+        first,
+        None,
+        cal.seconds(name, counts),
+        _bands_workspace(name, bands),
+        need,
+        counts,
+        lo,
+        bands,
+    )
 
 
 def _memoised(key: tuple[Any, ...], cal: cost.Calibration, budget: int, compute) -> dict:
@@ -272,8 +368,8 @@ def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: 
     if not chosen.chunk:
         raise WorkspaceError(
             f"strategy={name!r} ({call.direction}) needs a predicted workspace of "
-            f"{chosen.bytes} bytes ({format_bytes(chosen.bytes)}) even for one sample "
-            f"of the batch, over the workspace budget of {budget} bytes "
+            f"{chosen.bytes} bytes ({format_bytes(chosen.bytes)}) even for one output row of "
+            f"one sample of the batch, over the workspace budget of {budget} bytes "
             f"({format_bytes(budget)}); use strategy='auto', or raise the budget with "
             f"arraycnn.set_workspace_limit() or {ENV_WORKSPACE_LIMIT}"
         )
@@ -369,7 +465,8 @@ def plan(
 def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp: ModuleType) -> Any:
     """Run ``chosen`` on the batch, chunk by chunk: forward ``arrays = (x, w)`` gives y (the
     chunks' outputs concatenated along N); backward ``(gy, x, w)`` gives (gx, gw) (gx
-    concatenated, gw summed). The one place a batch is split."""
+    concatenated, gw summed). Where the plan has row bands, each sample runs band by band
+    (:func:`_run_bands`). The one place a batch is split."""
     s = STRATEGIES[chosen.strategy]
     run = s.forward if chosen.direction == "forward" else s.backward
     *batched, w = arrays
@@ -377,14 +474,44 @@ def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp: ModuleType) -> A
         return run(chosen.kernel, *batched, w, xp=xp)
     parts = []
     for start, stop in ranges(chosen.n, chosen.chunk):
+        piece = tuple(a[start:stop, ...] for a in batched)
+        if chosen.bands:
+            parts.append(_run_bands(chosen, run, piece, w, xp=xp))
+            continue
         kernel = chosen.kernel if stop - start == chosen.chunk else chosen.rest
-        parts.append(run(kernel, *(a[start:stop, ...] for a in batched), w, xp=xp))
+        parts.append(run(kernel, *piece, w, xp=xp))
     if chosen.direction == "forward":
         return xp.concat(parts, axis=0)  # chunks of (n_i, F, Ho, Wo) -> (N, F, Ho, Wo)
     gw = parts[0][1]
     for _, gw_i in parts[1:]:
         gw = gw + gw_i
     return xp.concat([gx for gx, _ in parts], axis=0), gw  # (n_i, C, H, W) -> (N, C, H, W)
+
+
+def _run_bands(chosen: Plan, run: Any, piece: tuple[Array, ...], w: Array, *, xp) -> Any:
+    """One sample band by band: forward, the bands' output rows concatenated (zeros for
+    rows that read only padding); backward, each band's input gradient added onto the
+    input rows it read, the weight gradients summed."""
+    if chosen.direction == "forward":
+        (x,) = piece
+        rows = []
+        for band in chosen.bands:
+            if band.kernel is None:  # (1, F, B, Wo) of zeros
+                height = band.out_rows.stop - band.out_rows.start
+                rows.append(zeros((x.shape[0], w.shape[0], height, band.wo), x, xp=xp))
+            else:
+                rows.append(run(band.kernel, x[:, :, band.in_rows, :], w, xp=xp))
+        return xp.concat(rows, axis=2)  # bands of (1, F, B, Wo) -> (1, F, Ho, Wo)
+    gy, x = piece
+    gx, gw = zeros(tuple(x.shape), x, xp=xp), None
+    for band in chosen.bands:
+        if band.kernel is None:  # rows that read only padding: no gradient
+            continue
+        gy_b, x_b = gy[:, :, band.out_rows, :], x[:, :, band.in_rows, :]
+        gx_b, gw_b = run(band.kernel, gy_b, x_b, w, xp=xp)
+        gx = add_at(gx, (ALL, ALL, band.in_rows, ALL), gx_b, xp=xp)
+        gw = gw_b if gw is None else gw + gw_b
+    return gx, zeros(tuple(w.shape), w, xp=xp) if gw is None else gw
 
 
 def run_forward(chosen: Plan, x: Array, w: Array, *, xp: ModuleType) -> Array:

@@ -44,8 +44,10 @@ def explain(
     dict
         ``backend``, ``dtype``, ``direction``, ``geometry``, ``budget_bytes``,
         ``calibration`` (its source), ``strategies`` (per name: ``eligible``, ``reason``,
-        ``predicted_seconds``, ``workspace_bytes``, ``chunk``), ``choice``, ``chunk`` and
-        ``why`` (``choice`` None and ``why`` the error message if no plan is possible).
+        ``predicted_seconds``, ``workspace_bytes``, ``chunk``, ``rows``), ``choice``,
+        ``chunk``, ``rows`` (output rows per band where one sample is over the budget, else
+        None) and ``why`` (``choice`` None and ``why`` the error message if no plan is
+        possible).
 
     Examples
     --------
@@ -74,8 +76,9 @@ def explain(
     try:
         chosen = plan(strategy, w, geom, xp=xp, **options, budget=budget, calibration=cal)
         choice, chunk, why = chosen.strategy, chosen.chunk, chosen.reason
+        rows = chosen.rows or None
     except (ValueError, MemoryError) as exc:
-        choice, chunk, why = None, None, str(exc)
+        choice, chunk, why, rows = None, None, str(exc), None
     strategies = {
         name: {
             "eligible": bool(p.chunk),
@@ -83,6 +86,7 @@ def explain(
             "predicted_seconds": p.seconds if p.chunk else None,
             "workspace_bytes": p.bytes or None,
             "chunk": p.chunk or None,
+            "rows": p.rows or None,
         }
         for name, p in candidates.items()
     }
@@ -96,5 +100,6 @@ def explain(
         "strategies": strategies,
         "choice": choice,
         "chunk": chunk,
+        "rows": rows,
         "why": why,
     }

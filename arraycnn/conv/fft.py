@@ -27,7 +27,9 @@ At the lengths of :func:`fast_shape` (``>= (Hp, Wp)``): the input gradient is th
 convolution of the stride-upsampled ``gy`` with the dilated kernel, the weight gradient
 the correlation of the padded input with it (conjugate spectra), cropped at the origin.
 
-Real input stays in its precision (float32 -> complex64 -> float32).
+Real input stays in its precision (float32 -> complex64 -> float32). Half precision
+(float16, bfloat16), which FFT modules mostly lack, is computed in float32 and the results
+returned in the input dtype; the plan's workspace counts the float32 copies.
 FFT module: scipy.fft (NumPy), cupyx.scipy.fft (CuPy), ``xp.fft`` otherwise.
 """
 
@@ -643,28 +645,43 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleTy
 
 @dataclass(frozen=True)
 class FFTPlan:
-    """How the FFT runs a call: the forward's overlap-save tiles (None: untiled)."""
+    """How the FFT runs a call: the forward's overlap-save tiles (None: untiled);
+    ``itemsize`` that of the computation, ``upcast`` True where half-precision arrays are
+    computed in float32."""
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
     tiles: TilePlan | None
+    upcast: bool = False
+
+
+#: The narrowest floating type the transforms run in (bytes): half precision runs in float32.
+COMPUTE_ITEMSIZE = 4
 
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> FFTPlan:
     """The plan of ``call``; ``price`` (counts in bytes -> seconds) chooses the forward's
     tiles (without it the forward is untiled)."""
     g = call.geom
+    size = max(call.itemsize, COMPUTE_ITEMSIZE)
     tiles = None
     if call.direction == "forward" and price is not None:
-        tiles = tile_plan(g, lambda c: price(c.in_bytes(call.itemsize)))
-    return FFTPlan(g, call.direction, call.itemsize, g.n, tiles)
+        tiles = tile_plan(g, lambda c: price(c.in_bytes(size)))
+    return FFTPlan(g, call.direction, size, g.n, tiles, call.itemsize < COMPUTE_ITEMSIZE)
+
+
+def _float32(*arrays: Array, xp: ModuleType) -> tuple[Array, ...]:
+    """The arrays in float32 (half precision is computed in float32)."""
+    return tuple(xp.astype(a, xp.float32) for a in arrays)
 
 
 def forward(p: FFTPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo), on
     the plan's overlap-save tiles (:func:`_forward_tiled`) or untiled."""
+    if p.upcast:
+        return xp.astype(forward(_without_upcast(p), *_float32(x, w, xp=xp), xp=xp), x.dtype)
     if p.tiles is not None:
         return _forward_tiled(x, w, p.geom, p.tiles, xp=xp)
     return _forward(x, w, p.geom, xp=xp)
@@ -672,7 +689,23 @@ def forward(p: FFTPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 
 def backward(p: FFTPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``."""
+    if p.upcast:
+        gx, gw = _backward(*_float32(gy, x, w, xp=xp), p.geom, xp=xp)
+        return xp.astype(gx, x.dtype), xp.astype(gw, w.dtype)
     return _backward(gy, x, w, p.geom, xp=xp)
+
+
+def _without_upcast(p: FFTPlan) -> FFTPlan:
+    return FFTPlan(p.geom, p.direction, p.itemsize, p.chunk, p.tiles)
+
+
+def _upcast_elements(p: FFTPlan) -> int:
+    """Elements of the float32 copies of a half-precision call's arrays and results."""
+    if not p.upcast:
+        return 0
+    g = p.geom
+    x, w, y = g.n * g.c * g.h * g.w, g.f * g.cg * g.kh * g.kw, g.n * g.f * g.ho * g.wo
+    return x + w + y if p.direction == "forward" else 2 * (x + w) + y
 
 
 #: Elements NumPy's buffered ufunc loops (broadcasting) allocate per operand.
@@ -712,22 +745,23 @@ def workspace(p: FFTPlan) -> int:
     stride-upsampled gy."""
     g, s = p.geom, p.itemsize
     if p.direction == "forward":
-        return s * _forward_elements(g, _work(g, p.tiles))
+        return s * (_forward_elements(g, _work(g, p.tiles)) + _upcast_elements(p))
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
     pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
     hv, wv = (g.ho - 1) * g.stride[0] + 1, (g.wo - 1) * g.stride[1] + 1
     spectra = 3 * g.n * g.f + 4 * g.f * g.cg + 4 * g.n * g.c
     real = g.n * g.c * lh * lw + g.f * g.cg * lh * lw + g.n * g.f * hv * wv + pad
-    return 2 * s * spectra * bins + s * real
+    return 2 * s * spectra * bins + s * (real + _upcast_elements(p))
 
 
 def counts(p: FFTPlan) -> Counts:
     """Forward: :func:`forward_counts`. Backward: transforms of gy, w, x (forward) and gx,
     gw (inverse), two per-frequency products, the layout copies, the upsampled gy."""
     g = p.geom
+    casts = traffic(2 * _upcast_elements(p), calls=5) if p.upcast else Counts()
     if p.direction == "forward":
-        return forward_counts(g, _work(g, p.tiles)).in_bytes(p.itemsize)
+        return (forward_counts(g, _work(g, p.tiles)) + casts).in_bytes(p.itemsize)
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
     nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
@@ -739,7 +773,7 @@ def counts(p: FFTPlan) -> Counts:
         total = total + traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)
     if g.is_padded:
         total = total + traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2)
-    total = total + traffic(2 * g.n * g.c * g.h * g.w)
+    total = total + traffic(2 * g.n * g.c * g.h * g.w) + casts
     return total.in_bytes(p.itemsize)
 
 

@@ -40,7 +40,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import device_of
-from ..geometry import ConvGeometry, conv_geometry
+from ..geometry import ConvGeometry, conv_geometry, row_band
 from ..scratch import scratch
 from . import naive
 from ._layout import (
@@ -77,22 +77,6 @@ def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
     return max(1, COLUMN_CHUNK_ELEMENTS // per_row)
 
 
-def band_geometry(geom: ConvGeometry, start: int, stop: int) -> tuple[ConvGeometry, slice] | None:
-    """Output rows [start, stop) as a convolution of the input rows they read.
-
-    Returns the band's geometry (its own top and bottom padding, Ho = stop - start) and
-    the input rows it reads, or None if those output rows read only padding.
-    """
-    stride, dilation, top = geom.stride[0], geom.dilation[0], geom.padding[0][0]
-    first = start * stride - top  # input row read by the band's first tap of its first row
-    end = (stop - 1) * stride - top + dilation * (geom.kh - 1) + 1
-    lo, hi = max(first, 0), min(end, geom.h)
-    if hi <= lo:
-        return None
-    padding = ((lo - first, end - hi), geom.padding[1])  # Hp = end - first: Ho = stop - start
-    return replace(geom, h=hi - lo, padding=padding, ho=stop - start), slice(lo, hi)
-
-
 @dataclass(frozen=True)
 class Piece:
     """Output rows run as one unfold + GEMM: its own geometry (None where its rows read
@@ -106,12 +90,13 @@ class Piece:
 
 def row_pieces(geom: ConvGeometry, rows: int) -> tuple[Piece, ...]:
     """The whole call as one piece, or its bands of ``rows`` output rows
-    (:func:`band_geometry`) when one sample's columns are large (:func:`rows_per_band`)."""
+    (:func:`arraycnn.geometry.row_band`) when one sample's columns are large
+    (:func:`rows_per_band`)."""
     if rows >= geom.ho:
         return (Piece(slice(0, geom.ho), slice(0, geom.h), geom, tap_bands(geom)),)
     result, known = [], {}  # interior bands share one geometry: their taps are found once
     for start, stop in ranges(geom.ho, rows):
-        band = band_geometry(geom, start, stop)
+        band = row_band(geom, start, stop)
         part, in_rows = band if band is not None else (None, slice(0, 0))
         if part is not None and part not in known:
             known[part] = tap_bands(part)
@@ -256,7 +241,9 @@ class Im2colPlan:
 
 def plan(call: Call, rank: int | None = None, price: Any = None, *, rows: int = 0) -> Im2colPlan:
     """The plan of ``call``: cache-sized batch chunks and row bands on a CPU (``rows``:
-    output rows per band instead of :func:`rows_per_band`'s)."""
+    output rows per band instead of :func:`rows_per_band`'s). A band of a larger call
+    (``call.banded``) cuts its input gradient's transposed correlation into pieces of at
+    most its own output rows, so that its workspace shrinks with the band."""
     g, cached = call.geom, call.cached
     p = Im2colPlan(
         g,
@@ -268,7 +255,10 @@ def plan(call: Call, rank: int | None = None, price: Any = None, *, rows: int = 
     if call.direction == "forward" or not uses_transposed_input_grad(g):
         return p
     t = transposed_geometry(g)
-    return replace(p, grad_geom=t, grad_rows=min(t.ho, rows or rows_per_band(t, cached=cached)))
+    grad_rows = min(t.ho, rows or rows_per_band(t, cached=cached))
+    if call.banded:
+        grad_rows = min(grad_rows, g.ho)
+    return replace(p, grad_geom=t, grad_rows=grad_rows)
 
 
 def forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:

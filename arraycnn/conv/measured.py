@@ -10,16 +10,25 @@ keeps the fastest. The choice lives in memory and in a JSON file in the user cac
 directory (:func:`cache_path`); later calls, in this process or another, reuse it.
 
 The file is written atomically (a temporary file, then :func:`os.replace`), merging the
-entries other processes wrote meanwhile. A corrupt file is reported with a
+entries other processes wrote meanwhile, under an exclusive lock on ``autotune.json.lock``
+(:func:`fcntl.flock`, where the platform has it) held from the read to the replace, so that
+concurrent writers keep every entry. A corrupt file is reported with a
 :class:`RuntimeWarning` and replaced by a fresh one.
+
+Determinism: a choice, once measured or read from the file, is kept for its signature for
+the rest of the process (and in the file for later runs), so repeated calls -- and seeded
+runs sharing the file -- run the same strategy. A first measurement may differ from one run
+to the next; ``arraycnn.config(deterministic=True)`` turns autotuning off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,13 @@ REPEATS = 3
 GIVE_UP_FACTOR = 4.0
 CACHE_FILE = "autotune.json"
 CACHE_FORMAT = 1
+#: Suffix of the lock file beside the cache file.
+LOCK_SUFFIX = ".lock"
+
+try:  # POSIX only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: writers may then lose each other's entries
+    fcntl = None  # type: ignore[assignment]
 
 #: In-memory entries by cache-file path: {path: {key: entry}}.
 _memory: dict[str, dict[str, dict[str, Any]]] = {}
@@ -123,14 +139,32 @@ def _entries() -> tuple[Path, dict[str, dict[str, Any]]]:
     return path, _memory[key]
 
 
-def _persist(path: Path, key: str, entry: dict[str, Any]) -> None:
-    """Add one entry to the file, merging what other processes wrote since we loaded it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # corruption was reported on load
-        on_disk = _read_file(path)
-    on_disk[key] = entry
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the cache file ``path`` (its ``.lock`` file) meanwhile;
+    raises OSError where the lock file cannot be made."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        atomic_write_json(path, {"format": CACHE_FORMAT, "entries": on_disk})
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _persist(path: Path, key: str, entry: dict[str, Any]) -> None:
+    """Add one entry to the file, merging what other processes wrote since we loaded it
+    (read, merge and replace under the file's lock)."""
+    try:
+        with _locked(path):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # reported on load
+                on_disk = _read_file(path)
+            on_disk[key] = entry
+            atomic_write_json(path, {"format": CACHE_FORMAT, "entries": on_disk})
     except OSError as exc:
         warnings.warn(
             f"arraycnn: cannot write the autotune cache {path}: {exc}; the choice is kept "
@@ -151,10 +185,9 @@ def clear_cache() -> int:
     path, entries = _entries()
     removed = len(entries)
     entries.clear()
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    if path.exists():
+        with _locked(path):
+            path.unlink(missing_ok=True)
     return removed
 
 

@@ -11,7 +11,8 @@ This is exact for any kernel (r <= min(kh, kw)); it can pay off only where r (kh
 below kh kw (fewer taps than the direct kernel), which the dispatcher checks before its cost
 model decides. Singular values below
 ``max(kh, kw) * eps(dtype) * s_max`` of their slice are dropped, an error at the level of
-the dtype's rounding.
+the dtype's rounding. Half precision (float16, bfloat16), which linear algebra modules lack,
+has its SVD computed in float32; the passes run in the input dtype.
 
 Backward: the input gradient runs the transposed passes (row scatter, then column
 scatter); the weight gradient does not factor through the SVD and is the direct tap
@@ -30,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from ..backend import device_of
+from ..budget import itemsize
 from ..geometry import ConvGeometry
 from . import naive
 from ._layout import (
@@ -48,6 +50,16 @@ from .strategy import Call, Counts, Strategy, traffic
 Array = Any
 
 
+def _half(w: Array, xp: ModuleType) -> bool:
+    """True for half precision (float16, bfloat16), which linear algebra modules lack."""
+    return itemsize(w.dtype, xp) < 4
+
+
+def _svd_input(w: Array, *, xp: ModuleType) -> Array:
+    """w, in float32 where it is half precision."""
+    return xp.astype(w, xp.float32) if _half(w, xp) else w
+
+
 def numerical_rank(w: Array, *, xp: ModuleType) -> int:
     """Largest numerical rank over the kernel slices of w (F, Cg, kh, kw): per slice the
     singular values above ``max(kh, kw) * eps * s_max``, at least 1. Reads values (a host
@@ -59,7 +71,7 @@ def numerical_rank(w: Array, *, xp: ModuleType) -> int:
     >>> numerical_rank(np.outer([1.0, 2, 1], [1.0, 0, -1])[None, None], xp=np)
     1
     """
-    s = xp.linalg.svdvals(w)  # (F, Cg, min(kh, kw))
+    s = xp.linalg.svdvals(_svd_input(w, xp=xp))  # (F, Cg, min(kh, kw))
     tol = max(w.shape[-2:]) * float(xp.finfo(w.dtype).eps)
     kept = s > tol * s[..., :1]  # (..., k)
     return max(int(xp.max(xp.count_nonzero(kept, axis=-1))), 1)
@@ -70,10 +82,13 @@ def decompose(w: Array, geom: ConvGeometry, rank: int, *, xp: ModuleType) -> tup
     r = ``rank`` (w's :func:`numerical_rank`, decided by the plan)."""
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
-    u, s, vh = xp.linalg.svd(wg, full_matrices=False)  # (..., kh, k), (..., k), (..., k, kw)
+    # (..., kh, k), (..., k), (..., k, kw), in float32 for half precision
+    u, s, vh = xp.linalg.svd(_svd_input(wg, xp=xp), full_matrices=False)
     root = xp.sqrt(s[..., :rank])  # (..., r)
     u = xp.matrix_transpose(u[..., :rank] * root[..., None, :])  # (..., kh, r) -> (..., r, kh)
     v = vh[..., :rank, :] * root[..., :, None]  # (..., r, kw)
+    if _half(w, xp):
+        u, v = xp.astype(u, w.dtype), xp.astype(v, w.dtype)
     return u, v
 
 

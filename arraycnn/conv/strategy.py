@@ -34,7 +34,9 @@ class Call:
     :func:`~arraycnn.backend.backend_name`; ``dtype``: the arrays' dtype name, ``itemsize``
     its bytes; ``accelerator``: a GPU device (kernels then run whole batches, not
     cache-sized pieces); ``require_exact``: only strategies whose result is a plain sum of
-    products.
+    products; ``banded``: the call is one band of output rows of a sample whose workspace
+    is over the budget (:func:`arraycnn.conv.dispatch.row_bands`), so a strategy keeps
+    every piece of its plan within the band's rows.
     """
 
     geom: ConvGeometry
@@ -44,6 +46,7 @@ class Call:
     itemsize: int
     accelerator: bool = False
     require_exact: bool = False
+    banded: bool = False
 
     @property
     def cached(self) -> bool:

@@ -42,6 +42,7 @@ from .optim import (
     RMSprop,
     get_optimizer,
 )
+from .serialization import ModelFileError
 
 __all__ = [
     "LAYERS",
@@ -66,6 +67,7 @@ __all__ = [
     "Loss",
     "MaxPool2D",
     "MeanSquaredError",
+    "ModelFileError",
     "Momentum",
     "Optimizer",
     "RMSprop",

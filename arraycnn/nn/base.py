@@ -23,6 +23,10 @@ on it without importing each other. The interface::
   the last ``forward`` and stores the gradient for each parameter in ``self.grads``. Calling it
   before ``forward`` raises RuntimeError.
 * ``get_config`` returns JSON-serialisable constructor arguments (tuples become lists).
+* ``build`` computes the bytes of its parameters and of one sample's output first
+  (:func:`check_build_bytes`) and raises :class:`~arraycnn.budget.WorkspaceError` when either
+  exceeds the memory available (:func:`arraycnn.budget.check_size`), before allocating. (The
+  workspace budget bounds a convolution's temporaries, not parameters or results.)
 
 Every subclass is registered by class name in :data:`LAYERS` (for save / load), the layers of
 :mod:`arraycnn.nn.layers` and :mod:`arraycnn.nn.activations` as well as user-defined
@@ -31,12 +35,16 @@ subclasses; names starting with ``_`` are not registered.
 
 from __future__ import annotations
 
+import math
 import operator
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LAYERS", "Layer", "sample_shape"]
+from ..budget import check_size, memory_limit
+
+__all__ = ["LAYERS", "Layer", "check_build_bytes", "sample_shape"]
 
 Array = Any
 
@@ -72,6 +80,57 @@ def sample_shape(input_shape: Any, owner: str) -> tuple[int, ...]:
     if any(s < 1 for s in shape):
         raise ValueError(f"{owner}: input_shape must have positive sizes, got {shape}")
     return shape
+
+
+def check_build_bytes(
+    owner: str,
+    *,
+    xp: ModuleType,
+    device: Any,
+    dtype: Any,
+    params: dict[str, tuple[int, ...]],
+    output: tuple[int, ...],
+) -> int:
+    """Bytes of a layer's parameters ``params`` (shapes by name) in ``dtype``, checked with one
+    sample's ``output`` against the memory available before anything is allocated.
+
+    Returns
+    -------
+    int
+        The parameters' bytes (Python int: no overflow for any shape).
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not a real floating dtype of ``xp``.
+    WorkspaceError
+        If the parameters, or one sample's output, exceed the memory available
+        (:func:`arraycnn.budget.memory_limit`); the message names ``owner`` and the sizes.
+
+    Examples
+    --------
+    >>> check_build_bytes("Dense", xp=np, device="cpu", dtype=np.float32,
+    ...                   params={"w": (3, 2), "b": (2,)}, output=(2,))
+    32
+    >>> check_build_bytes("Dense", xp=np, device="cpu", dtype=np.float32,
+    ...                   params={"w": (10**6, 10**6)}, output=(10**6,))
+    Traceback (most recent call last):
+    ...
+    arraycnn.budget.WorkspaceError: Dense: the parameters ... needs 4000000000000 bytes ...
+    """
+    if not xp.isdtype(dtype, "real floating"):
+        raise TypeError(f"{owner}: dtype must be a real floating dtype, got {dtype}")
+    bits = xp.finfo(dtype).bits
+    itemsize = bits // 8
+    limit = memory_limit(xp, device)
+    param_bytes = sum(math.prod(shape) for shape in params.values()) * itemsize
+    check_size(param_bytes, lambda: f"{owner}: the parameters {params} of float{bits}", limit=limit)
+    check_size(
+        math.prod(output) * itemsize,
+        lambda: f"{owner}: one sample's output {output} of float{bits}",
+        limit=limit,
+    )
+    return param_bytes
 
 
 class Layer:

@@ -23,12 +23,16 @@ import array_api_compat
 import numpy as np
 
 from ..backend import backend_name, to_numpy
+from ..budget import WorkspaceError
 
 __all__ = [
     "Dataset",
     "Placement",
     "batches",
     "check_X",
+    "check_flag",
+    "check_seed",
+    "check_whole",
     "check_y",
     "epoch_order",
     "num_outputs",
@@ -89,6 +93,58 @@ def positive_int(value: Any, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def check_seed(value: Any, name: str) -> int | None:
+    """``value`` as a seed: None, or an int >= 0 (NumPy integers accepted, bools refused).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is neither None nor an integer.
+    ValueError
+        If it is negative.
+
+    Examples
+    --------
+    >>> check_seed(np.int64(7), "seed"), check_seed(None, "seed")
+    (7, None)
+    >>> check_seed(-1, "seed")
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be a non-negative int or None, got -1
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be a non-negative int or None, got {type(value).__name__} {value!r}"
+        )
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int or None, got {value}")
+    return int(value)
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool (``True``, ``False`` or a NumPy bool; nothing else).
+
+    Raises
+    ------
+    TypeError
+        For anything else (``0``, ``"yes"``, None...).
+
+    Examples
+    --------
+    >>> check_flag(np.True_, "shuffle")
+    True
+    >>> check_flag(1, "shuffle")
+    Traceback (most recent call last):
+    ...
+    TypeError: shuffle must be True or False, got int 1
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def num_outputs(output_shape: tuple[int, ...] | None) -> int:
@@ -234,13 +290,48 @@ def check_X(
     return X, on_host
 
 
+def _host_labels(y: Any, name: str) -> np.ndarray:
+    """``y`` as a NumPy array of real numbers on the host."""
+    try:
+        y_host = np.asarray(to_numpy(y))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of numbers, got {type(y).__name__}") from exc
+    if y_host.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold numbers, got dtype {y_host.dtype}")
+    return y_host
+
+
+def check_whole(y: np.ndarray, name: str) -> None:
+    """Refuse float class labels that are not whole numbers (they would be truncated).
+
+    Examples
+    --------
+    >>> check_whole(np.array([0.0, 2.0]), "y")
+    >>> check_whole(np.array([0.0, 1.5]), "y")
+    Traceback (most recent call last):
+    ...
+    ValueError: y: float labels must be whole numbers (class indices), got 1.5 at index 1
+    """
+    if y.dtype.kind != "f":
+        return
+    fractional = np.flatnonzero(y != np.floor(y))
+    if fractional.size:
+        i = int(fractional[0])
+        raise ValueError(
+            f"{name}: float labels must be whole numbers (class indices), got "
+            f"{float(y[i])!r} at index {i}"
+        )
+
+
 def check_y(y: Any, n: int, *, num_outputs: int, name: str = "y") -> np.ndarray:
     """Bring labels or targets to the host and check their length, values and range.
 
     Parameters
     ----------
-    y : array, shape (N,) integer labels, or (N, K) one-hot / targets
-        Any namespace.
+    y : array, shape (N,) labels, or (N, K) / (N, *output_shape) one-hot / targets
+        Any namespace. With ``K > 1`` outputs, 1-D ``y`` holds class labels: integers, or
+        floats that are whole numbers, in ``[0, K)``. With one output, 1-D integer labels are
+        0 or 1, and 1-D floats are targets (any finite value, e.g. soft binary targets).
     n : int
         The number of samples they must match.
     num_outputs : int
@@ -253,6 +344,14 @@ def check_y(y: Any, n: int, *, num_outputs: int, name: str = "y") -> np.ndarray:
     numpy.ndarray
         ``y`` on the host.
 
+    Raises
+    ------
+    TypeError
+        For non-numeric ``y``.
+    ValueError
+        For a length that differs from ``n``, NaN or infinity, labels out of range or not
+        whole numbers, targets of the wrong shape.
+
     Examples
     --------
     >>> check_y([0, 2, 1], 3, num_outputs=3)
@@ -262,18 +361,19 @@ def check_y(y: Any, n: int, *, num_outputs: int, name: str = "y") -> np.ndarray:
     ...
     ValueError: y: labels must be in [0, 3) for a model with 3 output(s), got values in [0, 3]
     """
-    y_host = np.asarray(to_numpy(y))
+    y_host = _host_labels(y, name)
     if y_host.ndim == 0 or y_host.shape[0] != n:
         raise ValueError(
             f"X and {name} must have the same length, got {n} samples and "
             f"{y_host.shape[0] if y_host.ndim else 'a scalar'} labels"
         )
-    if y_host.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold numbers, got dtype {y_host.dtype}")
     if y_host.dtype.kind == "f" and not np.isfinite(y_host).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     k = num_outputs
-    if y_host.dtype.kind in "iub" and y_host.ndim == 1:
+    if y_host.ndim == 1:
+        if y_host.dtype.kind == "f" and k == 1:
+            return y_host  # targets of the single output
+        check_whole(y_host, name)
         limit = max(k, 2)
         low, high = int(y_host.min(initial=0)), int(y_host.max(initial=0))
         if low < 0 or high >= limit:
@@ -281,7 +381,7 @@ def check_y(y: Any, n: int, *, num_outputs: int, name: str = "y") -> np.ndarray:
                 f"{name}: labels must be in [0, {limit}) for a model with {k} output(s), "
                 f"got values in [{low}, {high}]"
             )
-    elif y_host.ndim == 2 and y_host.shape[1] != k:
+    elif math.prod(y_host.shape[1:]) != k:
         raise ValueError(f"{name}: expected one-hot targets of shape (N, {k}), got {y_host.shape}")
     return y_host
 
@@ -346,8 +446,19 @@ def prepare_inputs(
     if nonempty and int(X.shape[0]) == 0:
         raise ValueError(f"{name} is empty (0 samples)")
     if not model.built:
-        model.build(tuple(X.shape[1:]))
+        _build_for(model, tuple(X.shape[1:]), name)
     return Dataset(X, on_host)
+
+
+def _build_for(model: _Buildable, shape: tuple[int, ...], name: str) -> None:
+    """Build ``model`` for samples of ``shape``; errors say that they come from ``name``."""
+    try:
+        model.build(shape)
+    except WorkspaceError as exc:
+        raise WorkspaceError(f"{name}: samples of shape {shape}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"{name}: samples of shape {shape} do not fit the model: {exc}") from exc
 
 
 def prepare_labeled(
@@ -468,9 +579,11 @@ def target_batch(
     """
     if int_labels:
         if y.ndim == 1:
+            check_whole(y, "y")
             return place.from_host(y.astype(np.int64), place.xp.int64)
         return place.from_host(y)
     if y.ndim == 1 and math.prod(output_shape) > 1:  # int labels for an elementwise loss
+        check_whole(y, "y")
         onehot = np.zeros((y.shape[0], math.prod(output_shape)), dtype=np.float64)
         onehot[np.arange(y.shape[0]), y.astype(np.int64)] = 1.0
         y = onehot

@@ -5,9 +5,13 @@ Every initialiser has the signature::
     init(shape, *, rng, xp="numpy", device=None, dtype=None, fan_in=None, fan_out=None) -> Array
 
 The values are drawn on the host from the NumPy ``Generator`` ``rng`` (so a seed gives the same
-weights on every backend) and moved once with ``xp.asarray(..., device=device)`` — the one
-documented host step of initialisation. ``dtype=None`` means ``float32``; a dtype of ``xp`` or
-its name (``"float64"``) is accepted.
+weights on every backend, for a given dtype) and moved once with
+``xp.asarray(..., device=device)`` — the one documented host step of initialisation. They are
+drawn in the target dtype itself (``Generator.standard_normal`` / ``Generator.random`` with
+``dtype=``, then scaled in place), not in float64 and cast: a float32 weight costs its own
+bytes on the host, no more. Half precision (float16, bfloat16), which NumPy's generators do
+not draw, is drawn in float32 and rounded once. ``dtype=None`` means ``float32``; a dtype of
+``xp`` or its name (``"float64"``) is accepted.
 
 Fan-in and fan-out (see :func:`fans`) follow the weight layouts of :mod:`arraycnn.nn.layers`:
 
@@ -112,17 +116,23 @@ def _fans(shape: tuple[int, ...], fan_in: int | None, fan_out: int | None) -> tu
     return fan_in, fan_out
 
 
-def _move(values: np.ndarray, xp: Any, device: Any, dtype: Any) -> Array:
-    """Host float64 draws -> an array of ``xp`` on ``device`` with ``dtype`` (default float32)."""
+def _target(xp: Any, dtype: Any) -> tuple[Any, Any, np.dtype]:
+    """``(namespace, dtype of it, host dtype to draw in)``: float64 or float32 as the target,
+    float32 for half precision."""
     space = resolve_backend(xp)
     dtype = resolve_dtype(space, dtype)
     if not space.isdtype(dtype, "real floating"):
         raise TypeError(f"dtype must be a real floating dtype, got {dtype}")
-    return space.asarray(values, dtype=dtype, device=device)
+    host = np.dtype(np.float64 if space.finfo(dtype).bits == 64 else np.float32)
+    return space, dtype, host
 
 
-def _initializer(draw: Callable[[np.random.Generator, tuple[int, ...], int, int], np.ndarray]):
-    """Wrap a host draw ``(rng, shape, fan_in, fan_out) -> ndarray`` into a public initialiser."""
+Draw = Callable[[np.random.Generator, tuple[int, ...], int, int, np.dtype], np.ndarray]
+
+
+def _initializer(draw: Draw):
+    """Wrap a host draw ``(rng, shape, fan_in, fan_out, host dtype) -> ndarray`` into a public
+    initialiser."""
 
     def init(
         shape: Any,
@@ -137,7 +147,8 @@ def _initializer(draw: Callable[[np.random.Generator, tuple[int, ...], int, int]
         dims = _checked_shape(shape)
         generator = _checked_rng(rng)
         f_in, f_out = _fans(dims, fan_in, fan_out)
-        return _move(draw(generator, dims, f_in, f_out), xp, device, dtype)
+        space, target, host = _target(xp, dtype)
+        return space.asarray(draw(generator, dims, f_in, f_out, host), dtype=target, device=device)
 
     init.__doc__ = draw.__doc__
     init.__name__ = draw.__name__
@@ -145,8 +156,23 @@ def _initializer(draw: Callable[[np.random.Generator, tuple[int, ...], int, int]
     return init
 
 
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float, dtype: np.dtype):
+    """N(0, std^2) draws in ``dtype`` (float32 or float64), scaled in place."""
+    values = rng.standard_normal(shape, dtype=dtype)
+    values *= dtype.type(std)
+    return values
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype):
+    """U(-bound, bound) draws in ``dtype`` (float32 or float64), scaled in place."""
+    values = rng.random(shape, dtype=dtype)  # [0, 1)
+    values *= dtype.type(2.0 * bound)
+    values -= dtype.type(bound)
+    return values
+
+
 @_initializer
-def he_normal(rng, shape, fan_in, fan_out):
+def he_normal(rng, shape, fan_in, fan_out, dtype):
     """He (Kaiming) normal: N(0, 2 / fan_in). For ReLU networks.
 
     Examples
@@ -155,11 +181,11 @@ def he_normal(rng, shape, fan_in, fan_out):
     >>> w.dtype, round(float(w.std() ** 2 * 200), 1)  # variance 2 / fan_in
     (dtype('float64'), 2.0)
     """
-    return rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
+    return _normal(rng, shape, math.sqrt(2.0 / fan_in), dtype)
 
 
 @_initializer
-def he_uniform(rng, shape, fan_in, fan_out):
+def he_uniform(rng, shape, fan_in, fan_out, dtype):
     """He (Kaiming) uniform: U(-a, a) with a = sqrt(6 / fan_in).
 
     Examples
@@ -169,12 +195,11 @@ def he_uniform(rng, shape, fan_in, fan_out):
     >>> w.shape, bool(np.abs(to_numpy(w)).max() <= (6 / 27) ** 0.5)  # fan_in = 3 * 3 * 3
     ((8, 3, 3, 3), True)
     """
-    bound = math.sqrt(6.0 / fan_in)
-    return rng.uniform(-bound, bound, size=shape)
+    return _uniform(rng, shape, math.sqrt(6.0 / fan_in), dtype)
 
 
 @_initializer
-def glorot_normal(rng, shape, fan_in, fan_out):
+def glorot_normal(rng, shape, fan_in, fan_out, dtype):
     """Glorot (Xavier) normal: N(0, 2 / (fan_in + fan_out)).
 
     Examples
@@ -183,11 +208,11 @@ def glorot_normal(rng, shape, fan_in, fan_out):
     >>> round(float(w.std() ** 2 * (300 + 100)), 1)
     2.0
     """
-    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
+    return _normal(rng, shape, math.sqrt(2.0 / (fan_in + fan_out)), dtype)
 
 
 @_initializer
-def glorot_uniform(rng, shape, fan_in, fan_out):
+def glorot_uniform(rng, shape, fan_in, fan_out, dtype):
     """Glorot (Xavier) uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
 
     Examples
@@ -196,8 +221,7 @@ def glorot_uniform(rng, shape, fan_in, fan_out):
     >>> w.dtype, bool(abs(w).max() <= 1.0)  # a = sqrt(6 / 6)
     (dtype('float32'), True)
     """
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-bound, bound, size=shape)
+    return _uniform(rng, shape, math.sqrt(6.0 / (fan_in + fan_out)), dtype)
 
 
 def zeros(
@@ -218,7 +242,8 @@ def zeros(
     array([[0., 0., 0.],
            [0., 0., 0.]])
     """
-    return _move(np.zeros(_checked_shape(shape)), xp, device, dtype)
+    space, target, _host = _target(xp, dtype)
+    return space.zeros(_checked_shape(shape), dtype=target, device=device)
 
 
 #: Initialisers by name (the ``init=`` argument of Conv2D and Dense).

@@ -26,7 +26,7 @@ from ..conv import conv2d, conv2d_backward
 from ..conv.table import parse_strategy
 from ..geometry import Padding, conv_geometry, pair, pool_geometry, resolve_padding
 from ..pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
-from .base import LAYERS, Layer, sample_shape
+from .base import LAYERS, Layer, check_build_bytes, sample_shape
 from .init import get_initializer, zeros
 
 __all__ = [
@@ -165,7 +165,9 @@ class Conv2D(Layer):
         }
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
-        """Check ``input_shape == (in_channels, H, W)``; draw ``w``; ``b`` zeros."""
+        """Check ``input_shape == (in_channels, H, W)`` and the bytes of the parameters and of
+        one sample's output (:func:`~arraycnn.nn.base.check_build_bytes`); draw ``w``; ``b``
+        zeros."""
         shape = sample_shape(input_shape, "Conv2D")
         if len(shape) != 3 or shape[0] != self.in_channels:
             raise ValueError(
@@ -179,6 +181,11 @@ class Conv2D(Layer):
         space = resolve_backend(xp)
         dtype = resolve_dtype(space, dtype)
         f, cg, kh, kw = self.weight_shape
+        params = {"w": self.weight_shape, **({"b": (f,)} if self.bias else {})}
+        output = (f, geom.ho, geom.wo)
+        check_build_bytes(
+            "Conv2D", xp=space, device=device, dtype=dtype, params=params, output=output
+        )
         self.params = {
             "w": self._initializer(
                 self.weight_shape,
@@ -193,7 +200,7 @@ class Conv2D(Layer):
         if self.bias:
             self.params["b"] = zeros((f,), xp=space, device=device, dtype=dtype)
         self.grads = {}
-        self.input_shape, self.output_shape = shape, (f, geom.ho, geom.wo)
+        self.input_shape, self.output_shape = shape, output
         return self.output_shape
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -253,7 +260,8 @@ class _Pool2D(Layer):
         return {"stride": self.stride, "padding": self.padding}
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
-        """Check ``input_shape == (C, H, W)`` and that the window fits."""
+        """Check ``input_shape == (C, H, W)``, that the window fits and that one sample's
+        output fits the memory available."""
         owner = type(self).__name__
         shape = sample_shape(input_shape, owner)
         if len(shape) != 3:
@@ -264,7 +272,17 @@ class _Pool2D(Layer):
             )
         except ValueError as exc:
             raise ValueError(f"{owner}: input shape {shape} does not fit: {exc}") from exc
-        self.input_shape, self.output_shape = shape, (shape[0], geom.ho, geom.wo)
+        output = (shape[0], geom.ho, geom.wo)
+        space = resolve_backend(xp)
+        check_build_bytes(
+            owner,
+            xp=space,
+            device=device,
+            dtype=resolve_dtype(space, dtype),
+            params={},
+            output=output,
+        )
+        self.input_shape, self.output_shape = shape, output
         return self.output_shape
 
     def get_config(self) -> dict:
@@ -428,7 +446,8 @@ class Dense(Layer):
         self._x: Array | None = None
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
-        """Check ``input_shape == (in_features,)``; draw ``w``; ``b`` zeros."""
+        """Check ``input_shape == (in_features,)`` and the bytes of the parameters
+        (:func:`~arraycnn.nn.base.check_build_bytes`); draw ``w``; ``b`` zeros."""
         shape = sample_shape(input_shape, "Dense")
         if shape != (self.in_features,):
             raise ValueError(
@@ -438,6 +457,15 @@ class Dense(Layer):
         space = resolve_backend(xp)
         dtype = resolve_dtype(space, dtype)
         w_shape = (self.in_features, self.out_features)
+        params = {"w": w_shape, **({"b": (self.out_features,)} if self.bias else {})}
+        check_build_bytes(
+            "Dense",
+            xp=space,
+            device=device,
+            dtype=dtype,
+            params=params,
+            output=(self.out_features,),
+        )
         self.params = {
             "w": self._initializer(w_shape, rng=rng, xp=space, device=device, dtype=dtype)
         }

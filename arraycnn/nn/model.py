@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import backend_name, device_of, resolve_backend
+from ..budget import WorkspaceError
 from . import training
-from .data import batches, placement_of, positive_int, prepare_inputs, x_batch
-from .serialization import read_model, save_model
+from .base import sample_shape
+from .data import batches, check_seed, placement_of, positive_int, prepare_inputs, x_batch
+from .serialization import MODEL_DTYPES, ModelFileError, read_model, save_model
 from .training import Callback, History
 
 __all__ = ["History", "Sequential", "load_model"]
@@ -69,15 +71,20 @@ class Sequential:
         As in :func:`arraycnn.resolve_backend`: ``"numpy"``, ``"torch"``, ``"cupy"``,
         ``"array_api_strict"``, ... or a namespace module.
     dtype : str
-        Floating dtype of parameters and activations (``"float32"`` or ``"float64"``).
+        Floating dtype of parameters and activations: ``"float32"``, ``"float64"`` or
+        ``"float16"`` (where the backend has it; the optimizers keep their state and compute
+        their updates in float32 for float16 parameters, see :mod:`arraycnn.nn.optim`).
     seed : int, optional
-        Seeds the initial weights (host-side NumPy generator, documented in
-        :mod:`arraycnn.nn.init`) and the default shuffling of ``fit``.
+        A non-negative int: seeds the initial weights (host-side NumPy generator, documented
+        in :mod:`arraycnn.nn.init`) and the default shuffling of ``fit``.
 
     Notes
     -----
     The model is built on the first ``fit`` / ``predict`` from the data's per-sample shape
-    (``X.shape[1:]``), or explicitly with :meth:`build`.
+    (``X.shape[1:]``), or explicitly with :meth:`build`. Each layer's ``build`` refuses
+    parameters (or one sample's output) larger than the memory available
+    (:func:`arraycnn.budget.check_size`) with a :class:`~arraycnn.budget.WorkspaceError`
+    before allocating them.
 
     Examples
     --------
@@ -100,14 +107,16 @@ class Sequential:
     ):
         layers = list(layers)
         _check_layers(layers)
-        if dtype not in ("float32", "float64", "float16"):
+        if not isinstance(dtype, str) or dtype not in MODEL_DTYPES:
             raise ValueError(f"dtype must be 'float32', 'float64' or 'float16', got {dtype!r}")
         self.layers = layers
         self.xp = resolve_backend(backend)
         self.dtype_name = dtype
+        if not hasattr(self.xp, dtype):
+            raise ValueError(f"dtype {dtype!r} is not available on backend {self.backend!r}")
         self.dtype = getattr(self.xp, dtype)
         self.device = device_of(self.xp.empty(0, dtype=self.dtype))
-        self.seed = seed
+        self.seed = check_seed(seed, "seed")
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
         self.loss: Any = None
@@ -153,6 +162,8 @@ class Sequential:
         ValueError
             ``"expected ... got ..."`` when a layer does not fit its input; the message
             names the layer.
+        WorkspaceError
+            When a layer's parameters exceed the memory available (before they are allocated).
 
         Examples
         --------
@@ -161,7 +172,7 @@ class Sequential:
         >>> model.build((1, 4, 4))  # (1, 4, 4) -> (2, 4, 4) -> (2, 2, 2) -> (8,)
         (8,)
         """
-        shape = tuple(int(s) for s in input_shape)
+        shape = sample_shape(input_shape, "Sequential.build")
         rng = np.random.default_rng(self.seed)
         current = shape
         for i, layer in enumerate(self.layers):
@@ -169,6 +180,8 @@ class Sequential:
                 current = tuple(
                     layer.build(current, xp=self.xp, device=self.device, dtype=self.dtype, rng=rng)
                 )
+            except WorkspaceError as exc:
+                raise WorkspaceError(f"layer {i} ({type(layer).__name__}): {exc}") from exc
             except ValueError as exc:
                 raise ValueError(
                     f"layer {i} ({type(layer).__name__}) does not fit its input: {exc}"
@@ -375,32 +388,46 @@ class Sequential:
         Parameters
         ----------
         X : array, shape (N, *sample_shape)
-            NumPy (batches move to the backend per step) or the model's namespace.
-        y : array, shape (N,) int labels, or (N, K) one-hot / targets
+            NumPy (batches move to the backend per step) or the model's namespace; N >= 1.
+        y : array, shape (N,) labels, or (N, K) one-hot / targets
+            Labels are ints, or floats that are whole numbers, in ``[0, K)`` (0 or 1 for a
+            model with one output, which also takes float targets).
         epochs, batch_size : int
-            Positive. The last batch of an epoch may be smaller.
+            Positive. The last batch of an epoch may be smaller. A batch whose training step
+            (the input and every layer's output for the batch, gradients and optimizer state)
+            would not fit the memory available is refused before training
+            (:func:`arraycnn.nn.training.check_batch`).
         loss : str or Loss
             ``"categorical_crossentropy"``, ``"binary_crossentropy"``, ``"mse"`` or an object.
         optimizer : str or Optimizer
             A name for :func:`arraycnn.nn.optim.get_optimizer` (default hyper-parameters) or an
             optimizer object (its state persists across ``fit`` calls).
         validation_data : (X_val, y_val), optional
-            Evaluated at the end of every epoch.
+            Evaluated at the end of every epoch (at least one sample).
         shuffle : bool
             Reshuffle the samples every epoch.
         seed : int, optional
-            Shuffling seed (default: the model's seed).
+            Shuffling seed, a non-negative int (default: the model's seed).
         progress : bool
             A progress bar on a terminal, else one line per epoch; nothing if False.
         callback : callable, optional
             ``callback(epoch, metrics)`` after every epoch (``metrics`` as recorded in the
-            history); a true return value ends training there (early stopping).
+            history); a true return value ends training there (early stopping). Checked to
+            be callable before the first epoch.
 
         Returns
         -------
         History
             Per-epoch metrics. Ctrl-C stops training after the current step, keeps the
-            weights, and returns the history of the completed epochs.
+            weights, and returns the history of the completed epochs. A NaN or infinite
+            training loss (divergence) gives one ``RuntimeWarning``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad argument (the message names it), before anything is trained.
+        WorkspaceError
+            For a batch, or parameters (``build``), larger than the memory available.
 
         Notes
         -----
@@ -443,6 +470,8 @@ class Sequential:
         X : array, shape (N, *sample_shape)
         y : array, shape (N,) int labels, or (N, K) one-hot / targets
         batch_size : int
+            Lowered where a batch would not fit the memory available (results do not depend
+            on it).
         loss : str or Loss, optional
             Default: the loss of the last ``fit``, else categorical cross-entropy (or binary
             cross-entropy for a model with one output).
@@ -452,6 +481,12 @@ class Sequential:
         dict
             ``{"loss": float, "accuracy": float}``
 
+        Raises
+        ------
+        ValueError
+            For zero samples (there is no mean to report), and for ``X`` / ``y`` that do
+            not fit the model (see :meth:`fit`).
+
         Examples
         --------
         >>> import numpy as np
@@ -459,7 +494,7 @@ class Sequential:
         >>> model = Sequential([Dense(2, 2), Softmax()], seed=0)
         >>> scores = model.evaluate(np.eye(2), np.array([0, 1]))
         >>> round(scores["loss"], 4), scores["accuracy"]
-        (0.5324, 0.5)
+        (0.7486, 0.5)
         """
         return training.evaluate(self, X, y, batch_size=batch_size, loss=loss)
 
@@ -468,9 +503,18 @@ class Sequential:
     def predict_proba(self, X: Any, *, batch_size: int = 256) -> Array:
         """The last layer's output for every sample (class probabilities after Softmax).
 
+        ``batch_size`` is lowered where a batch's pass would not fit the memory available
+        (:func:`arraycnn.nn.training.capped_batch`); results do not depend on it.
+
         Returns
         -------
         array of the model's namespace, shape (N, *output_shape)
+            Empty, shape (0, *output_shape), for zero samples.
+
+        Raises
+        ------
+        WorkspaceError
+            If not even one sample's pass fits the memory available.
 
         Examples
         --------
@@ -483,6 +527,7 @@ class Sequential:
         """
         batch_size = positive_int(batch_size, "batch_size")
         data = prepare_inputs(self, X)
+        batch_size = training.capped_batch(self, batch_size, "predict")
         place = placement_of(self)
         outputs = [
             self.forward(x_batch(data, s, place), training=False)
@@ -495,7 +540,8 @@ class Sequential:
     def predict(self, X: Any, *, batch_size: int = 256) -> Array:
         """Predicted class labels, shape (N,), int64, in the model's namespace.
 
-        Argmax over the outputs; with a single output unit, ``output > 0.5``.
+        Argmax over the outputs; with a single output unit, ``output > 0.5``. Zero samples
+        give an empty array.
 
         Examples
         --------
@@ -508,7 +554,7 @@ class Sequential:
         """
         proba = self.predict_proba(X, batch_size=batch_size)
         xp = self.xp
-        flat = xp.reshape(proba, (proba.shape[0], -1))  # (N, ...) -> (N, K)
+        flat = xp.reshape(proba, (proba.shape[0], math.prod(proba.shape[1:])))  # (N, ...) -> (N, K)
         if flat.shape[1] == 1:
             return xp.astype(flat[:, 0] > 0.5, xp.int64)
         return xp.astype(xp.argmax(flat, axis=1), xp.int64)
@@ -545,6 +591,10 @@ def load_model(
 ) -> Sequential:
     """Rebuild a model written by :meth:`Sequential.save`, on any backend.
 
+    Nothing in the file is trusted (see :mod:`arraycnn.nn.serialization`): the header and the
+    declared shape and dtype of every array are checked, and the model is built from the
+    header, before any array is read; each array is then read as exactly its declared size.
+
     Parameters
     ----------
     path : path-like
@@ -557,9 +607,13 @@ def load_model(
     ------
     FileNotFoundError
         If the file does not exist.
-    ValueError
-        If the file is not an arraycnn model (the message names the file), or its parameters
-        do not fit its architecture.
+    ModelFileError
+        (a ``ValueError``) If the file is not a sound arraycnn model file: not a zip of
+        ``.npy`` arrays, a header of the wrong form, arrays whose declared sizes do not
+        match the file or the architecture, non-floating dtypes, NaN or infinite
+        parameters. The message names the file.
+    WorkspaceError
+        If the architecture's parameters exceed the memory available (nothing is allocated).
 
     Examples
     --------
@@ -578,11 +632,15 @@ def load_model(
     True
     """
     saved = read_model(path)
-    layers = saved.layers()
     header = saved.header
     model = Sequential(
-        layers, backend=backend, dtype=dtype or header["dtype"], seed=header.get("seed")
+        saved.layers(), backend=backend, dtype=dtype or header["dtype"], seed=header.get("seed")
     )
-    model.build(tuple(header["input_shape"]))
+    try:
+        model.build(tuple(header["input_shape"]))
+    except WorkspaceError as exc:
+        raise WorkspaceError(f"{str(saved.path)!r}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(saved.path, f"its architecture does not build: {exc}") from exc
     model.set_parameters(saved.parameters_for(model.parameters(), placement_of(model)))
     return model

@@ -17,6 +17,12 @@ a key whose shape changes raises ValueError. :meth:`Optimizer.reset` forgets all
 
 ``lr`` is a plain attribute (validated on assignment): a schedule may change it between steps.
 
+**Half precision.** For float16 / bfloat16 parameters the update is computed in float32 and the
+state (moments, accumulators) is kept in float32; only the new parameter is rounded back to its
+dtype. In float16 itself Adam's default ``eps = 1e-8`` rounds to 0 and ``(1 - beta2) g^2``
+underflows to 0 for gradients below about 1e-2, so a zero or small gradient gives ``0 / 0``:
+NaN weights after one step.
+
 Reuse is by composition: an optimizer holds *parts*, each owning its hyperparameters, their
 validation and its piece of the update rule, and its one ``_step`` chains them:
 
@@ -257,8 +263,16 @@ class Optimizer:
                     f"grads[{key!r}] has shape {tuple(g.shape)} but params[{key!r}] has shape "
                     f"{tuple(p.shape)}"
                 )
-            updated[key] = self._step(self._state_of(key, p), p, g)
+            updated[key] = self._update(self._state_of(key, p), p, g)
         return updated
+
+    def _update(self, state: State, p: Array, g: Array) -> Array:
+        """:meth:`_step`, computed in float32 for half-precision parameters (module docstring)."""
+        xp = namespace_of(p)
+        if not (xp.isdtype(p.dtype, "real floating") and xp.finfo(p.dtype).bits < 32):
+            return self._step(state, p, g)
+        wide = xp.float32
+        return xp.astype(self._step(state, xp.astype(p, wide), xp.astype(g, wide)), p.dtype)
 
     def _state_of(self, key: str, p: Array) -> State:
         """The state of ``key`` (created empty); its step count ``t`` advanced by one."""

@@ -13,9 +13,12 @@ does the same); likewise ``Sigmoid`` with binary cross-entropy (see :func:`train
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType, ModuleType
@@ -23,11 +26,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..budget import WorkspaceError, format_bytes, memory_limit
 from .data import (
     Dataset,
     Index,
     Placement,
     batches,
+    check_flag,
+    check_seed,
     epoch_order,
     num_outputs,
     placement_of,
@@ -45,10 +51,13 @@ __all__ = [
     "History",
     "StepResult",
     "StopFlag",
+    "capped_batch",
+    "check_batch",
     "count_correct",
     "evaluate",
     "evaluate_dataset",
     "fit",
+    "largest_batch",
     "resolve_loss",
     "resolve_optimizer",
     "stop_on_sigint",
@@ -202,7 +211,122 @@ def _validation_set(model: _Model, validation_data: Any) -> Dataset | None:
     if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
         raise TypeError("validation_data must be a pair (X_val, y_val)")
     X, y = validation_data
-    return prepare_labeled(model, X, y, names=("validation X", "validation y"))
+    return prepare_labeled(model, X, y, names=("validation X", "validation y"), nonempty=True)
+
+
+def _check_callback(callback: Any) -> Callback | None:
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            "callback must be callable as callback(epoch, metrics), got "
+            f"{type(callback).__name__} {callback!r}"
+        )
+    return callback
+
+
+# --------------------------------------------------------------------------------------------
+# memory of a batch
+# --------------------------------------------------------------------------------------------
+
+
+def _sample_bytes(model: _Model) -> int:
+    """Bytes one sample adds to a pass: its input and every layer's output (a layer keeps its
+    input for the backward pass), from the per-sample shapes of a built model."""
+    shapes = [tuple(model.input_shape or ())]
+    shapes += [
+        tuple(s) for s in (getattr(layer, "output_shape", None) for layer in model.layers) if s
+    ]
+    return sum(math.prod(shape) for shape in shapes) * _itemsize(model)
+
+
+def _state_bytes(model: _Model, training: bool) -> int:
+    """Bytes a training step adds besides the batch: a gradient and at most two optimizer slots
+    per parameter (nothing for inference: the parameters exist already)."""
+    if not training:
+        return 0
+    count = sum(math.prod(tuple(p.shape)) for p in model.parameters().values())
+    return 3 * count * max(_itemsize(model), 4)  # optimizer state is float32 at least
+
+
+def _itemsize(model: _Model) -> int:
+    return model.xp.finfo(model.dtype).bits // 8
+
+
+def largest_batch(model: _Model, *, training: bool = False) -> int:
+    """The most samples per batch whose pass (every layer's output for the batch, and for
+    training the gradients and optimizer state) fits the memory available
+    (:func:`arraycnn.budget.memory_limit`); 0 when not even one sample does.
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Sequential
+    >>> model = Sequential([Dense(256, 1024)], seed=0)
+    >>> _ = model.build((256,))
+    >>> largest_batch(model) > 1000  # 5 KiB per sample
+    True
+    """
+    limit = memory_limit(model.xp, model.device)
+    if limit is None:
+        return sys.maxsize
+    room = limit - _state_bytes(model, training)
+    return max(room, 0) // max(_sample_bytes(model), 1)
+
+
+def capped_batch(model: _Model, batch_size: int, what: str) -> int:
+    """``batch_size``, lowered to :func:`largest_batch` where a batch would not fit (for
+    inference, where the batch size changes nothing but memory and speed).
+
+    Raises
+    ------
+    WorkspaceError
+        If not even one sample fits.
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Sequential
+    >>> model = Sequential([Dense(256, 1024)], seed=0)
+    >>> _ = model.build((256,))
+    >>> capped_batch(model, 64, "predict")
+    64
+    """
+    batch = min(batch_size, largest_batch(model))
+    if batch < 1:
+        check_batch(model, 1, what)
+    return batch
+
+
+def check_batch(model: _Model, batch: int, what: str, *, training: bool = False) -> None:
+    """Refuse, before anything runs, a batch of ``batch`` samples whose pass does not fit the
+    memory available: the batch's input and every layer's output (and, for ``training``, a
+    gradient and the optimizer state of every parameter).
+
+    Raises
+    ------
+    WorkspaceError
+        Naming the sizes, the memory available and the largest batch that fits.
+
+    Examples
+    --------
+    >>> from arraycnn.nn import Dense, Sequential
+    >>> model = Sequential([Dense(1, 10**7)], seed=0)
+    >>> _ = model.build((1,))
+    >>> check_batch(model, 10**6, "fit", training=True)
+    Traceback (most recent call last):
+    ...
+    arraycnn.budget.WorkspaceError: fit: a batch of 1000000 samples (38.15 MiB each: ...
+    """
+    limit = memory_limit(model.xp, model.device)
+    per_sample, state = _sample_bytes(model), _state_bytes(model, training)
+    needed = batch * per_sample + state
+    if limit is None or needed <= limit:
+        return
+    fits = largest_batch(model, training=training)
+    advice = f"use batch_size <= {fits}" if fits else "not even one sample fits"
+    extra = f" with {format_bytes(state)} of gradients and optimizer state" if state else ""
+    raise WorkspaceError(
+        f"{what}: a batch of {batch} samples ({format_bytes(per_sample)} each: the input and "
+        f"every layer's output){extra} needs {needed} bytes ({format_bytes(needed)}), more than "
+        f"the memory available of {limit} bytes ({format_bytes(limit)}); {advice}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,7 +497,7 @@ def train_step(
     >>> head = training_head(model.layers, model.output_shape, resolve_loss("cross_entropy"))
     >>> result = train_step(model, data, slice(0, 2), head, SGD(0.1))
     >>> round(result.loss, 4), result.count
-    (0.5324, 2)
+    (0.7486, 2)
     """
     place = placement_of(model)
     xb = x_batch(data, index, place)
@@ -448,6 +572,7 @@ class _Run:
     rng: np.random.Generator
     history: History = field(default_factory=History)
     flag: StopFlag = field(default_factory=StopFlag)
+    warned_non_finite: bool = False
 
     @property
     def steps_per_epoch(self) -> int:
@@ -467,11 +592,13 @@ def _start_run(
     seed: int | None,
 ) -> _Run:
     """Check the arguments of :func:`fit` (same order) and its data, building the model if
-    needed; set the model's loss and optimizer."""
+    needed, and the memory of a batch; set the model's loss and optimizer."""
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     loss_fn, opt = resolve_loss(loss), resolve_optimizer(optimizer)
+    shuffle, seed = check_flag(shuffle, "shuffle"), check_seed(seed, "seed")
     train = prepare_labeled(model, X, y, nonempty=True)
     validation = _validation_set(model, validation_data)
+    check_batch(model, min(batch_size, train.n), "fit", training=True)
     model.loss, model.optimizer = loss_fn, opt
     head = training_head(model.layers, model.output_shape, loss_fn)
     rng = np.random.default_rng(model.seed if seed is None else seed)
@@ -489,11 +616,25 @@ def _train_epoch(run: _Run, reporter: Reporter) -> _Tally:
             run.flag.requested = True
             break
         run.history.steps += 1
+        _warn_if_non_finite(run, result.loss)
         tally.add(result)
         reporter.step(**tally.means())
         if run.flag.requested:
             break
     return tally
+
+
+def _warn_if_non_finite(run: _Run, loss: float) -> None:
+    """Warn once per ``fit`` when a step's loss is NaN or infinite (training diverged)."""
+    if math.isfinite(loss) or run.warned_non_finite:
+        return
+    run.warned_non_finite = True
+    warnings.warn(
+        f"the training loss is {loss} at step {run.history.steps}: training diverged (lower "
+        "the learning rate, or use float32 where float16 overflows)",
+        RuntimeWarning,
+        stacklevel=5,
+    )
 
 
 def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict[str, float] | None:
@@ -505,7 +646,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict[str, float] | 
         _report_interrupt(reporter, run.history, epoch)
         return None
     validation = run.validation
-    batch_size = max(run.batch_size, 256)
+    batch_size = max(1, min(max(run.batch_size, 256), largest_batch(run.model)))
     scores = None if validation is None else evaluate_dataset(run.model, validation, batch_size)
     metrics = _epoch_metrics(tally, scores, started)
     run.history.record(epoch, metrics)
@@ -568,6 +709,8 @@ def fit(
     >>> history.epochs, history.steps
     ([1, 2, 3], 6)
     """
+    callback = _check_callback(callback)
+    progress = check_flag(progress, "progress")
     run = _start_run(
         model, X, y, epochs, batch_size, loss, optimizer, validation_data, shuffle, seed
     )
@@ -596,7 +739,7 @@ def evaluate_dataset(
     >>> data = Dataset(np.array([[1.0, 0.0], [0.0, 1.0]]), on_host=True, y=np.array([0, 1]))
     >>> scores = evaluate_dataset(model, data, 256, resolve_loss("cross_entropy"))
     >>> round(scores["loss"], 4), scores["accuracy"]
-    (0.5324, 0.5)
+    (0.7486, 0.5)
     """
     head = training_head(model.layers, model.output_shape, model.loss if loss is None else loss)
     place = placement_of(model)
@@ -606,7 +749,9 @@ def evaluate_dataset(
         value, _ = head.loss(out, _targets(data.y[s], head, model, place))
         total += float(value) * (s.stop - s.start)
         correct += count_correct(out, data.y[s], logits=head.logits, place=place)
-    return {"loss": total / max(data.n, 1), "accuracy": correct / max(data.n, 1)}
+    if data.n == 0:
+        raise ValueError("there is nothing to evaluate: 0 samples")
+    return {"loss": total / data.n, "accuracy": correct / data.n}
 
 
 def evaluate(
@@ -623,7 +768,8 @@ def evaluate(
     ['accuracy', 'loss']
     """
     batch_size = positive_int(batch_size, "batch_size")
-    data = prepare_labeled(model, X, y)
+    data = prepare_labeled(model, X, y, nonempty=True)
+    batch_size = capped_batch(model, batch_size, "evaluate")
     if loss is None:
         loss = model.loss
     if loss is None:

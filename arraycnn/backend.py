@@ -36,6 +36,7 @@ __all__ = [
     "backend_name",
     "device_of",
     "fft_module",
+    "graph_call",
     "is_accelerator",
     "is_floating",
     "namespace_of",
@@ -550,6 +551,26 @@ class GraphOp:
 
     def __call__(self, *inputs: Any) -> Any:
         return _autograd_function().apply(self, *inputs)
+
+
+def graph_call(
+    xp: ModuleType, forward: Callable[..., Any], backward: Callable[..., Any], *inputs: Any
+) -> Any:
+    """``forward(*inputs)``: on torch, recorded as one node of the graph with ``backward``
+    (:class:`GraphOp`) where :func:`records_graph`, else run with no graph (:func:`no_graph`);
+    on other namespaces, simply run.
+
+    Examples
+    --------
+    >>> graph_call(resolve_backend("numpy"), lambda a: a * a, None, np.float64(3.0))
+    np.float64(9.0)
+    """
+    if backend_name(xp) != "torch":
+        return forward(*inputs)
+    if records_graph(*inputs):
+        return GraphOp(forward, backward)(*inputs)
+    with no_graph(xp):
+        return forward(*inputs)
 
 
 #: The one torch.autograd.Function class, made on first use (torch imported lazily).

@@ -19,7 +19,7 @@ import pytest
 import arraycnn as ac
 from arraycnn import budget
 from arraycnn.backend import to_numpy
-from arraycnn.conv import cost, dispatch, explain, strategy
+from arraycnn.conv import chunking, cost, dispatch, explain, strategy
 from arraycnn.conv.facts import Values
 from arraycnn.conv.table import STRATEGIES, STRATEGY_NAMES
 from arraycnn.testing import assert_close
@@ -63,7 +63,7 @@ def _shipped() -> cost.Calibration:
 
 def _priced(name: str, call: strategy.Call, rank: int | None = None) -> dispatch.Plan:
     """The strategy's plan for ``call`` under an unlimited budget."""
-    return dispatch.price(name, call, rank=rank, cal=_shipped(), budget=2**62, reason="")
+    return chunking.price(name, call, rank=rank, cal=_shipped(), budget=2**62, reason="")
 
 
 def _workspace(name: str, call: strategy.Call, n: int, rank: int | None = None) -> int:
@@ -144,7 +144,7 @@ def test_prices_and_counts():
 
     def im2col_counts(dtype):
         call = dispatch.describe(w.astype(dtype), geom, xp=NUMPY)
-        return dispatch.price("im2col", call, rank=None, cal=cal, budget=2**40, reason="").counts
+        return chunking.price("im2col", call, rank=None, cal=cal, budget=2**40, reason="").counts
 
     c32, c64 = im2col_counts(np.float32), im2col_counts(np.float64)
     # float64 doubles bytes and flops (float32-equivalents) of the same geometry
@@ -346,7 +346,7 @@ def test_chunk_is_the_largest_that_fits():
     ws = {n: _workspace("im2col", call, n) for n in (1, 3, 4)}
 
     def chunk(limit: int) -> int:
-        return dispatch.price("im2col", call, rank=None, cal=_shipped(), budget=limit, reason="")
+        return chunking.price("im2col", call, rank=None, cal=_shipped(), budget=limit, reason="")
 
     assert chunk(ws[3]).chunk == 3 and chunk(ws[4] - 1).chunk == 3
     assert chunk(10**12).chunk == 10 and not chunk(10**12).chunked
@@ -356,7 +356,7 @@ def test_chunk_is_the_largest_that_fits():
     banded = chunk(ws[1] - 1)
     assert banded.chunk == 1 and banded.chunked and 1 <= banded.rows < g.ho
     assert banded.bytes <= ws[1] - 1 and "bands of" in banded.reason
-    taller = dispatch.row_bands("im2col", call, None, _shipped(), banded.rows + 1)
+    taller = chunking.row_bands(call, _im2col_plan, banded.rows + 1)
     assert max(_priced_workspace(b.kernel) for b in taller) > ws[1] - 1
     rows = [r for b in banded.bands for r in range(b.out_rows.start, b.out_rows.stop)]
     assert rows == list(range(g.ho))  # the bands cover the output rows once, in order
@@ -365,8 +365,12 @@ def test_chunk_is_the_largest_that_fits():
     assert chunk(one_row).chunk == 1 and chunk(one_row).rows == 1
 
 
+def _im2col_plan(call):
+    return STRATEGIES["im2col"].plan(call, None, None)
+
+
 def _priced_workspace(kernel) -> int:
-    return dispatch.workspace_bytes(STRATEGIES["im2col"], kernel)
+    return chunking.workspace_bytes(STRATEGIES["im2col"], kernel)
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
@@ -395,7 +399,7 @@ def test_forced_strategy_runs_in_chunks_and_matches_the_loops(name, xp, to_xp, r
 
 def _one_row(name: str, call: strategy.Call) -> int:
     """The workspace of one output row of one sample (the least a strategy can run in)."""
-    return dispatch.price(name, call, rank=None, cal=_shipped(), budget=1, reason="").bytes
+    return chunking.price(name, call, rank=None, cal=_shipped(), budget=1, reason="").bytes
 
 
 def test_auto_with_a_tiny_budget_skips_bands_or_chunks(xp, to_xp, rng, favour):

@@ -21,7 +21,7 @@ import scipy.fft
 import arraycnn as ac
 from arraycnn.backend import device_of
 from arraycnn.budget import SMALL_ARRAYS_BYTES
-from arraycnn.conv import cost, dispatch, fft
+from arraycnn.conv import chunking, cost, dispatch, fft
 from arraycnn.testing import assert_close
 
 DTYPES = ["float32", "float64"]
@@ -370,6 +370,6 @@ def test_workspace_prediction_bounds_the_measured_peak(
     p = _plan(ac.conv_geometry(x.shape, w.shape, **kw), x, length)
     y, peak = traced_peak(lambda: fft.forward(p, x, w, xp=NUMPY))
     measured = peak - y.nbytes
-    predicted = dispatch.workspace_bytes(fft.STRATEGY, p)
+    predicted = chunking.workspace_bytes(fft.STRATEGY, p)
     assert measured <= predicted, (measured, predicted)
     assert predicted <= 4 * measured + SMALL_ARRAYS_BYTES, (measured, predicted)

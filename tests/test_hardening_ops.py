@@ -19,7 +19,7 @@ import arraycnn as ac
 from arraycnn import budget
 from arraycnn.backend import device_of
 from arraycnn.budget import HostSources
-from arraycnn.conv import dispatch
+from arraycnn.conv import chunking, dispatch
 from arraycnn.testing import assert_close
 
 GiB = 2**30
@@ -273,10 +273,10 @@ def test_one_sample_over_the_budget_runs_in_bands_of_rows(
         call = dispatch.describe(tw, geom, xp=xp, direction=direction)
         cal = ac.conv.cost.calibration_for(call.backend)[0]
         rank = 2 if strategy == "separable" else None
-        one = dispatch.price(
+        one = chunking.price(
             strategy, call.with_n(1), rank=rank, cal=cal, budget=2**62, reason=""
         ).bytes
-        row = dispatch.price(strategy, call, rank=rank, cal=cal, budget=1, reason="").bytes
+        row = chunking.price(strategy, call, rank=rank, cal=cal, budget=1, reason="").bytes
         if row >= one:  # one row costs as much as the sample: nothing to band
             continue
         with ac.config(workspace_limit=(row + one) // 2):
@@ -308,10 +308,10 @@ def test_one_row_over_the_budget_raises_for_a_forced_strategy(rng):
 def test_forced_im2col_on_a_large_image_with_a_large_kernel_runs_in_bands(rng):
     """Under the default budget im2col cuts a large image into its own cache-sized bands;
     under a small one the dispatcher runs it in bands of output rows, forward and backward
-    (each band's input gradient in pieces of at most its rows)."""
+    (each band's input gradient added onto the input rows it read)."""
     big = ac.conv_geometry((1, 1, 2048, 2048), (1, 1, 31, 31), padding="same")
     p = dispatch.plan("im2col", np.ones((1, 1, 31, 31), np.float32), big, xp=np)
-    assert 1 <= p.kernel.rows < big.ho and len(p.kernel.pieces) > 1
+    assert 1 <= p.rows < big.ho and len(p.bands) > 1
     x = rng.standard_normal((1, 1, 200, 190)).astype(np.float32)
     w = rng.standard_normal((1, 1, 31, 31)).astype(np.float32)
     gy = rng.standard_normal((1, 1, 200, 190)).astype(np.float32)

@@ -18,7 +18,7 @@ import pytest
 
 import arraycnn as ac
 from arraycnn.backend import device_of
-from arraycnn.conv import cost, dispatch, im2col, naive
+from arraycnn.conv import chunking, cost, dispatch, im2col, naive
 from arraycnn.conv.strategy import Call
 from arraycnn.geometry import conv_geometry, row_band
 from arraycnn.testing import assert_close
@@ -63,7 +63,7 @@ def _budget_for(name: str, w, geom, samples: int, *, xp, direction: str = "forwa
     """The workspace budget under which ``name`` runs ``geom`` in chunks of ``samples``."""
     call = dispatch.describe(w, geom, xp=xp, direction=direction).with_n(samples)
     cal = ac.conv.cost.shipped_calibrations()["numpy"]
-    return dispatch.price(name, call, rank=None, cal=cal, budget=2**62, reason="").bytes
+    return chunking.price(name, call, rank=None, cal=cal, budget=2**62, reason="").bytes
 
 
 TRANSPOSED_GEOMETRIES = [
@@ -238,8 +238,16 @@ def test_the_preferred_chunk_is_planned_and_run(name, monkeypatch, rng):
         assert_close(got, expected, scale=scale, dtype=np.float32, err_msg=what)
 
 
-def _im2col_plan(g, direction="backward", itemsize=4, rows=0):
-    return im2col.plan(Call(g, direction, "numpy", f"float{8 * itemsize}", itemsize), rows=rows)
+def _im2col_plan(g, direction="backward", itemsize=4):
+    return im2col.plan(Call(g, direction, "numpy", f"float{8 * itemsize}", itemsize))
+
+
+def _banded_plan(g, direction: str, rows: int) -> chunking.Plan:
+    """im2col on one sample at a time in bands of ``rows`` output rows."""
+    call = Call(g, direction, "numpy", "float64", 8)
+    bands = chunking.row_bands(call, im2col.plan, rows)
+    first = next(b.kernel for b in bands if b.kernel is not None)
+    return chunking.Plan("im2col", direction, g, 1, "bands", first, rows=rows, bands=bands)
 
 
 def test_counts_follow_the_input_gradient_path(monkeypatch):
@@ -275,7 +283,7 @@ def test_workspace_bound_covers_the_input_gradient(traced_peak, x_shape, w_shape
     rng = np.random.default_rng(0)
     x, w, gy = (rng.standard_normal(shape) for shape in (g.x_shape, g.w_shape, g.y_shape))
     p = _im2col_plan(g, itemsize=8)
-    predicted = dispatch.workspace_bytes(im2col.STRATEGY, p)
+    predicted = chunking.workspace_bytes(im2col.STRATEGY, p)
     _, peak = traced_peak(lambda: im2col.backward(p, gy, x, w, xp=NUMPY))
     results = (g.n * g.c * g.h * g.w + g.f * g.cg * g.kh * g.kw) * 8
     assert peak - results <= predicted
@@ -299,17 +307,17 @@ BANDED_GEOMETRIES = [
 def test_banded_forward_and_backward_match_the_loops(
     xp, to_xp, rng, rows, x_shape, w_shape, geometry
 ):
-    """Bands of 1-3 output rows (remainders, bands of padding only) against the loops:
-    the forward, and the backward (gw summed over the bands)."""
+    """Bands of 1-3 output rows (remainders, bands of padding only) run by the chunking
+    path against the loops: the forward, and the backward (overlapping input gradients
+    added, gw summed over the bands)."""
     g = conv_geometry(x_shape, w_shape, **geometry)
     x, w, gy = (rng.standard_normal(shape) for shape in (x_shape, w_shape, g.y_shape))
     tx, tw, tgy = to_xp(x), to_xp(w), to_xp(gy)
-    itemsize = 8
-    forward = _im2col_plan(g, "forward", itemsize, rows)
-    assert len(forward.pieces) == -(-g.ho // rows) > 1
-    assert all(piece.geom is None or piece.geom.n == g.n for piece in forward.pieces)
-    y = im2col.forward(forward, tx, tw, xp=xp)
-    gx, gw = im2col.backward(_im2col_plan(g, "backward", itemsize, rows), tgy, tx, tw, xp=xp)
+    forward = _banded_plan(g, "forward", rows)
+    assert len(forward.bands) == -(-g.ho // rows) > 1
+    assert all(b.kernel is None or b.kernel.geom.n == 1 for b in forward.bands)
+    y = chunking.run_forward(forward, tx, tw, xp=xp)
+    gx, gw = chunking.run_backward(_banded_plan(g, "backward", rows), tgy, tx, tw, xp=xp)
     sy, sgx, sgw, _ = oracles.error_scales(x, w, gy=gy, **geometry)
     ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, **geometry)
     device = device_of(tx)
@@ -344,5 +352,5 @@ def test_large_image_runs_in_bands():
     small = conv_geometry((1, 1, 256, 256), (1, 1, 3, 3), padding=1)
     assert im2col.rows_per_band(small) == small.ho
     p = _im2col_plan(g, "forward")
-    assert p.rows == rows and len(p.pieces) == -(-g.ho // rows)
+    assert p.rows == rows and p.chunk == 1
     assert cost.shipped_calibrations()["numpy"].seconds("im2col", im2col.counts(p)) > 0

@@ -17,7 +17,7 @@ import pytest
 
 import arraycnn as ac
 from arraycnn.backend import device_of
-from arraycnn.conv import cost, dispatch, explain, facts, separable
+from arraycnn.conv import chunking, cost, dispatch, explain, facts, separable
 from arraycnn.conv.strategy import Call
 from arraycnn.testing import assert_close
 
@@ -37,7 +37,7 @@ def _low_rank(rng, w_shape, rank):
 def _plan(geom, rank, itemsize=8, direction="forward", rows=None) -> separable.SeparablePlan:
     """separable's plan for ``geom`` (``rows``: output rows per band instead of its own)."""
     p = separable.plan(Call(geom, direction, "numpy", f"float{8 * itemsize}", itemsize), rank)
-    return p if rows is None else dataclasses.replace(p, rows=rows)
+    return p if rows is None else dataclasses.replace(p, pass_rows=rows)
 
 
 # (x shape, w shape, rank, geometry, band rows): each runs in several bands
@@ -110,10 +110,10 @@ def test_forward_never_holds_full_size_temporaries(traced_peak):
     w = _low_rank(rng, (1, 1, 7, 7), 1).astype(np.float32)
     geom = ac.conv_geometry(x.shape, w.shape)  # no padding: no padded copy
     p = _plan(geom, 1, itemsize=4)
-    assert math.ceil(geom.ho / p.rows) > 4
+    assert math.ceil(geom.ho / p.pass_rows) > 4
     y, peak = traced_peak(lambda: separable.forward(p, x, w, xp=NUMPY))
     measured = peak - y.nbytes
-    predicted = dispatch.workspace_bytes(separable.STRATEGY, p)
+    predicted = chunking.workspace_bytes(separable.STRATEGY, p)
     assert measured <= predicted
     assert predicted < geom.ho * geom.wp * 4 / 4  # a quarter of the unbanded t
 
@@ -123,8 +123,8 @@ def test_workspace_bytes_are_the_band_temporaries():
     for itemsize in (4, 8):
         p = _plan(geom, 2, itemsize)
         lanes = geom.n * geom.f * geom.cg * 2
-        assert p.rows == separable.band_rows(geom, 2, itemsize) < geom.ho
-        band = 2 * lanes * p.rows * (geom.wp + geom.wo)
+        assert p.pass_rows == separable.band_rows(geom, 2, itemsize) < geom.ho
+        band = 2 * lanes * p.pass_rows * (geom.wp + geom.wo)
         assert separable.workspace(p) == itemsize * band
 
 

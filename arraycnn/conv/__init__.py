@@ -22,15 +22,8 @@ import math
 from types import ModuleType
 from typing import Any
 
-from ..backend import (
-    GraphOp,
-    backend_name,
-    device_of,
-    no_graph,
-    records_graph,
-    resolve_backend,
-)
-from ..budget import CHECK_FLOOR, WorkspaceError, check_size, itemsize, set_workspace_limit
+from ..backend import device_of, graph_call, no_graph, resolve_backend
+from ..budget import WorkspaceError, check_size, itemsize, set_workspace_limit
 from ..geometry import ConvGeometry, Padding
 from ..settings import set_autotune
 from ._boundary import check_float_pair, prepare
@@ -140,22 +133,22 @@ def conv2d(
     xp, geom = prepare(x, w, **geometry, extra=(("b", b),) if b is not None else ())
     if b is not None:
         _check_bias(b, w, geom, xp)
-    results = _output_bytes(geom, w, xp) * (2 if b is not None else 1)
-    if results > CHECK_FLOOR:  # the check reads the memory: only where it can matter
-        check_size(results, lambda: _what("conv2d", geom, w), xp, device_of(w))
+    results = math.prod(geom.y_shape) * itemsize(w.dtype, xp) * (2 if b is not None else 1)
+    check_size(results, lambda: _what("conv2d", geom, w), xp, device_of(w))
     options = {"strategy": strategy, "autotune": autotune}
-    if backend_name(xp) != "torch":
-        return _conv2d(x, w, b, xp, geom, results, **options)
-    if records_graph(x, w, b):
-        return _conv2d_op(xp, geom, results, geometry, options)(x, w, b)
-    with no_graph(xp):
-        return _conv2d(x, w, b, xp, geom, results, **options)
 
+    def forward(x: Array, w: Array, b: Array | None) -> Array:
+        chosen = plan(strategy, w, geom, xp=xp, x=x, direction="forward", autotune=autotune)
+        _check_with_workspace(chosen, "conv2d", results, geom, w, xp)
+        y = run_forward(chosen, x, w, xp=xp)
+        return y if b is None else y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
 
-def _output_bytes(geom: ConvGeometry, w: Array, xp: ModuleType) -> int:
-    """Bytes of the forward's output (N, F, Ho, Wo)."""
-    n, f, ho, wo = geom.y_shape
-    return n * f * ho * wo * itemsize(w.dtype, xp)
+    def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
+        (gy,), (x, w, _) = grads, inputs
+        gx, gw, gb = conv2d_backward(gy, x, w, **geometry, **options)
+        return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None)
+
+    return graph_call(xp, forward, backward, x, w, b)
 
 
 def _what(func: str, geom: ConvGeometry, w: Array, workspace: int | None = None) -> str:
@@ -172,32 +165,7 @@ def _check_with_workspace(chosen: Plan, func: str, results: int, geom, w, xp) ->
     """Results (twice where the pieces are assembled) and the plan's workspace must fit the
     memory together."""
     total = results * (2 if chosen.chunked else 1) + chosen.bytes
-    if total > CHECK_FLOOR:
-        check_size(total, lambda: _what(func, geom, w, chosen.bytes), xp, device_of(w))
-
-
-def _conv2d(x, w, b, xp: ModuleType, geom: ConvGeometry, results: int, *, strategy, autotune):
-    """conv2d once validated: plan, check the memory, run, add the bias."""
-    chosen = plan(strategy, w, geom, xp=xp, x=x, direction="forward", autotune=autotune)
-    _check_with_workspace(chosen, "conv2d", results, geom, w, xp)
-    y = run_forward(chosen, x, w, xp=xp)
-    if b is not None:
-        y = y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
-    return y
-
-
-def _conv2d_op(xp, geom: ConvGeometry, results: int, geometry: dict, options: dict) -> GraphOp:
-    """conv2d as one node of torch's graph; its backward is :func:`conv2d_backward`."""
-
-    def forward(x: Array, w: Array, b: Array | None) -> Array:
-        return _conv2d(x, w, b, xp, geom, results, **options)
-
-    def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
-        (gy,), (x, w, _) = grads, inputs
-        gx, gw, gb = conv2d_backward(gy, x, w, **geometry, **options)
-        return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None)
-
-    return GraphOp(forward, backward)
+    check_size(total, lambda: _what(func, geom, w, chosen.bytes), xp, device_of(w))
 
 
 def _check_bias(b: Array, w: Array, geom: ConvGeometry, xp: ModuleType) -> None:
@@ -264,48 +232,25 @@ def conv2d_backward(
     check_float_pair(gy, x, xp, ("gy", "x"))
     size = itemsize(w.dtype, xp)
     results = size * (math.prod(geom.x_shape) + math.prod(geom.w_shape) + geom.f)
-    if results > CHECK_FLOOR:
-        check_size(results, lambda: _what("conv2d_backward", geom, w), xp, device_of(w))
-    options = {"strategy": strategy, "autotune": autotune}
-    if backend_name(xp) != "torch":
-        return _conv2d_backward(gy, x, w, xp, geom, results, **options)
-    if records_graph(gy, x, w):
-        return _conv2d_backward_op(xp, geom, results, geometry, options)(gy, x, w)
-    with no_graph(xp):
-        return _conv2d_backward(gy, x, w, xp, geom, results, **options)
-
-
-def _conv2d_backward(gy, x, w, xp: ModuleType, geom: ConvGeometry, results: int, **options):
-    """conv2d_backward once validated: plan, check the memory, run."""
-    strategy, autotune = options["strategy"], options["autotune"]
-    chosen = plan(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
-    _check_with_workspace(chosen, "conv2d_backward", results, geom, w, xp)
-    gx, gw = run_backward(chosen, gy, x, w, xp=xp)
-    gb = xp.sum(gy, axis=(0, 2, 3))
-    return gx, gw, gb
-
-
-def _conv2d_backward_op(xp, geom: ConvGeometry, results: int, geometry, options) -> GraphOp:
-    """conv2d_backward as one node of torch's graph (second derivatives).
-
-    gx = A_w^T gy and gw = B_x^T gy, with A_w v = conv2d(v, w) and B_x v = conv2d(x, v), so
-    for output gradients (ggx, ggw, ggb): the gradient for gy is conv2d(ggx, w, ggb) +
-    conv2d(x, ggw), for x the input gradient of conv2d(x, ggw) against gy, for w the
-    weight gradient of conv2d(ggx, w) against gy.
-    """
+    check_size(results, lambda: _what("conv2d_backward", geom, w), xp, device_of(w))
+    kwargs = {**geometry, "strategy": strategy, "autotune": autotune}
 
     def forward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]:
-        return _conv2d_backward(gy, x, w, xp, geom, results, **options)
+        chosen = plan(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
+        _check_with_workspace(chosen, "conv2d_backward", results, geom, w, xp)
+        return (*run_backward(chosen, gy, x, w, xp=xp), xp.sum(gy, axis=(0, 2, 3)))
 
     def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
+        # gx = A_w^T gy, gw = B_x^T gy with A_w v = conv2d(v, w), B_x v = conv2d(x, v): for
+        # (ggx, ggw, ggb), gy gets conv2d(ggx, w, ggb) + conv2d(x, ggw), x the input
+        # gradient of conv2d(x, ggw), w the weight gradient of conv2d(ggx, w) (second order)
         (ggx, ggw, ggb), (gy, x, w) = grads, inputs
-        kwargs = {**geometry, **options}
         ggy = conv2d(ggx, w, ggb, **kwargs) + conv2d(x, ggw, **kwargs) if needs[0] else None
         gx = conv2d_backward(gy, x, ggw, **kwargs)[0] if needs[1] else None
         gw = conv2d_backward(gy, ggx, w, **kwargs)[1] if needs[2] else None
         return ggy, gx, gw
 
-    return GraphOp(forward, backward)
+    return graph_call(xp, forward, backward, gy, x, w)
 
 
 def choose_strategy(
@@ -338,8 +283,6 @@ def choose_strategy(
     'naive'
     """
     xp, geom = prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    if backend_name(xp) != "torch":
-        return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
     with no_graph(xp):  # autotuning runs the candidates
         return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
 

@@ -91,6 +91,11 @@ def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = N
     return xp.zeros(shape, dtype=like.dtype if dtype is None else dtype, device=device_of(like))
 
 
+def empty(shape: tuple[int, ...], like: Array, *, xp: ModuleType) -> Array:
+    """An uninitialised array of ``shape`` with the dtype and device of ``like``."""
+    return xp.empty(shape, dtype=like.dtype, device=device_of(like))
+
+
 def add_at(
     target: Array, index: tuple[slice, ...], values: Array, *, xp: ModuleType | None = None
 ) -> Array:

@@ -23,25 +23,23 @@ one; ``arraycnn tune --update-shipped`` rewrites the package data.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..cachefile import merge_entry, read_section
 from ..settings import cache_dir, cache_dir_name, register_cache
 from .strategy import Counts
 
 __all__ = [
     "CONSTANTS",
     "Calibration",
-    "atomic_write_json",
     "calibration_for",
     "calibration_path",
     "load_user_calibrations",
@@ -123,14 +121,8 @@ class Calibration:
         )
 
 
-def _parse_file(data: Any) -> dict[str, Calibration]:
-    """Calibrations by backend from a calibration file's JSON (ValueError if malformed)."""
-    if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"unknown calibration format {found!r}")
-    backends = data.get("backends")
-    if not isinstance(backends, dict):
-        raise ValueError("malformed calibration file: no 'backends' object")
+def _parse(backends: dict[str, Any]) -> dict[str, Calibration]:
+    """Calibrations by backend from a calibration file's ``backends`` object."""
     return {str(name): Calibration.from_json(entry) for name, entry in backends.items()}
 
 
@@ -138,7 +130,7 @@ def shipped_calibrations() -> dict[str, Calibration]:
     """The calibrations shipped with the package (``calibration.json``), by backend."""
     if "shipped" not in _loaded:
         text = resources.files(__package__).joinpath(CALIBRATION_FILE).read_text("utf-8")
-        _loaded["shipped"] = (0.0, _parse_file(json.loads(text)))
+        _loaded["shipped"] = (0.0, _parse(json.loads(text)["backends"]))
     return _loaded["shipped"][1]
 
 
@@ -166,7 +158,7 @@ def load_user_calibrations() -> dict[str, Calibration]:
         return _loaded[key][1]
     path = Path(key)
     try:
-        result = _parse_file(json.loads(path.read_text(encoding="utf-8")))
+        result = _parse(read_section(path, CALIBRATION_FORMAT, "backends", "calibration"))
     except (OSError, ValueError) as exc:
         warnings.warn(
             f"arraycnn: ignoring the corrupt calibration file {path} ({exc}); "
@@ -179,36 +171,17 @@ def load_user_calibrations() -> dict[str, Calibration]:
     return result
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temporary file + :func:`os.replace`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_user_calibration(
     backend: str, calibration: Calibration, *, extra: dict[str, Any] | None = None
 ) -> Path:
-    """Store ``calibration`` for ``backend`` in the user's file (atomic replace); its path.
+    """Store ``calibration`` for ``backend`` in the user's file (merged under its lock,
+    replaced atomically: :func:`arraycnn.cachefile.merge_entry`); its path.
 
     ``extra`` (e.g. the fit's regret) is stored alongside and ignored when loading.
     """
     path = calibration_path()
-    try:
-        current = json.loads(path.read_text(encoding="utf-8"))
-        backends = dict(current["backends"]) if current.get("format") == CALIBRATION_FORMAT else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        backends = {}
-    backends[backend] = {**calibration.to_json(), **(extra or {})}
-    atomic_write_json(path, {"format": CALIBRATION_FORMAT, "backends": backends})
+    entry = {**calibration.to_json(), **(extra or {})}
+    merge_entry(path, CALIBRATION_FORMAT, "backends", backend, entry)
     _loaded.pop(str(path), None)
     return path
 

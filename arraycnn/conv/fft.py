@@ -656,6 +656,11 @@ class FFTPlan:
     tiles: TilePlan | None
     upcast: bool = False
 
+    @property
+    def rows(self) -> int:
+        """Output rows per kernel call: whole samples (tiles are the kernel's own)."""
+        return self.geom.ho
+
 
 #: The narrowest floating type the transforms run in (bytes): half precision runs in float32.
 COMPUTE_ITEMSIZE = 4

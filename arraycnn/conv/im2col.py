@@ -20,27 +20,29 @@ gradient depends on the stride:
            padding (d·(k-1) - pad_lo, d·(k-1) - pad_hi) per axis
 
   and runs as one more unfold + GEMM (no slice additions);
-- otherwise (stride > 1, a forward padding beyond the kernel's extent, or more output
-  than input channels per group, where gy's columns would outgrow the column gradient):
-  the column gradient ``w^T @ gy`` is folded back onto the input (col2im), one block of
-  taps at a time (:func:`.naive.input_grad`: at stride 1 one contiguous addition per tap
-  over rows of the padded width), never held in full.
+- otherwise (stride > 1, a forward padding beyond the kernel's extent, more output than
+  input channels per group, where gy's columns would outgrow the column gradient, or an
+  input more than twice as tall as gy, as a band thinner than the rows it shares with
+  the next, where the correlation would mostly multiply padding): the column gradient
+  ``w^T @ gy`` is folded back onto the input (col2im), one block of taps at a time
+  (:func:`.naive.input_grad`: at stride 1 one contiguous addition per tap over rows of the
+  padded width), never held in full.
 
 On a CPU the plan asks for batch chunks whose columns fit in the last-level cache
-(:func:`samples_per_chunk`, run by the dispatcher) and cuts a large image into bands of
-output rows (:func:`row_pieces`): each piece's columns are written, then read by its GEMM
-while still in cache. Memory beyond input and output: one piece's columns.
+(:func:`samples_per_chunk`) and cuts a large image into bands of output rows
+(:func:`rows_per_band`), which the dispatcher runs (:mod:`.chunking`): each band's columns
+are written, then read by its GEMM while still in cache. Memory beyond input and output:
+the columns of one kernel call.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
 from typing import Any
 
-from ..backend import device_of
-from ..geometry import ConvGeometry, conv_geometry, row_band
+from ..geometry import ConvGeometry, conv_geometry
 from ..scratch import scratch
 from . import naive
 from ._layout import (
@@ -51,7 +53,6 @@ from ._layout import (
     grad_output_group_major,
     input_group_view,
     output_from_group_major,
-    ranges,
     set_at,
     tap_bands,
 )
@@ -67,41 +68,26 @@ def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
     return cache_chunk(geom.n, per_sample, cached=cached)
 
 
-def rows_per_band(geom: ConvGeometry, *, cached: bool = True) -> int:
+#: Backward bands hold at least this many times the d (kh - 1) input rows that neighbouring
+#: bands share (each band's input gradient covers them) ...
+BAND_OVERLAPS = 4
+#: ... within this many column elements per band (256 MiB of float32).
+BAND_MAX_ELEMENTS = 1 << 26
+
+
+def rows_per_band(geom: ConvGeometry, *, cached: bool = True, backward: bool = False) -> int:
     """Output rows per band: Ho, unless one sample's columns exceed twice
-    :data:`COLUMN_CHUNK_ELEMENTS` (a large image), then as many rows as fit it (at least 1).
-    A GPU (``cached`` False) runs whole samples."""
+    :data:`COLUMN_CHUNK_ELEMENTS` (a large image), then as many rows as fit it (at least 1);
+    backward, raised towards :data:`BAND_OVERLAPS` overlaps. A GPU (``cached`` False) runs
+    whole samples."""
     per_row = geom.groups * geom.cg * geom.kh * geom.kw * geom.wo
     if not cached or per_row * geom.ho <= 2 * COLUMN_CHUNK_ELEMENTS:
         return geom.ho
-    return max(1, COLUMN_CHUNK_ELEMENTS // per_row)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Output rows run as one unfold + GEMM: its own geometry (None where its rows read
-    only padding), the input rows it reads and its tap bands."""
-
-    out_rows: slice
-    in_rows: slice
-    geom: ConvGeometry | None
-    bands: TapBands | None = None
-
-
-def row_pieces(geom: ConvGeometry, rows: int) -> tuple[Piece, ...]:
-    """The whole call as one piece, or its bands of ``rows`` output rows
-    (:func:`arraycnn.geometry.row_band`) when one sample's columns are large
-    (:func:`rows_per_band`)."""
-    if rows >= geom.ho:
-        return (Piece(slice(0, geom.ho), slice(0, geom.h), geom, tap_bands(geom)),)
-    result, known = [], {}  # interior bands share one geometry: their taps are found once
-    for start, stop in ranges(geom.ho, rows):
-        band = row_band(geom, start, stop)
-        part, in_rows = band if band is not None else (None, slice(0, 0))
-        if part is not None and part not in known:
-            known[part] = tap_bands(part)
-        result.append(Piece(slice(start, stop), in_rows, part, known.get(part)))
-    return tuple(result)
+    rows = max(1, COLUMN_CHUNK_ELEMENTS // per_row)
+    if backward:
+        overlaps = BAND_OVERLAPS * geom.dilation[0] * (geom.kh - 1)
+        rows = max(rows, min(overlaps, BAND_MAX_ELEMENTS // per_row))
+    return min(rows, geom.ho)
 
 
 def unfold(x: Array, geom: ConvGeometry, bands: TapBands, *, xp: ModuleType) -> Array:
@@ -117,44 +103,27 @@ def unfold(x: Array, geom: ConvGeometry, bands: TapBands, *, xp: ModuleType) -> 
     return xp.reshape(cols, (geom.groups, geom.cg * geom.kh * geom.kw, geom.n * geom.ho * geom.wo))
 
 
-def _correlate(x: Array, w: Array, geom: ConvGeometry, parts: tuple[Piece, ...], *, xp) -> Array:
-    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo), piece by
-    piece (the forward, and the input gradient's transposed correlation).
+def _correlate(x: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
+    """Cross-correlate x (N, C, H, W) with w (F, Cg, kh, kw) -> (N, F, Ho, Wo) (the
+    forward, and the input gradient's transposed correlation).
 
     ``w`` is made a contiguous (G, Fg, Cg*kh*kw) copy (w is small): a flipped w (as
     ``convolve2d`` passes) would otherwise be a view with negative strides, which NumPy's
     matmul cannot pass to BLAS.
     """
     wm = xp.reshape(w, (geom.groups, geom.fg, geom.cg * geom.kh * geom.kw), copy=True)
-    if len(parts) == 1:
-        yg = wm @ unfold(x, geom, parts[0].bands, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
-        return output_from_group_major(yg, geom, xp=xp)
-    y = xp.empty(geom.y_shape, dtype=x.dtype, device=device_of(x))  # every element written
-    for piece in parts:
-        where = (ALL, ALL, piece.out_rows, ALL)
-        if piece.geom is None:
-            y = set_at(y, where, 0, xp=xp)
-            continue
-        cols = unfold(x[:, :, piece.in_rows, :], piece.geom, piece.bands, xp=xp)  # (G, K, P)
-        y = set_at(y, where, output_from_group_major(wm @ cols, piece.geom, xp=xp), xp=xp)
-    return y
+    yg = wm @ unfold(x, geom, bands, xp=xp)  # (G, Fg, N*Ho*Wo), fresh
+    return output_from_group_major(yg, geom, xp=xp)
 
 
-def weight_grad(gy: Array, x: Array, geom: ConvGeometry, parts: tuple[Piece, ...], *, xp) -> Array:
-    """Gradient w.r.t. the weights: ``gy @ cols^T``, summed over the pieces.
+def weight_grad(gy: Array, x: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
+    """Gradient w.r.t. the weights: ``gy @ cols^T``.
 
     gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, Cg, kh, kw).
     """
-    gw = None
-    for piece in parts:
-        if piece.geom is None:  # rows that read only padding contribute nothing
-            continue
-        gyp = grad_output_group_major(gy[:, :, piece.out_rows, :], piece.geom, xp=xp)
-        cols = unfold(x[:, :, piece.in_rows, :], piece.geom, piece.bands, xp=xp)  # (G, K, P)
-        term = gyp @ xp.matrix_transpose(cols)  # (G, Fg, P) @ (G, P, Cg*kh*kw)
-        gw = term if gw is None else gw + term  # (G, Fg, Cg*kh*kw)
-    if gw is None:  # every output row read only padding
-        return xp.zeros(geom.w_shape, dtype=x.dtype, device=device_of(x))
+    gyg = grad_output_group_major(gy, geom, xp=xp)  # (G, Fg, N*Ho*Wo)
+    cols = unfold(x, geom, bands, xp=xp)  # (G, Cg*kh*kw, N*Ho*Wo)
+    gw = gyg @ xp.matrix_transpose(cols)  # (G, Fg, P) @ (G, P, Cg*kh*kw)
     return xp.reshape(gw, geom.w_shape)  # (G, Fg, Cg*kh*kw) -> (F, Cg, kh, kw)
 
 
@@ -188,9 +157,11 @@ def uses_transposed_input_grad(geom: ConvGeometry) -> bool:
 
     That needs :func:`transposed_geometry`, and pays where gy's columns (Fg per tap) are
     no more than the column gradient col2im folds back (Cg per tap): col2im's additions
-    read and write the input gradient once per tap, the unfold of gy only writes.
+    read and write the input gradient once per tap, the unfold of gy only writes; and
+    where the input is at most twice as tall as gy (the correlation computes every input
+    row from gy padded by the kernel's extent).
     """
-    return geom.fg <= geom.cg and transposed_geometry(geom) is not None
+    return geom.fg <= geom.cg and geom.h <= 2 * geom.ho and transposed_geometry(geom) is not None
 
 
 def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -207,104 +178,80 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 @dataclass(frozen=True)
 class Im2colPlan:
-    """How im2col runs a call: samples per kernel call and output rows per band of the
-    forward; backward, the input gradient's transposed correlation (its geometry and rows
-    per band) or, without one, col2im.
+    """How im2col runs a call: the samples and output rows per kernel call it prefers;
+    backward, the geometry of the input gradient's transposed correlation (None: col2im).
 
-    The pieces and tap bands that execution needs are derived once per plan, on first use
-    (pricing needs only the row counts, and a large image has hundreds of bands).
+    The tap bands that execution needs are derived once per plan, on first use (pricing
+    does not need them).
     """
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
-    rows: int  # output rows per band of the forward (Ho: whole samples)
+    rows: int
     grad_geom: ConvGeometry | None = None
-    grad_rows: int = 0  # the same for the transposed correlation (0: col2im)
-
-    @cached_property
-    def pieces(self) -> tuple[Piece, ...]:
-        """The forward's pieces (:func:`row_pieces`)."""
-        return row_pieces(self.geom, self.rows)
-
-    @cached_property
-    def grad_pieces(self) -> tuple[Piece, ...]:
-        """The transposed correlation's pieces (empty: col2im)."""
-        return row_pieces(self.grad_geom, self.grad_rows) if self.grad_geom is not None else ()
 
     @cached_property
     def bands(self) -> TapBands:
-        """The tap bands of col2im."""
+        """The tap bands of the columns and of col2im."""
         return tap_bands(self.geom)
 
+    @cached_property
+    def grad_bands(self) -> TapBands:
+        """The tap bands of the transposed correlation's columns."""
+        return tap_bands(self.grad_geom)
 
-def plan(call: Call, rank: int | None = None, price: Any = None, *, rows: int = 0) -> Im2colPlan:
-    """The plan of ``call``: cache-sized batch chunks and row bands on a CPU (``rows``:
-    output rows per band instead of :func:`rows_per_band`'s). A band of a larger call
-    (``call.banded``) cuts its input gradient's transposed correlation into pieces of at
-    most its own output rows, so that its workspace shrinks with the band."""
-    g, cached = call.geom, call.cached
-    p = Im2colPlan(
-        g,
-        call.direction,
-        call.itemsize,
+
+def plan(call: Call, rank: int | None = None, price: Any = None) -> Im2colPlan:
+    """The plan of ``call``: cache-sized batch chunks and bands of rows on a CPU."""
+    g, cached, backward = call.geom, call.cached, call.direction == "backward"
+    grad = transposed_geometry(g) if backward and uses_transposed_input_grad(g) else None
+    chunk, rows = (
         samples_per_chunk(g, cached=cached),
-        min(g.ho, rows or rows_per_band(g, cached=cached)),
+        rows_per_band(g, cached=cached, backward=backward),
     )
-    if call.direction == "forward" or not uses_transposed_input_grad(g):
-        return p
-    t = transposed_geometry(g)
-    grad_rows = min(t.ho, rows or rows_per_band(t, cached=cached))
-    if call.banded:
-        grad_rows = min(grad_rows, g.ho)
-    return replace(p, grad_geom=t, grad_rows=grad_rows)
+    return Im2colPlan(g, call.direction, call.itemsize, chunk, rows, grad)
 
 
 def forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
-    return _correlate(x, w, p.geom, p.pieces, xp=xp)
+    return _correlate(x, w, p.geom, p.bands, xp=xp)
 
 
 def backward(p: Im2colPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``.
 
-    gx is the transposed correlation of gy where the plan has its pieces, otherwise
+    gx is the transposed correlation of gy where the plan has its geometry, otherwise
     col2im (:func:`.naive.input_grad`).
     """
-    g = p.geom
     if p.grad_geom is not None:
-        wt = transposed_kernel(w, g, xp=xp)
-        gx = _correlate(gy, wt, p.grad_geom, p.grad_pieces, xp=xp)
+        wt = transposed_kernel(w, p.geom, xp=xp)
+        gx = _correlate(gy, wt, p.grad_geom, p.grad_bands, xp=xp)
     else:
-        gx = naive.input_grad(gy, w, g, p.bands, xp=xp)
-    return gx, weight_grad(gy, x, g, p.pieces, xp=xp)
+        gx = naive.input_grad(gy, w, p.geom, p.bands, xp=xp)
+    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp)
 
 
-def _column_elements(g: ConvGeometry, rows: int) -> tuple[int, int]:
-    """Elements of one piece's columns and of its GEMM result."""
-    cols = g.n * min(rows, g.ho) * g.wo
+def _column_elements(g: ConvGeometry) -> tuple[int, int]:
+    """Elements of the columns and of their GEMM result."""
+    cols = g.n * g.ho * g.wo
     return g.c * g.kh * g.kw * cols, g.f * cols
 
 
 def workspace(p: Im2colPlan) -> int:
-    """Bytes: one piece's columns G·Cg·kh·kw·N·B·Wo and its GEMM result. Backward: gy's
+    """Bytes: the columns G·Cg·kh·kw·N·Ho·Wo and their GEMM result. Backward: gy's
     reordering and the columns, then the input gradient: the transposed correlation's
     columns and result, or naive's col2im phase."""
     g = p.geom
-    columns, result = _column_elements(g, p.rows)
+    columns, result = _column_elements(g)
     if p.direction == "forward":
         return p.itemsize * (columns + result)
     if p.grad_geom is not None:
-        tcols, tresult = _column_elements(p.grad_geom, p.grad_rows)
-        input_phase = tcols + tresult
+        input_phase = sum(_column_elements(p.grad_geom))
     else:
         input_phase = naive.input_grad_elements(g)
     return p.itemsize * (g.f * g.n * g.ho * g.wo + columns + input_phase)
-
-
-def _pieces_count(g: ConvGeometry, rows: int) -> int:
-    return -(-g.ho // rows)  # ceil(Ho / rows)
 
 
 def _unfold_counts(g: ConvGeometry) -> Counts:
@@ -313,15 +260,11 @@ def _unfold_counts(g: ConvGeometry) -> Counts:
     return traffic(2 * taps * g.c * g.n * g.ho * g.wo, calls=2 * taps + 2)
 
 
-def _forward_counts(g: ConvGeometry, rows: int) -> Counts:
-    """Unfold, one GEMM with K = Cg·kh·kw, reorder; each piece pays its own array calls."""
+def _forward_counts(g: ConvGeometry) -> Counts:
+    """Unfold, one GEMM with K = Cg·kh·kw, reorder."""
     cols = g.n * g.ho * g.wo
-    total = (
-        _unfold_counts(g)
-        + gemm(g.fg, g.cg * g.kh * g.kw, cols, g.groups)
-        + traffic(2 * g.f * cols, calls=3)
-    )
-    return total + Counts(calls=(3 + 2 * g.kh * g.kw) * (_pieces_count(g, rows) - 1))
+    gemm_part = gemm(g.fg, g.cg * g.kh * g.kw, cols, g.groups)
+    return _unfold_counts(g) + gemm_part + traffic(2 * g.f * cols, calls=3)
 
 
 def counts(p: Im2colPlan) -> Counts:
@@ -329,17 +272,12 @@ def counts(p: Im2colPlan) -> Counts:
     (K = n·Ho·Wo); gx as the transposed correlation's forward, or naive's col2im."""
     g = p.geom
     if p.direction == "forward":
-        return _forward_counts(g, p.rows).in_bytes(p.itemsize)
+        return _forward_counts(g).in_bytes(p.itemsize)
     cols = g.n * g.ho * g.wo
-    weight = (
-        traffic(2 * g.f * cols, calls=3)
-        + _unfold_counts(g)
-        + gemm(g.fg, cols, g.cg * g.kh * g.kw, g.groups)
-        + Counts(calls=(4 + 2 * g.kh * g.kw) * (_pieces_count(g, p.rows) - 1))
-    )
+    weight = traffic(2 * g.f * cols, calls=3) + _unfold_counts(g)
+    weight = weight + gemm(g.fg, cols, g.cg * g.kh * g.kw, g.groups)
     if p.grad_geom is not None:
-        grad = _forward_counts(p.grad_geom, p.grad_rows)
-        grad = grad + traffic(4 * g.f * g.cg * g.kh * g.kw, 3)
+        grad = _forward_counts(p.grad_geom) + traffic(4 * g.f * g.cg * g.kh * g.kw, 3)
     else:
         grad = naive.input_grad_counts(g)
     return (weight + grad).in_bytes(p.itemsize)

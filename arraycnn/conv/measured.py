@@ -9,10 +9,9 @@ one timing primitive (:func:`arraycnn.timing.interleaved_medians`: a warm-up, th
 keeps the fastest. The choice lives in memory and in a JSON file in the user cache
 directory (:func:`cache_path`); later calls, in this process or another, reuse it.
 
-The file is written atomically (a temporary file, then :func:`os.replace`), merging the
-entries other processes wrote meanwhile, under an exclusive lock on ``autotune.json.lock``
-(:func:`fcntl.flock`, where the platform has it) held from the read to the replace, so that
-concurrent writers keep every entry. A corrupt file is reported with a
+The file is written atomically, merging the entries other processes wrote meanwhile under
+the file's lock (:mod:`arraycnn.cachefile`), so that concurrent writers keep every entry.
+A corrupt file is reported with a
 :class:`RuntimeWarning` and replaced by a fresh one.
 
 Determinism: a choice, once measured or read from the file, is kept for its signature for
@@ -23,19 +22,16 @@ to the next; ``arraycnn.config(deterministic=True)`` turns autotuning off.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..cachefile import locked, merge_entry, read_section
 from ..settings import cache_dir, register_cache
 from ..timing import interleaved_medians, time_call
-from .cost import atomic_write_json
 from .strategy import Call
 
 __all__ = [
@@ -53,13 +49,6 @@ REPEATS = 3
 GIVE_UP_FACTOR = 4.0
 CACHE_FILE = "autotune.json"
 CACHE_FORMAT = 1
-#: Suffix of the lock file beside the cache file.
-LOCK_SUFFIX = ".lock"
-
-try:  # POSIX only
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: writers may then lose each other's entries
-    fcntl = None  # type: ignore[assignment]
 
 #: In-memory entries by cache-file path: {path: {key: entry}}.
 _memory: dict[str, dict[str, dict[str, Any]]] = {}
@@ -105,22 +94,16 @@ def make_key(call: Call, device: Any, rank: int | None, chunked: bool) -> str:
 def _read_file(path: Path) -> dict[str, dict[str, Any]]:
     """Entries stored in ``path`` ({} if it does not exist; warns and returns {} if corrupt)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        entries = read_section(path, CACHE_FORMAT, "entries", "autotune cache")
+        for entry in entries.values():
+            if not isinstance(entry, dict) or not isinstance(entry.get("strategy"), str):
+                raise ValueError("malformed entries")
     except FileNotFoundError:
         return {}
     except OSError as exc:
         warnings.warn(f"arraycnn: cannot read autotune cache {path}: {exc}", RuntimeWarning, 3)
         return {}
-    try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
-            raise ValueError("unknown format")
-        entries = data["entries"]
-        if not isinstance(entries, dict) or not all(
-            isinstance(e, dict) and isinstance(e.get("strategy"), str) for e in entries.values()
-        ):
-            raise ValueError("malformed entries")
-    except (ValueError, KeyError) as exc:
+    except ValueError as exc:
         warnings.warn(
             f"arraycnn: the autotune cache {path} is corrupt ({exc}); starting a fresh one",
             RuntimeWarning,
@@ -139,32 +122,11 @@ def _entries() -> tuple[Path, dict[str, dict[str, Any]]]:
     return path, _memory[key]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold the exclusive lock of the cache file ``path`` (its ``.lock`` file) meanwhile;
-    raises OSError where the lock file cannot be made."""
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(path) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def _persist(path: Path, key: str, entry: dict[str, Any]) -> None:
-    """Add one entry to the file, merging what other processes wrote since we loaded it
-    (read, merge and replace under the file's lock)."""
+    """Add one entry to the file, keeping what other processes wrote since we loaded it
+    (:func:`arraycnn.cachefile.merge_entry`)."""
     try:
-        with _locked(path):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # reported on load
-                on_disk = _read_file(path)
-            on_disk[key] = entry
-            atomic_write_json(path, {"format": CACHE_FORMAT, "entries": on_disk})
+        merge_entry(path, CACHE_FORMAT, "entries", key, entry)
     except OSError as exc:
         warnings.warn(
             f"arraycnn: cannot write the autotune cache {path}: {exc}; the choice is kept "
@@ -186,7 +148,7 @@ def clear_cache() -> int:
     removed = len(entries)
     entries.clear()
     if path.exists():
-        with _locked(path):
+        with locked(path):
             path.unlink(missing_ok=True)
     return removed
 

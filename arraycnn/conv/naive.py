@@ -210,6 +210,11 @@ class NaivePlan:
     chunk: int
     bands: TapBands
 
+    @property
+    def rows(self) -> int:
+        """Output rows per kernel call: whole samples."""
+        return self.geom.ho
+
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> NaivePlan:
     """The plan of ``call``: the whole batch, or cache-sized chunks of it on a CPU."""

@@ -223,16 +223,22 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, rank: int, *, xp: Module
 
 @dataclass(frozen=True)
 class SeparablePlan:
-    """How separable runs a call: w's numerical rank, the forward's output rows per band
-    (:func:`band_rows`); backward, the tap bands of naive's weight gradient."""
+    """How separable runs a call (whole samples): w's numerical rank, the forward's output
+    rows per band of its passes (:func:`band_rows`); backward, the tap bands of naive's
+    weight gradient."""
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
     rank: int
-    rows: int
+    pass_rows: int
     bands: TapBands | None = None
+
+    @property
+    def rows(self) -> int:
+        """Output rows per kernel call: whole samples (the passes band their own rows)."""
+        return self.geom.ho
 
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePlan:
@@ -241,14 +247,13 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePla
     g = call.geom
     r = rank if rank else min(g.kh, g.kw)
     bands = tap_bands(g) if call.direction == "backward" else None
-    return SeparablePlan(
-        g, call.direction, call.itemsize, g.n, r, band_rows(g, r, call.itemsize), bands
-    )
+    pass_rows = band_rows(g, r, call.itemsize)
+    return SeparablePlan(g, call.direction, call.itemsize, g.n, r, pass_rows, bands)
 
 
 def forward(p: SeparablePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
-    return _forward(x, w, p.geom, p.rank, p.rows, xp=xp)
+    return _forward(x, w, p.geom, p.rank, p.pass_rows, xp=xp)
 
 
 def backward(p: SeparablePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
@@ -267,7 +272,7 @@ def workspace(p: SeparablePlan) -> int:
     lanes = g.n * g.f * g.cg * r
     if p.direction == "forward":
         pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
-        return s * (pad + 2 * lanes * p.rows * g.wp + 2 * lanes * p.rows * g.wo)
+        return s * (pad + 2 * lanes * p.pass_rows * (g.wp + g.wo))
     transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
     transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
     return s * max(transposed, naive.weight_grad_elements(g))
@@ -290,7 +295,7 @@ def counts(p: SeparablePlan) -> Counts:
     column = traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
     row = traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
     if p.direction == "forward":
-        count = -(-g.ho // p.rows)
+        count = -(-g.ho // p.pass_rows)
         outputs = g.n * g.f * g.ho * g.wo
         passes = traffic(column.bytes + row.bytes, calls=0)
         per_band = Counts(calls=(2 * g.kh - 1) + (2 * g.kw - 1) + 2)

@@ -1,8 +1,8 @@
 """What a convolution strategy is: the :class:`Strategy` value each kernel module exports.
 
 A strategy holds, side by side, what it needs from a namespace, whether its sums are
-exact, ``plan(call, ...)`` -- a frozen description of how it runs one call (batch chunk,
-row bands, FFT tiles, separable rank) -- the ``forward``/``backward`` that execute that
+exact, ``plan(call, ...)`` -- a frozen description of how it runs one call (the piece it
+prefers, FFT tiles, separable rank) -- the ``forward``/``backward`` that execute that
 plan, and the ``workspace(plan)`` and ``counts(plan)`` that price the *same* plan. The
 dispatcher's table (:data:`arraycnn.conv.dispatch.STRATEGIES`) is built from these values.
 
@@ -34,9 +34,7 @@ class Call:
     :func:`~arraycnn.backend.backend_name`; ``dtype``: the arrays' dtype name, ``itemsize``
     its bytes; ``accelerator``: a GPU device (kernels then run whole batches, not
     cache-sized pieces); ``require_exact``: only strategies whose result is a plain sum of
-    products; ``banded``: the call is one band of output rows of a sample whose workspace
-    is over the budget (:func:`arraycnn.conv.dispatch.row_bands`), so a strategy keeps
-    every piece of its plan within the band's rows.
+    products.
     """
 
     geom: ConvGeometry
@@ -46,7 +44,6 @@ class Call:
     itemsize: int
     accelerator: bool = False
     require_exact: bool = False
-    banded: bool = False
 
     @property
     def cached(self) -> bool:
@@ -157,7 +154,8 @@ class Strategy:
 
     - ``name``: as accepted by ``strategy=``;
     - ``plan(call, rank, price) -> plan``: a frozen description of how the call runs;
-      ``plan.chunk`` is the batch samples the strategy prefers per kernel call, ``rank``
+      ``plan.chunk`` and ``plan.rows`` are the samples and output rows the strategy prefers
+      per kernel call (run by :mod:`arraycnn.conv.chunking`; Ho: whole samples), ``rank``
       w's numerical rank where the strategy uses it (else None), ``price`` the cost model
       (``Counts -> seconds``) for strategies that choose among layouts;
     - ``forward(plan, x, w, *, xp) -> y`` and ``backward(plan, gy, x, w, *, xp) -> (gx,

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import asarray, backend_name, resolve_backend
+from ..cachefile import atomic_write_json
 from ..conv import cost, dispatch, explain
 from ..conv.strategy import Counts
 from ..timing import interleaved_medians
@@ -231,7 +232,7 @@ def update_shipped(calibrations: dict[str, cost.Calibration], path: Path | None 
     data = json.loads(path.read_text(encoding="utf-8"))
     backends = dict(data["backends"])
     backends.update({name: _rounded(cal) for name, cal in calibrations.items()})
-    cost.atomic_write_json(path, {**data, "backends": backends})
+    atomic_write_json(path, {**data, "backends": backends})
     return path
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..backend import resolve_backend
-from . import cases, options, reporting
+from . import cases, compare, options, reporting
 from .measuring import MAX_ROUNDS, CaseResult, measure_case
 from .peers import optional, torch_one_thread
 
@@ -33,6 +33,8 @@ __all__ = ["add_arguments", "run"]
 #: seconds of timing per case at least).
 FULL = (cases.FILTERS, 5, 2.0, 2.0)
 QUICK = (cases.FILTERS_QUICK, 3, 0.25, 0.2)
+#: ``--compare``: interleaved rounds, calls per timing (the fastest kept), warning ratio.
+COMPARE_ROUNDS, COMPARE_CALLS, COMPARE_THRESHOLD = 15, 3, 1.5
 
 
 def _layer_list(text: str) -> list[str]:
@@ -105,6 +107,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--no-peers", action="store_true", help="time arraycnn only")
     add("--no-filters", action="store_true", help="time the reference layers only")
+    add(
+        "--compare",
+        default=None,
+        metavar="REV",
+        help="regression check instead: this checkout's working tree against git commit REV "
+        "on a quick subset, interleaved rounds (--repeat, default "
+        f"{COMPARE_ROUNDS}); warns of cases slower than --threshold, exit 1 only if a case "
+        "errors",
+    )
+    add(
+        "--threshold",
+        type=options.positive_float,
+        default=COMPARE_THRESHOLD,
+        help="--compare: ratio above which a case is reported slower "
+        f"(default {COMPARE_THRESHOLD:g})",
+    )
 
 
 def _namespaces(names: list[str]) -> dict[str, ModuleType]:
@@ -183,7 +201,13 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Measure the grid, print the tables, write ``results.json`` and ``crossover.png``."""
+    """Measure the grid, print the tables, write ``results.json`` and ``crossover.png``
+    (with ``--compare REV``: the regression check of :mod:`.compare` instead)."""
+    if args.compare is not None:
+        rounds = args.repeat or COMPARE_ROUNDS
+        return compare.run_compare(
+            args.compare, rounds=rounds, calls=COMPARE_CALLS, threshold=args.threshold
+        )
     settings = _settings(args)
     fits = any(k <= i for k in settings["kernel_sizes"] for i in settings["image_sizes"])
     if not fits and not settings["layers"]:

@@ -56,6 +56,7 @@ class ConvForward(_ConvCase):
         self.setup_case(backend, strategy, layer, dtype)
 
     def time_forward(self, *_: str) -> None:
+        """Seconds per conv2d call (the output synchronised)."""
         self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
 
 
@@ -70,6 +71,7 @@ class ConvBackward(_ConvCase):
         self.setup_case(backend, strategy, layer, dtype)
 
     def time_backward(self, *_: str) -> None:
+        """Seconds per conv2d_backward call (gx, gw and gb, synchronised)."""
         self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))
 
 
@@ -84,6 +86,7 @@ class DepthwiseForward(_ConvCase):
         self.setup_case(backend, strategy, layer, dtype)
 
     def time_forward(self, *_: str) -> None:
+        """Seconds per conv2d call of the depthwise layer."""
         self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
 
 
@@ -99,6 +102,7 @@ class DepthwiseBackward(_ConvCase):
         self.setup_case(backend, strategy, layer, dtype)
 
     def time_backward(self, *_: str) -> None:
+        """Seconds per conv2d_backward call of the depthwise layer."""
         self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))
 
 
@@ -122,9 +126,11 @@ class ConvWorkspace(_ConvCase):
         self.setup_case(backend, strategy, layer, "float32")
 
     def peakmem_forward(self, *_: str) -> None:
+        """Peak resident memory of the process during one conv2d call."""
         self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
 
     def peakmem_backward(self, *_: str) -> None:
+        """Peak resident memory of the process during one conv2d_backward call."""
         self.sync(arraycnn.conv2d_backward(self.gy, self.x, self.w, **self.kwargs))
 
 
@@ -138,6 +144,7 @@ class ConvWorkspaceTraced(_ConvCase):
         self.setup_case(backend, strategy, layer, "float32")
 
     def track_forward_peak(self, *_: str) -> float:
+        """Peak of the Python-traced allocations of one conv2d call, in MiB."""
         tracemalloc.start()
         try:
             self.sync(arraycnn.conv2d(self.x, self.w, **self.kwargs))
@@ -147,3 +154,4 @@ class ConvWorkspaceTraced(_ConvCase):
         return peak / 2**20
 
     track_forward_peak.unit = "MiB"  # type: ignore[attr-defined]
+    track_forward_peak.pretty_name = "conv2d forward: traced peak allocation"  # type: ignore[attr-defined]

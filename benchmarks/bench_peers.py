@@ -67,6 +67,7 @@ class PeerConvTorch:
         call()  # warm-up
 
     def time_conv(self, *_: str) -> None:
+        """Seconds per call of the peer's conv2d (torch, one thread)."""
         self.call()
 
 
@@ -102,4 +103,5 @@ class PeerFilter:
         self.call()  # warm-up
 
     def time_filter(self, *_: Any) -> None:
+        """Seconds per call of the peer's filter (SciPy, OpenCV, torch)."""
         self.call()

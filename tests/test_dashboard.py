@@ -6,7 +6,12 @@ dashboard or browser is a failure. Elsewhere these tests skip, saying why.
 
 Environment: ``ARRAYCNN_DASHBOARD_DIR`` (default ``.asv/html``), ``ARRAYCNN_CHROMIUM``
 (default: ``chromium`` on PATH), ``ARRAYCNN_DASHBOARD_SCREENSHOT`` (default
-``.asv/dashboard.png``).
+``.asv/dashboard.png``), ``ARRAYCNN_DASHBOARD_MIN_COMMITS`` (default 0: the commits a graph
+must show; ``.ci/dashboard`` sets it to the commits with results, at most 10).
+
+What the page drew is read from flot itself: a probe page served beside the dashboard loads
+a graph page in a frame and reports the plotted series (their x and y values, as flot holds
+them after its plugins ran), so the tests see the points, not only the canvas.
 
 The page is served over HTTP from a local server (the dashboard loads its JSON with XHR,
 which browsers refuse for ``file://`` pages), with every network access other than that
@@ -16,9 +21,12 @@ server left to fail: a CDN reference that slipped through shows up as the error 
 from __future__ import annotations
 
 import functools
+import html
 import html.parser
 import http.server
+import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -48,6 +56,27 @@ CHROMIUM_FLAGS = [
 ]
 #: Virtual milliseconds the page's scripts get before the DOM is dumped / the shot taken.
 VIRTUAL_TIME_MS = 20000
+#: Commits the graph of GRAPH_BENCHMARK must show (0: as many as were benchmarked, if two).
+MIN_COMMITS = int(os.environ.get("ARRAYCNN_DASHBOARD_MIN_COMMITS", "0"))
+#: The probe page: the graph page in a frame; after the page's scripts ran, the series flot
+#: plotted, as JSON in <pre id="out"> (NaN becomes null).
+PROBE = """<!doctype html><html><body><pre id="out">waiting</pre>
+<iframe id="frame" width="1400" height="900" src="index.html#FRAGMENT"></iframe>
+<script>
+setTimeout(function () {
+  var w = document.getElementById("frame").contentWindow, out = {series: []};
+  var plot = w.$ && w.$("#main-graph").data("plot");
+  if (!plot) { out.error = "no plot"; } else {
+    plot.getData().forEach(function (s) {
+      var pts = s.datapoints.points, size = s.datapoints.pointsize, xs = [], ys = [];
+      for (var i = 0; i < pts.length; i += size) { xs.push(pts[i]); ys.push(pts[i + 1]); }
+      out.series.push({label: s.label, bars: !!(s.bars && s.bars.show), x: xs, y: ys});
+    });
+  }
+  document.getElementById("out").textContent = JSON.stringify(out);
+}, 12000);
+</script></body></html>
+"""
 
 
 def unavailable(reason: str) -> None:
@@ -176,3 +205,61 @@ def test_graph_page_screenshot(
     assert pixels.shape[:2] == (900, 1400)
     colours = {tuple(p) for p in (pixels[::7, ::7].reshape(-1, 3) * 255).astype(int).tolist()}
     assert len(colours) > 30, "the screenshot is nearly uniform: nothing was drawn"
+
+
+def plotted_series(
+    chromium: str, base_url: str, dashboard_dir: Path, tmp_path: Path, fragment: str
+):
+    """The series flot plotted on the graph page ``index.html#<fragment>``."""
+    probe = dashboard_dir / "arraycnn-probe.html"
+    probe.write_text(PROBE.replace("FRAGMENT", fragment), encoding="utf-8")
+    try:
+        dom = run_chromium(chromium, base_url + probe.name, tmp_path, "--dump-dom")
+    finally:
+        probe.unlink(missing_ok=True)
+    found = re.search(r'<pre id="out">(.*?)</pre>', dom, re.S)
+    assert found is not None, "the probe page did not run"
+    report = json.loads(html.unescape(found.group(1)))
+    assert "error" not in report, f"graph page #{fragment}: {report.get('error')}"
+    return report["series"]
+
+
+def benchmarked_commits(dashboard_dir: Path) -> int:
+    """Commits with a result of GRAPH_BENCHMARK in the published graphs."""
+    revisions = set()
+    for path in (dashboard_dir / "graphs").rglob(f"{GRAPH_BENCHMARK}.json"):
+        if "summary" in path.parts:
+            continue
+        for revision, values in json.loads(path.read_text(encoding="utf-8")):
+            if values is not None:
+                revisions.add(revision)
+    return len(revisions)
+
+
+def test_graph_page_shows_the_history(
+    chromium: str, base_url: str, dashboard_dir: Path, tmp_path: Path
+) -> None:
+    """With several commits benchmarked, the commit axis plots a point of each (at least
+    MIN_COMMITS of them)."""
+    available = benchmarked_commits(dashboard_dir)
+    if available < max(2, MIN_COMMITS):
+        if MIN_COMMITS:
+            pytest.fail(f"{available} commits have results, {MIN_COMMITS} are required")
+        pytest.skip(f"{available} commit(s) benchmarked: no history to show")
+    series = plotted_series(chromium, base_url, dashboard_dir, tmp_path, GRAPH_BENCHMARK)
+    assert series, "the graph plotted no series"
+    shown = {x for s in series for x, y in zip(s["x"], s["y"]) if x is not None and y is not None}
+    assert len(shown) >= max(2, MIN_COMMITS), f"the graph shows {len(shown)} commits"
+
+
+def test_parameter_axis_draws_bars(
+    chromium: str, base_url: str, dashboard_dir: Path, tmp_path: Path
+) -> None:
+    """With a parameter as x-axis the page draws bars at finite positions (asv's
+    flot-orderbars put them at NaN on a categories axis until .ci/dashboard fixed it)."""
+    fragment = f"{GRAPH_BENCHMARK}?x-axis=strategy"
+    series = plotted_series(chromium, base_url, dashboard_dir, tmp_path, fragment)
+    assert series and all(s["bars"] for s in series), "no bar series on the parameter axis"
+    for s in series:
+        assert s["x"] and all(x is not None for x in s["x"]), f"bars at NaN: {s['label']}"
+    assert any(y for s in series for y in s["y"]), "every bar is empty"

@@ -5,13 +5,22 @@ Semantics are those of ``torch.nn.functional.max_pool2d`` / ``avg_pool2d`` (NCHW
 geometry of :func:`arraycnn.geometry.pool_geometry` (``"same"`` / ``"valid"`` padding are
 accepted too). Letters as in :mod:`arraycnn.geometry`.
 
-Both directions loop over the ``kh * kw`` window taps; each tap is one strided basic slice of
-the padded input, shape (N, C, Ho, Wo)::
+A window tap is one strided basic slice of the padded input, shape (N, C, Ho, Wo)::
 
     y[n, c, p, q] = max_{i, j} xpad[n, c, p*sh + i, q*sw + j]
 
+Maximum and sum are separable: the forward passes reduce the ``kh`` row taps first (each a
+slice (N, C, Ho, Wp) with contiguous rows), then the ``kw`` column taps of that, which is
+``kh + kw - 2`` elementwise passes instead of ``kh * kw - 1``. Average pooling's backward
+spreads ``gy / divisor`` the same way (columns, then rows). Max pooling's backward loops over
+the ``kh * kw`` taps, comparing each with the window maxima. Nothing loops over windows.
+
 Max pooling pads with ``-inf``, so padding never wins a window. Where windows overlap
-(stride < kernel) the gradients of one input element accumulate over every window it wins.
+(stride < kernel along an axis) the gradients of one input element accumulate over every
+window it belongs to; where they do not (stride >= kernel, e.g. the usual 2x2 pooling of
+stride 2), every tap writes its own elements and the backward passes write instead of
+accumulating. Input rows and columns in no window (the remainder when the size is not a
+multiple of the stride) get a zero gradient.
 
 Tie rule (max pooling backward): when several elements of a window hold the maximum, the whole
 gradient goes to the FIRST of them in row-major window order (smallest window row, then smallest
@@ -34,6 +43,7 @@ derivatives work too); otherwise nothing is recorded.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -107,14 +117,16 @@ def _check_count_include_pad(count_include_pad: Any) -> bool:
 def _plane_bytes(geom: PoolGeometry, size: int, backward: bool) -> tuple[int, int]:
     """Bytes per (sample, channel) plane: (result, temporaries), conservatively.
 
-    Forward: the output; the padded copy and one tap's maximum or sum beside the result.
-    Backward: the padded input gradient (the result is a view of it); the padded input,
-    the maxima, and per tap a few (Ho, Wo) masks and products.
+    Forward: the output; the padded copy and, beside the result, the reduction over the
+    window rows (up to two (Ho, Wp) arrays at once) or over the columns (two (Ho, Wo)).
+    Backward: the padded input gradient (the result is a view of it); the padded input, and
+    the maxima's row reductions, or per tap a few (Ho, Wo) masks and products, or average
+    pooling's (Ho, Wp) spread over the columns.
     """
-    padded, outputs = geom.hp * geom.wp, geom.ho * geom.wo
+    padded, outputs, rows = geom.hp * geom.wp, geom.ho * geom.wo, geom.ho * geom.wp
     if not backward:
-        return size * outputs, size * (padded + 2 * outputs)
-    return size * padded, size * (padded + 8 * outputs)
+        return size * outputs, size * (padded + max(2 * outputs, min(geom.kh - 1, 2) * rows))
+    return size * padded, size * (padded + max(8 * outputs, 2 * rows))
 
 
 def _blocks(geom: PoolGeometry, temporaries: int, func: str, budget: int) -> list[tuple]:
@@ -215,6 +227,36 @@ def _window_taps(geom: PoolGeometry) -> list[tuple[slice, ...]]:
     ]
 
 
+def _row_taps(geom: PoolGeometry) -> list[tuple[slice, ...]]:
+    """Index of every window row ``i``; each selects (N, C, Ho, Wp) of the padded input."""
+    return [(ALL, ALL, geom.tap_rows(i), ALL) for i in range(geom.kh)]
+
+
+def _col_taps(geom: PoolGeometry) -> list[tuple[slice, ...]]:
+    """Index of every window column ``j``; each selects (N, C, ., Wo) of an (N, C, ., Wp)
+    array."""
+    return [(ALL, ALL, ALL, geom.tap_cols(j)) for j in range(geom.kw)]
+
+
+def _disjoint(geom: PoolGeometry) -> tuple[bool, bool]:
+    """Per axis (rows, columns): whether neighbouring windows share no element
+    (stride >= kernel)."""
+    return geom.stride[0] >= geom.kh, geom.stride[1] >= geom.kw
+
+
+def _separable(xpad: Array, geom: PoolGeometry, combine: Callable[[Array, Array], Array]) -> Array:
+    """Each window's elements combined by an associative, commutative ``combine`` (maximum,
+    sum), the window rows first: (N, C, Hp, Wp) -> (N, C, Ho, Wp) -> (N, C, Ho, Wo)."""
+    rows = functools.reduce(combine, [xpad[index] for index in _row_taps(geom)])
+    return functools.reduce(combine, [rows[index] for index in _col_taps(geom)])
+
+
+def _put(target: Array, index: tuple[slice, ...], values: Array, *, accumulate: bool) -> Array:
+    """``target[index]`` plus ``values`` (``accumulate``) or replaced by them."""
+    at = xpx.at(target, index)
+    return at.add(values) if accumulate else at.set(values)
+
+
 def _zeros_padded(like: Array, geom: PoolGeometry, *, xp: ModuleType) -> Array:
     """Zeros (N, C, Hp, Wp) with the dtype and device of ``like``."""
     shape = (geom.n, geom.c, geom.hp, geom.wp)
@@ -228,11 +270,7 @@ def _zeros_padded(like: Array, geom: PoolGeometry, *, xp: ModuleType) -> Array:
 
 def _max_forward(xpad: Array, geom: PoolGeometry, *, xp: ModuleType) -> Array:
     """Window maxima of the ``-inf``-padded input: (N, C, Hp, Wp) -> (N, C, Ho, Wo)."""
-    taps = _window_taps(geom)
-    y = xpad[taps[0]]
-    for index in taps[1:]:
-        y = xp.maximum(y, xpad[index])
-    return y
+    return _separable(xpad, geom, xp.maximum)
 
 
 def max_pool2d(x: Array, kernel_size: Any, *, stride: Any = None, padding: Padding = 0) -> Array:
@@ -337,15 +375,38 @@ def _first_maxima(x: Array, geom: PoolGeometry, *, xp: ModuleType):
         taken = taken | first_max
 
 
+def _selects_by_product(values: Array, xp: ModuleType) -> bool:
+    """Whether :func:`_masked` may multiply by the mask instead of calling ``where``: on the
+    CPU backends (NumPy's and torch's ``where`` branch per element, slow on the scattered
+    masks of max pooling), and only where every value is finite (the product is exact then)."""
+    name = backend_name(xp)
+    if name not in ("numpy", "array_api_strict", "torch"):
+        return False
+    if name == "torch" and device_of(values).type != "cpu":
+        return False
+    return bool(xp.max(xp.abs(values)) < math.inf)  # False where a value is inf or nan
+
+
+def _masked(values: Array, mask: Array, nothing: Array | None, *, by_product: bool, xp) -> Array:
+    """``values`` where ``mask`` and ``+0`` elsewhere, all (N, C, Ho, Wo); ``nothing`` is the
+    zeros of ``where`` (used unless ``by_product``, see :func:`_selects_by_product`)."""
+    if by_product:
+        return values * xp.astype(mask, values.dtype) + 0.0  # + 0.0: -0.0 (values < 0) to +0.0
+    return xp.where(mask, values, nothing)
+
+
 def _max_backward(gy: Array, x: Array, geom: PoolGeometry, xp: ModuleType) -> Array:
     """max_pool2d_backward once validated: each window's gy onto its first maximum."""
 
     def kernel(gyb: Array, xb: Array) -> Array:
         g = _block_geometry(geom, xb)
-        nothing = xp.zeros_like(gyb)
+        by_product = _selects_by_product(gyb, xp)
+        nothing = None if by_product else xp.zeros_like(gyb)
+        overlapping = not all(_disjoint(g))  # else every tap of every window is its own
         gxpad = _zeros_padded(xb, g, xp=xp)
         for index, first_max in _first_maxima(xb, g, xp=xp):
-            gxpad = xpx.at(gxpad, index).add(xp.where(first_max, gyb, nothing))
+            share = _masked(gyb, first_max, nothing, by_product=by_product, xp=xp)
+            gxpad = _put(gxpad, index, share, accumulate=overlapping)
         return _crop(gxpad, g)
 
     return _run("max_pool2d_backward", kernel, (gy, x), geom, xp, backward=True)
@@ -465,16 +526,30 @@ def avg_pool2d(
     return _avg_pool(x, geom, xp, pool[3])
 
 
+def _add(a: Array, b: Array) -> Array:
+    return a + b
+
+
+def _spread(share: Array, geom: PoolGeometry, like: Array, *, xp: ModuleType) -> Array:
+    """The adjoint of the window sums: every tap of window (p, q) gets ``share[:, :, p, q]``,
+    the window columns first: (N, C, Ho, Wo) -> (N, C, Ho, Wp) -> (N, C, Hp, Wp)."""
+    rows_disjoint, cols_disjoint = _disjoint(geom)
+    shape = (geom.n, geom.c, geom.ho, geom.wp)
+    cols = xp.zeros(shape, dtype=like.dtype, device=device_of(like))
+    for index in _col_taps(geom):
+        cols = _put(cols, index, share, accumulate=not cols_disjoint)
+    gxpad = _zeros_padded(like, geom, xp=xp)
+    for index in _row_taps(geom):
+        gxpad = _put(gxpad, index, cols, accumulate=not rows_disjoint)
+    return gxpad
+
+
 def _avg_pool(x: Array, geom: PoolGeometry, xp: ModuleType, count_include_pad: bool) -> Array:
     """avg_pool2d once validated."""
 
     def kernel(xb: Array) -> Array:
         g = _block_geometry(geom, xb)
-        xpad = _pad(xb, g, 0.0, xp=xp)
-        taps = _window_taps(g)
-        total = xpad[taps[0]]
-        for index in taps[1:]:
-            total = total + xpad[index]
+        total = _separable(_pad(xb, g, 0.0, xp=xp), g, _add)
         return total / _divisor(g, xb, count_include_pad=count_include_pad, xp=xp)
 
     return _run("avg_pool2d", kernel, (x,), geom, xp, backward=False)
@@ -536,10 +611,7 @@ def _avg_backward(gy: Array, x: Array, geom: PoolGeometry, xp, count_include_pad
     def kernel(gyb: Array, xb: Array) -> Array:
         g = _block_geometry(geom, xb)
         share = gyb / _divisor(g, xb, count_include_pad=count_include_pad, xp=xp)
-        gxpad = _zeros_padded(xb, g, xp=xp)
-        for index in _window_taps(g):
-            gxpad = xpx.at(gxpad, index).add(share)
-        return _crop(gxpad, g)
+        return _crop(_spread(share, g, xb, xp=xp), g)
 
     return _run("avg_pool2d_backward", kernel, (gy, x), geom, xp, backward=True)
 

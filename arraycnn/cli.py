@@ -14,7 +14,18 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main"]
+from ._version import __version__
+
+__all__ = ["SUBCOMMANDS", "HelpFormatter", "UsageError", "build_parser", "main"]
+
+#: What ``arraycnn --help`` says above the list of commands.
+DESCRIPTION = (
+    "arraycnn: 2-D convolution and small CNNs on any array library (NumPy, torch, CuPy, JAX, "
+    "array-api-strict). The commands below train a CNN, compare the convolution strategies "
+    "with each other and with SciPy/torch/OpenCV, fit the strategy chooser to this machine, "
+    "and show what is installed and cached. Run 'arraycnn COMMAND --help' for a command's "
+    "options."
+)
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -22,8 +33,44 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("arraycnn.train_cli", "train a CNN on digits or MNIST"),
     "bench": ("arraycnn.tools.bench", "benchmark the convolution strategies against peers"),
     "tune": ("arraycnn.tools.tune", "fit the dispatcher's cost model on this machine"),
-    "info": ("arraycnn.info", "show backends, strategies and the dispatcher's caches"),
+    "info": ("arraycnn.info", "show the backends usable here and the cache directory"),
 }
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """The formatter of every ``arraycnn`` parser: each option's help ends with its default.
+
+    ``(default: X)`` is appended where the option has a default worth showing (not None,
+    not a flag's False) and its help does not already say it.
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser(prog="p", formatter_class=HelpFormatter)
+    >>> _ = parser.add_argument("--seed", type=int, default=0, help="random seed")
+    >>> _ = parser.add_argument("--quiet", action="store_true", help="print less")
+    >>> print(parser.format_help())  # doctest: +NORMALIZE_WHITESPACE
+    usage: p [-h] [--seed SEED] [--quiet]
+    <BLANKLINE>
+    options:
+      -h, --help   show this help message and exit
+      --seed SEED  random seed (default: 0)
+      --quiet      print less
+    <BLANKLINE>
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
 
 #: Exit status after Ctrl-C (128 + SIGINT), as a shell reports it.
 INTERRUPTED = 130
@@ -49,8 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["info", "--json"]).json
     True
     """
-    parser = argparse.ArgumentParser(prog="arraycnn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="arraycnn", description=DESCRIPTION, formatter_class=HelpFormatter
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"arraycnn {__version__}",
+        help="print the version and exit",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -58,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == module_name:  # subcommand not built yet
                 continue
             raise
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         module.add_arguments(sp)
         sp.set_defaults(run=module.run, parser=sp)
     return parser

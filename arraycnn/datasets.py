@@ -102,6 +102,16 @@ def load_digits() -> Split:
     y : ndarray, int64, shape (1797,)
         Labels 0..9.
 
+    Notes
+    -----
+    The images come channels-first, ``(N, C, H, W)`` with ``C = 1``, the layout of
+    :class:`~arraycnn.nn.Conv2D`, of ``torch.nn.Conv2d`` and of a batch stacked from
+    torchvision's ``ToTensor()`` (float32 in [0, 1]); scikit-learn's own ``load_digits``
+    gives ``images`` (1797, 8, 8) and ``data`` (1797, 64) in 0..16. Keras' ``Conv2D``
+    expects channels-last: ``X.transpose(0, 2, 3, 1)`` gives (1797, 8, 8, 1). Labels are
+    integers, not one-hot (``keras.utils.to_categorical(y, 10)`` where a Keras loss wants
+    one-hot; :meth:`~arraycnn.nn.Sequential.fit` takes either).
+
     Examples
     --------
     >>> X, y = load_digits()
@@ -441,6 +451,21 @@ def load_mnist(path: str | os.PathLike, *, download: bool = False) -> tuple[Spli
     -------
     (X_train, y_train), (X_test, y_test)
         X float32 (N, 1, 28, 28) in [0, 1]; y int64 (N,). 60 000 / 10 000 for the full set.
+
+    Notes
+    -----
+    How this compares with the other libraries' MNIST:
+
+    * torchvision's ``datasets.MNIST(..., transform=ToTensor())`` yields one image at a
+      time as float32 (1, 28, 28) in [0, 1] and an int label; a ``DataLoader`` batch is
+      (B, 1, 28, 28) and int64 (B,), the layout returned here for the whole set
+      (without ``ToTensor``, ``.data`` is uint8 (60000, 28, 28)). No normalisation by the
+      mean and standard deviation is applied; subtract 0.1307 and divide by 0.3081 for the
+      values of torchvision's usual ``Normalize``.
+    * Keras' ``keras.datasets.mnist.load_data()`` returns uint8 (60000, 28, 28) in 0..255 and
+      uint8 labels (60000,), without a channel axis: here
+      ``X.transpose(0, 2, 3, 1)`` gives Keras' channels-last (N, 28, 28, 1) and
+      ``X * 255`` the original pixel values; labels are int64, not one-hot.
 
     Raises
     ------

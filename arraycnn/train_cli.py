@@ -171,36 +171,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     >>> args.dataset, args.epochs, args.batch_size  # None: the data set's default
     ('mnist', 2, None)
     """
-    parser.add_argument("--dataset", choices=tuple(DEFAULTS), default="digits")
+    parser.add_argument(
+        "--dataset",
+        choices=tuple(DEFAULTS),
+        default="digits",
+        help="digits: scikit-learn's 8x8 digits (1797 images); mnist: 28x28 MNIST from --data-dir",
+    )
     parser.add_argument(
         "--backend",
         type=backend_option,
         default="numpy",
-        help="numpy, torch, cupy, array_api_strict",
+        help="array library to train with: numpy, torch, cupy, array_api_strict",
     )
     parser.add_argument(
-        "--epochs", type=positive_int, default=None, help="default: 30 digits, 3 mnist"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"passes over the training images (default: {_per_dataset('epochs')})",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=None, help="default: 32 digits, 64 mnist"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help=f"images per optimizer step (default: {_per_dataset('batch_size')})",
     )
     parser.add_argument(
         "--strategy",
         type=strategy_option,
         default="auto",
-        help="convolution strategy (auto, im2col, ...)",
+        help="convolution strategy: auto, naive, separable, im2col or fft",
     )
-    parser.add_argument("--lr", type=learning_rate, default=None, help="default: 1e-3")
     parser.add_argument(
-        "--optimizer", type=optimizer_name, default=None, help=", ".join(OPTIMIZERS)
+        "--lr",
+        type=learning_rate,
+        default=None,
+        help=f"learning rate (default: {_per_dataset('lr')})",
     )
-    parser.add_argument("--seed", type=seed_option, default=0)
-    parser.add_argument("--data-dir", default="data/mnist", help="MNIST directory (mnist only)")
     parser.add_argument(
-        "--limit", type=positive_int, default=None, help="use only the first N train images"
+        "--optimizer",
+        type=optimizer_name,
+        default=None,
+        help=f"{', '.join(OPTIMIZERS)} (default: {_per_dataset('optimizer')})",
     )
-    parser.add_argument("--out", default="out", help="output directory")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    parser.add_argument(
+        "--seed", type=seed_option, default=0, help="seed of the initial weights and shuffling"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="data/mnist",
+        help="directory of the four MNIST files (--dataset mnist only)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="train on the first N training images only (default: all)",
+    )
+    parser.add_argument(
+        "--out", default="out", help="directory for the model, its curves and its history"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+
+
+def _per_dataset(key: str) -> str:
+    """One default of :data:`DEFAULTS` per data set, for the help.
+
+    Examples
+    --------
+    >>> _per_dataset("epochs")
+    '30 digits, 3 mnist'
+    >>> _per_dataset("lr")
+    '0.001'
+    """
+    values = {
+        name: f"{d[key]:g}" if isinstance(d[key], float) else str(d[key])
+        for name, d in DEFAULTS.items()
+    }
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{value} {name}" for name, value in values.items())
 
 
 def output_names(dataset: str) -> list[str]:

@@ -8,6 +8,7 @@ import numpy as np
 
 import arraycnn as ac
 from arraycnn.backend import BACKEND_NAMES
+from arraycnn.budget import format_bytes
 from arraycnn.cli import main
 from arraycnn.conv import cost, measured
 
@@ -22,10 +23,43 @@ def test_info_text(capsys, tmp_path):
     assert main(["info", "--entries"]) == 0
     out = capsys.readouterr().out
     assert "numpy" in out and "naive, separable, im2col, fft" in out
-    assert f"cache {tmp_path / 'cache' / 'autotune.json'}: 1 entries" in out
-    assert "calibration file:" in out and "(absent: shipped constants in use)" in out
-    assert "calibration (shipped)" in out
+    cache = tmp_path / "cache"
+    sizes = [p.stat().st_size for p in cache.rglob("*") if p.is_file()]
+    assert f"Cache directory: {cache}\n  {len(sizes)} files, {format_bytes(sum(sizes))} (" in out
+    assert ": 1 choices remembered" in out
     assert "|forward -> " in out
+    assert "shipped constants; 'arraycnn tune' fits it to this machine" in out
+
+
+def test_info_text_says_what_a_user_can_act_on(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(_json_of_info(capsys))["backends"]
+    for row in rows:
+        assert row["backend"] in out
+        if not row["available"] and "install" in row:
+            assert row["install"].startswith("pip install ")
+            assert row["install"] in out
+    assert "from:" not in out and "previous model" not in out  # no maintainer history
+    assert all(len(line) <= 80 for line in out.splitlines() if not line.startswith("Cache"))
+
+
+def _json_of_info(capsys) -> str:
+    assert main(["info", "--json"]) == 0
+    return capsys.readouterr().out
+
+
+def test_info_json_counts_the_cache_directory(capsys, tmp_path):
+    cache = tmp_path / "cache"
+    assert json.loads(_json_of_info(capsys))["cache_files"] == 0
+    _one_entry()
+    (cache / "extra").mkdir(parents=True, exist_ok=True)
+    (cache / "extra" / "blob.bin").write_bytes(b"x" * 1000)
+    info = json.loads(_json_of_info(capsys))
+    sizes = [p.stat().st_size for p in cache.rglob("*") if p.is_file()]
+    assert info["cache_dir"] == str(cache)
+    assert info["cache_files"] == len(sizes) >= 2
+    assert info["cache_bytes"] == sum(sizes) >= 1000
 
 
 def test_info_json_and_clear_cache(capsys):

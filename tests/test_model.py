@@ -17,6 +17,7 @@ from arraycnn.nn.activations import ReLU, Sigmoid, Softmax
 from arraycnn.nn.layers import Conv2D, Dense, Flatten, Layer, MaxPool2D
 from arraycnn.nn.model import History, Sequential, load_model
 from arraycnn.nn.optim import SGD, Adam
+from arraycnn.nn.progress import LINE_WIDTH, epoch_line
 from arraycnn.testing import assert_close, check_grad
 
 
@@ -165,13 +166,59 @@ def test_fit_learns_and_history_is_complete(rng, capsys):
     assert all(t > 0 for t in h["epoch_time"])
     assert history.steps == 4 * 6
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
-    assert len(lines) == 4 and "val_accuracy" in lines[-1]  # stdout is not a terminal
+    assert len(lines) == 4 and "val_acc " in lines[-1]  # stdout is not a terminal
+    assert all(len(line) <= 80 for line in lines)
 
 
 def test_progress_false_prints_nothing(rng, capsys):
     X, y = separable_data(rng, n=16)
     two_class_cnn().fit(X, y, epochs=1, batch_size=8, optimizer="sgd", progress=False)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "prints"),
+    [
+        ({"verbose": 0}, False),
+        ({"verbose": 1}, True),
+        ({"verbose": 2}, True),
+        ({"verbose": False}, False),
+        ({"verbose": 0, "progress": False}, False),
+        ({"verbose": 2, "progress": True}, True),
+        ({}, True),
+    ],
+)
+def test_verbose_is_keras_alias_of_progress(rng, capsys, kwargs, prints):
+    X, y = separable_data(rng, n=16)
+    two_class_cnn().fit(X, y, epochs=2, batch_size=8, optimizer="sgd", **kwargs)
+    lines = capsys.readouterr().out.splitlines()
+    expected = ["epoch 1/2", "epoch 2/2"] if prints else []
+    assert [line.split("  ")[0] for line in lines] == expected
+
+
+def test_history_is_keras_like(rng):
+    X, y = separable_data(rng, n=16)
+    history = two_class_cnn().fit(
+        X, y, epochs=3, batch_size=8, optimizer="sgd", verbose=0, validation_data=(X, y)
+    )
+    assert history.epoch == [0, 1, 2] and history.epochs == [1, 2, 3]
+    assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    for values in history.history.values():
+        assert len(values) == 3 and all(isinstance(v, float) for v in values)
+
+
+def test_epoch_line_fits_80_columns_at_its_documented_limits():
+    worst = {
+        "loss": 9.99994,
+        "accuracy": 1.0,
+        "val_loss": 9.99994,
+        "val_accuracy": 1.0,
+        "epoch_time": 999.94,
+    }
+    line = epoch_line(999, 999, worst)
+    assert LINE_WIDTH == 80 and len(line) <= 80
+    assert line.startswith("epoch 999/999  loss 9.9999  acc 1.0000  val_loss 9.9999")
+    assert line.endswith("val_acc 1.0000  999.9s")
 
 
 def test_evaluate_and_predict_agree_with_an_independent_forward(rng):
@@ -491,7 +538,12 @@ def test_one_output_takes_float_targets(rng):
         ({"seed": True}, TypeError, r"seed must be a non-negative int or None, got bool"),
         ({"shuffle": 1}, TypeError, r"shuffle must be True or False, got int 1"),
         ({"shuffle": "no"}, TypeError, r"shuffle must be True or False, got str 'no'"),
-        ({"progress": None}, TypeError, r"progress must be True or False, got NoneType"),
+        ({"progress": "yes"}, TypeError, r"progress must be True or False, got str 'yes'"),
+        ({"verbose": 3}, ValueError, r"verbose must be 0, 1 or 2 .*got 3"),
+        ({"verbose": -1}, ValueError, r"verbose must be 0, 1 or 2 .*got -1"),
+        ({"verbose": "auto"}, TypeError, r"verbose must be 0, 1 or 2 .*got str 'auto'"),
+        ({"verbose": 1.0}, TypeError, r"verbose must be 0, 1 or 2 .*got float 1.0"),
+        ({"verbose": 1}, ValueError, r"verbose=1 disagrees with progress=False"),
         ({"callback": 3}, TypeError, r"callback must be callable .*got int 3"),
         ({"callback": "stop"}, TypeError, r"callback must be callable .*got str 'stop'"),
         ({"batch_size": True}, TypeError, r"batch_size must be an int, got bool"),

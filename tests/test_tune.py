@@ -144,7 +144,7 @@ def test_tune_stores_a_user_calibration_the_dispatcher_uses(capsys, tmp_path):
     assert cal.source.startswith("arraycnn tune --cases tiny: 2 cases, ")
     assert set(cal.factor) == {"naive", "separable", "im2col", "fft"}
     assert main(["info"]) == 0
-    assert "calibration (user)" in capsys.readouterr().out
+    assert "fitted on this machine by 'arraycnn tune'" in capsys.readouterr().out
 
 
 def test_tune_dry_run_json_with_held_out_cases(capsys, tmp_path):

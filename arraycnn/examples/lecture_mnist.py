@@ -317,29 +317,69 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     >>> args.framework, args.epochs, args.batch_size
     ('torch', 2, 64)
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--framework", choices=("arraycnn", "torch"), default="arraycnn")
+    parser = argparse.ArgumentParser(
+        description="Reproduces the lecture's MNIST CNN, modernised (two convolution blocks of "
+        "16 and 32 filters, a dense layer of 128 with dropout, Adam) to reach 99 % test "
+        "accuracy on the NumPy backend; reports the test accuracy after every epoch and the "
+        "time to the first epoch at 99 %. --framework torch trains the same network with "
+        "torch.nn for comparison; --architecture lecture trains the lecture's original network.",
+    )
+    parser.add_argument(
+        "--framework",
+        choices=("arraycnn", "torch"),
+        default="arraycnn",
+        help="library that trains the network (default: %(default)s)",
+    )
     parser.add_argument(
         "--architecture",
         choices=ARCHITECTURES,
         default="modern",
-        help="modern (reaches 99 %%) or the lecture's original network",
+        help="modern (reaches 99 %%) or the lecture's original network (default: %(default)s)",
     )
-    parser.add_argument("--backend", default="numpy", help="arraycnn backend")
-    parser.add_argument("--strategy", default="auto", help="convolution strategy (arraycnn)")
-    parser.add_argument("--data-dir", default="data/mnist", help="MNIST directory")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N train images")
-    parser.add_argument("--test-limit", type=int, default=None, help="first N test images")
     parser.add_argument(
-        "--until", type=float, default=None, help="stop after the first epoch at this accuracy"
+        "--backend", default="numpy", help="arraycnn backend (default: %(default)s)"
     )
-    parser.add_argument("--out", default=None, help="directory for summary JSON and model")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        help="convolution strategy, arraycnn only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="data/mnist",
+        help="directory of the four MNIST files (default: %(default)s)",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="epochs (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="images per Adam step (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="Adam's learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of weights and shuffling (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch's CPU threads (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use the first N train images (default: all)"
+    )
+    parser.add_argument(
+        "--test-limit", type=int, default=None, help="use the first N test images (default: all)"
+    )
+    parser.add_argument(
+        "--until",
+        type=float,
+        default=None,
+        help="stop after the first epoch at this test accuracy (default: run every epoch)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="directory for the summary JSON and the model (default: write nothing)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     return parser.parse_args(argv)
 
 

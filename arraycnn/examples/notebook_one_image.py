@@ -140,12 +140,25 @@ def main(argv: list[str] | None = None) -> dict:
     from arraycnn.nn.optim import SGD
     from arraycnn.testing import check_grad
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default="numpy")
-    parser.add_argument("--quiet", action="store_true")
+    parser = argparse.ArgumentParser(
+        description="Reproduces the one-image notebook: a tiny CNN (one 5x5 convolution, 2x2 "
+        "max pooling, one sigmoid unit) trained by plain gradient descent on a single random "
+        "32x32 image. Checks the kernel gradient against finite differences first (the "
+        "notebook's hand-written one is wrong), then prints the loss of every step.",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=50, help="gradient-descent steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=0.001, help="learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the image and weights (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backend", default="numpy", help="arraycnn backend (default: %(default)s)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print nothing")
     args = parser.parse_args(argv)
 
     model = build_model(backend=args.backend, seed=args.seed)

@@ -380,8 +380,9 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         shuffle: bool = True,
         seed: int | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
         callback: Callback | None = None,
+        verbose: int | None = None,
     ) -> History:
         """Train with mini-batch gradient descent.
 
@@ -408,24 +409,32 @@ class Sequential:
             Reshuffle the samples every epoch.
         seed : int, optional
             Shuffling seed, a non-negative int (default: the model's seed).
-        progress : bool
-            A progress bar on a terminal, else one line per epoch; nothing if False.
+        progress : bool, optional
+            A progress bar on a terminal, else one line per epoch (at most 80 columns);
+            nothing if False. Default True, or what ``verbose`` says.
         callback : callable, optional
             ``callback(epoch, metrics)`` after every epoch (``metrics`` as recorded in the
             history); a true return value ends training there (early stopping). Checked to
             be callable before the first epoch.
+        verbose : {0, 1, 2}, optional
+            Keras' spelling of ``progress``: 0 is ``progress=False``, 1 and 2 are
+            ``progress=True``. Giving both is allowed only where they agree.
 
         Returns
         -------
         History
-            Per-epoch metrics. Ctrl-C stops training after the current step, keeps the
-            weights, and returns the history of the completed epochs. A NaN or infinite
-            training loss (divergence) gives one ``RuntimeWarning``.
+            Per-epoch metrics, as Keras' ``History``: ``history.history`` maps each metric
+            name to its list of per-epoch values, ``history.epoch`` lists the 0-based epoch
+            numbers (``history.epochs`` the 1-based ones). Ctrl-C stops training after the
+            current step, keeps the weights, and returns the history of the completed
+            epochs. A NaN or infinite training loss (divergence) gives one
+            ``RuntimeWarning``.
 
         Raises
         ------
         TypeError, ValueError
-            For a bad argument (the message names it), before anything is trained.
+            For a bad argument (the message names it; ``verbose`` outside 0, 1, 2 or
+            disagreeing with ``progress`` is one), before anything is trained.
         WorkspaceError
             For a batch, or parameters (``build``), larger than the memory available.
 
@@ -456,7 +465,7 @@ class Sequential:
             validation_data=validation_data,
             shuffle=shuffle,
             seed=seed,
-            progress=progress,
+            progress=training.resolve_progress(progress, verbose),
             callback=callback,
         )
 

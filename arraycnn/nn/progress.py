@@ -17,18 +17,44 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["Reporter", "format_metrics"]
+__all__ = ["LINE_WIDTH", "Reporter", "epoch_line", "format_metrics"]
+
+#: The per-epoch line fits this many columns (up to 999 epochs, losses below 10, epochs
+#: shorter than 1000 s, with validation data).
+LINE_WIDTH = 80
+#: Shorter names for the progress display (the history keeps the full ones, as Keras').
+SHORT_NAMES = {"accuracy": "acc", "val_accuracy": "val_acc"}
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    """``"name value"`` pairs with 4 decimals, ``epoch_time`` left out.
+    """``"name value"`` pairs with 4 decimals, ``epoch_time`` left out, accuracies shortened
+    to ``acc`` (:data:`SHORT_NAMES`).
 
     Examples
     --------
     >>> format_metrics({"loss": 0.5, "accuracy": 0.875, "epoch_time": 1.0})
-    'loss 0.5000  accuracy 0.8750'
+    'loss 0.5000  acc 0.8750'
     """
-    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch_time")
+    return "  ".join(
+        f"{SHORT_NAMES.get(k, k)} {v:.4f}" for k, v in metrics.items() if k != "epoch_time"
+    )
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    """The line printed after an epoch: number, metrics and wall seconds (``epoch_time``).
+
+    At most :data:`LINE_WIDTH` columns for up to 999 epochs, losses below 10 and epochs
+    under 1000 s, with validation metrics.
+
+    Examples
+    --------
+    >>> epoch_line(3, 30, {"loss": 0.25, "accuracy": 0.9, "epoch_time": 1.25})
+    'epoch 3/30  loss 0.2500  acc 0.9000  1.2s'
+    """
+    line = f"epoch {epoch}/{epochs}  {format_metrics(metrics)}"
+    if "epoch_time" in metrics:
+        line += f"  {metrics['epoch_time']:.1f}s"
+    return line
 
 
 def _bar() -> Progress:
@@ -61,7 +87,7 @@ class Reporter:
     ...     reporter.start_epoch(1)
     ...     reporter.step(loss=0.5, accuracy=1.0)
     ...     reporter.end_epoch(1, {"loss": 0.5, "accuracy": 1.0, "epoch_time": 0.5})
-    epoch 1/2  loss 0.5000  accuracy 1.0000  0.5 s
+    epoch 1/2  loss 0.5000  acc 1.0000  0.5s
     """
 
     def __init__(self, enabled: bool, epochs: int, steps_per_epoch: int) -> None:
@@ -93,13 +119,12 @@ class Reporter:
         """Advance the bar by one step, showing the epoch's running means."""
         if self._progress is not None:
             self._progress.update(
-                self._task, advance=1, metrics=f"loss {loss:.4f}  accuracy {accuracy:.4f}"
+                self._task, advance=1, metrics=format_metrics({"loss": loss, "accuracy": accuracy})
             )
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Show the epoch's final metrics (``epoch_time`` in seconds)."""
-        line = f"epoch {epoch}/{self.epochs}  {format_metrics(metrics)}"
-        line += f"  {metrics['epoch_time']:.1f} s"
+        line = epoch_line(epoch, self.epochs, metrics)
         if self._progress is not None:
             self._progress.update(self._task, metrics=format_metrics(metrics))
         elif self.enabled:

@@ -60,6 +60,7 @@ __all__ = [
     "largest_batch",
     "resolve_loss",
     "resolve_optimizer",
+    "resolve_progress",
     "stop_on_sigint",
     "train_step",
     "training_head",
@@ -116,6 +117,8 @@ class History:
         ``"epoch_time"`` (wall seconds of each epoch, validation included).
     epochs : list[int]
         1-based numbers of the completed epochs.
+    epoch : list[int]
+        The same, 0-based, as Keras' ``History.epoch`` (read-only).
     interrupted : bool
         True if Ctrl-C ended training early; the incomplete epoch is not recorded.
     steps : int
@@ -148,6 +151,20 @@ class History:
         for key, value in metrics.items():
             self.history.setdefault(key, []).append(float(value))
 
+    @property
+    def epoch(self) -> list[int]:
+        """0-based numbers of the completed epochs, as Keras' ``History.epoch``.
+
+        Examples
+        --------
+        >>> history = History()
+        >>> history.record(1, {"loss": 0.5})
+        >>> history.record(2, {"loss": 0.25})
+        >>> history.epoch, history.epochs
+        ([0, 1], [1, 2])
+        """
+        return [e - 1 for e in self.epochs]
+
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
@@ -155,6 +172,47 @@ class History:
 # --------------------------------------------------------------------------------------------
 # arguments
 # --------------------------------------------------------------------------------------------
+
+
+def resolve_progress(progress: Any, verbose: Any) -> bool:
+    """``fit``'s display switch from ``progress=`` and its Keras alias ``verbose=``.
+
+    ``verbose`` 0 means no output, 1 or 2 the progress display (``True``/``False`` count as
+    1/0, as in Keras); None for either means not given. Neither given: True.
+
+    Raises
+    ------
+    TypeError
+        For a ``verbose`` that is not an int (or bool), or a ``progress`` that is not a bool.
+    ValueError
+        For a ``verbose`` other than 0, 1, 2, and for ``verbose`` and ``progress`` that
+        disagree.
+
+    Examples
+    --------
+    >>> resolve_progress(None, 0), resolve_progress(None, 2), resolve_progress(None, None)
+    (False, True, True)
+    >>> resolve_progress(True, 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: verbose=0 disagrees with progress=True; give only one of them
+    """
+    shown = None if progress is None else check_flag(progress, "progress")
+    if verbose is None:
+        return True if shown is None else shown
+    if not isinstance(verbose, (int, np.integer)):
+        raise TypeError(
+            f"verbose must be 0, 1 or 2 (Keras' alias of progress), "
+            f"got {type(verbose).__name__} {verbose!r}"
+        )
+    if int(verbose) not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2 (Keras' alias of progress), got {verbose!r}")
+    wanted = int(verbose) != 0
+    if shown is not None and shown != wanted:
+        raise ValueError(
+            f"verbose={int(verbose)} disagrees with progress={shown}; give only one of them"
+        )
+    return wanted
 
 
 def resolve_loss(loss: Any) -> Loss:

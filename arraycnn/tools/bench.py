@@ -52,6 +52,10 @@ def _layer_list(text: str) -> list[str]:
     return names
 
 
+def _ints(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``arraycnn bench``."""
     add = parser.add_argument
@@ -68,8 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeat",
         type=options.positive_int,
         default=None,
-        help=f"timed rounds at least (median); cheap cases get more, up to {MAX_ROUNDS}, "
-        "until --case-seconds of timing",
+        help=f"timed rounds at least (median; default {FULL[1]}, quick {QUICK[1]}); cheap "
+        f"cases get more, up to {MAX_ROUNDS}, until --case-seconds of timing",
     )
     add(
         "--case-seconds",
@@ -83,27 +87,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_layer_list,
         default=None,
         metavar="NAMES",
-        help="reference layers to time: all, none, or comma-separated labels",
+        help="reference layers to time: all, none, or comma-separated labels (default: all; "
+        "quick: a subset)",
     )
     add(
         "--image-sizes",
         type=options.positive_int_list,
         default=None,
         metavar="N,N",
-        help="image sides",
+        help="image sides of the filtering cases (default: "
+        f"{_ints(FULL[0].images)}; quick {_ints(QUICK[0].images)})",
     )
     add(
         "--kernel-sizes",
         type=options.positive_int_list,
         default=None,
         metavar="K,K",
-        help="kernel sides",
+        help="kernel sides of the filtering cases (default: "
+        f"{_ints(FULL[0].kernels)}; quick {_ints(QUICK[0].kernels)})",
     )
     add(
         "--max-seconds",
         type=options.positive_float,
         default=None,
-        help="skip strategies predicted slower than this per call",
+        help="skip strategies predicted slower than this per call (default: "
+        f"{FULL[2]:g}; quick {QUICK[2]:g})",
     )
     add("--no-peers", action="store_true", help="time arraycnn only")
     add("--no-filters", action="store_true", help="time the reference layers only")
@@ -114,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="regression check instead: this checkout's working tree against git commit REV "
         "on a quick subset, interleaved rounds (--repeat, default "
         f"{COMPARE_ROUNDS}); warns of cases slower than --threshold, exit 1 only if a case "
-        "errors",
+        "errors (default: off)",
     )
     add(
         "--threshold",

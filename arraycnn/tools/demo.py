@@ -62,14 +62,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ((2, 3, 16, 16), 1, 'numpy')
     """
     parser.add_argument(
-        "--backend", type=_one_backend, default="numpy", help="numpy, torch, cupy, array_api_strict"
+        "--backend",
+        type=_one_backend,
+        default="numpy",
+        help="array library: numpy, torch, cupy, jax, array_api_strict",
     )
-    parser.add_argument("--shape", type=_shape, default=(8, 16, 64, 64), help="input N,C,H,W")
+    parser.add_argument(
+        "--shape",
+        type=_shape,
+        default=(8, 16, 64, 64),
+        help="input shape N,C,H,W (default: 8,16,64,64)",
+    )
     parser.add_argument("--filters", type=positive_int, default=32, help="output channels F")
     parser.add_argument("--kernel", type=positive_int, default=5, help="kernel size k (k x k)")
     parser.add_argument("--padding", type=_padding, default="same", help="int or valid/same/full")
-    parser.add_argument("--stride", type=positive_int, default=1)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--stride", type=positive_int, default=1, help="stride of the convolution")
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "float64"), help="floating-point type"
+    )
     parser.add_argument(
         "--repeat", type=positive_int, default=5, help="timed rounds per strategy (median)"
     )

@@ -302,7 +302,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--quick", action="store_true", help="the quick case set and 3 rounds")
     add("--cases", choices=tuple(TUNE_CASES), default=None, help="case set (default full)")
-    add("--repeats", type=options.at_least(1), default=None, help="timed rounds per plan (best of)")
+    add(
+        "--repeats",
+        type=options.at_least(1),
+        default=None,
+        help="timed rounds per plan, the fastest kept (default: "
+        + ", ".join(f"{n} {name}" for name, n in DEFAULT_REPEATS.items())
+        + ")",
+    )
     store = parser.add_mutually_exclusive_group()
     store.add_argument("--dry-run", action="store_true", help="fit and report, store nothing")
     store.add_argument(

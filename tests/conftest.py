@@ -3,12 +3,17 @@
 Every test that takes ``xp`` runs once per backend: NumPy, array-api-strict, torch (CPU,
 one thread; skipped when torch is not installed) and CuPy (skipped without a CUDA device).
 Build inputs with NumPy (the oracles' side) and move them with ``to_xp``.
+
+``ARRAYCNN_TEST_TORCH_DEVICE=cuda`` runs the torch backend's tests on that device instead
+(torch's default device for each such test; skipped where torch cannot use it): the GPU
+check, ``.ci/gpu-check``.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -37,6 +42,9 @@ try:
 except ImportError:  # pragma: no cover - torch is an optional extra
     torch = None
 
+#: The device of the torch backend's tests (module docstring).
+TORCH_DEVICE = os.environ.get("ARRAYCNN_TEST_TORCH_DEVICE", "cpu")
+
 
 class Backend(enum.Enum):
     """Namespaces the suite runs on."""
@@ -58,21 +66,35 @@ def _cupy_usable() -> bool:
         return False
 
 
+def _torch_device_unusable() -> str | None:
+    try:
+        torch.empty(0, device=TORCH_DEVICE)
+    except Exception as exc:
+        return f"torch cannot use ARRAYCNN_TEST_TORCH_DEVICE={TORCH_DEVICE!r}: {exc}"
+    return None
+
+
 def _skip_reason(backend: Backend) -> str | None:
     if backend is Backend.TORCH and torch is None:
         return "torch is not installed"
+    if backend is Backend.TORCH and TORCH_DEVICE != "cpu":
+        return _torch_device_unusable()
     if backend is Backend.CUPY and not _cupy_usable():
         return "CuPy is not installed or no CUDA device is usable"
     return None
 
 
 @pytest.fixture(params=list(Backend), ids=lambda b: b.value)
-def backend(request) -> Backend:
+def backend(request) -> Iterator[Backend]:
     """The backend under test (skips where it is unavailable)."""
     reason = _skip_reason(request.param)
     if reason:
         pytest.skip(reason)
-    return request.param
+    if request.param is Backend.TORCH and TORCH_DEVICE != "cpu":
+        with torch.device(TORCH_DEVICE):  # torch's default device while the test runs
+            yield request.param
+    else:
+        yield request.param
 
 
 @pytest.fixture

@@ -53,30 +53,10 @@ REFERENCE = "torch.fp32"
 
 def torch_calls(torch: Any, device: str, case: Any, x, w, gy, direction: str) -> dict:
     """The torch contenders of one case and direction (inputs: host NumPy arrays)."""
+    from arraycnn.tools.peers import torch_conv_call  # arraycnn imported once found usable
+
     tx, tw, tgy = (torch.from_numpy(a).to(device) for a in (x, w, gy))
-    g = case.geometry()
-    (top, _), (left, _) = g.padding  # the reference layers pad symmetrically
-
-    def forward() -> Any:
-        with torch.no_grad():
-            return torch.nn.functional.conv2d(tx, tw, **case.kwargs)
-
-    def backward() -> Any:  # the kernel torch's autograd runs for conv2d: (gx, gw, gb)
-        return torch.ops.aten.convolution_backward(
-            tgy,
-            tx,
-            tw,
-            [g.f],
-            list(g.stride),
-            [top, left],
-            list(g.dilation),
-            False,
-            [0, 0],
-            g.groups,
-            [True, True, True],
-        )
-
-    run = forward if direction == "forward" else backward
+    run = torch_conv_call(torch, case, tx, tw, tgy if direction == "backward" else None)
 
     def variant(benchmark: bool, tf32: bool) -> Any:
         def call() -> Any:

@@ -34,6 +34,7 @@ __all__ = [
     "filter_peers",
     "layer_peers",
     "optional",
+    "torch_conv_call",
     "torch_one_thread",
 ]
 
@@ -171,15 +172,22 @@ def layer_peers(
         torch = torch_one_thread()
     except PeerUnavailable as exc:
         return {}, {"torch": str(exc)}
-    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-    if gy is None:
+    tgy = None if gy is None else torch.from_numpy(gy)
+    return {
+        "torch": torch_conv_call(torch, case, torch.from_numpy(x), torch.from_numpy(w), tgy)
+    }, {}
+
+
+def torch_conv_call(torch: Any, case: Case, tx: Any, tw: Any, tgy: Any = None) -> Callable[[], Any]:
+    """torch's conv2d of ``case`` on tensors (any device) as a call: the forward without a
+    graph, or where ``tgy`` is given the backward kernel autograd runs, for (gx, gw, gb)."""
+    if tgy is None:
 
         def forward() -> Any:
             with torch.no_grad():
                 return torch.nn.functional.conv2d(tx, tw, **case.kwargs)
 
-        return {"torch": forward}, {}
-    tgy = torch.from_numpy(gy)
+        return forward
     g = case.geometry()
     (top, _), (left, _) = g.padding  # the cases pad symmetrically
 
@@ -198,4 +206,4 @@ def layer_peers(
             [True, True, True],
         )
 
-    return {"torch": backward}, {}
+    return backward

@@ -19,6 +19,7 @@ again); otherwise they run without recording anything, so results never carry a
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from types import ModuleType
 from typing import Any
 
@@ -28,10 +29,12 @@ from ..geometry import ConvGeometry, Padding
 from ..settings import set_autotune
 from ._boundary import check_float_pair, prepare
 from .dispatch import (
+    GRADIENT_NAMES,
     STRATEGIES,
     STRATEGY_NAMES,
     Plan,
     eligible_strategies,
+    parse_needs,
     plan,
     run_backward,
     run_forward,
@@ -145,8 +148,8 @@ def conv2d(
 
     def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
         (gy,), (x, w, _) = grads, inputs
-        gx, gw, gb = conv2d_backward(gy, x, w, **geometry, **options)
-        return (gx if needs[0] else None, gw if needs[1] else None, gb if needs[2] else None)
+        wanted = tuple(name for name, need in zip(GRADIENT_NAMES, needs) if need)
+        return conv2d_backward(gy, x, w, **geometry, **options, needs=wanted)
 
     return graph_call(xp, forward, backward, x, w, b)
 
@@ -189,7 +192,8 @@ def conv2d_backward(
     groups: int = 1,
     strategy: str = "auto",
     autotune: bool | None = None,
-) -> tuple[Array, Array, Array]:
+    needs: Collection[str] = GRADIENT_NAMES,
+) -> tuple[Array | None, Array | None, Array | None]:
     """Gradients of ``sum(gy * conv2d(x, w, b))`` with respect to x, w and b.
 
     Parameters
@@ -198,17 +202,23 @@ def conv2d_backward(
         Gradient of the loss with respect to the convolution's output.
     x, w, stride, padding, dilation, groups, strategy, autotune
         As in :func:`conv2d` (the backward is planned, tuned and cached on its own).
+    needs : collection of {"x", "w", "b"}
+        The gradients to compute (as torch's ``needs_input_grad``): the others are None
+        and cost nothing. A backward without the input gradient (a network's first layer)
+        is planned on its own, without that phase; an empty collection returns three
+        Nones.
 
     Returns
     -------
-    gx : array, shape (N, C, H, W)
-    gw : array, shape (F, C / groups, kh, kw)
-    gb : array, shape (F,)
+    gx : array, shape (N, C, H, W), or None
+    gw : array, shape (F, C / groups, kh, kw), or None
+    gb : array, shape (F,), or None
 
     Raises
     ------
     ValueError, TypeError, WorkspaceError
-        As :func:`conv2d`; ``gy`` must have the output's shape, dtype and device.
+        As :func:`conv2d`; ``gy`` must have the output's shape, dtype and device, and
+        ``needs`` hold only names from ``("x", "w", "b")``.
 
     Examples
     --------
@@ -222,7 +232,10 @@ def conv2d_backward(
            [81., 90.]])
     >>> gb
     array([9.])
+    >>> ac.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, needs=("w",))[0] is None
+    True
     """
+    wanted = parse_needs(needs)
     geometry = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     xp, geom = prepare(x, w, **geometry, extra=(("gy", gy),))
     if tuple(gy.shape) != geom.y_shape:
@@ -230,24 +243,41 @@ def conv2d_backward(
             f"gy must have the output shape (N, F, Ho, Wo) = {geom.y_shape}, got {tuple(gy.shape)}"
         )
     check_float_pair(gy, x, xp, ("gy", "x"))
-    size = itemsize(w.dtype, xp)
-    results = size * (math.prod(geom.x_shape) + math.prod(geom.w_shape) + geom.f)
+    if not wanted:
+        return None, None, None
+    grads = wanted.replace("b", "")  # the convolutions' part: "xw", "x", "w" or ""
+    sizes = {"x": math.prod(geom.x_shape), "w": math.prod(geom.w_shape), "b": geom.f}
+    results = itemsize(w.dtype, xp) * sum(sizes[name] for name in wanted)
     check_size(results, lambda: _what("conv2d_backward", geom, w), xp, device_of(w))
     kwargs = {**geometry, "strategy": strategy, "autotune": autotune}
 
-    def forward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]:
-        chosen = plan(strategy, w, geom, xp=xp, x=x, gy=gy, direction="backward", autotune=autotune)
+    def forward(gy: Array, x: Array, w: Array) -> tuple[Array | None, ...]:
+        gb = xp.sum(gy, axis=(0, 2, 3)) if "b" in wanted else None
+        if not grads:
+            return None, None, gb
+        options = {"direction": "backward", "autotune": autotune, "grads": grads}
+        chosen = plan(strategy, w, geom, xp=xp, x=x, gy=gy, **options)
         _check_with_workspace(chosen, "conv2d_backward", results, geom, w, xp)
-        return (*run_backward(chosen, gy, x, w, xp=xp), xp.sum(gy, axis=(0, 2, 3)))
+        return (*run_backward(chosen, gy, x, w, xp=xp), gb)
 
     def backward(needs, grads, inputs) -> tuple[Array | None, ...]:
         # gx = A_w^T gy, gw = B_x^T gy with A_w v = conv2d(v, w), B_x v = conv2d(x, v): for
-        # (ggx, ggw, ggb), gy gets conv2d(ggx, w, ggb) + conv2d(x, ggw), x the input
-        # gradient of conv2d(x, ggw), w the weight gradient of conv2d(ggx, w) (second order)
+        # (ggx, ggw, ggb), gy gets conv2d(ggx, w) + conv2d(x, ggw) + ggb, x the input
+        # gradient of conv2d(x, ggw), w the weight gradient of conv2d(ggx, w) (second
+        # order); a gradient left out (None) adds nothing
         (ggx, ggw, ggb), (gy, x, w) = grads, inputs
-        ggy = conv2d(ggx, w, ggb, **kwargs) + conv2d(x, ggw, **kwargs) if needs[0] else None
-        gx = conv2d_backward(gy, x, ggw, **kwargs)[0] if needs[1] else None
-        gw = conv2d_backward(gy, ggx, w, **kwargs)[1] if needs[2] else None
+        ggy = None
+        if needs[0] and ggx is not None:
+            ggy = conv2d(ggx, w, ggb, **kwargs)
+        if needs[0] and ggw is not None:
+            term = conv2d(x, ggw, **kwargs)
+            ggy = term if ggy is None else ggy + term
+        if needs[0] and ggx is None and ggb is not None:  # the bias term on its own
+            bias = xp.reshape(ggb, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
+            ggy = xp.broadcast_to(bias, tuple(gy.shape)) if ggy is None else ggy + bias
+        use_ggw, use_ggx = needs[1] and ggw is not None, needs[2] and ggx is not None
+        gx = conv2d_backward(gy, x, ggw, **kwargs, needs=("x",))[0] if use_ggw else None
+        gw = conv2d_backward(gy, ggx, w, **kwargs, needs=("w",))[1] if use_ggx else None
         return ggy, gx, gw
 
     return graph_call(xp, forward, backward, gy, x, w)

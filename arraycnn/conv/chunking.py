@@ -13,7 +13,8 @@ whole calls.
 
 :func:`run_chunked` runs every piece and writes its result into one preallocated array:
 forward, each piece's output rows; backward, each piece's input gradient onto the input
-rows it read (added where bands overlap), the weight gradients summed.
+rows it read (added where bands overlap), the weight gradients summed (each only where the
+call's ``grads`` asks for it).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Plan:
     excluded. Where the samples run in bands of ``rows`` output rows (``rows`` 0: whole
     samples), ``chunk`` is 1 and ``bands`` hold each band's plan. ``bytes``: the workspace
     of the largest piece; ``need``: the workspace at the strategy's preferred piece;
-    ``counts``: of the whole call.
+    ``counts``: of the whole call; ``grads``: the backward's gradients (as the call's).
     """
 
     strategy: str
@@ -70,6 +71,7 @@ class Plan:
     counts: Counts | None = None
     rows: int = 0
     bands: tuple[Band, ...] = ()
+    grads: str = "xw"
 
     @property
     def n(self) -> int:
@@ -139,14 +141,16 @@ def price(
     if chunk < n:
         counts = counts + _assembly(call)
     seconds, nbytes = cal.seconds(name, counts), workspace_bytes(s, kernel)
-    return Plan(
-        name, call.direction, call.geom, chunk, reason, kernel, rest, seconds, nbytes, need, counts
-    )
+    fields = (name, call.direction, call.geom, chunk, reason, kernel, rest, seconds, nbytes, need)
+    return Plan(*fields, counts, grads=call.grads)
 
 
 def _assembly(call: Call) -> Counts:
-    """The pieces' results, written into the whole: read and written once."""
+    """The pieces' results, written into the whole: read and written once (gw is summed,
+    small)."""
     g = call.geom
+    if call.direction == "backward" and "x" not in call.grads:
+        return Counts()
     out = g.n * (g.f * g.ho * g.wo if call.direction == "forward" else g.c * g.h * g.w)
     return traffic(2 * out * call.itemsize)
 
@@ -213,9 +217,8 @@ def _banded(name, call: Call, make, cal, budget: int, reason: str, rows: int, ne
         counts = counts + s.counts(kernel).scaled(count * g.n)
     first = next((b.kernel for b in bands if b.kernel is not None), None)
     seconds, nbytes = cal.seconds(name, counts), _bands_workspace(s, bands)
-    return Plan(
-        name, call.direction, g, 1, reason, first, None, seconds, nbytes, need, counts, lo, bands
-    )
+    fields = (name, call.direction, g, 1, reason, first, None, seconds, nbytes, need, counts)
+    return Plan(*fields, lo, bands, call.grads)
 
 
 # --------------------------------------------------------------------------- execution
@@ -223,9 +226,10 @@ def _banded(name, call: Call, make, cal, budget: int, reason: str, rows: int, ne
 
 def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp) -> Any:
     """Run ``chosen`` piece by piece: forward ``arrays = (x, w)`` gives y, backward ``(gy,
-    x, w)`` gives (gx, gw). Each piece's output rows (forward) or input gradient (backward,
-    onto the input rows it read) are written into one preallocated result, the weight
-    gradients summed. The one place a call is split."""
+    x, w)`` gives (gx, gw) (None for a gradient ``chosen.grads`` leaves out). Each piece's
+    output rows (forward) or input gradient (backward, onto the input rows it read) are
+    written into one preallocated result, the weight gradients summed. The one place a call
+    is split."""
     s = STRATEGIES[chosen.strategy]
     *batched, w = arrays
     forward = chosen.direction == "forward"
@@ -234,7 +238,9 @@ def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp) -> Any:
         return run(chosen.kernel, *batched, w, xp=xp)
     x, g = batched[-1], chosen.geom
     # banded: rows that read only padding stay zero, overlapping input gradients add up
-    result = (zeros if chosen.bands else empty)(g.y_shape if forward else g.x_shape, x, xp=xp)
+    result = None
+    if forward or "x" in chosen.grads:
+        result = (zeros if chosen.bands else empty)(g.y_shape if forward else g.x_shape, x, xp=xp)
     gw, sample, written = None, -1, 0  # input rows below `written` hold the sample's gradients
     for samples, band in chosen.pieces():
         if band.kernel is None:
@@ -247,6 +253,10 @@ def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp) -> Any:
             continue
         gy = batched[0][samples, :, band.out_rows, :]
         gx, gw_part = run(band.kernel, gy, x[samples, :, band.in_rows, :], w, xp=xp)
+        if gw_part is not None:
+            gw = gw_part if gw is None else gw + gw_part
+        if gx is None:
+            continue
         start, stop = band.in_rows.start, band.in_rows.stop
         seen = min(max(written, start), stop)
         if seen > start:  # (n, C, rows, W): add onto the rows earlier bands wrote
@@ -255,10 +265,11 @@ def run_chunked(chosen: Plan, arrays: tuple[Array, ...], *, xp) -> Any:
         where = (samples, ALL, slice(seen, stop), ALL)
         result = set_at(result, where, gx[:, :, seen - start :, :], xp=xp)
         written = max(written, stop)
-        gw = gw_part if gw is None else gw + gw_part
     if forward:
         return result
-    return result, zeros(tuple(w.shape), w, xp=xp) if gw is None else gw
+    if "w" in chosen.grads and gw is None:  # every band read only padding
+        gw = zeros(tuple(w.shape), w, xp=xp)
+    return result, gw
 
 
 def run_forward(chosen: Plan, x: Array, w: Array, *, xp) -> Array:

@@ -2,7 +2,7 @@
 
 One call goes through a short pipeline of pure functions over its frozen description
 (:class:`~arraycnn.conv.strategy.Call`: geometry, dtype, backend, device kind,
-direction, exactness):
+direction, exactness, the gradients a backward computes):
 
 1. **candidates** -- the strategies of :data:`STRATEGIES` whose needs the namespace meets
    (and, with ``require_exact``, whose sums are exact);
@@ -29,6 +29,7 @@ it and ``strategy="fft"`` raises; separable needs the SVD of a finite w.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from types import ModuleType
 from typing import Any
 
@@ -45,7 +46,8 @@ from .table import STRATEGIES, STRATEGY_NAMES, eligible_strategies, parse_direct
 Array = Any
 
 __all__ = ["STRATEGIES", "STRATEGY_NAMES", "Plan", "eligible_strategies", "parse_strategy"]
-__all__ += ["plan", "price_candidates", "run_backward", "run_forward"]
+__all__ += ["GRADIENT_NAMES", "parse_needs", "plan", "price_candidates", "run_backward"]
+__all__ += ["run_forward"]
 
 #: The reason of a plan chosen by the cost model.
 CHEAPEST = "cheapest predicted"
@@ -57,14 +59,32 @@ MEMO_ENTRIES = 4096
 
 def describe(w: Array, geom: ConvGeometry, *, xp: ModuleType, **options: Any) -> Call:
     """The frozen description of a call on w's dtype and device (keywords ``direction``,
-    ``require_exact``)."""
+    ``require_exact``, ``grads``)."""
     dtype = w.dtype  # NumPy's scalar type names it cheaply; others print as "ns.float32"
     name = getattr(getattr(dtype, "type", None), "__name__", None) or str(dtype).split(".")[-1]
     direction, exact = options.get("direction", "forward"), options.get("require_exact", False)
     accelerator = is_accelerator(xp, device_of(w))
-    return Call(
-        geom, direction, backend_name(xp), name, xp.finfo(dtype).bits // 8, accelerator, exact
-    )
+    grads = options.get("grads", "xw") if direction == "backward" else "xw"
+    size = xp.finfo(dtype).bits // 8
+    return Call(geom, direction, backend_name(xp), name, size, accelerator, exact, grads)
+
+
+#: The gradients a backward computes (``conv2d_backward(needs=...)``), in its order.
+GRADIENT_NAMES = ("x", "w", "b")
+
+
+def parse_needs(needs: Collection[str]) -> str:
+    """The gradient names ``needs`` holds, in the order x, w, b (``"xwb"``, ``"wb"``, ...)."""
+    if isinstance(needs, str) or not isinstance(needs, Collection):
+        raise TypeError(
+            f"needs must be a collection (tuple, list, set) of names from {GRADIENT_NAMES}, "
+            f"got {needs!r}"
+        )
+    if not all(isinstance(name, str) for name in needs):
+        raise TypeError(f"needs must hold names (str) from {GRADIENT_NAMES}, got {needs!r}")
+    if set(needs) - set(GRADIENT_NAMES):
+        raise ValueError(f"needs names gradients from {GRADIENT_NAMES}, got {needs!r}")
+    return "".join(name for name in GRADIENT_NAMES if name in needs)
 
 
 def separable_pays_off(rank: int, geom: ConvGeometry) -> bool:
@@ -96,6 +116,8 @@ def _exclusion(s: Strategy, call: Call, xp: ModuleType) -> str | None:
         return "not exact on integer-valued data (require_exact=True)"
     if s.uses_rank and not separable_pays_off(1, call.geom):
         return "kernel too small for separable passes to pay off"
+    if s.uses_rank and call.direction == "backward" and "x" not in call.grads:
+        return "the weight gradient alone uses no separable passes (it is naive's)"
     return None
 
 
@@ -206,7 +228,8 @@ def _measured_order(order: list[Plan], call: Call, values: Values, rank, xp) -> 
     def run(name: str) -> Any:
         if call.direction == "forward":
             return run_forward(tuned[name], x, w, xp=xp)
-        return run_backward(tuned[name], gy, x, w, xp=xp)[0]
+        gx, gw = run_backward(tuned[name], gy, x, w, xp=xp)
+        return gw if gx is None else gx
 
     choice, times = measured.tuned_choice(key, list(tuned), run)
     how = "measured fastest" if times is not None else "autotune (cached or only candidate)"
@@ -229,13 +252,15 @@ def plan(
     autotune: bool | None = None,
     budget: int | None = None,
     calibration: cost.Calibration | None = None,
+    grads: str = "xw",
 ) -> Plan:
     """The plan of one call: the forced strategy (checked) or ``auto``'s choice.
 
     ``x`` and ``gy`` (the backward's output gradient) are needed for autotuning and the
-    non-finite checks; ``budget`` and ``calibration`` default to the settings'. Raises
-    ValueError for an unknown or unrunnable forced strategy and
-    :class:`~arraycnn.budget.WorkspaceError` where nothing fits the budget.
+    non-finite checks; ``grads``: the gradients a backward computes ("xw", "x" or "w");
+    ``budget`` and ``calibration`` default to the settings'. Raises ValueError for an
+    unknown or unrunnable forced strategy and :class:`~arraycnn.budget.WorkspaceError`
+    where nothing fits the budget.
 
     Examples
     --------
@@ -248,7 +273,7 @@ def plan(
     """
     name = parse_strategy(strategy)
     direction = parse_direction(direction)
-    call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact)
+    call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact, grads=grads)
     budget = workspace_limit(xp, device_of(w)) if budget is None else budget
     cal = calibration if calibration is not None else cost.calibration_for(call.backend)[0]
     values = Values(xp, x=x, w=w, gy=gy)

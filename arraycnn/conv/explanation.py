@@ -9,7 +9,7 @@ from ..backend import device_of
 from ..budget import workspace_limit
 from . import cost
 from ._boundary import prepare
-from .dispatch import describe, plan, price_candidates, read_values
+from .dispatch import GRADIENT_NAMES, describe, parse_needs, plan, price_candidates, read_values
 from .facts import Values
 from .table import parse_direction
 
@@ -32,12 +32,14 @@ def explain(
     gy: Array | None = None,
     require_exact: bool = False,
     autotune: bool | None = False,
+    needs: Any = GRADIENT_NAMES,
 ) -> dict[str, Any]:
     """Why the dispatcher runs what it runs (for ``arraycnn bench`` and curious users).
 
     Parameters are those of :func:`arraycnn.conv2d`, plus ``direction``, ``gy`` (the
-    backward's output gradient) and ``require_exact``; ``autotune`` is False by default
-    (explain the model's choice without timing anything).
+    backward's output gradient), ``needs`` (the backward's gradients, as
+    :func:`arraycnn.conv2d_backward`; "x" or "w" among them) and ``require_exact``;
+    ``autotune`` is False by default (explain the model's choice without timing anything).
 
     Returns
     -------
@@ -62,7 +64,10 @@ def explain(
     geometry = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     xp, geom = prepare(x, w, **geometry, extra=extra)
     direction = parse_direction(direction)
-    call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact)
+    grads = parse_needs(needs).replace("b", "")
+    if not grads:
+        raise ValueError(f"needs must name 'x' or 'w' (a convolution) to explain, got {needs!r}")
+    call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact, grads=grads)
     budget = workspace_limit(xp, device_of(w))
     cal, source = cost.calibration_for(call.backend)
     values = Values(xp, x=x, w=w, gy=gy)
@@ -72,7 +77,7 @@ def explain(
     if nonfinite and candidates["fft"].chunk:
         candidates["fft"] = candidates["fft"].excluded(f"non-finite input ({', '.join(nonfinite)})")
     options = {"x": x, "gy": gy, "direction": direction, "require_exact": require_exact}
-    options["autotune"] = autotune
+    options.update(autotune=autotune, grads=grads)
     try:
         chosen = plan(strategy, w, geom, xp=xp, **options, budget=budget, calibration=cal)
         choice, chunk, why = chosen.strategy, chosen.chunk, chosen.reason

@@ -609,23 +609,28 @@ def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     return _set_strided(up, g, (sh, sw))
 
 
-def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType):
-    """Gradients ``(gx, gw)`` of ``sum(gy * y)``: ``gx`` the full convolution of the
-    upsampled ``gy`` with the dilated kernel, ``gw`` the correlation of the input with the
-    upsampled ``gy``; both at the lengths of :func:`fast_shape`."""
+def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, xp):
+    """Gradients ``(gx, gw)`` of ``sum(gy * y)`` (those ``grads`` names, others None):
+    ``gx`` the full convolution of the upsampled ``gy`` with the dilated kernel, ``gw`` the
+    correlation of the input with the upsampled ``gy``; both at the lengths of
+    :func:`fast_shape`."""
     fft = fft_module(xp)
     shape = fast_shape(geom)
     lh, lw2 = shape[0], shape[1] // 2 + 1
     gyf = fft.rfftn(_upsample_grad(gy, geom, xp=xp), s=shape, axes=AXES)  # (N, G, Fg, Lh, Lw2)
     gyf = _to_freq_major(gyf, xp=xp)  # (G, P, N, Fg)
-    # input gradient: GX[n, g, c] = sum_f GY[n, g, f] * Wf[g, f, c]
-    wf = _to_freq_major(_weight_spectrum(w, geom, shape, xp=xp, fft=fft), xp=xp)  # (G, P, Fg, Cg)
-    gxf = _from_freq_major(_contract(gyf, wf, xp=xp), lh, lw2, xp=xp)  # (N, G, Cg, Lh, Lw2)
-    del wf
-    gxp = fft.irfftn(gxf, s=shape, axes=AXES)[..., : geom.hp, : geom.wp]  # (N, G, Cg, Hp, Wp)
-    # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
-    gxp = xp.reshape(gxp, (geom.n, geom.c, geom.hp, geom.wp))
-    gx = xp.astype(crop_padding(gxp, geom), x.dtype, copy=False)
+    gx = None
+    if "x" in grads:  # GX[n, g, c] = sum_f GY[n, g, f] * Wf[g, f, c]
+        wf = _weight_spectrum(w, geom, shape, xp=xp, fft=fft)
+        wf = _to_freq_major(wf, xp=xp)  # (G, P, Fg, Cg)
+        gxf = _from_freq_major(_contract(gyf, wf, xp=xp), lh, lw2, xp=xp)  # (N, G, Cg, Lh, Lw2)
+        del wf
+        gxp = fft.irfftn(gxf, s=shape, axes=AXES)[..., : geom.hp, : geom.wp]  # (N, G, Cg, Hp, Wp)
+        # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
+        gxp = xp.reshape(gxp, (geom.n, geom.c, geom.hp, geom.wp))
+        gx = xp.astype(crop_padding(gxp, geom), x.dtype, copy=False)
+    if "w" not in grads:
+        return gx, None
     # weight gradient: GW[g, f, c] = sum_n conj(GY[n, g, f]) * X[n, g, c]
     xf = _to_freq_major(_input_spectrum(x, geom, shape, xp=xp, fft=fft), xp=xp)  # (G, P, N, Cg)
     gwf = _contract(xp.matrix_transpose(xp.conj(gyf)), xf, xp=xp)  # (G, P, Fg, Cg)
@@ -647,7 +652,7 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleTy
 class FFTPlan:
     """How the FFT runs a call: the forward's overlap-save tiles (None: untiled);
     ``itemsize`` that of the computation, ``upcast`` True where half-precision arrays are
-    computed in float32."""
+    computed in float32; backward, the gradients it computes (:attr:`.strategy.Call.grads`)."""
 
     geom: ConvGeometry
     direction: str
@@ -655,6 +660,7 @@ class FFTPlan:
     chunk: int
     tiles: TilePlan | None
     upcast: bool = False
+    grads: str = "xw"
 
     @property
     def rows(self) -> int:
@@ -674,7 +680,8 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> FFTPlan:
     tiles = None
     if call.direction == "forward" and price is not None:
         tiles = tile_plan(g, lambda c: price(c.in_bytes(size)))
-    return FFTPlan(g, call.direction, size, g.n, tiles, call.itemsize < COMPUTE_ITEMSIZE)
+    upcast = call.itemsize < COMPUTE_ITEMSIZE
+    return FFTPlan(g, call.direction, size, g.n, tiles, upcast, call.grads)
 
 
 def _float32(*arrays: Array, xp: ModuleType) -> tuple[Array, ...]:
@@ -693,15 +700,16 @@ def forward(p: FFTPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 
 
 def backward(p: FFTPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
-    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``."""
+    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)`` (None where
+    the plan leaves one out)."""
     if p.upcast:
-        gx, gw = _backward(*_float32(gy, x, w, xp=xp), p.geom, xp=xp)
-        return xp.astype(gx, x.dtype), xp.astype(gw, w.dtype)
-    return _backward(gy, x, w, p.geom, xp=xp)
+        grads = _backward(*_float32(gy, x, w, xp=xp), p.geom, p.grads, xp=xp)
+        return tuple(None if g is None else xp.astype(g, a.dtype) for g, a in zip(grads, (x, w)))
+    return _backward(gy, x, w, p.geom, p.grads, xp=xp)
 
 
 def _without_upcast(p: FFTPlan) -> FFTPlan:
-    return FFTPlan(p.geom, p.direction, p.itemsize, p.chunk, p.tiles)
+    return FFTPlan(p.geom, p.direction, p.itemsize, p.chunk, p.tiles, grads=p.grads)
 
 
 def _upcast_elements(p: FFTPlan) -> int:
@@ -746,23 +754,26 @@ def _forward_elements(g: ConvGeometry, work: ForwardWork) -> int:
 
 def workspace(p: FFTPlan) -> int:
     """Bytes. Forward: :func:`_forward_elements`. Backward: complex spectra at the fast
-    lengths, each with its copy (gy, w, gx, x, gw), their real inverses and the
-    stride-upsampled gy."""
+    lengths, each with its copy (gy; for gx: w, gx; for gw: x, gw), their real inverses
+    and the stride-upsampled gy."""
     g, s = p.geom, p.itemsize
     if p.direction == "forward":
         return s * (_forward_elements(g, _work(g, p.tiles)) + _upcast_elements(p))
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
-    pad = g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    pad = g.n * g.c * g.hp * g.wp if g.is_padded and "w" in p.grads else 0
     hv, wv = (g.ho - 1) * g.stride[0] + 1, (g.wo - 1) * g.stride[1] + 1
-    spectra = 3 * g.n * g.f + 4 * g.f * g.cg + 4 * g.n * g.c
-    real = g.n * g.c * lh * lw + g.f * g.cg * lh * lw + g.n * g.f * hv * wv + pad
+    spectra = 3 * g.n * g.f + 2 * len(p.grads) * (g.f * g.cg + g.n * g.c)
+    real = g.n * g.f * hv * wv + pad
+    real += (g.n * g.c if "x" in p.grads else 0) * lh * lw
+    real += (g.f * g.cg if "w" in p.grads else 0) * lh * lw
     return 2 * s * spectra * bins + s * (real + _upcast_elements(p))
 
 
 def counts(p: FFTPlan) -> Counts:
-    """Forward: :func:`forward_counts`. Backward: transforms of gy, w, x (forward) and gx,
-    gw (inverse), two per-frequency products, the layout copies, the upsampled gy."""
+    """Forward: :func:`forward_counts`. Backward: the transform of gy, the upsampled gy;
+    per gradient two transforms (gx: w forward, gx inverse; gw: x forward, gw inverse), a
+    per-frequency product and the layout copies."""
     g = p.geom
     casts = traffic(2 * _upcast_elements(p), calls=5) if p.upcast else Counts()
     if p.direction == "forward":
@@ -770,15 +781,19 @@ def counts(p: FFTPlan) -> Counts:
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
     nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
-    total = fft_counts(nf + 2 * fc + 2 * nc, lh, lw) + Counts(calls=4)
-    total = total + spectral(g.n, g.fg, g.cg, g.groups * bins)
-    total = total + spectral(g.fg, g.n, g.cg, g.groups * bins)
-    total = total + traffic(2 * (4 * nf + 6 * fc + 6 * nc) * bins, calls=25)
+    phases = len(p.grads)
+    total = fft_counts(nf + phases * (fc + nc), lh, lw) + Counts(calls=2 + phases)
+    if "x" in p.grads:
+        total = total + spectral(g.n, g.fg, g.cg, g.groups * bins)
+        total = total + traffic(2 * g.n * g.c * g.h * g.w)
+    if "w" in p.grads:
+        total = total + spectral(g.fg, g.n, g.cg, g.groups * bins)
+    total = total + traffic(2 * (4 * nf + 3 * phases * (fc + nc)) * bins, calls=5 + 10 * phases)
     if g.stride != (1, 1):
         total = total + traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)
-    if g.is_padded:
+    if g.is_padded and "w" in p.grads:
         total = total + traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2)
-    total = total + traffic(2 * g.n * g.c * g.h * g.w) + casts
+    total = total + casts
     return total.in_bytes(p.itemsize)
 
 

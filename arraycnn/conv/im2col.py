@@ -179,7 +179,8 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 @dataclass(frozen=True)
 class Im2colPlan:
     """How im2col runs a call: the samples and output rows per kernel call it prefers;
-    backward, the geometry of the input gradient's transposed correlation (None: col2im).
+    backward, the gradients it computes (:attr:`.strategy.Call.grads`) and the geometry of
+    the input gradient's transposed correlation (None: col2im).
 
     The tap bands that execution needs are derived once per plan, on first use (pricing
     does not need them).
@@ -191,6 +192,7 @@ class Im2colPlan:
     chunk: int
     rows: int
     grad_geom: ConvGeometry | None = None
+    grads: str = "xw"
 
     @cached_property
     def bands(self) -> TapBands:
@@ -205,13 +207,14 @@ class Im2colPlan:
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> Im2colPlan:
     """The plan of ``call``: cache-sized batch chunks and bands of rows on a CPU."""
-    g, cached, backward = call.geom, call.cached, call.direction == "backward"
+    g, cached = call.geom, call.cached
+    backward = call.direction == "backward" and "x" in call.grads  # bands share input rows
     grad = transposed_geometry(g) if backward and uses_transposed_input_grad(g) else None
     chunk, rows = (
         samples_per_chunk(g, cached=cached),
         rows_per_band(g, cached=cached, backward=backward),
     )
-    return Im2colPlan(g, call.direction, call.itemsize, chunk, rows, grad)
+    return Im2colPlan(g, call.direction, call.itemsize, chunk, rows, grad, call.grads)
 
 
 def forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
@@ -220,17 +223,20 @@ def forward(p: Im2colPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 
 
 def backward(p: Im2colPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
-    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``.
+    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)`` (None where
+    the plan leaves one out).
 
     gx is the transposed correlation of gy where the plan has its geometry, otherwise
     col2im (:func:`.naive.input_grad`).
     """
-    if p.grad_geom is not None:
+    if "x" not in p.grads:
+        gx = None
+    elif p.grad_geom is not None:
         wt = transposed_kernel(w, p.geom, xp=xp)
         gx = _correlate(gy, wt, p.grad_geom, p.grad_bands, xp=xp)
     else:
         gx = naive.input_grad(gy, w, p.geom, p.bands, xp=xp)
-    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp)
+    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp) if "w" in p.grads else None
 
 
 def _column_elements(g: ConvGeometry) -> tuple[int, int]:
@@ -247,11 +253,14 @@ def workspace(p: Im2colPlan) -> int:
     columns, result = _column_elements(g)
     if p.direction == "forward":
         return p.itemsize * (columns + result)
-    if p.grad_geom is not None:
+    weight_phase = g.f * g.n * g.ho * g.wo + columns if "w" in p.grads else 0
+    if "x" not in p.grads:
+        input_phase = 0
+    elif p.grad_geom is not None:
         input_phase = sum(_column_elements(p.grad_geom))
     else:
         input_phase = naive.input_grad_elements(g)
-    return p.itemsize * (g.f * g.n * g.ho * g.wo + columns + input_phase)
+    return p.itemsize * (weight_phase + input_phase)
 
 
 def _unfold_counts(g: ConvGeometry) -> Counts:
@@ -276,7 +285,10 @@ def counts(p: Im2colPlan) -> Counts:
     cols = g.n * g.ho * g.wo
     weight = traffic(2 * g.f * cols, calls=3) + _unfold_counts(g)
     weight = weight + gemm(g.fg, cols, g.cg * g.kh * g.kw, g.groups)
-    if p.grad_geom is not None:
+    weight = weight if "w" in p.grads else Counts()
+    if "x" not in p.grads:
+        grad = Counts()
+    elif p.grad_geom is not None:
         grad = _forward_counts(p.grad_geom) + traffic(4 * g.f * g.cg * g.kh * g.kw, 3)
     else:
         grad = naive.input_grad_counts(g)

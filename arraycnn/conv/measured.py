@@ -2,12 +2,13 @@
 
 With autotuning on (``conv2d(..., autotune=True)``, :func:`arraycnn.set_autotune`,
 :func:`arraycnn.config` or ``ARRAYCNN_AUTOTUNE=1``), the first call for a *key* -- backend,
-device, dtype, geometry, direction, separable rank, whether the budget chunks the batch and
-the library version -- times each candidate the dispatcher passes in with the library's
-one timing primitive (:func:`arraycnn.timing.interleaved_medians`: a warm-up, then
-:data:`REPEATS` interleaved rounds, each run ended by a device sync; the best counts) and
-keeps the fastest. The choice lives in memory and in a JSON file in the user cache
-directory (:func:`cache_path`); later calls, in this process or another, reuse it.
+device, dtype, geometry, direction (with the gradients a backward computes), separable
+rank, whether the budget chunks the batch and the library version -- times each candidate
+the dispatcher passes in with the library's one timing primitive
+(:func:`arraycnn.timing.interleaved_medians`: a warm-up, then :data:`REPEATS` interleaved
+rounds, each run ended by a device sync; the best counts) and keeps the fastest. The
+choice lives in memory and in a JSON file in the user cache directory
+(:func:`cache_path`); later calls, in this process or another, reuse it.
 
 The file is written atomically, merging the entries other processes wrote meanwhile under
 the file's lock (:mod:`arraycnn.cachefile`), so that concurrent writers keep every entry.
@@ -86,7 +87,7 @@ def make_key(call: Call, device: Any, rank: int | None, chunked: bool) -> str:
         f"r={rank if rank is not None else '-'}",
         f"chunked={int(chunked)}",
         f"v={__version__}",
-        call.direction,
+        call.direction if call.grads == "xw" else f"{call.direction}:{call.grads}",
     ]
     return "|".join(parts)
 

@@ -202,13 +202,15 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) 
 
 @dataclass(frozen=True)
 class NaivePlan:
-    """How naive runs a call: the samples per kernel call it prefers and its tap bands."""
+    """How naive runs a call: the samples per kernel call it prefers and its tap bands;
+    backward, the gradients it computes (:attr:`.strategy.Call.grads`)."""
 
     geom: ConvGeometry
     direction: str
     itemsize: int
     chunk: int
     bands: TapBands
+    grads: str = "xw"
 
     @property
     def rows(self) -> int:
@@ -220,7 +222,7 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> NaivePlan:
     """The plan of ``call``: the whole batch, or cache-sized chunks of it on a CPU."""
     g = call.geom
     chunk = samples_per_chunk(g, cached=call.cached)
-    return NaivePlan(g, call.direction, call.itemsize, chunk, tap_bands(g))
+    return NaivePlan(g, call.direction, call.itemsize, chunk, tap_bands(g), call.grads)
 
 
 def forward(p: NaivePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
@@ -229,9 +231,10 @@ def forward(p: NaivePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 
 
 def backward(p: NaivePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
-    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)``."""
-    gx = input_grad(gy, w, p.geom, p.bands, xp=xp)
-    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp)
+    """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)`` (None where
+    the plan leaves one out)."""
+    gx = input_grad(gy, w, p.geom, p.bands, xp=xp) if "x" in p.grads else None
+    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp) if "w" in p.grads else None
 
 
 def taps_per_block(g: ConvGeometry) -> int:
@@ -263,12 +266,13 @@ def weight_grad_elements(g: ConvGeometry) -> int:
 
 def workspace(p: NaivePlan) -> int:
     """Bytes: the (G, Fg, N, Ho, Wo) accumulator, one tap's input band and its product;
-    backward the larger of its two phases (they run one after the other)."""
+    backward the larger of its phases (they run one after the other)."""
     g = p.geom
     cols = g.n * g.ho * g.wo
     if p.direction == "forward":
         return p.itemsize * (g.c * cols + 2 * g.f * cols)
-    return p.itemsize * max(input_grad_elements(g), weight_grad_elements(g))
+    phases = {"x": input_grad_elements, "w": weight_grad_elements}
+    return p.itemsize * max(phases[name](g) for name in p.grads)
 
 
 def input_grad_counts(g: ConvGeometry) -> Counts:
@@ -310,7 +314,8 @@ def counts(p: NaivePlan) -> Counts:
     channel per group a broadcast product), then accumulate; reorder the output."""
     g = p.geom
     if p.direction == "backward":
-        return (input_grad_counts(g) + weight_grad_counts(g)).in_bytes(p.itemsize)
+        phases = {"x": input_grad_counts, "w": weight_grad_counts}
+        return sum((phases[name](g) for name in p.grads), Counts()).in_bytes(p.itemsize)
     cols = g.n * g.ho * g.wo
     if g.cg == 1:
         product = traffic(g.f * cols + g.c * cols, calls=2)

@@ -224,8 +224,8 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, rank: int, *, xp: Module
 @dataclass(frozen=True)
 class SeparablePlan:
     """How separable runs a call (whole samples): w's numerical rank, the forward's output
-    rows per band of its passes (:func:`band_rows`); backward, the tap bands of naive's
-    weight gradient."""
+    rows per band of its passes (:func:`band_rows`); backward, the gradients it computes
+    (:attr:`.strategy.Call.grads`) and the tap bands of naive's weight gradient."""
 
     geom: ConvGeometry
     direction: str
@@ -234,6 +234,7 @@ class SeparablePlan:
     rank: int
     pass_rows: int
     bands: TapBands | None = None
+    grads: str = "xw"
 
     @property
     def rows(self) -> int:
@@ -248,7 +249,7 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePla
     r = rank if rank else min(g.kh, g.kw)
     bands = tap_bands(g) if call.direction == "backward" else None
     pass_rows = band_rows(g, r, call.itemsize)
-    return SeparablePlan(g, call.direction, call.itemsize, g.n, r, pass_rows, bands)
+    return SeparablePlan(g, call.direction, call.itemsize, g.n, r, pass_rows, bands, call.grads)
 
 
 def forward(p: SeparablePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
@@ -257,10 +258,10 @@ def forward(p: SeparablePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 
 
 def backward(p: SeparablePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
-    """Execute a backward plan: ``(gx, gw)``; gw is naive's direct tap contraction (it
-    does not factor through the SVD)."""
-    gx = input_grad(gy, w, p.geom, p.rank, xp=xp)
-    return gx, naive.weight_grad(gy, x, p.geom, p.bands, xp=xp)
+    """Execute a backward plan: ``(gx, gw)`` (None where the plan leaves one out); gw is
+    naive's direct tap contraction (it does not factor through the SVD)."""
+    gx = input_grad(gy, w, p.geom, p.rank, xp=xp) if "x" in p.grads else None
+    return gx, naive.weight_grad(gy, x, p.geom, p.bands, xp=xp) if "w" in p.grads else None
 
 
 def workspace(p: SeparablePlan) -> int:
@@ -275,7 +276,8 @@ def workspace(p: SeparablePlan) -> int:
         return s * (pad + 2 * lanes * p.pass_rows * (g.wp + g.wo))
     transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
     transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
-    return s * max(transposed, naive.weight_grad_elements(g))
+    weight = naive.weight_grad_elements(g)
+    return s * max(transposed if "x" in p.grads else 0, weight if "w" in p.grads else 0)
 
 
 def _pad_counts(g: ConvGeometry) -> Counts:
@@ -308,7 +310,8 @@ def counts(p: SeparablePlan) -> Counts:
     scatter_rows = traffic(lanes * g.ho * g.wp) + row
     gather = traffic(3 * lanes * g.ho * g.wp + 4 * g.n * g.c * g.ho * g.wp, calls=3).scaled(g.kh)
     padded = g.n * g.c * g.hp * g.wp
-    total = svd + scatter_rows + gather + traffic(3 * padded, 4) + naive.weight_grad_counts(g)
+    total = svd + scatter_rows + gather + traffic(3 * padded, 4) if "x" in p.grads else Counts()
+    total = total + naive.weight_grad_counts(g) if "w" in p.grads else total
     return total.in_bytes(p.itemsize)
 
 

@@ -34,7 +34,8 @@ class Call:
     :func:`~arraycnn.backend.backend_name`; ``dtype``: the arrays' dtype name, ``itemsize``
     its bytes; ``accelerator``: a GPU device (kernels then run whole batches, not
     cache-sized pieces); ``require_exact``: only strategies whose result is a plain sum of
-    products.
+    products; ``grads``: the gradients a backward computes, "xw", "x" or "w" (the input's,
+    the weights'; the bias gradient is no convolution).
     """
 
     geom: ConvGeometry
@@ -44,6 +45,7 @@ class Call:
     itemsize: int
     accelerator: bool = False
     require_exact: bool = False
+    grads: str = "xw"
 
     @property
     def cached(self) -> bool:
@@ -159,7 +161,8 @@ class Strategy:
       w's numerical rank where the strategy uses it (else None), ``price`` the cost model
       (``Counts -> seconds``) for strategies that choose among layouts;
     - ``forward(plan, x, w, *, xp) -> y`` and ``backward(plan, gy, x, w, *, xp) -> (gx,
-      gw)`` execute the plan: x (N, C, H, W), w (F, Cg, kh, kw), y (N, F, Ho, Wo);
+      gw)`` execute the plan: x (N, C, H, W), w (F, Cg, kh, kw), y (N, F, Ho, Wo); a
+      gradient the call's ``grads`` leaves out is None, and not computed;
     - ``workspace(plan)``: bytes of temporaries beyond inputs and result (conservative);
       ``counts(plan)``: its :class:`Counts` (bytes and float32-equivalent flops);
     - ``needs``: namespace extensions (keys of :data:`REQUIREMENTS`); ``exact_sums``: the

@@ -103,6 +103,13 @@ class Conv2D(Layer):
     Shapes: input (N, C, H, W) -> output (N, F, Ho, Wo); ``params = {"w": (F, C/groups, kh,
     kw), "b": (F,)}``.
 
+    Attributes
+    ----------
+    input_grad : bool
+        True (the default): ``backward`` returns the gradient with respect to the input.
+        False: it returns None and skips that part of the backward (about half of it), for
+        a layer whose input gradient nobody uses (a network's first layer).
+
     Examples
     --------
     >>> layer = Conv2D(3, 8, 3, stride=2, padding="same")
@@ -149,6 +156,7 @@ class Conv2D(Layer):
         self.strategy = parse_strategy(strategy)
         self.init = init
         self._initializer = get_initializer(init)
+        self.input_grad = True
         self._x: Array | None = None
 
     @property
@@ -215,10 +223,12 @@ class Conv2D(Layer):
             **self._geometry_kwargs(),
         )
 
-    def backward(self, gy: Array) -> Array:
+    def backward(self, gy: Array) -> Array | None:
+        """Fill ``grads``; return the input gradient (None where :attr:`input_grad` is off)."""
         x = self._need(self._x)
+        needs = ("x",) * bool(self.input_grad) + ("w",) + ("b",) * self.bias
         gx, gw, gb = conv2d_backward(
-            gy, x, self.params["w"], strategy=self.strategy, **self._geometry_kwargs()
+            gy, x, self.params["w"], strategy=self.strategy, needs=needs, **self._geometry_kwargs()
         )
         self.grads = {"w": gw, "b": gb} if self.bias else {"w": gw}
         return gx

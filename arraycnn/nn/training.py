@@ -562,7 +562,7 @@ def train_step(
     y = data.y[index]
     out = model.forward(xb, training=True, stop=head.stop)
     value, g = head.loss(out, _targets(y, head, model, place))
-    model.backward(g, stop=head.stop)
+    model.backward(g, stop=head.stop, input_grad=False)  # nobody uses d loss / d X
     _apply_gradients(model, optimizer)
     hits = count_correct(out, y, logits=head.logits, place=place)
     return StepResult(float(value), hits, int(xb.shape[0]))

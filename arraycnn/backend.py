@@ -223,20 +223,33 @@ def backend_name(xp: ModuleType) -> str:
     return xp.__name__
 
 
+#: torch device types that hold no accelerator memory.
+_TORCH_HOST_TYPES = ("cpu", "meta")
+
+
 def is_accelerator(xp: ModuleType, device: Any) -> bool:
     """True if ``device`` of namespace ``xp`` is an accelerator (a GPU), from the namespace
-    and the device object: CuPy always; torch and JAX by the device's type / platform.
+    and the device object: CuPy always; torch by the device's type (a device name such as
+    ``"cuda:0"`` is read as ``torch.device`` reads it; ``"cpu"`` and ``"meta"`` are not
+    accelerators); JAX by the device's platform. NumPy and array-api-strict (whose
+    ``Device("device1")`` is a CPU stand-in) never.
 
     Examples
     --------
     >>> is_accelerator(resolve_backend("numpy"), "cpu")
+    False
+    >>> strict = resolve_backend("array_api_strict")
+    >>> is_accelerator(strict, strict.Device("device1"))
     False
     """
     name = backend_name(xp)
     if name == "cupy":
         return True
     if name == "torch":
-        return getattr(device, "type", "cpu") != "cpu"
+        if device is None:
+            return False
+        torch = sys.modules["torch"]
+        return torch.device(device).type not in _TORCH_HOST_TYPES
     if name == "jax":
         return getattr(device, "platform", "cpu") != "cpu"
     return False
@@ -447,22 +460,34 @@ def synchronize(x_or_xp: Any = None) -> None:
     if x_or_xp is None:
         return
     if isinstance(x_or_xp, ModuleType):
-        name = backend_name(x_or_xp)
-        device = None
+        xp, device = x_or_xp, None
     else:
-        name = backend_name(array_api_compat.array_namespace(x_or_xp))
-        device = array_api_compat.device(x_or_xp)
+        xp = array_api_compat.array_namespace(x_or_xp)
+        device = device_of(x_or_xp)
+    name = backend_name(xp)
     if name == "cupy":  # pragma: no cover - needs a GPU
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
     elif name == "torch":
-        import torch
-
-        if torch.cuda.is_available() and (device is None or getattr(device, "type", "") == "cuda"):
-            torch.cuda.synchronize()
+        _torch_synchronize(sys.modules["torch"], device)
     elif name == "jax" and device is not None:  # pragma: no cover - jax not in CI
         x_or_xp.block_until_ready()
+
+
+def _torch_synchronize(torch: ModuleType, device: Any) -> None:
+    """Wait for torch's queued work on ``device``'s accelerator (None: CUDA, where present)."""
+    if device is None:
+        if torch.cuda.is_available():  # pragma: no cover - needs a GPU
+            torch.cuda.synchronize()
+        return
+    if torch.device(device).type in _TORCH_HOST_TYPES:
+        return
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "synchronize"):  # any accelerator type
+        accelerator.synchronize(device)
+    else:  # older torch: CUDA is the accelerator
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- autograd

@@ -9,6 +9,10 @@ Data may be NumPy arrays on the host or arrays of the model's namespace:
   batches, so array-api-strict works too);
 * labels ``y`` are small: they are brought to the host once, validated there (range, length),
   and each batch of them is moved to the backend with its images.
+
+Arrays of the model's namespace on another device than the model's are refused with a
+ValueError naming both devices (:func:`check_device`), before anything is computed: moving
+them would be a hidden device-to-device (or device-to-host) copy of the whole data set.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Protocol
 import array_api_compat
 import numpy as np
 
-from ..backend import backend_name, to_numpy
+from ..backend import backend_name, device_of, to_numpy
 from ..budget import WorkspaceError
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "Placement",
     "batches",
     "check_X",
+    "check_device",
     "check_flag",
     "check_seed",
     "check_whole",
@@ -203,8 +208,34 @@ def placement_of(model: _Buildable) -> Placement:
 # --------------------------------------------------------------------------------------------
 
 
-def _namespace_data(X: Any, xp: ModuleType, name: str) -> tuple[Any, bool]:
-    """A non-NumPy ``X`` checked to be of ``xp``; whether it is host data after all."""
+def check_device(a: Any, device: Any, name: str) -> None:
+    """Refuse an array ``a`` of the model's namespace that is not on the model's ``device``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the array's device and the model's.
+
+    Examples
+    --------
+    >>> import array_api_strict as strict
+    >>> check_device(strict.ones(2), strict.Device("CPU_DEVICE"), "X")
+    >>> check_device(strict.ones(2), strict.Device("device1"), "X")
+    Traceback (most recent call last):
+    ...
+    ValueError: X is on device array_api_strict.Device('CPU_DEVICE') but the model is on ...
+    """
+    found = device_of(a)
+    if found != device:
+        raise ValueError(
+            f"{name} is on device {found} but the model is on device {device}; move it to "
+            "the model's device, or pass NumPy data (moved to the device one batch at a time)"
+        )
+
+
+def _namespace_data(X: Any, xp: ModuleType, name: str, device: Any) -> tuple[Any, bool]:
+    """A non-NumPy ``X`` checked to be of ``xp`` (and on ``device``, unless None); whether it
+    is host data after all."""
     backend = backend_name(xp)
     try:
         space = array_api_compat.array_namespace(X)
@@ -220,6 +251,8 @@ def _namespace_data(X: Any, xp: ModuleType, name: str) -> tuple[Any, bool]:
         )
     if backend == "numpy":
         return np.asarray(X), True
+    if device is not None:
+        check_device(X, device, name)
     return X, False
 
 
@@ -235,7 +268,12 @@ def _all_finite(X: Any, on_host: bool, xp: ModuleType, name: str) -> bool:
 
 
 def check_X(
-    X: Any, *, xp: ModuleType, input_shape: tuple[int, ...] | None, name: str = "X"
+    X: Any,
+    *,
+    xp: ModuleType,
+    input_shape: tuple[int, ...] | None,
+    name: str = "X",
+    device: Any = None,
 ) -> tuple[Any, bool]:
     """Validate samples ``X`` for a model on ``xp``; return them and whether they are on the host.
 
@@ -249,6 +287,8 @@ def check_X(
         The model's per-sample input shape; None (not built yet) accepts any.
     name : str
         How error messages call ``X``.
+    device : device, optional
+        The model's device: an ``X`` of ``xp`` elsewhere is refused (None: not checked).
 
     Returns
     -------
@@ -262,7 +302,8 @@ def check_X(
     TypeError
         For non-arrays, arrays of another namespace, and non-real dtypes.
     ValueError
-        For NaN or infinite values, a missing batch axis, or samples of the wrong shape.
+        For an ``X`` on another device than ``device`` (checked first), NaN or infinite
+        values, a missing batch axis, or samples of the wrong shape.
 
     Examples
     --------
@@ -277,7 +318,7 @@ def check_X(
     if isinstance(X, np.ndarray):
         on_host = True
     else:
-        X, on_host = _namespace_data(X, xp, name)
+        X, on_host = _namespace_data(X, xp, name, device)
     if not _all_finite(X, on_host, xp, name):
         raise ValueError(f"{name} contains NaN or infinite values")
     if len(X.shape) < 2:
@@ -442,7 +483,9 @@ def prepare_inputs(
     >>> prepare_inputs(model, np.ones((4, 3))).n, model.input_shape
     (4, (3,))
     """
-    X, on_host = check_X(X, xp=model.xp, input_shape=model.input_shape, name=name)
+    X, on_host = check_X(
+        X, xp=model.xp, input_shape=model.input_shape, name=name, device=model.device
+    )
     if nonempty and int(X.shape[0]) == 0:
         raise ValueError(f"{name} is empty (0 samples)")
     if not model.built:
@@ -461,6 +504,16 @@ def _build_for(model: _Buildable, shape: tuple[int, ...], name: str) -> None:
         raise kind(f"{name}: samples of shape {shape} do not fit the model: {exc}") from exc
 
 
+def _of_namespace(a: Any, xp: ModuleType) -> bool:
+    """Whether ``a`` is an array of namespace ``xp`` (NumPy's: never, it is host data)."""
+    if isinstance(a, np.ndarray) or backend_name(xp) == "numpy":
+        return False
+    try:
+        return backend_name(array_api_compat.array_namespace(a)) == backend_name(xp)
+    except TypeError:
+        return False
+
+
 def prepare_labeled(
     model: _Buildable,
     X: Any,
@@ -470,6 +523,9 @@ def prepare_labeled(
     nonempty: bool = False,
 ) -> Dataset:
     """:func:`prepare_inputs`, then labels ``y`` checked against the built model's outputs.
+
+    ``y`` of the model's namespace on another device than the model's is refused first
+    (:func:`check_device`), before ``X`` is looked at or the model built.
 
     Examples
     --------
@@ -482,6 +538,8 @@ def prepare_labeled(
     ...
     ValueError: X and y must have the same length, got 4 samples and 2 labels
     """
+    if _of_namespace(y, model.xp):
+        check_device(y, model.device, names[1])
     data = prepare_inputs(model, X, name=names[0], nonempty=nonempty)
     y_host = check_y(y, data.n, num_outputs=num_outputs(model.output_shape), name=names[1])
     return Dataset(data.X, data.on_host, y_host)

@@ -53,6 +53,23 @@ def _check_layers(layers: list[Any]) -> None:
             )
 
 
+def _model_device(xp: ModuleType, dtype: Any, device: Any) -> Any:
+    """The device object of ``xp`` for ``device`` (None: the namespace's default device), as
+    arrays on it report it (torch's ``"cpu"`` becomes ``torch.device("cpu")``).
+
+    Raises
+    ------
+    ValueError
+        If ``xp`` cannot allocate on ``device``; the message names both.
+    """
+    try:
+        return device_of(xp.empty(0, dtype=dtype, device=device))  # (0,): a probe, no data
+    except Exception as exc:  # each library refuses a foreign device with its own error
+        raise ValueError(
+            f"device {device!r} is not a device of backend {backend_name(xp)!r}: {exc}"
+        ) from exc
+
+
 def _table(rows: list[tuple[str, str, str]]) -> str:
     """Three left / left / right aligned columns."""
     widths = [max(len(r[c]) for r in rows) for c in range(3)]
@@ -77,9 +94,25 @@ class Sequential:
     seed : int, optional
         A non-negative int: seeds the initial weights (host-side NumPy generator, documented
         in :mod:`arraycnn.nn.init`) and the default shuffling of ``fit``.
+    device : device, optional
+        Where parameters, optimizer state and every pass live: a device of the backend
+        (``"cpu"`` or ``torch.device("cuda")`` for torch, ``array_api_strict.Device("device1")``,
+        a CuPy device...). Default: the backend's default device (for torch, its current
+        default device). Whether it is an accelerator is read from the namespace and the
+        device object (:func:`arraycnn.backend.is_accelerator`).
+
+    Attributes
+    ----------
+    device : device
+        The device as arrays on it report it (torch's ``"cpu"`` reads ``device(type='cpu')``).
 
     Notes
     -----
+    Data for ``fit``, ``predict``, ``predict_proba`` and ``evaluate`` is NumPy on the host
+    (moved to the device one batch at a time) or arrays of the backend on the model's device
+    (batched there); results are arrays on the model's device. Arrays of the backend on
+    another device are refused with a ValueError naming both devices, before anything runs.
+
     The model is built on the first ``fit`` / ``predict`` from the data's per-sample shape
     (``X.shape[1:]``), or explicitly with :meth:`build`. Each layer's ``build`` refuses
     parameters (or one sample's output) larger than the memory available
@@ -104,6 +137,7 @@ class Sequential:
         backend: str | ModuleType = "numpy",
         dtype: str = "float32",
         seed: int | None = None,
+        device: Any = None,
     ):
         layers = list(layers)
         _check_layers(layers)
@@ -115,7 +149,7 @@ class Sequential:
         if not hasattr(self.xp, dtype):
             raise ValueError(f"dtype {dtype!r} is not available on backend {self.backend!r}")
         self.dtype = getattr(self.xp, dtype)
-        self.device = device_of(self.xp.empty(0, dtype=self.dtype))
+        self.device = _model_device(self.xp, self.dtype, device)
         self.seed = check_seed(seed, "seed")
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
@@ -344,12 +378,17 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, gy: Array, *, stop: int | None = None) -> Array:
+    def backward(
+        self, gy: Array, *, stop: int | None = None, input_grad: bool = True
+    ) -> Array | None:
         """Back-propagate ``gy`` through layers ``[0, stop)`` in reverse; fills their grads.
+
+        ``input_grad=False`` (training) lets the first layer skip the gradient with respect
+        to the model's input where it can (a Conv2D's ``input_grad``); None is then returned.
 
         Returns
         -------
-        array, shape (N, *input_shape)
+        array, shape (N, *input_shape), or None
             The gradient with respect to the input of the last forward.
 
         Examples
@@ -362,7 +401,10 @@ class Sequential:
         >>> model.backward(np.ones((4, 2), dtype=np.float32)).shape
         (4, 3)
         """
-        for layer in reversed(self.layers[:stop]):
+        layers = self.layers[:stop]
+        if layers and hasattr(layers[0], "input_grad"):
+            layers[0].input_grad = input_grad
+        for layer in reversed(layers):
             gy = layer.backward(gy)
         return gy
 
@@ -597,8 +639,9 @@ def load_model(
     *,
     backend: str | ModuleType = "numpy",
     dtype: str | None = None,
+    device: Any = None,
 ) -> Sequential:
-    """Rebuild a model written by :meth:`Sequential.save`, on any backend.
+    """Rebuild a model written by :meth:`Sequential.save`, on any backend and device.
 
     Nothing in the file is trusted (see :mod:`arraycnn.nn.serialization`): the header and the
     declared shape and dtype of every array are checked, and the model is built from the
@@ -611,9 +654,14 @@ def load_model(
         Where the loaded model runs (need not be the one it was trained on).
     dtype : str, optional
         Override the saved dtype.
+    device : device, optional
+        Where the parameters are placed (as ``Sequential(device=...)``; the file does not
+        record a device: a model saved from any device loads onto any other).
 
     Raises
     ------
+    ValueError
+        If ``device`` is not a device of ``backend``.
     FileNotFoundError
         If the file does not exist.
     ModelFileError
@@ -643,7 +691,11 @@ def load_model(
     saved = read_model(path)
     header = saved.header
     model = Sequential(
-        saved.layers(), backend=backend, dtype=dtype or header["dtype"], seed=header.get("seed")
+        saved.layers(),
+        backend=backend,
+        dtype=dtype or header["dtype"],
+        seed=header.get("seed"),
+        device=device,
     )
     try:
         model.build(tuple(header["input_shape"]))

@@ -167,6 +167,8 @@ def save_model(model: _Savable, path: str | os.PathLike) -> Path:
     The file is written to a temporary file in the same directory and moved into place with
     ``os.replace``, so a crash never leaves a half-written model. Parameters holding NaN or
     infinity are written with a ``RuntimeWarning``: :func:`read_model` refuses such a file.
+    Each parameter is copied to the host explicitly (:func:`~arraycnn.backend.to_numpy`), so
+    a model on any device writes the same file; the file records no device.
 
     Returns
     -------

@@ -657,7 +657,7 @@ def test_a_diverging_loss_warns(data):
     model = two_class_cnn()
     model.build((1, 6, 6))
     model.set_parameters({"4.b": np.array([np.nan, 0.0], dtype=np.float32)})
-    with pytest.warns(RuntimeWarning, match=r"the training loss is nan at step 1: .*diverged"):
+    with pytest.warns(RuntimeWarning, match=r"the training loss is nan in epoch 1 .*diverged"):
         model.fit(X, y, epochs=2, batch_size=4, optimizer="sgd", progress=False)
 
 

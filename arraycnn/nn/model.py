@@ -485,6 +485,16 @@ class Sequential:
         With a last ``Softmax`` layer and categorical cross-entropy (or ``Sigmoid`` and binary
         cross-entropy), the loss is computed on the logits in its fused, stable form.
 
+        Host round trips (a synchronisation with a GPU, each): a training step makes none of
+        its own; the loss and accuracy are summed on the device and read at most
+        :data:`~arraycnn.nn.progress.TICKS_PER_EPOCH` - 1 times per epoch by the progress bar
+        (terminals only) and once at each epoch's end (validation too: once per epoch). A
+        divergence warning comes from that end-of-epoch read. Values are validated once per
+        ``fit``: NumPy ``X`` (NaN or infinity) on the host, at no device cost; ``X`` on the
+        device with one reduction there and one read before the first step; labels ``y`` on the
+        device are copied to the host once and checked there (range, length), and each batch
+        of them moves back with its samples.
+
         Examples
         --------
         >>> import numpy as np

@@ -1,10 +1,15 @@
 """Progress display of :meth:`Sequential.fit <arraycnn.nn.model.Sequential.fit>`: a rich bar on
 a terminal, one line per epoch otherwise, nothing when disabled.
+
+The running loss and accuracy live on the model's device; reading them is a host round trip
+(a synchronisation on a GPU). The bar reads them only at a few ticks per epoch
+(:data:`TICKS_PER_EPOCH`, :func:`is_tick`); the per-epoch line reads them once, at the end.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.progress import (
@@ -17,13 +22,33 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["LINE_WIDTH", "Reporter", "epoch_line", "format_metrics"]
+__all__ = ["LINE_WIDTH", "TICKS_PER_EPOCH", "Reporter", "epoch_line", "format_metrics", "is_tick"]
 
 #: The per-epoch line fits this many columns (up to 999 epochs, losses below 10, epochs
 #: shorter than 1000 s, with validation data).
 LINE_WIDTH = 80
 #: Shorter names for the progress display (the history keeps the full ones, as Keras').
 SHORT_NAMES = {"accuracy": "acc", "val_accuracy": "val_acc"}
+#: The bar shows the running metrics at most this many times per epoch, the last at its end.
+TICKS_PER_EPOCH = 4
+
+
+def is_tick(step: int, steps_per_epoch: int, ticks: int = TICKS_PER_EPOCH) -> bool:
+    """Whether the bar reads the running metrics after ``step`` (1-based) of an epoch: at
+    ``ticks - 1`` evenly spaced steps before the last (the epoch's end reads them anyway).
+
+    Examples
+    --------
+    >>> [s for s in range(1, 9) if is_tick(s, 8)]
+    [2, 4, 6]
+    >>> [s for s in range(1, 101) if is_tick(s, 100)]
+    [25, 50, 75]
+    >>> [s for s in range(1, 3) if is_tick(s, 2)]
+    [1]
+    """
+    if step >= steps_per_epoch:
+        return False
+    return step * ticks // steps_per_epoch != (step - 1) * ticks // steps_per_epoch
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -85,7 +110,7 @@ class Reporter:
     --------
     >>> with Reporter(True, epochs=2, steps_per_epoch=1) as reporter:  # not a terminal
     ...     reporter.start_epoch(1)
-    ...     reporter.step(loss=0.5, accuracy=1.0)
+    ...     reporter.step(lambda: {"loss": 0.5, "accuracy": 1.0})
     ...     reporter.end_epoch(1, {"loss": 0.5, "accuracy": 1.0, "epoch_time": 0.5})
     epoch 1/2  loss 0.5000  acc 1.0000  0.5s
     """
@@ -97,6 +122,7 @@ class Reporter:
         self.live = enabled and sys.stdout.isatty()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._step = 0
 
     def __enter__(self) -> Reporter:
         if self.live:
@@ -110,17 +136,23 @@ class Reporter:
 
     def start_epoch(self, epoch: int) -> None:
         """Open the bar of ``epoch`` (1-based)."""
+        self._step = 0
         if self._progress is not None:
             self._task = self._progress.add_task(
                 f"epoch {epoch}/{self.epochs}", total=self.steps_per_epoch, metrics=""
             )
 
-    def step(self, loss: float, accuracy: float) -> None:
-        """Advance the bar by one step, showing the epoch's running means."""
-        if self._progress is not None:
-            self._progress.update(
-                self._task, advance=1, metrics=format_metrics({"loss": loss, "accuracy": accuracy})
-            )
+    def step(self, means: Callable[[], dict[str, float]]) -> None:
+        """Advance the bar by one step; at a tick (:func:`is_tick`) show the epoch's running
+        means, which ``means()`` reads from the device (a host round trip). Without a bar,
+        ``means`` is never called."""
+        self._step += 1
+        if self._progress is None:
+            return
+        if is_tick(self._step, self.steps_per_epoch):
+            self._progress.update(self._task, advance=1, metrics=format_metrics(means()))
+        else:
+            self._progress.update(self._task, advance=1)
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Show the epoch's final metrics (``epoch_time`` in seconds)."""

@@ -442,8 +442,9 @@ def training_head(layers: Sequence[Any], output_shape: tuple[int, ...], loss: Lo
     return Head(None, loss)
 
 
-def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placement) -> int:
-    """Number of correct predictions in a batch.
+def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placement) -> Array:
+    """Number of correct predictions in a batch, as a 0-d integer array on the device (reading
+    it is the caller's choice: a host round trip).
 
     Parameters
     ----------
@@ -455,11 +456,16 @@ def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placemen
     place : Placement
         Where ``output`` lives (the labels are moved there).
 
+    Returns
+    -------
+    array, shape (), int64
+        On ``output``'s device.
+
     Examples
     --------
     >>> place = Placement(np, np.float64, "cpu")
     >>> output = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    >>> count_correct(output, np.array([0, 1, 1]), logits=False, place=place)
+    >>> int(count_correct(output, np.array([0, 1, 1]), logits=False, place=place))
     2
     """
     xp = place.xp
@@ -471,7 +477,7 @@ def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placemen
         pred = xp.argmax(flat, axis=1)
         labels = y if y.ndim == 1 else np.argmax(y, axis=1)
         truth = place.from_host(labels.astype(np.int64), pred.dtype)
-    return int(xp.sum(xp.astype(pred == truth, xp.int32)))
+    return xp.sum(xp.astype(pred == truth, xp.int64))
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,49 +487,72 @@ def count_correct(output: Array, y: np.ndarray, *, logits: bool, place: Placemen
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one training step measured.
+    """What one training step measured, left on the device (reading a value is a host round
+    trip: :class:`_Tally` reads the epoch's sums only when they are shown).
 
     Attributes
     ----------
-    loss : float
-        The batch's mean loss, before the step.
-    correct : int
+    loss : array, shape ()
+        The batch's mean loss, before the step (the model's floating dtype).
+    correct : array, shape (), int64
         Correct predictions in the batch.
     count : int
         Samples in the batch.
 
     Examples
     --------
-    >>> StepResult(loss=0.5, correct=3, count=4)
-    StepResult(loss=0.5, correct=3, count=4)
+    >>> StepResult(loss=np.float64(0.5), correct=np.int64(3), count=4).count
+    4
     """
 
-    loss: float
-    correct: int
+    loss: Array
+    correct: Array
     count: int
 
 
 @dataclass
 class _Tally:
-    """Running sums over an epoch's steps."""
+    """Running sums over an epoch's steps, kept on the device (float32 at least for the loss);
+    :meth:`means` reads them (two host round trips)."""
 
-    loss_sum: float = 0.0
-    correct: int = 0
+    loss_sum: Array | None = None
+    correct: Array | None = None
     seen: int = 0
 
-    def add(self, step: StepResult) -> None:
-        self.loss_sum += step.loss * step.count
-        self.correct += step.correct
+    def add(self, step: StepResult, xp: ModuleType) -> None:
+        loss = step.loss
+        if xp.finfo(loss.dtype).bits < 32:  # float16 sums lose whole units past 2048
+            loss = xp.astype(loss, xp.float32)
+        weighted = loss * float(step.count)
+        self.loss_sum = weighted if self.loss_sum is None else self.loss_sum + weighted
+        self.correct = step.correct if self.correct is None else self.correct + step.correct
         self.seen += step.count
 
     def means(self) -> dict[str, float]:
-        return {"loss": self.loss_sum / self.seen, "accuracy": self.correct / self.seen}
+        """The epoch's mean loss and accuracy so far, read to the host."""
+        return {"loss": float(self.loss_sum) / self.seen, "accuracy": int(self.correct) / self.seen}
+
+
+def _one_hot(labels: Array, k: int, place: Placement) -> Array:
+    """Class labels (B,) on the device -> one-hot rows (B, K) of the floating dtype."""
+    xp = place.xp
+    classes = xp.arange(k, dtype=labels.dtype, device=place.device)
+    # (B,) -> (B, 1) == (1, K) -> (B, K)
+    return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, k)), place.dtype)
 
 
 def _targets(y: np.ndarray, head: Head, model: _Model, place: Placement) -> Array:
-    """A batch of host labels ``y`` in the form ``head.loss`` takes, on the device."""
+    """A batch of host labels ``y`` in the form ``head.loss`` takes, on the device.
+
+    Class labels for categorical cross-entropy become one-hot rows on the device: the
+    labels were range-checked once per ``fit`` (:func:`~arraycnn.nn.data.check_y`), and the
+    loss checks label targets at every call, a host round trip per step.
+    """
     int_labels = isinstance(head.loss, CategoricalCrossEntropy)
-    return target_batch(y, int_labels=int_labels, output_shape=model.output_shape, place=place)
+    target = target_batch(y, int_labels=int_labels, output_shape=model.output_shape, place=place)
+    if int_labels and target.ndim == 1:
+        return _one_hot(target, num_outputs(model.output_shape), place)
+    return target
 
 
 def _apply_gradients(model: _Model, optimizer: Any) -> None:
@@ -539,11 +568,14 @@ def train_step(
 ) -> StepResult:
     """Forward, loss, backward and one optimizer step on the batch ``index`` of ``data``.
 
+    Makes no host round trip: the batch moves to the device (NumPy data) and the loss and
+    the correct predictions stay there.
+
     Returns
     -------
     StepResult
-        ``loss`` (the batch's mean, before the step), ``correct`` predictions and ``count``
-        of samples in the batch.
+        ``loss`` (the batch's mean, before the step) and ``correct`` predictions, 0-d arrays
+        on the device, and ``count`` of samples in the batch.
 
     Examples
     --------
@@ -554,8 +586,8 @@ def train_step(
     (2,)
     >>> head = training_head(model.layers, model.output_shape, resolve_loss("cross_entropy"))
     >>> result = train_step(model, data, slice(0, 2), head, SGD(0.1))
-    >>> round(result.loss, 4), result.count
-    (0.7486, 2)
+    >>> round(float(result.loss), 4), int(result.correct), result.count
+    (0.7486, 1, 2)
     """
     place = placement_of(model)
     xb = x_batch(data, index, place)
@@ -565,7 +597,7 @@ def train_step(
     model.backward(g, stop=head.stop, input_grad=False)  # nobody uses d loss / d X
     _apply_gradients(model, optimizer)
     hits = count_correct(out, y, logits=head.logits, place=place)
-    return StepResult(float(value), hits, int(xb.shape[0]))
+    return StepResult(value, hits, int(xb.shape[0]))
 
 
 @dataclass
@@ -674,24 +706,25 @@ def _train_epoch(run: _Run, reporter: Reporter) -> _Tally:
             run.flag.requested = True
             break
         run.history.steps += 1
-        _warn_if_non_finite(run, result.loss)
-        tally.add(result)
-        reporter.step(**tally.means())
+        tally.add(result, run.model.xp)
+        reporter.step(tally.means)  # reads the sums only at the bar's few ticks
         if run.flag.requested:
             break
     return tally
 
 
-def _warn_if_non_finite(run: _Run, loss: float) -> None:
-    """Warn once per ``fit`` when a step's loss is NaN or infinite (training diverged)."""
+def _warn_if_non_finite(run: _Run, epoch: int, loss: float) -> None:
+    """Warn once per ``fit`` when an epoch's mean loss is NaN or infinite: some step's loss
+    was (training diverged). Checked on the epoch's metrics, read once at its end."""
     if math.isfinite(loss) or run.warned_non_finite:
         return
     run.warned_non_finite = True
     warnings.warn(
-        f"the training loss is {loss} at step {run.history.steps}: training diverged (lower "
-        "the learning rate, or use float32 where float16 overflows)",
+        f"the training loss is {loss} in epoch {epoch} (its mean over steps up to step "
+        f"{run.history.steps}): training diverged (lower the learning rate, or use float32 "
+        "where float16 overflows)",
         RuntimeWarning,
-        stacklevel=5,
+        stacklevel=5,  # the caller of Sequential.fit
     )
 
 
@@ -707,6 +740,7 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict[str, float] | 
     batch_size = max(1, min(max(run.batch_size, 256), largest_batch(run.model)))
     scores = None if validation is None else evaluate_dataset(run.model, validation, batch_size)
     metrics = _epoch_metrics(tally, scores, started)
+    _warn_if_non_finite(run, epoch, metrics["loss"])
     run.history.record(epoch, metrics)
     reporter.end_epoch(epoch, metrics)
     return metrics
@@ -786,7 +820,8 @@ def evaluate_dataset(
     """Mean loss and accuracy of ``model`` over a checked :class:`Dataset`.
 
     ``loss`` defaults to the model's (the last ``fit``'s); the fused head applies as in
-    training.
+    training. The sums stay on the device and are read once, at the end (two host round
+    trips, however many batches).
 
     Examples
     --------
@@ -799,17 +834,17 @@ def evaluate_dataset(
     >>> round(scores["loss"], 4), scores["accuracy"]
     (0.7486, 0.5)
     """
+    if data.n == 0:
+        raise ValueError("there is nothing to evaluate: 0 samples")
     head = training_head(model.layers, model.output_shape, model.loss if loss is None else loss)
     place = placement_of(model)
-    total, correct = 0.0, 0
+    tally = _Tally()
     for s in batches(data.n, batch_size):
         out = model.forward(x_batch(data, s, place), training=False, stop=head.stop)
         value, _ = head.loss(out, _targets(data.y[s], head, model, place))
-        total += float(value) * (s.stop - s.start)
-        correct += count_correct(out, data.y[s], logits=head.logits, place=place)
-    if data.n == 0:
-        raise ValueError("there is nothing to evaluate: 0 samples")
-    return {"loss": total / data.n, "accuracy": correct / data.n}
+        hits = count_correct(out, data.y[s], logits=head.logits, place=place)
+        tally.add(StepResult(value, hits, s.stop - s.start), place.xp)
+    return tally.means()
 
 
 def evaluate(

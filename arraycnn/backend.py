@@ -35,10 +35,12 @@ __all__ = [
     "asarray",
     "backend_name",
     "device_of",
+    "devices_differ",
     "fft_module",
     "graph_call",
     "is_accelerator",
     "is_floating",
+    "is_traced",
     "namespace_of",
     "no_graph",
     "random_generator",
@@ -197,7 +199,35 @@ def device_of(x: Any) -> Any:
         return "cpu"
     if kind.__module__ == "torch":  # torch.Tensor (array_api_compat reads .device too)
         return x.device
-    return array_api_compat.device(x)
+    return array_api_compat.device(x)  # None for a traced JAX array (:func:`is_traced`)
+
+
+def devices_differ(a: Any, b: Any) -> bool:
+    """True if arrays ``a`` and ``b`` are on known, different devices. A traced JAX array
+    (:func:`is_traced`) has no device while it is traced (:func:`device_of` gives None):
+    it differs from none; JAX itself places the traced computation.
+
+    Examples
+    --------
+    >>> devices_differ(np.ones(2), np.zeros(3))
+    False
+    """
+    da, db = device_of(a), device_of(b)
+    return da is not None and db is not None and da != db
+
+
+def is_traced(x: Any) -> bool:
+    """True for a JAX tracer (an array inside ``jax.jit``, ``jax.grad``, ``jax.vmap``, ...),
+    whose values cannot be read and must not be kept past the transformation.
+
+    Examples
+    --------
+    >>> is_traced(np.ones(2))
+    False
+    """
+    if not type(x).__module__.startswith("jax"):  # nanoseconds; JAX is imported wherever
+        return False  # a JAX array exists
+    return isinstance(x, sys.modules["jax"].core.Tracer)
 
 
 def backend_name(xp: ModuleType) -> str:
@@ -231,7 +261,8 @@ def is_accelerator(xp: ModuleType, device: Any) -> bool:
     """True if ``device`` of namespace ``xp`` is an accelerator (a GPU), from the namespace
     and the device object: CuPy always; torch by the device's type (a device name such as
     ``"cuda:0"`` is read as ``torch.device`` reads it; ``"cpu"`` and ``"meta"`` are not
-    accelerators); JAX by the device's platform. NumPy and array-api-strict (whose
+    accelerators); JAX by the device's platform (by JAX's default backend for the unknown
+    device, None, of a traced array). NumPy and array-api-strict (whose
     ``Device("device1")`` is a CPU stand-in) never.
 
     Examples
@@ -251,6 +282,8 @@ def is_accelerator(xp: ModuleType, device: Any) -> bool:
         torch = sys.modules["torch"]
         return torch.device(device).type not in _TORCH_HOST_TYPES
     if name == "jax":
+        if device is None:
+            return sys.modules["jax"].default_backend() != "cpu"
         return getattr(device, "platform", "cpu") != "cpu"
     return False
 
@@ -583,19 +616,45 @@ def graph_call(
 ) -> Any:
     """``forward(*inputs)``: on torch, recorded as one node of the graph with ``backward``
     (:class:`GraphOp`) where :func:`records_graph`, else run with no graph (:func:`no_graph`);
-    on other namespaces, simply run.
+    on JAX, where an input is traced (:func:`is_traced`: inside ``jax.grad``, ``jax.jit``,
+    ...), run as a ``jax.custom_vjp`` function whose VJP is ``backward`` (all present inputs
+    get a gradient), so that JAX differentiates the call with the library's backward, never
+    through its kernels; on other namespaces (and concrete JAX arrays), simply run.
 
     Examples
     --------
     >>> graph_call(resolve_backend("numpy"), lambda a: a * a, None, np.float64(3.0))
     np.float64(9.0)
     """
-    if backend_name(xp) != "torch":
+    name = backend_name(xp)
+    if name == "jax" and any(is_traced(a) for a in inputs):
+        return _jax_custom_vjp(forward, backward)(*inputs)
+    if name != "torch":
         return forward(*inputs)
     if records_graph(*inputs):
         return GraphOp(forward, backward)(*inputs)
     with no_graph(xp):
         return forward(*inputs)
+
+
+def _jax_custom_vjp(forward: Callable[..., Any], backward: Callable[..., Any]) -> Callable:
+    """``forward`` as a ``jax.custom_vjp`` function whose VJP runs ``backward(needs, grads,
+    inputs)`` (:class:`GraphOp`'s contract) on the saved inputs, ``needs`` true for every
+    present (not None) input. The backward's own calls are custom_vjp functions again, so
+    JAX can differentiate it in turn (higher derivatives)."""
+    jax = sys.modules["jax"]
+    op = jax.custom_vjp(forward)
+
+    def op_forward(*inputs: Any) -> tuple[Any, tuple[Any, ...]]:
+        return forward(*inputs), inputs
+
+    def op_backward(inputs: tuple[Any, ...], cotangent: Any) -> tuple[Any, ...]:
+        grads = cotangent if isinstance(cotangent, tuple) else (cotangent,)
+        needs = tuple(a is not None for a in inputs)
+        return tuple(backward(needs, grads, inputs))
+
+    op.defvjp(op_forward, op_backward)
+    return op
 
 
 #: The one torch.autograd.Function class, made on first use (torch imported lazily).

@@ -13,8 +13,10 @@ Rules for callers:
   first out; ``ARRAYCNN_SCRATCH_BYTES`` -- bytes, a K/M/G/T suffix allowed -- or
   :func:`set_cache_limit` change it; 0 disables).
 
-On namespaces with immutable arrays (JAX) a write returns a new array; the cached buffer
-then simply stays as allocated (zeros), which is what the zero-band kernels rely on.
+JAX: arrays are immutable (a write returns a new array) and, under a transformation
+(``jit``, ``grad``), even a fresh ``zeros`` is a traced value that must not outlive the
+trace. Nothing is cached there: every call returns fresh zeros, which the kernels then
+update functionally (``array_api_extra.at``), using the returned arrays.
 
 torch: the public functions run kernels with grad mode off, so a buffer never joins an
 autograd graph; a buffer made under ``torch.inference_mode()`` is an inference tensor,
@@ -136,7 +138,7 @@ def scratch(
     The same ``(tag, shape, dtype, device, key)`` on the same thread returns the same
     buffer with whatever the previous call left in it: callers either overwrite all of
     it, or rely on regions they never write staying zero (then ``key`` must pin down
-    which regions those are, e.g. the geometry).
+    which regions those are, e.g. the geometry). On JAX every call returns fresh zeros.
 
     Examples
     --------
@@ -148,8 +150,10 @@ def scratch(
     array([7., 7., 7.])
     >>> clear()
     """
-    buffers = _buffers()
     name = backend_name(xp)
+    if name == "jax":  # immutable, and possibly traced: never kept (module docstring)
+        return xp.zeros(tuple(shape), dtype=like.dtype, device=device_of(like))
+    buffers = _buffers()
     inference = name == "torch" and sys.modules["torch"].is_inference_mode_enabled()
     full_key = (tag, tuple(shape), name, str(like.dtype), str(device_of(like)), key, inference)
     entry = buffers.pop(full_key, None)

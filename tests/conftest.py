@@ -1,8 +1,11 @@
 """Shared fixtures: the backend under test, seeded data, Hypothesis profiles.
 
 Every test that takes ``xp`` runs once per backend: NumPy, array-api-strict, torch (CPU,
-one thread; skipped when torch is not installed) and CuPy (skipped without a CUDA device).
-Build inputs with NumPy (the oracles' side) and move them with ``to_xp``.
+one thread; skipped when torch is not installed), JAX (its default device, float64 enabled;
+only with ``ARRAYCNN_TEST_JAX=1``: eager JAX compiles every operation at every new shape,
+which makes the whole suite about 15 times slower; ``tests/test_jax.py`` runs wherever jax
+is installed) and CuPy (skipped without a CUDA device). Build inputs with NumPy (the
+oracles' side) and move them with ``to_xp``.
 
 ``ARRAYCNN_TEST_TORCH_DEVICE=cuda`` runs the torch backend's tests on that device instead
 (torch's default device for each such test; skipped where torch cannot use it): the GPU
@@ -42,6 +45,15 @@ try:
 except ImportError:  # pragma: no cover - torch is an optional extra
     torch = None
 
+try:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # float64 tests; float32 stays float32
+except ImportError:  # pragma: no cover - jax is an optional extra
+    jax = None
+
+#: Whether the xp-parametrized tests run on JAX too (module docstring).
+JAX_MATRIX = os.environ.get("ARRAYCNN_TEST_JAX", "0") == "1"
 #: The device of the torch backend's tests (module docstring).
 TORCH_DEVICE = os.environ.get("ARRAYCNN_TEST_TORCH_DEVICE", "cpu")
 
@@ -52,6 +64,7 @@ class Backend(enum.Enum):
     NUMPY = "numpy"
     ARRAY_API_STRICT = "array_api_strict"
     TORCH = "torch"
+    JAX = "jax"
     CUPY = "cupy"
 
 
@@ -79,6 +92,10 @@ def _skip_reason(backend: Backend) -> str | None:
         return "torch is not installed"
     if backend is Backend.TORCH and TORCH_DEVICE != "cpu":
         return _torch_device_unusable()
+    if backend is Backend.JAX and jax is None:
+        return "jax is not installed"
+    if backend is Backend.JAX and not JAX_MATRIX:
+        return "set ARRAYCNN_TEST_JAX=1 to run the xp tests on JAX (slow: eager compiles)"
     if backend is Backend.CUPY and not _cupy_usable():
         return "CuPy is not installed or no CUDA device is usable"
     return None

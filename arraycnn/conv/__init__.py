@@ -14,6 +14,16 @@ torch autograd: where an input requires grad and grad mode is on, ``conv2d`` (an
 :func:`conv2d_backward` (and, for second derivatives, ``conv2d`` and ``conv2d_backward``
 again); otherwise they run without recording anything, so results never carry a
 ``grad_fn`` of the library's work buffers.
+
+JAX: both functions work under ``jax.jit`` (and ``vmap``, ``grad``). Traced arrays have no
+readable values, so the value-dependent checks are skipped for them: traced inputs are taken
+as finite (a forced ``"fft"`` is not refused for NaN/Inf, and ``auto`` may pick FFT, which
+spreads a NaN over the whole output), ``auto`` never picks ``"separable"`` (the kernel's
+rank cannot be read; a forced ``"separable"`` uses every rank-1 term), ``autotune`` is off
+(traced calls cannot be timed) and nothing traced is cached. Where an input is traced, each
+call is one ``jax.custom_vjp`` function whose VJP is :func:`conv2d_backward` (reverse mode,
+also reverse over reverse; JAX's forward mode, e.g. ``jax.jacfwd``, cannot differentiate a
+custom_vjp function and raises JAX's TypeError saying so).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from collections.abc import Collection
 from types import ModuleType
 from typing import Any
 
-from ..backend import device_of, graph_call, no_graph, resolve_backend
+from ..backend import device_of, devices_differ, graph_call, no_graph, resolve_backend
 from ..budget import WorkspaceError, check_size, itemsize, set_workspace_limit
 from ..geometry import ConvGeometry, Padding
 from ..settings import set_autotune
@@ -98,6 +108,7 @@ def conv2d(
         time the candidate strategies on the first call of this signature and use the
         fastest (kept in memory and in the user cache); if False, predict the fastest with
         the cost model. None: :func:`set_autotune` or env ``ARRAYCNN_AUTOTUNE``. ``auto`` only.
+        Ignored for traced JAX arrays (module docstring).
 
     Returns
     -------
@@ -114,6 +125,9 @@ def conv2d(
 
     Notes
     -----
+    Under ``jax.jit`` the NaN/Inf checks and separable's rank are skipped (traced values
+    cannot be read; module docstring) and ``jax.grad`` runs :func:`conv2d_backward`.
+
     ``auto`` predicts each strategy's time with a small cost model (five constants per
     backend, :mod:`arraycnn.conv.cost`). On the reference layers and filters its picks cost
     at most about 1.15 times the fastest strategy's time, and 1.03 times in the geometric
@@ -176,7 +190,7 @@ def _check_bias(b: Array, w: Array, geom: ConvGeometry, xp: ModuleType) -> None:
         raise ValueError(f"b must have shape (F,) = ({geom.f},), got {tuple(b.shape)}")
     if b.dtype != w.dtype:
         raise TypeError(f"b ({b.dtype}) must have the dtype of w ({w.dtype})")
-    if device_of(b) != device_of(w):
+    if devices_differ(b, w):
         raise ValueError(f"b is on device {device_of(b)} but w is on {device_of(w)}")
 
 

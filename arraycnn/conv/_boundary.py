@@ -5,14 +5,15 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from ..backend import device_of, namespace_of
+from ..backend import device_of, devices_differ, namespace_of
 from ..geometry import ConvGeometry, Padding, conv_geometry
 
 Array = Any
 
 
 def check_float_pair(x: Array, w: Array, xp: ModuleType, names: tuple[str, str]) -> None:
-    """Both arrays real floating, same dtype, same device."""
+    """Both arrays real floating, same dtype, same device (a traced JAX array's device is
+    unknown: it matches any)."""
     for name, a in zip(names, (x, w) if x.dtype != w.dtype else (x,)):
         if not xp.isdtype(a.dtype, "real floating"):
             raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
@@ -20,7 +21,7 @@ def check_float_pair(x: Array, w: Array, xp: ModuleType, names: tuple[str, str])
         raise TypeError(
             f"{names[0]} ({x.dtype}) and {names[1]} ({w.dtype}) must have the same dtype"
         )
-    if device_of(x) != device_of(w):
+    if devices_differ(x, w):
         raise ValueError(
             f"{names[0]} is on device {device_of(x)} but {names[1]} is on {device_of(w)}"
         )

@@ -280,8 +280,11 @@ def plan(
     if name != "auto":
         return _forced(name, call, values, xp, cal, budget)
     candidates = price_candidates(call, xp, cal, budget)
-    tune = (
-        autotune_enabled(autotune) and x is not None and (direction == "forward" or gy is not None)
+    tune = (  # traced arrays (JAX) cannot be timed: the cost model decides
+        autotune_enabled(autotune)
+        and x is not None
+        and (direction == "forward" or gy is not None)
+        and not values.traced()
     )
     prune = AUTOTUNE_SPREAD if tune else 1.0
     candidates, rank = read_values(candidates, call, values, cal=cal, budget=budget, prune=prune)

@@ -15,8 +15,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from array_api_compat import is_jax_array, is_numpy_array
+from array_api_compat import is_numpy_array
 
+from ..backend import is_traced
 from ..settings import register_cache
 from . import separable
 
@@ -28,12 +29,6 @@ Array = Any
 KERNEL_FACTS_MAX_ELEMENTS = 4096
 #: Kernels whose facts are kept at most (the memo is emptied when full).
 KERNEL_FACTS_KEPT = 256
-
-
-def _is_tracer(a: Array) -> bool:
-    """True for a JAX tracer: a JAX array whose values cannot be read (the module test
-    first: array_api_compat's check costs microseconds per array)."""
-    return type(a).__module__.startswith("jax") and is_jax_array(a) and not hasattr(a, "__array__")
 
 
 class Values:
@@ -48,7 +43,7 @@ class Values:
     def traced(self) -> bool:
         """True if any array is a JAX tracer (its values cannot be read); found once."""
         if self._traced is None:
-            self._traced = any(_is_tracer(a) for a in self.arrays.values())
+            self._traced = any(is_traced(a) for a in self.arrays.values())
         return self._traced
 
     def finite(self, name: str) -> bool:

@@ -90,7 +90,7 @@ import array_api_compat
 import array_api_extra as xpx
 import numpy as np  # host-side dtype promotion on dtype *names* only; never on user arrays
 
-from .backend import device_of, namespace_of
+from .backend import device_of, is_traced, namespace_of
 from .budget import check_size, itemsize
 from .conv import CAPABILITIES, conv2d
 from .conv.dispatch import parse_strategy, plan
@@ -539,6 +539,8 @@ def _check_integer_magnitude(
     ``kernels`` is (..., kh, kw) (one kernel, or one per batch entry in a swapped call).
     Two reductions brought to the host as Python floats.
     """
+    if is_traced(image) or is_traced(kernels):
+        return  # values cannot be read under a trace (documented in the module)
     peak = float(xp.max(xp.abs(image)))
     if fill is not None:
         peak = max(peak, abs(fill))
@@ -580,6 +582,10 @@ def _check_finite_for(
 
 
 def _all_finite(a: Array) -> bool:
+    """True if ``a`` holds no NaN/Inf; traced (JAX ``jit``) arrays cannot be read and are
+    taken as finite, as the dispatcher takes them."""
+    if is_traced(a):
+        return True
     xp = array_api_compat.array_namespace(a)
     return bool(xp.all(xp.isfinite(a)))
 

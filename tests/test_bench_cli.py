@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
+import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import arraycnn as ac
 from arraycnn import STRATEGY_NAMES
 from arraycnn.cli import main as cli_main
-from arraycnn.tools import bench, cases, measuring, reporting
+from arraycnn.tools import bench, cases, measuring, peers, reporting
 
 pytest.importorskip("matplotlib")
 
@@ -151,9 +155,203 @@ def test_writes_a_png_crossover_plot(tiny_run: tuple[Path, str]) -> None:
 
 def test_prints_tables(tiny_run: tuple[Path, str]) -> None:
     _, stdout = tiny_run
-    assert "conv layers" in stdout and "image filtering" in stdout
-    assert "regret" in stdout and "results.json" in stdout
-    assert "backward" in stdout and "fastest SciPy and OpenCV" in stdout
+    assert "conv layers, forward, numpy: median ms" in stdout
+    assert "conv layers, backward (gx, gw, gb), numpy" in stdout
+    assert "image filtering ('same'), numpy" in stdout
+    assert "image filtering ('same'), peers from SciPy" in stdout
+    assert "image filtering, numpy: auto against SciPy and OpenCV" in stdout
+    assert "regret on numpy" in stdout and "results.json" in stdout
+
+
+def test_one_progress_line_per_case(tiny_run: tuple[Path, str]) -> None:
+    """Not a terminal: one line per case and direction, numbered, with its seconds."""
+    _, stdout = tiny_run
+    lines = [line for line in stdout.splitlines() if line.startswith("[")]
+    assert [line.split(" ...")[0] for line in lines] == [
+        "[1/4] 64x1x28x28:32x3x3",
+        "[2/4] 64x1x28x28:32x3x3 backward",
+        "[3/4] img12:k3:gaussian",
+        "[4/4] img12:k3:random",
+    ]
+    assert all(line.endswith(" s") for line in lines)
+
+
+def _lines_fit(text: str, width: int = 80) -> None:
+    too_long = [line for line in text.splitlines() if len(line) > width]
+    assert not too_long, too_long
+    assert "…" not in text  # rich's mark of a cut cell
+
+
+def test_output_fits_80_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Warnings, progress, tables, summary and the not-timed list at COLUMNS=80, every
+    header and case label whole."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a warning line to wrap too
+    backends = "numpy,torch" if peers.optional("torch") else "numpy"
+    argv = [*TINY, "--layers", "16x64x56x56:64x3x3/g64", "--max-seconds", "0.002"]
+    assert run_bench([*argv, "--backend", backends, "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    paths = f"  {tmp_path}"  # the files written: the user's own path, printed whole
+    _lines_fit("\n".join(line for line in captured.out.splitlines() if paths not in line))
+    _lines_fit(captured.err)
+    assert "thread counts are not pinned" in " ".join(captured.err.split())
+    assert "16x64x56x56:64x3x3/g64" in captured.out and "img12:k3:gaussian" in captured.out
+    for header in ("naive", "sep", "im2col", "fft", "auto", "choice", "regret", "fftconv"):
+        assert f" {header}" in captured.out
+    assert "not timed" in captured.out  # --max-seconds left strategies out: listed, wrapped
+
+
+def _wide_results() -> list[measuring.CaseResult]:
+    """Results with the longest labels and the widest numbers of the bench's tables."""
+    layer = cases.LAYERS["16x64x56x56:64x3x3/g64"]
+    slow = dict.fromkeys(STRATEGY_NAMES, 98.7654)
+    slow["auto"] = 0.0001234
+    results = []
+    for direction in ("forward", "backward"):
+        result = measuring.CaseResult(layer, direction, {"numpy": dict(slow)}, {"numpy": "fft"})
+        result.peers = {"torch": 1.234567}
+        result.gemm = {"numpy": 0.0123}
+        results.append(result)
+    filtering = cases.filter_case(4096, 63, "gaussian")
+    names = ("scipy.fft", "scipy.oa", "scipy.2d", "scipy.auto", "ndimage", "cv2", "cv2.sep")
+    peers = dict.fromkeys([*names, "torch"], 0.0001234)
+    choice = {"numpy": "separable"}
+    results.append(measuring.CaseResult(filtering, times={"numpy": slow}, choice=choice))
+    results[-1].peers = peers
+    return results
+
+
+def test_widest_tables_fit_80_columns_in_rich_and_plain() -> None:
+    rich_console = pytest.importorskip("rich.console")
+    tables = reporting.bench_tables(_wide_results(), ["numpy"], peers=True)
+    buffer = io.StringIO()
+    reporting.print_tables(tables, console=rich_console.Console(width=80, file=buffer))
+    _lines_fit(buffer.getvalue())
+    assert "16x64x56x56:64x3x3/g64" in buffer.getvalue()
+    assert "98765" in buffer.getvalue() and "0.123" in buffer.getvalue()  # ms, whole
+    plain = [
+        line
+        for t in tables
+        for b in reporting.fit_width(t, 80)
+        for line in reporting.render_plain(b)
+    ]
+    _lines_fit("\n".join(plain))
+
+
+def test_a_table_too_wide_is_split_into_blocks_repeating_the_case_column() -> None:
+    header = ["case", *(f"column{i}" for i in range(12))]
+    rows = [["img4096:k63:gaussian", *(f"{i}.25" for i in range(12))]]
+    blocks = reporting.fit_width(reporting.Table("wide", header, rows, "legend"), 80)
+    assert len(blocks) == 2
+    assert [b.title for b in blocks] == ["wide (1/2)", "wide (2/2)"]
+    assert [b.caption for b in blocks] == ["", "legend"]
+    assert all(b.header[0] == "case" and b.rows[0][0] == rows[0][0] for b in blocks)
+    assert [h for b in blocks for h in b.header[1:]] == header[1:]  # every column, in order
+    assert [c for b in blocks for c in b.rows[0][1:]] == rows[0][1:]
+    assert all(len(line) <= 80 for b in blocks for line in reporting.render_plain(b))
+    narrow = reporting.Table("narrow", header[:3], [r[:3] for r in rows])
+    assert reporting.fit_width(narrow, 80) == [narrow]
+
+
+def test_rich_progress_leaves_one_line_per_case() -> None:
+    rich_console = pytest.importorskip("rich.console")
+    buffer = io.StringIO()
+    console = rich_console.Console(width=80, file=buffer)
+    with reporting.RichProgress(2, console=console) as progress:
+        for label in ("first case", "second case"):
+            on_call = progress.start(label)
+            for done in (0, 1, 2):
+                on_call("numpy:fft", done, 3)
+            progress.finish()
+    lines = [line for line in buffer.getvalue().splitlines() if line.startswith("[")]
+    assert [line.rsplit(" ", 2)[0] for line in lines] == ["[1/2] first case", "[2/2] second case"]
+
+
+def test_timed_rounds_reports_every_timed_call() -> None:
+    """on_call before each timed call: the calls done count up by one, below the planned."""
+    seen: list[tuple[str, int, int]] = []
+    calls = {name: (lambda: np.ones(3)) for name in "abc"}
+    medians = measuring.timed_rounds(calls, 2, on_call=lambda *args: seen.append(args))
+    assert set(medians) == set(calls) and all(t >= 0 for t in medians.values())
+    assert [done for _, done, _ in seen] == list(range(6))
+    assert all(planned == 6 for *_, planned in seen)
+    assert [name for name, *_ in seen] == ["a", "b", "c", "b", "c", "a"]  # rotated rounds
+
+
+def test_condition_warnings() -> None:
+    pinned = {"OMP_NUM_THREADS": "1"}
+    assert measuring.condition_warnings(pinned, load=(0.9, 0.0, 0.0), cpus=2) == []
+    assert measuring.condition_warnings({"MKL_NUM_THREADS": "1"}, (0.0, 0, 0), 2) == []
+    (unpinned,) = measuring.condition_warnings({}, load=(0.0, 0.0, 0.0), cpus=2)
+    assert "OMP_NUM_THREADS" in unpinned and "not pinned" in unpinned
+    (busy,) = measuring.condition_warnings(pinned, load=(1.5, 0.0, 0.0), cpus=2)
+    assert "busy" in busy and "1.5 on 2 CPUs" in busy
+
+
+def test_warnings_printed_once_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in measuring.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    argv = [*TINY, "--image-sizes", "12,16", "--backend", "numpy", "--no-peers"]
+    assert run_bench([*argv, "--out", str(tmp_path)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("thread counts are not pinned") == 1
+    assert err.count("the machine is busy (load average 64.0 on 2 CPUs") == 1
+    assert err.index("warning") == len("arraycnn bench: ")
+
+
+def test_missing_peer_is_named_once_with_the_bench_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    argv = [*TINY, "--image-sizes", "12,16", "--backend", "numpy"]
+    assert run_bench([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("not installed") == 1
+    assert 'pip install "arraycnn[bench]"' in out and "cv2, cv2.sep" in out
+    assert "filter2D" not in out  # no OpenCV table
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert {"cv2", "cv2.sep"} <= set(report["settings"]["missing_peers"])
+    assert len(report["cases"]) == 4
+    for case in report["cases"]:
+        assert not {"cv2", "cv2.sep"} & (set(case["peers"]) | set(case["skipped"]))
+        assert "scipy.fft" in case["peers"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv"])
+def test_format_writes_markdown_or_csv_to_out(fmt: str, tmp_path: Path) -> None:
+    argv = [*TINY, "--backend", "numpy", "--format", fmt, "--out", str(tmp_path)]
+    assert run_bench(argv) == 0
+    written = {p.name for p in tmp_path.iterdir()} - {"results.json", "crossover.png"}
+    assert written == {"table": set(), "markdown": {"results.md"}, "csv": {"results.csv"}}[fmt]
+    report = json.loads((tmp_path / "results.json").read_text())
+    if fmt == "markdown":
+        text = (tmp_path / "results.md").read_text()
+        assert "### image filtering ('same'), numpy: median ms" in text
+        assert "| case | naive | sep | im2col | fft | auto | choice | regret |" in text
+        assert "| img12:k3:random |" in text
+    if fmt == "csv":
+        with (tmp_path / "results.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        for case in report["cases"]:
+            mine = {
+                r["name"]: float(r["ms"])
+                for r in rows
+                if r["case"] == case["case"] and r["backend"] == "numpy"
+            }
+            expected = {name: 1e3 * t for name, t in case["times"]["numpy"].items()}
+            assert mine == pytest.approx(expected)
+            peers = {
+                r["name"]: float(r["ms"])
+                for r in rows
+                if r["case"] == case["case"] and r["kind"] == "peer"
+            }
+            assert peers == pytest.approx({n: 1e3 * t for n, t in case["peers"].items()})
 
 
 def test_skipped_strategies_are_reported_and_auto_still_timed(tmp_path: Path) -> None:
@@ -187,6 +385,7 @@ def test_skipped_strategies_are_reported_and_auto_still_timed(tmp_path: Path) ->
         (["--case-seconds", "inf"], "expected a finite number >= 0, got 'inf'"),
         (["--case-seconds", "long"], "expected a number >= 0, got 'long'"),
         (["--layers", "64x1x28x28"], "unknown layer '64x1x28x28'"),
+        (["--format", "html"], "argument --format: invalid choice: 'html'"),
     ],
 )
 def test_rejects_bad_arguments(

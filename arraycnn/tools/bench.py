@@ -9,23 +9,30 @@ contender warmed right before its timed call, the median kept), so that noise fr
 work on the machine hits all contenders alike. A case runs ``--repeat`` rounds and, while
 under ``--case-seconds`` of timing, more (at most :data:`.measuring.MAX_ROUNDS`).
 
-Outputs (:mod:`.reporting`): a table per case group (rich when installed), ``results.json``
-(raw medians, choices, regrets) and ``crossover.png`` (the measured best strategy by image
-size x kernel size) in ``--out``.
+It talks while it measures: warnings first when the machine is not fit for timing
+(:func:`.measuring.condition_warnings`) and, once, which peers are not installed and how to
+install them; then a progress bar per case (rich, on a terminal) or one line per case.
+
+Outputs (:mod:`.reporting`): tables that fit the terminal (one per backend and case group,
+one per peer library), ``results.json`` (raw medians, choices, regrets) and
+``crossover.png`` (the measured best strategy by image size x kernel size) in ``--out``,
+with ``--format markdown`` also ``results.md`` (the tables), with ``--format csv``
+``results.csv`` (every median).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from pathlib import Path
 from types import ModuleType
 
 from ..backend import resolve_backend
 from . import cases, compare, options, reporting
-from .measuring import MAX_ROUNDS, CaseResult, measure_case
-from .peers import optional, torch_one_thread
+from .measuring import MAX_ROUNDS, CaseResult, condition_warnings, measure_case
+from .peers import missing_peers, optional, torch_one_thread
 
 __all__ = ["add_arguments", "run"]
 
@@ -35,6 +42,9 @@ FULL = (cases.FILTERS, 5, 2.0, 2.0)
 QUICK = (cases.FILTERS_QUICK, 3, 0.25, 0.2)
 #: ``--compare``: interleaved rounds, calls per timing (the fastest kept), warning ratio.
 COMPARE_ROUNDS, COMPARE_CALLS, COMPARE_THRESHOLD = 15, 3, 1.5
+#: Wall-clock time of each mode, rounded up, with numpy and torch and every peer, measured
+#: on a 2-core x86 machine shared with other work (``--help`` says them).
+MINUTES = {"quick": "about 1 min", "layers": "5", "filters": "10", "compare": "1"}
 
 
 def _layer_list(text: str) -> list[str]:
@@ -58,8 +68,19 @@ def _ints(values: tuple[int, ...]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``arraycnn bench``."""
+    parser.epilog = (
+        f"Time with numpy, torch and every peer on a 2-core machine: --quick "
+        f"{MINUTES['quick']}; the layers alone (--no-filters) about {MINUTES['layers']} min; "
+        f"the filters alone (--layers none) about {MINUTES['filters']} min; everything (no "
+        f"option) the sum; --compare REV about {MINUTES['compare']} min. Pin the threads "
+        "(OMP_NUM_THREADS=1) and keep the machine idle for timings worth comparing."
+    )
     add = parser.add_argument
-    add("--quick", action="store_true", help="small grid and 3 repeats (well under a minute)")
+    add(
+        "--quick",
+        action="store_true",
+        help=f"two layers, a small filtering grid, {QUICK[1]} repeats ({MINUTES['quick']})",
+    )
     add(
         "--backend",
         type=options.backend_list,
@@ -68,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated backends (default: numpy, and torch when installed)",
     )
     add("--out", type=Path, default=Path("out/bench"), help="directory for the outputs")
+    add(
+        "--format",
+        choices=reporting.FORMATS,
+        default="table",
+        help="tables on the terminal only (table), or also written to --out as results.md "
+        "(markdown) or every median as results.csv (csv)",
+    )
     add(
         "--repeat",
         type=options.positive_int,
@@ -87,8 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_layer_list,
         default=None,
         metavar="NAMES",
-        help="reference layers to time: all, none, or comma-separated labels (default: all; "
-        "quick: a subset)",
+        help="reference layers to time: all, none, or comma-separated labels (default: all, "
+        f"about {MINUTES['layers']} min; quick: a subset; none with the filters: about "
+        f"{MINUTES['filters']} min)",
     )
     add(
         "--image-sizes",
@@ -114,15 +143,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{FULL[2]:g}; quick {QUICK[2]:g})",
     )
     add("--no-peers", action="store_true", help="time arraycnn only")
-    add("--no-filters", action="store_true", help="time the reference layers only")
+    add(
+        "--no-filters",
+        action="store_true",
+        help=f"time the reference layers only (about {MINUTES['layers']} min)",
+    )
     add(
         "--compare",
         default=None,
         metavar="REV",
         help="regression check instead: this checkout's working tree against git commit REV "
         "on a quick subset, interleaved rounds (--repeat, default "
-        f"{COMPARE_ROUNDS}); warns of cases slower than --threshold, exit 1 only if a case "
-        "errors (default: off)",
+        f"{COMPARE_ROUNDS}: about {MINUTES['compare']} min); warns of cases slower than "
+        "--threshold, exit 1 only if a case errors (default: off)",
     )
     add(
         "--threshold",
@@ -157,50 +190,52 @@ def _settings(args: argparse.Namespace) -> dict:
         "image_sizes": [] if args.no_filters else args.image_sizes or list(grid.images),
         "kernel_sizes": args.kernel_sizes or list(grid.kernels),
         "peers": not args.no_peers,
+        "missing_peers": sorted(missing_peers()) if not args.no_peers else [],
     }
 
 
 def _measure_all(settings: dict, namespaces: dict[str, ModuleType]) -> list[CaseResult]:
+    """Every case in turn, under a progress display (:func:`.reporting.case_progress`)."""
     grid = cases.FilterGrid(tuple(settings["image_sizes"]), tuple(settings["kernel_sizes"]))
     todo = [(cases.LAYERS[name], d) for name in settings["layers"] for d in ("forward", "backward")]
     todo += [(case, "forward") for case in grid.cases()]
-    return [
-        measure_case(
-            case,
-            namespaces,
-            repeats=settings["repeats"],
-            max_seconds=settings["max_seconds"],
-            peers=settings["peers"],
-            direction=direction,
-            case_seconds=settings["case_seconds"],
-        )
-        for case, direction in todo
-    ]
+    results = []
+    with reporting.case_progress(len(todo)) as progress:
+        for case, direction in todo:
+            label = case.label + (" backward" if direction == "backward" else "")
+            on_call = progress.start(label)
+            result = measure_case(
+                case,
+                namespaces,
+                repeats=settings["repeats"],
+                max_seconds=settings["max_seconds"],
+                peers=settings["peers"],
+                direction=direction,
+                case_seconds=settings["case_seconds"],
+                on_call=on_call,
+            )
+            progress.finish()
+            results.append(result)
+    return results
 
 
-def _print_tables(results: list[CaseResult], peers: bool) -> None:
-    layers = [r for r in results if not r.case.is_filter]
-    forward = [r for r in layers if r.direction == "forward"]
-    backward = [r for r in layers if r.direction == "backward"]
-    filtering = [r for r in results if r.case.is_filter]
-    for title, group in (
-        ("conv layers (forward, float32), median ms", forward),
-        ("conv layers (backward: gx, gw, gb; float32), median ms", backward),
-        ("image filtering ('same', float32), median ms", filtering),
-    ):
-        if group:
-            reporting.print_table(title, *reporting.table_rows(group))
-    if forward and backward:
-        reporting.print_table(
-            "conv layers: forward + backward against torch, ms; forward GFLOP/s against the "
-            "layer's GEMM",
-            *reporting.layer_summary_rows(forward, backward),
-        )
-    if filtering and peers:
-        reporting.print_table(
-            "image filtering: auto against the fastest SciPy and OpenCV function, ms",
-            *reporting.filter_summary_rows(filtering),
-        )
+def warn_conditions() -> None:
+    """Print :func:`.measuring.condition_warnings` on stderr, once, before any timing."""
+    for warning in condition_warnings():
+        text = f"arraycnn bench: warning: {warning}"
+        width = reporting.terminal_width()
+        print(textwrap.fill(text, width, subsequent_indent="  "), file=sys.stderr, flush=True)
+
+
+def _say_missing_peers(missing: dict[str, str]) -> None:
+    """The peers not installed, once for the whole run, with the command installing each."""
+    by_command: dict[str, list[str]] = {}
+    for name, command in missing.items():
+        by_command.setdefault(command, []).append(name)
+    for command, names in by_command.items():
+        text = f"note: peer {', '.join(names)} not installed, left out of every case; to time it:"
+        print(textwrap.fill(text, reporting.terminal_width(), subsequent_indent="  "))
+        print(f"  {command}", flush=True)
 
 
 def _fail(message: str) -> int:
@@ -211,6 +246,7 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Measure the grid, print the tables, write ``results.json`` and ``crossover.png``
     (with ``--compare REV``: the regression check of :mod:`.compare` instead)."""
+    warn_conditions()
     if args.compare is not None:
         rounds = args.repeat or COMPARE_ROUNDS
         return compare.run_compare(
@@ -228,17 +264,27 @@ def run(args: argparse.Namespace) -> int:
         return _fail("the crossover plot needs matplotlib (pip install matplotlib)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if settings["peers"]:
+        _say_missing_peers(missing_peers())
 
     started = time.monotonic()
     results = _measure_all(settings, namespaces)
     elapsed = time.monotonic() - started
 
-    _print_tables(results, settings["peers"])
-    plot_path, json_path = out / "crossover.png", out / "results.json"
-    plotted = reporting.crossover_plot(results, settings["backends"], plot_path)
-    report = reporting.write_results(json_path, results, settings, elapsed)
+    tables = reporting.bench_tables(results, settings["backends"], settings["peers"])
+    reporting.print_tables(tables)
+    written = [out / "results.json"]
+    report = reporting.write_results(written[0], results, settings, elapsed)
+    if reporting.crossover_plot(results, settings["backends"], out / "crossover.png"):
+        written.append(out / "crossover.png")
+    if args.format == "markdown":
+        written.append(out / "results.md")
+        written[-1].write_text(reporting.markdown(tables), encoding="utf-8")
+    elif args.format == "csv":
+        written.append(out / "results.csv")
+        reporting.write_csv(written[-1], results)
     reporting.print_summary(results, report["regret"])
     count = len({r.case for r in results})
-    print(f"\n{count} cases in {elapsed:.1f} s; wrote {json_path}", end="")
-    print(f" and {plot_path}" if plotted else " (no filtering case: no crossover plot)")
+    print(f"\n{count} cases in {elapsed:.1f} s; wrote:")
+    print("\n".join(f"  {path}" for path in written))
     return 0

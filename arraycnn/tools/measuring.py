@@ -5,11 +5,18 @@ A strategy that the dispatcher predicts slower than ``max_seconds`` per call, or
 workspace over :data:`MAX_WORKSPACE_BYTES`, or that cannot run the case at all, is not
 timed (:func:`skip_reason`, listed as skipped with the reason); ``auto`` is always timed:
 it is the subject.
+
+:func:`measure_case` reports each timed call to an optional ``on_call`` (the progress bar of
+``arraycnn bench``), and :func:`condition_warnings` says when the machine is not fit for
+timing (threads not pinned, other work running).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -21,18 +28,22 @@ from ..budget import format_bytes
 from ..conv import conv2d, conv2d_backward, dispatch
 from ..conv.table import eligible_strategies
 from ..geometry import ConvGeometry
-from ..timing import interleaved_medians
+from ..timing import time_call
 from . import peers as peer_calls
 from .cases import Case, host_arrays, seeded
 
 __all__ = [
+    "BUSY_LOAD_PER_CPU",
     "MAX_ROUNDS",
     "MAX_WORKSPACE_BYTES",
+    "THREAD_VARIABLES",
     "CaseResult",
+    "condition_warnings",
     "gemm_reference",
     "measure_case",
     "predicted",
     "skip_reason",
+    "timed_rounds",
 ]
 
 #: Workspaces above this many bytes are not timed.
@@ -40,7 +51,51 @@ MAX_WORKSPACE_BYTES = 2 * 1024**3
 #: Rounds a case gets at most.
 MAX_ROUNDS = 60
 
+#: Environment variables that pin the thread count of NumPy's BLAS (OpenBLAS and MKL read
+#: their own variable, then ``OMP_NUM_THREADS``).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: The machine counts as busy above this one-minute load average per CPU: the bench times
+#: on one core, so a load over half the cores means other work likely shares its core or
+#: its memory bandwidth.
+BUSY_LOAD_PER_CPU = 0.5
+
 Array = Any
+#: ``on_call(contender, calls done, calls planned)``, before each timed call of a case.
+OnCall = Callable[[str, int, int], None]
+
+
+def condition_warnings(
+    environ: Mapping[str, str] | None = None,
+    load: tuple[float, float, float] | None = None,
+    cpus: int | None = None,
+) -> list[str]:
+    """Why timings on this machine may mislead, one sentence each ([] when none).
+
+    Thread counts are unpinned when none of :data:`THREAD_VARIABLES` is set (NumPy's BLAS
+    then uses every core, while torch and OpenCV are timed on one thread); the machine is
+    busy when the one-minute load average exceeds :data:`BUSY_LOAD_PER_CPU` per CPU.
+    ``environ``, ``load`` (``os.getloadavg()``) and ``cpus`` default to this process's.
+    """
+    environ = os.environ if environ is None else environ
+    warnings = []
+    if not any(environ.get(name) for name in THREAD_VARIABLES):
+        warnings.append(
+            "thread counts are not pinned (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and "
+            "MKL_NUM_THREADS unset): NumPy's BLAS may use every core while the peers use "
+            "one; run with OMP_NUM_THREADS=1 for comparable timings"
+        )
+    if load is None:
+        try:
+            load = os.getloadavg()
+        except (AttributeError, OSError):  # not on Windows
+            load = None
+    cpus = cpus or os.cpu_count() or 1
+    if load is not None and load[0] > BUSY_LOAD_PER_CPU * cpus:
+        warnings.append(
+            f"the machine is busy (load average {load[0]:.1f} on {cpus} CPUs, above "
+            f"{BUSY_LOAD_PER_CPU:g} per CPU): timings will be noisy; rerun when it is idle"
+        )
+    return warnings
 
 
 def predicted(
@@ -171,6 +226,38 @@ def _peer_calls(
     return peer_calls.filter_peers(case, x, w, max_seconds)
 
 
+def timed_rounds(
+    calls: Mapping[str, Callable[[], Any]],
+    rounds: int,
+    *,
+    min_seconds: float = 0.0,
+    max_rounds: int = MAX_ROUNDS,
+    on_call: OnCall | None = None,
+) -> dict[str, float]:
+    """Median seconds of each call over interleaved rounds, with ``on_call`` before each
+    call is timed.
+
+    The rounds of :func:`arraycnn.timing.interleaved_medians` (rotated order, each call
+    warmed right before its timed run by :func:`arraycnn.timing.time_call`, at least
+    ``rounds`` rounds and more up to ``max_rounds`` while under ``min_seconds``), one call at
+    a time so that a progress bar moves within a round; ``on_call`` runs outside the timed
+    region.
+    """
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    done = 0
+    while done < rounds or (done < max_rounds and time.perf_counter() - started < min_seconds):
+        shift = done % len(names) if names else 0
+        for i, name in enumerate(names[shift:] + names[:shift]):
+            if on_call is not None:
+                on_call(name, done * len(names) + i, max(rounds, done + 1) * len(names))
+            time_call(calls[name])  # warm
+            samples[name].append(time_call(calls[name]))
+        done += 1
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def measure_case(
     case: Case,
     namespaces: dict[str, ModuleType],
@@ -180,12 +267,14 @@ def measure_case(
     peers: bool = True,
     direction: str = "forward",
     case_seconds: float = 0.0,
+    on_call: OnCall | None = None,
 ) -> CaseResult:
     """Time every strategy and auto on each backend, and the peers, interleaved.
 
     ``direction="backward"`` times ``conv2d_backward`` (and torch's convolution backward);
     forward layer cases also time the layer's GEMM alone on each backend. At least
-    ``repeats`` rounds, more while under ``case_seconds`` (at most :data:`MAX_ROUNDS`).
+    ``repeats`` rounds, more while under ``case_seconds`` (at most :data:`MAX_ROUNDS`);
+    ``on_call(contender, done, planned)`` before each timed call (:func:`timed_rounds`).
     """
     hosts = host_arrays(case)
     geom = case.geometry()
@@ -220,7 +309,9 @@ def measure_case(
         found, skipped = _peer_calls(case, direction, hosts, max_seconds)
         result.skipped.update(skipped)
         calls.update({f"peer:{name}": call for name, call in found.items()})
-    medians = interleaved_medians(calls, repeats, min_seconds=case_seconds, max_rounds=MAX_ROUNDS)
+    medians = timed_rounds(
+        calls, repeats, min_seconds=case_seconds, max_rounds=MAX_ROUNDS, on_call=on_call
+    )
     for key, seconds in medians.items():
         owner, name = key.split(":", 1)
         if owner == "peer":

@@ -7,7 +7,10 @@
 
 Kernels are flipped for the convolution-type peers, so that every peer computes the same
 correlation as arraycnn. torch and OpenCV run on one thread. A peer that cannot run here
-raises :class:`PeerUnavailable` (a ``NotImplementedError``: asv records it as skipped).
+raises :class:`PeerUnavailable` (a ``NotImplementedError``: asv records it as skipped); one
+whose package is missing raises its subclass :class:`PeerNotInstalled`, and
+:func:`missing_peers` says which those are and how to install them, so that ``arraycnn
+bench`` says it once instead of in every case.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ __all__ = [
     "DIRECT_RATES",
     "FILTER_PEERS",
     "OPENCV_PEERS",
+    "PEER_GROUPS",
     "PEER_LEGEND",
+    "PEER_PACKAGES",
     "SCIPY_PEERS",
+    "PeerNotInstalled",
     "PeerUnavailable",
     "direct_seconds",
     "filter_peer",
     "filter_peers",
     "layer_peers",
+    "missing_peers",
     "optional",
     "torch_conv_call",
     "torch_one_thread",
@@ -56,12 +63,34 @@ FILTER_PEERS += ("torch",)
 SCIPY_PEERS = ("scipy.fft", "scipy.oa", "scipy.2d", "scipy.auto", "ndimage")
 #: OpenCV's functions among the filtering peers.
 OPENCV_PEERS = ("cv2", "cv2.sep")
+#: Peers by library, one table each in ``arraycnn bench``: name -> short column header.
+PEER_GROUPS = {
+    "SciPy": {
+        "scipy.fft": "fftconv",
+        "scipy.oa": "oaconv",
+        "scipy.2d": "conv2d",
+        "scipy.auto": "convolve",
+        "ndimage": "ndimage",
+    },
+    "OpenCV": {"cv2": "filter2D", "cv2.sep": "sepFilt"},
+    "torch": {"torch": "conv2d"},
+}
+#: Optional peers: name -> (module, the pip package, the arraycnn extra that installs it).
+PEER_PACKAGES = {
+    "cv2": ("cv2", "opencv-python-headless", "bench"),
+    "cv2.sep": ("cv2", "opencv-python-headless", "bench"),
+    "torch": ("torch", "torch", "torch"),
+}
 #: Direct-method peers: rough multiply-adds per second, for the feasibility rule.
 DIRECT_RATES = {"scipy.2d": 3e8, "ndimage": 5e8, "torch": 5e9}
 
 
 class PeerUnavailable(NotImplementedError):
     """A peer that cannot run here (not installed, or not for this kernel)."""
+
+
+class PeerNotInstalled(PeerUnavailable):
+    """A peer whose package is not installed."""
 
 
 def optional(name: str) -> ModuleType | None:
@@ -75,8 +104,18 @@ def optional(name: str) -> ModuleType | None:
 def _required(name: str, package: str) -> ModuleType:
     module = optional(name)
     if module is None:
-        raise PeerUnavailable(f"{package} is not installed")
+        raise PeerNotInstalled(f"{package} is not installed")
     return module
+
+
+def missing_peers() -> dict[str, str]:
+    """The optional peers that cannot run here, by name, each with the command that
+    installs it (``pip install "arraycnn[bench]"`` for OpenCV, ``[torch]`` for torch)."""
+    return {
+        name: f'pip install "arraycnn[{extra}]" (or {package})'
+        for name, (module, package, extra) in PEER_PACKAGES.items()
+        if optional(module) is None
+    }
 
 
 def torch_one_thread() -> ModuleType:
@@ -141,7 +180,8 @@ def filter_peers(
     case: Case, x: np.ndarray, w: np.ndarray, max_seconds: float
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """Peers of a filtering case and why the others are left out (direct methods predicted
-    slower than ``max_seconds``, peers not installed); sepFilter2D for rank-1 kinds only."""
+    slower than ``max_seconds``); sepFilter2D for rank-1 kinds only. Peers not installed are
+    left out without a reason (:func:`missing_peers` gives it once)."""
     image, kernel = x[0, 0], w[0, 0]  # (1, 1, H, W) -> (H, W); (1, 1, k, k) -> (k, k)
     calls: dict[str, Callable[[], Any]] = {}
     skipped: dict[str, str] = {}
@@ -154,6 +194,8 @@ def filter_peers(
             continue
         try:
             calls[name] = filter_peer(name, image, kernel)
+        except PeerNotInstalled:
+            continue
         except PeerUnavailable as exc:
             skipped[name] = str(exc)
     return calls, skipped
@@ -167,11 +209,12 @@ def layer_peers(
     Forward: ``torch.nn.functional.conv2d``. Backward (when ``gy`` is given):
     ``torch.ops.aten.convolution_backward`` for (gx, gw, gb), the kernel torch's autograd
     runs for conv2d, so that both sides are timed without a forward pass in the backward.
+    No peer, and no reason, where torch is not installed (:func:`missing_peers` gives it).
     """
     try:
         torch = torch_one_thread()
-    except PeerUnavailable as exc:
-        return {}, {"torch": str(exc)}
+    except PeerNotInstalled:
+        return {}, {}
     tgy = None if gy is None else torch.from_numpy(gy)
     return {
         "torch": torch_conv_call(torch, case, torch.from_numpy(x), torch.from_numpy(w), tgy)

@@ -188,7 +188,8 @@ def test_output_fits_80_columns(
     """Warnings, progress, tables, summary and the not-timed list at COLUMNS=80, every
     header and case label whole."""
     monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a warning line to wrap too
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)  # a warning line to wrap too
     backends = "numpy,torch" if peers.optional("torch") else "numpy"
     argv = [*TINY, "--layers", "16x64x56x56:64x3x3/g64", "--max-seconds", "0.002"]
     assert run_bench([*argv, "--backend", backends, "--out", str(tmp_path)]) == 0

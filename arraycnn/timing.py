@@ -37,12 +37,14 @@ def interleaved_medians(
     max_rounds: int = 60,
     warm: bool = True,
     reduce: Callable[[list[float]], float] = statistics.median,
+    on_call: Callable[[K, int, int], Any] | None = None,
 ) -> dict[K, float]:
     """``reduce`` of each call's seconds over rounds that visit the calls in rotated order.
 
     With ``warm`` each call gets an untimed run right before its timed one. At least
     ``rounds`` rounds run, more (up to ``max_rounds``) while all rounds so far took less
-    than ``min_seconds``.
+    than ``min_seconds``. ``on_call(name, done, planned)`` runs before each call, outside
+    the timing (a progress report: calls done so far, calls planned at least).
 
     Examples
     --------
@@ -57,7 +59,9 @@ def interleaved_medians(
     done = 0
     while done < rounds or (done < max_rounds and time.perf_counter() - started < min_seconds):
         shift = done % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
+        for i, name in enumerate(names[shift:] + names[:shift]):
+            if on_call is not None:
+                on_call(name, done * len(names) + i, max(rounds, done + 1) * len(names))
             if warm:
                 time_call(calls[name])
             samples[name].append(time_call(calls[name]))

@@ -64,3 +64,21 @@ def test_time_call_times_the_whole_call():
 def test_time_call_accepts_tuples_of_arrays():
     np = pytest.importorskip("numpy")
     assert time_call(lambda: (np.ones(3), np.zeros(2))) >= 0
+
+
+def test_on_call_reports_each_timed_call_before_it_runs():
+    """``on_call(name, done, planned)`` comes before each (warm + timed) pair, in the
+    rotated order, with the count of calls done so far."""
+    events: list[tuple[str, object]] = []
+    calls = {name: (lambda name=name: events.append(("run", name))) for name in "ab"}
+
+    def on_call(name, done, planned):
+        events.append(("report", (name, done, planned)))
+
+    interleaved_medians(calls, rounds=2, on_call=on_call)
+    reports = [e[1] for e in events if e[0] == "report"]
+    assert reports == [("a", 0, 4), ("b", 1, 4), ("b", 2, 4), ("a", 3, 4)]
+    # each report is followed by its call's warm-up and timed run
+    for i, event in enumerate(events):
+        if event[0] == "report":
+            assert events[i + 1 : i + 3] == [("run", event[1][0])] * 2

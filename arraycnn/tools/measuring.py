@@ -14,8 +14,6 @@ timing (threads not pinned, other work running).
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -28,7 +26,7 @@ from ..budget import format_bytes
 from ..conv import conv2d, conv2d_backward, dispatch
 from ..conv.table import eligible_strategies
 from ..geometry import ConvGeometry
-from ..timing import time_call
+from ..timing import interleaved_medians
 from . import peers as peer_calls
 from .cases import Case, host_arrays, seeded
 
@@ -234,28 +232,12 @@ def timed_rounds(
     max_rounds: int = MAX_ROUNDS,
     on_call: OnCall | None = None,
 ) -> dict[str, float]:
-    """Median seconds of each call over interleaved rounds, with ``on_call`` before each
-    call is timed.
-
-    The rounds of :func:`arraycnn.timing.interleaved_medians` (rotated order, each call
-    warmed right before its timed run by :func:`arraycnn.timing.time_call`, at least
-    ``rounds`` rounds and more up to ``max_rounds`` while under ``min_seconds``), one call at
-    a time so that a progress bar moves within a round; ``on_call`` runs outside the timed
-    region.
-    """
-    names = list(calls)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    started = time.perf_counter()
-    done = 0
-    while done < rounds or (done < max_rounds and time.perf_counter() - started < min_seconds):
-        shift = done % len(names) if names else 0
-        for i, name in enumerate(names[shift:] + names[:shift]):
-            if on_call is not None:
-                on_call(name, done * len(names) + i, max(rounds, done + 1) * len(names))
-            time_call(calls[name])  # warm
-            samples[name].append(time_call(calls[name]))
-        done += 1
-    return {name: statistics.median(values) for name, values in samples.items()}
+    """Median seconds of each call over interleaved rounds
+    (:func:`arraycnn.timing.interleaved_medians`), with ``on_call`` before each call is
+    timed, outside the timed region, so that a progress bar moves within a round."""
+    return interleaved_medians(
+        calls, rounds, min_seconds=min_seconds, max_rounds=max_rounds, on_call=on_call
+    )
 
 
 def measure_case(

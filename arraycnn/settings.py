@@ -156,9 +156,11 @@ def deterministic_enabled() -> bool:
     return _env_flag(ENV_DETERMINISTIC)
 
 
-def autotune_enabled(autotune: bool | None = None) -> bool:
-    """Resolve a call's ``autotune=``: the explicit value, the setting, then the env;
-    always False in deterministic mode.
+def autotune_enabled(autotune: bool | None = None, *, default: bool = False) -> bool:
+    """Resolve a call's ``autotune=``: the explicit value, the setting, the env, then
+    ``default`` (the dispatcher's: True on an accelerator whose backend ``arraycnn tune``
+    has not fitted, as cuDNN users expect of ``cudnn.benchmark``); always False in
+    deterministic mode.
 
     Raises
     ------
@@ -174,14 +176,18 @@ def autotune_enabled(autotune: bool | None = None) -> bool:
     >>> with ac.config(autotune=True, deterministic=True):
     ...     autotune_enabled()
     False
+    >>> autotune_enabled(default=True), autotune_enabled(False, default=True)
+    (True, False)
     """
     explicit = _check_flag(autotune, "autotune")
     if explicit is not None:
         enabled = explicit
     elif _settings["autotune"] is not None:
         enabled = _settings["autotune"]
-    else:
+    elif os.environ.get(ENV_AUTOTUNE, "").strip():
         enabled = _env_flag(ENV_AUTOTUNE)
+    else:
+        enabled = default
     if enabled and deterministic_enabled():  # asked only where autotuning would be on
         if explicit:
             raise ValueError(

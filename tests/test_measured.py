@@ -92,6 +92,24 @@ def test_autotune_setting_resolution(monkeypatch):
         ac.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), autotune="always")
 
 
+def test_accelerators_autotune_by_default_until_tuned(monkeypatch):
+    """The dispatcher's default (True on an accelerator without a fitted calibration) is
+    used only where the call, the setting and the environment say nothing."""
+    monkeypatch.delenv("ARRAYCNN_AUTOTUNE", raising=False)
+    assert autotune_enabled(default=True) is True
+    assert autotune_enabled(False, default=True) is False
+    with ac.config(autotune=False):
+        assert autotune_enabled(default=True) is False
+    monkeypatch.setenv("ARRAYCNN_AUTOTUNE", "0")
+    assert autotune_enabled(default=True) is False
+    monkeypatch.delenv("ARRAYCNN_AUTOTUNE")
+    with ac.config(deterministic=True):
+        assert autotune_enabled(default=True) is False
+    # on the CPU (no accelerator) auto keeps predicting: no timing happened
+    x, w = np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3))
+    assert ac.conv.explain(x, w)["why"] == "cheapest predicted"
+
+
 def test_keys_differ_by_every_part():
     geom = ac.conv_geometry((2, 3, 8, 8), (4, 3, 3, 3), padding=1)
     base = Call(geom, "forward", "numpy", "float32", 4)

@@ -107,8 +107,11 @@ def conv2d(
         As ``measure=True`` of :func:`scipy.signal.choose_conv_method`: if True, run and
         time the candidate strategies on the first call of this signature and use the
         fastest (kept in memory and in the user cache); if False, predict the fastest with
-        the cost model. None: :func:`set_autotune` or env ``ARRAYCNN_AUTOTUNE``. ``auto`` only.
-        Ignored for traced JAX arrays (module docstring).
+        the cost model. None: :func:`set_autotune` or env ``ARRAYCNN_AUTOTUNE``, and where
+        neither is set, True on an accelerator (CuPy, torch CUDA) whose backend ``arraycnn
+        tune`` has not fitted (the shipped constants are CPU figures; cuDNN users expect
+        ``cudnn.benchmark``), False elsewhere. ``auto`` only. Ignored for traced JAX arrays
+        (module docstring).
 
     Returns
     -------

@@ -275,13 +275,15 @@ def plan(
     direction = parse_direction(direction)
     call = describe(w, geom, xp=xp, direction=direction, require_exact=require_exact, grads=grads)
     budget = workspace_limit(xp, device_of(w)) if budget is None else budget
-    cal = calibration if calibration is not None else cost.calibration_for(call.backend)[0]
+    cal, origin = (
+        (calibration, "given") if calibration is not None else cost.calibration_for(call.backend)
+    )
     values = Values(xp, x=x, w=w, gy=gy)
     if name != "auto":
         return _forced(name, call, values, xp, cal, budget)
     candidates = price_candidates(call, xp, cal, budget)
     tune = (  # traced arrays (JAX) cannot be timed: the cost model decides
-        autotune_enabled(autotune)
+        autotune_enabled(autotune, default=call.accelerator and origin != "user")
         and x is not None
         and (direction == "forward" or gy is not None)
         and not values.traced()

@@ -32,11 +32,10 @@ from gpu_common import (  # .ci/, the script's folder, is on sys.path
     Report,
     array_backend,
     cudnn_settings,
-    error_text,
     free_device_memory,
     geometric_mean,
     skip,
-    time_contenders,
+    time_case,
     torch_device,
 )
 
@@ -165,21 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                 report.flush()
                 continue
             print(f"{label} {direction} ...", flush=True)
-            try:
+
+            def make_calls(case=case, x=x, w=w, gy=gy, direction=direction) -> dict:
                 calls = array_calls(ac, backend, case, x, w, gy, direction)
                 if torch is not None:
                     calls.update(torch_calls(torch, device, case, x, w, gy, direction))
-                reference = REFERENCE if torch is not None else f"{backend}:auto"
-                results = time_contenders(
-                    calls,
-                    reference=reference,
-                    rounds=args.rounds,
-                    min_seconds=args.min_seconds,
-                    slow_seconds=args.slow_seconds,
-                    deadline=deadline,
-                )
-            except Exception as exc:  # a failure outside any one contender: note it, go on
-                results = {"error": {"error": error_text(exc)}}
+                return calls
+
+            reference = REFERENCE if torch is not None else f"{backend}:auto"
+            results = time_case(make_calls, reference, args, deadline)
             measured[direction] = results
             entry = {"layer": label, "direction": direction, "contenders": results}
             report.data["cases"].append(entry)

@@ -221,6 +221,28 @@ def time_contenders(
     return results
 
 
+def time_case(
+    make_calls: Callable[[], dict[str, Callable[[], Any]]],
+    reference: str | None,
+    args: Any,
+    deadline: Deadline | None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`time_contenders` on the calls ``make_calls()`` builds, with the script's
+    ``--rounds``, ``--min-seconds`` and ``--slow-seconds``; a failure outside any one
+    contender (building the calls) is recorded as the entry ``"error"``."""
+    try:
+        return time_contenders(
+            make_calls(),
+            reference=reference,
+            rounds=args.rounds,
+            min_seconds=args.min_seconds,
+            slow_seconds=args.slow_seconds,
+            deadline=deadline,
+        )
+    except Exception as exc:  # a failure outside any one contender: note it, go on
+        return {"error": {"error": error_text(exc)}}
+
+
 def geometric_mean(values: list[float]) -> float | None:
     values = [v for v in values if v and v > 0 and math.isfinite(v)]
     if not values:

@@ -24,11 +24,10 @@ from gpu_common import (  # .ci/, the script's folder, is on sys.path
     Deadline,
     Report,
     array_backend,
-    error_text,
     free_device_memory,
     geometric_mean,
     skip,
-    time_contenders,
+    time_case,
 )
 
 REFERENCE = "signal.fftconvolve"
@@ -127,21 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{case.label} ...", flush=True)
         x, w, _ = cases.host_arrays(case)
-        try:
+
+        def make_calls(x=x, w=w) -> dict:
             image = ac.asarray(np.ascontiguousarray(x[0, 0]), backend=backend)  # (H, W)
             kernel = ac.asarray(np.ascontiguousarray(w[0, 0]), backend=backend)  # (k, k)
             calls = strategy_calls(ac, backend, image, kernel)
             calls.update(peer_calls(signal, ndimage, image, kernel))
-            results = time_contenders(
-                calls,
-                reference=REFERENCE,
-                rounds=args.rounds,
-                min_seconds=args.min_seconds,
-                slow_seconds=args.slow_seconds,
-                deadline=deadline,
-            )
-        except Exception as exc:  # a failure outside any one contender: note it, go on
-            results = {"error": {"error": error_text(exc)}}
+            return calls
+
+        results = time_case(make_calls, REFERENCE, args, deadline)
         report.data["cases"].append({"case": case.label, "contenders": results})
         report.data["summary"].append(case_summary(case, backend, results))
         ratios = [row["auto_over_best_peer"] for row in report.data["summary"]]

@@ -37,9 +37,26 @@ __all__ = [
     "Loss",
     "MeanSquaredError",
     "get_loss",
+    "one_hot",
 ]
 
 Array = Any
+
+
+def one_hot(labels: Array, k: int, dtype: Any, *, xp: ModuleType) -> Array:
+    """Class labels (N,) in ``[0, k)`` -> one-hot rows (N, K) of ``dtype``, on the labels'
+    device (no range check: the caller's).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> one_hot(np.array([2, 0]), 3, np.float32, xp=np)
+    array([[0., 0., 1.],
+           [1., 0., 0.]], dtype=float32)
+    """
+    classes = xp.arange(k, dtype=labels.dtype, device=device_of(labels))
+    # (N, 1) == (1, K) -> (N, K)
+    return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, k)), dtype)
 
 
 def _check_output(output: Array, target: Array, owner: str) -> ModuleType:
@@ -221,10 +238,7 @@ class CategoricalCrossEntropy(Loss):
                 f"{owner}: labels must be in [0, {k}) for K={k} classes; got out-of-range "
                 f"labels {shown}"
             )
-        classes = xp.arange(k, dtype=target.dtype, device=device_of(target))
-        # (N,) == (K,) -> (N, K)
-        one_hot = xp.reshape(target, (n, 1)) == xp.reshape(classes, (1, k))
-        return xp.astype(one_hot, output.dtype)
+        return one_hot(target, k, output.dtype, xp=xp)
 
     def __call__(self, output: Array, target: Array) -> tuple[Array, Array]:
         owner = "CategoricalCrossEntropy"

@@ -42,7 +42,7 @@ from .data import (
     target_batch,
     x_batch,
 )
-from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, get_loss
+from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, get_loss, one_hot
 from .optim import get_optimizer
 from .progress import Reporter
 
@@ -533,14 +533,6 @@ class _Tally:
         return {"loss": float(self.loss_sum) / self.seen, "accuracy": int(self.correct) / self.seen}
 
 
-def _one_hot(labels: Array, k: int, place: Placement) -> Array:
-    """Class labels (B,) on the device -> one-hot rows (B, K) of the floating dtype."""
-    xp = place.xp
-    classes = xp.arange(k, dtype=labels.dtype, device=place.device)
-    # (B,) -> (B, 1) == (1, K) -> (B, K)
-    return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, k)), place.dtype)
-
-
 def _targets(y: np.ndarray, head: Head, model: _Model, place: Placement) -> Array:
     """A batch of host labels ``y`` in the form ``head.loss`` takes, on the device.
 
@@ -551,7 +543,7 @@ def _targets(y: np.ndarray, head: Head, model: _Model, place: Placement) -> Arra
     int_labels = isinstance(head.loss, CategoricalCrossEntropy)
     target = target_batch(y, int_labels=int_labels, output_shape=model.output_shape, place=place)
     if int_labels and target.ndim == 1:
-        return _one_hot(target, num_outputs(model.output_shape), place)
+        return one_hot(target, num_outputs(model.output_shape), place.dtype, xp=place.xp)
     return target
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "resolve_dtype",
     "synchronize",
     "to_numpy",
+    "values_on_host",
 ]
 
 #: Backend names accepted by ``backend=``.
@@ -286,6 +287,28 @@ def is_accelerator(xp: ModuleType, device: Any) -> bool:
             return sys.modules["jax"].default_backend() != "cpu"
         return getattr(device, "platform", "cpu") != "cpu"
     return False
+
+
+def values_on_host(xp: ModuleType, device: Any) -> bool:
+    """True where reading an array's values (``bool``, ``int``, ``float`` of a reduction)
+    is host work, not a round trip to a device: NumPy, torch and JAX on the CPU, and
+    array-api-strict's default device. False on accelerators and on array-api-strict's
+    other devices (``Device("device1")``, the CPU stand-in for a GPU that the round-trip
+    tests count on).
+
+    Examples
+    --------
+    >>> values_on_host(resolve_backend("numpy"), "cpu")
+    True
+    >>> strict = resolve_backend("array_api_strict")
+    >>> values_on_host(strict, strict.Device("device1"))
+    False
+    """
+    if is_accelerator(xp, device):
+        return False
+    if backend_name(xp) == "array_api_strict":
+        return device is None or device == xp.empty(0).device
+    return True
 
 
 def asarray(

@@ -1,6 +1,8 @@
 """Shared fixtures: the backend under test, seeded data, Hypothesis profiles.
 
-Every test that takes ``xp`` runs once per backend: NumPy, array-api-strict, torch (CPU,
+Every test that takes ``xp`` runs once per backend: NumPy, array-api-strict (on its default
+device and on ``Device("device1")``, its stand-in for a GPU: take the ``device`` fixture to
+build there), torch (CPU,
 one thread; skipped when torch is not installed), JAX (its default device, float64 enabled;
 only with ``ARRAYCNN_TEST_JAX=1``: eager JAX compiles every operation at every new shape,
 which makes the whole suite about 15 times slower; ``tests/test_jax.py`` runs wherever jax
@@ -63,6 +65,7 @@ class Backend(enum.Enum):
 
     NUMPY = "numpy"
     ARRAY_API_STRICT = "array_api_strict"
+    STRICT_DEVICE1 = "array_api_strict-device1"
     TORCH = "torch"
     JAX = "jax"
     CUPY = "cupy"
@@ -119,17 +122,31 @@ def xp(backend):
     """The array namespace of the backend under test."""
     from arraycnn.backend import resolve_backend
 
-    return resolve_backend(backend.value)
+    return resolve_backend(backend.value.split("-")[0])
 
 
 @pytest.fixture
-def to_xp(xp):
-    """Move a NumPy array (or nested list) onto the backend under test, keeping its dtype."""
+def device(xp, backend):
+    """The device of the backend under test: array-api-strict's ``Device("device1")`` (its
+    CPU stand-in for a GPU, where planning must read no values) or None (the default)."""
+    return xp.Device("device1") if backend is Backend.STRICT_DEVICE1 else None
+
+
+@pytest.fixture
+def on_device(device) -> bool:
+    """Whether the backend under test stands in for a device (values are not read there)."""
+    return device is not None
+
+
+@pytest.fixture
+def to_xp(xp, device):
+    """Move a NumPy array (or nested list) onto the backend (and device) under test, keeping
+    its dtype."""
     from arraycnn.backend import asarray
 
     def convert(a, dtype=None):
         a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
-        return asarray(a, backend=xp)
+        return asarray(a, backend=xp, device=device)
 
     return convert
 

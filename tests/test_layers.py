@@ -41,13 +41,15 @@ except ImportError:  # pragma: no cover
     torch = None
 
 
-def layer_gradient_errors(layer, x, xp, to_xp, rng, *, directions=3):
+def layer_gradient_errors(layer, x, xp, to_xp, rng, *, directions=3, device=None):
     """Build ``layer`` in float64 on ``xp``, run forward/backward with a random ``gy`` and check
     the input gradient and every parameter gradient against central finite differences.
 
     Returns the largest relative discrepancy per argument name ("x", "w", "b").
     """
-    out_shape = layer.build(x.shape[1:], xp=xp, dtype="float64", rng=np.random.default_rng(3))
+    out_shape = layer.build(
+        x.shape[1:], xp=xp, device=device, dtype="float64", rng=np.random.default_rng(3)
+    )
     y = layer.forward(to_xp(x))
     assert tuple(y.shape) == (x.shape[0], *out_shape)
     assert namespace_of(y).__name__ == xp.__name__ and y.dtype == xp.float64
@@ -98,17 +100,18 @@ OTHER_CASES = [
 
 
 @pytest.mark.parametrize(("make", "shape"), CONV_CASES + POOL_CASES + OTHER_CASES)
-def test_layer_gradients_by_finite_differences(make, shape, xp, to_xp, rng):
+def test_layer_gradients_by_finite_differences(make, shape, xp, to_xp, rng, device):
     layer = make()
     x = _distinct(rng, shape)
-    errors = layer_gradient_errors(layer, x, xp, to_xp, rng)
+    errors = layer_gradient_errors(layer, x, xp, to_xp, rng, device=device)
     assert set(errors) == {"x", *layer.params}
 
 
 @pytest.mark.parametrize(("make", "shape"), CONV_CASES + POOL_CASES + OTHER_CASES)
-def test_float32_forward_and_backward_keep_dtype(make, shape, xp, to_xp, rng):
+def test_float32_forward_and_backward_keep_dtype(make, shape, xp, to_xp, rng, device):
     layer = make()
-    out_shape = layer.build(shape[1:], xp=xp, rng=np.random.default_rng(0))  # float32 default
+    rng0 = np.random.default_rng(0)
+    out_shape = layer.build(shape[1:], xp=xp, device=device, rng=rng0)  # float32 default
     for p in layer.params.values():
         assert p.dtype == xp.float32
     x = to_xp(rng.standard_normal(shape).astype(np.float32))
@@ -292,14 +295,14 @@ def test_initializer_names():
 # ---------------------------------------------------------------------------------------------
 
 
-def _built_dropout(rate, xp, seed=7):
+def _built_dropout(rate, xp, seed=7, device=None):
     layer = Dropout(rate)
-    layer.build((100, 100), xp=xp, rng=np.random.default_rng(seed))
+    layer.build((100, 100), xp=xp, device=device, rng=np.random.default_rng(seed))
     return layer
 
 
-def test_dropout_training_masks_and_scales(xp, to_xp, rng):
-    layer = _built_dropout(0.3, xp)
+def test_dropout_training_masks_and_scales(xp, to_xp, rng, device):
+    layer = _built_dropout(0.3, xp, device=device)
     x = rng.uniform(1.0, 2.0, size=(4, 100, 100))  # never zero
     y = to_numpy(layer.forward(to_xp(x), training=True))
     kept = y != 0
@@ -311,22 +314,23 @@ def test_dropout_training_masks_and_scales(xp, to_xp, rng):
     np.testing.assert_allclose(gx, gy * (y / x), rtol=1e-14, atol=0)
 
 
-def test_dropout_is_identity_in_inference_and_at_rate_zero(xp, to_xp, rng):
+def test_dropout_is_identity_in_inference_and_at_rate_zero(xp, to_xp, rng, device):
     x = to_xp(rng.standard_normal((2, 100, 100)))
-    for layer, training in ((_built_dropout(0.5, xp), False), (_built_dropout(0.0, xp), True)):
+    dropouts = (_built_dropout(0.5, xp, device=device), _built_dropout(0.0, xp, device=device))
+    for layer, training in zip(dropouts, (False, True), strict=True):
         assert layer.forward(x, training=training) is x
         gy = to_xp(rng.standard_normal((2, 100, 100)))
         assert layer.backward(gy) is gy
 
 
-def test_dropout_masks_are_reproducible_and_change_per_call(xp, to_xp):
+def test_dropout_masks_are_reproducible_and_change_per_call(xp, to_xp, device):
     x = to_xp(np.ones((1, 100, 100)))
-    a, b = _built_dropout(0.5, xp), _built_dropout(0.5, xp)
+    a, b = _built_dropout(0.5, xp, device=device), _built_dropout(0.5, xp, device=device)
     first_a, first_b = (to_numpy(d.forward(x, training=True)) for d in (a, b))
     np.testing.assert_array_equal(first_a, first_b)
     second_a = to_numpy(a.forward(x, training=True))
     assert not np.array_equal(first_a, second_a)
-    other = to_numpy(_built_dropout(0.5, xp, seed=8).forward(x, training=True))
+    other = to_numpy(_built_dropout(0.5, xp, seed=8, device=device).forward(x, training=True))
     assert not np.array_equal(first_a, other)
 
 

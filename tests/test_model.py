@@ -137,11 +137,12 @@ def separable_data(rng, n=96):
     return X, y
 
 
-def two_class_cnn(backend="numpy", seed=1):
+def two_class_cnn(backend="numpy", seed=1, device=None):
     return Sequential(
         [Conv2D(1, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(36, 2), Softmax()],
         backend=backend,
         seed=seed,
+        device=device,
     )
 
 
@@ -241,11 +242,11 @@ def test_evaluate_and_predict_agree_with_an_independent_forward(rng):
     assert model.evaluate(X, onehot)["loss"] == pytest.approx(result["loss"], rel=1e-12)
 
 
-def test_fit_on_backend_arrays_and_numpy_arrays(xp, to_xp, rng):
+def test_fit_on_backend_arrays_and_numpy_arrays(xp, to_xp, rng, device):
     """X in the model's namespace is batched on the device (xp.take); NumPy X moves per step."""
     X, y = separable_data(rng, n=40)
     for data in (X, to_xp(X)):
-        model = two_class_cnn(backend=xp)
+        model = two_class_cnn(backend=xp, device=device)
         history = model.fit(
             data, y, epochs=2, batch_size=8, optimizer=Adam(lr=0.02), seed=0, progress=False
         )
@@ -428,12 +429,13 @@ def test_nan_in_data(data):
         two_class_cnn().evaluate(X[:2] * 0, np.array([0.0, np.nan]))
 
 
-def test_nan_in_backend_data(xp, to_xp, data):
+def test_nan_in_backend_data(xp, to_xp, data, device):
     X, y = data
     X = X.copy()
     X[0, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
-        two_class_cnn(backend=xp).fit(to_xp(X), y, epochs=1, batch_size=4, progress=False)
+        model = two_class_cnn(backend=xp, device=device)
+        model.fit(to_xp(X), y, epochs=1, batch_size=4, progress=False)
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,8 @@ def read_values(
 ) -> tuple[dict[str, Plan], int | None]:
     """Decide separable from w's numerical rank where it is still in question (its rank-1
     price within ``prune`` times the best other): the one step of planning that reads
-    values (finiteness is read at the choice, for FFT only). Returns the candidates with
+    values (finiteness is read at the choice, for FFT only), and only on the host: on a
+    device separable is excluded unread (:mod:`.facts`). Returns the candidates with
     separable re-priced at the rank or excluded, and the rank where it was read."""
     sep = candidates["separable"]
     if not sep.chunk:
@@ -170,6 +171,12 @@ def read_values(
     others = [p.seconds for n, p in candidates.items() if p.chunk and n != "separable"]
     if sep.seconds > prune * min(others, default=float("inf")):
         why = "predicted slower than the best strategy even for a rank-1 kernel"
+        return {**candidates, "separable": sep.excluded(why)}, None
+    if not values.on_host:
+        why = (
+            "on a device auto does not read the kernel's rank (a host round trip); "
+            "force strategy='separable' for a low-rank kernel"
+        )
         return {**candidates, "separable": sep.excluded(why)}, None
     rank = values.rank()
     if rank is not None and separable_pays_off(rank, call.geom):

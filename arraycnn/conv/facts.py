@@ -2,12 +2,20 @@
 
 Two decisions need values, not only shapes: whether the inputs are finite (the FFT
 spreads a NaN or Inf over the whole output) and the kernel's numerical rank (separable).
-Reading a value synchronises with the device (a host round trip), so each fact is read
-once per call, only where a decision needs it: finiteness only where FFT would be chosen
-or is forced, the rank only where separable is still in question. Small NumPy kernels have
-both memoised by content (a filter reapplied frame after frame is analysed once). Traced
-arrays (JAX ``jit``) cannot be read: they are taken as finite, and separable is not
-considered for them.
+Reading a value on the host is cheap; on a device it synchronises (a host round trip).
+
+- On the host (NumPy, torch and JAX on the CPU), each fact is read once per call, only
+  where a decision needs it: finiteness only where FFT would be chosen or is forced, the
+  rank only where separable is still in question. Small NumPy kernels have both memoised
+  by content (a filter reapplied frame after frame is analysed once).
+- On a device (:func:`arraycnn.backend.values_on_host` is False), ``auto`` reads nothing:
+  the inputs are taken as finite, so where FFT is chosen a NaN or Inf makes every output
+  it reaches, and possibly others of its FFT tile, NaN (as cuDNN's FFT algorithms do)
+  instead of only those it reaches; and separable, whose worth depends on the rank, is
+  not considered. A forced ``strategy="separable"`` reads w's finiteness and rank there
+  (two round trips per call).
+- Traced arrays (JAX ``jit``) cannot be read: they are taken as finite, and separable is
+  not considered for them.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 
 from array_api_compat import is_numpy_array
 
-from ..backend import is_traced
+from ..backend import device_of, is_traced, values_on_host
 from ..settings import register_cache
 from . import separable
 
@@ -39,6 +47,9 @@ class Values:
         self.arrays = {k: v for k, v in arrays.items() if v is not None}
         self._finite: dict[str, bool] = {}
         self._traced: bool | None = None
+        w = self.arrays.get("w")
+        #: False on a device: ``auto`` reads no value there (see the module docstring).
+        self.on_host = w is None or values_on_host(xp, device_of(w))
 
     def traced(self) -> bool:
         """True if any array is a JAX tracer (its values cannot be read); found once."""
@@ -46,9 +57,10 @@ class Values:
             self._traced = any(is_traced(a) for a in self.arrays.values())
         return self._traced
 
-    def finite(self, name: str) -> bool:
-        """True if array ``name`` has no NaN/Inf (a host round trip)."""
-        if name not in self.arrays or self.traced():
+    def finite(self, name: str, *, on_a_device: bool = False) -> bool:
+        """True if array ``name`` has no NaN/Inf; read on the host (on a device too with
+        ``on_a_device``: a host round trip), taken as True otherwise and for traced arrays."""
+        if name not in self.arrays or self.traced() or not (self.on_host or on_a_device):
             return True
         if name not in self._finite:
             xp = self.xp
@@ -71,7 +83,7 @@ class Values:
             key = (w.dtype.str, w.shape, w.tobytes())
         facts = _KERNEL_FACTS.get(key) if key is not None else None
         if facts is None:
-            finite = self.finite("w")
+            finite = self.finite("w", on_a_device=True)  # the SVD needs a finite w
             facts = (finite, separable.numerical_rank(w, xp=self.xp) if finite else None)
             if key is not None:
                 if len(_KERNEL_FACTS) >= KERNEL_FACTS_KEPT:

@@ -17,6 +17,13 @@ One step is what ``Sequential.fit`` does per batch, through the public API only:
 part of the step, left out here.) The torch row times the same network, batch and Adam
 (forward, loss, backward, update; one thread).
 
+The epoch rows time one ``Sequential.fit`` epoch (``auto``, no validation, no progress) on
+:data:`EPOCH_SAMPLES` seeded MNIST-shaped samples in batches of 64, shuffled, with Adam;
+their torch twin runs the same network, shuffled batches, loss and Adam in ``torch.nn``
+(one thread), summing the batch losses as ``fit`` does. :class:`ArraycnnEpoch` and
+:class:`TorchEpoch` are plain callables, so that a script can time them side by side with
+:func:`arraycnn.timing.interleaved_medians`.
+
 Forcing ``separable`` is allowed (``auto`` never picks it here: He-initialised 5x5 kernels
 are full rank, and the dispatcher needs rank 1 before two 1-D passes pay off for 5x5);
 a forced strategy is skipped only when the dispatcher's own predictions of its four calls
@@ -49,12 +56,23 @@ MODEL_SEED = 0
 DATA_SEED = 10
 #: Steps before :class:`TrainLoss` reads the loss.
 LOSS_STEPS = 20
+#: Samples of one timed epoch (32 batches of 64).
+EPOCH_SAMPLES = 2048
 
 
 def host_batch() -> tuple[np.ndarray, np.ndarray]:
     """Seeded images (BATCH, 1, 28, 28) float32 and labels (BATCH,) int64 in [0, CLASSES)."""
     x = seeded((BATCH, *SAMPLE), np.float32, seed=DATA_SEED)
     labels = np.random.default_rng(DATA_SEED + 1).integers(0, CLASSES, BATCH).astype(np.int64)
+    return x, labels
+
+
+def host_epoch_data() -> tuple[np.ndarray, np.ndarray]:
+    """Seeded images (EPOCH_SAMPLES, 1, 28, 28) float32 in [0, 1) and labels (EPOCH_SAMPLES,)
+    int64 in [0, CLASSES)."""
+    rng = np.random.default_rng(DATA_SEED + 2)
+    x = rng.random((EPOCH_SAMPLES, *SAMPLE), dtype=np.float32)
+    labels = rng.integers(0, CLASSES, EPOCH_SAMPLES).astype(np.int64)
     return x, labels
 
 
@@ -225,3 +243,88 @@ class TrainStepTorch:
     def peakmem_step(self) -> None:
         """Peak resident memory of one torch.nn training step."""
         self.step()
+
+
+class ArraycnnEpoch:
+    """One ``fit`` epoch of the lecture network (``auto``, Adam) on host data ``x``, ``labels``;
+    each call trains one more epoch of the same model (the optimizer's state persists)."""
+
+    def __init__(self, backend: str, x: np.ndarray, labels: np.ndarray) -> None:
+        self.model = build_model(backend=backend, seed=MODEL_SEED)
+        self.model.build(SAMPLE)
+        self.opt = nn.Adam(LEARNING_RATE)
+        self.x, self.labels = x, labels
+        self.epochs = 0
+
+    def __call__(self) -> Array:
+        """One epoch; returns the last parameter written (what the timer waits for)."""
+        self.epochs += 1
+        self.model.fit(
+            self.x,
+            self.labels,
+            epochs=1,
+            batch_size=BATCH,
+            loss="categorical_crossentropy",
+            optimizer=self.opt,
+            seed=DATA_SEED + self.epochs,
+            progress=False,
+        )
+        return next(reversed(self.model.parameters().values()))
+
+
+class TorchEpoch:
+    """The same epoch in ``torch.nn`` (CPU, one thread): shuffled batches of 64, forward,
+    cross-entropy, backward, Adam; the batch losses are summed as ``fit`` does."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray) -> None:
+        import torch
+
+        self.step = TorchStep(x[:BATCH], labels[:BATCH])  # network, Adam and loss
+        self.x, self.labels = torch.from_numpy(x), torch.from_numpy(labels)
+        self.rng = np.random.default_rng(DATA_SEED)
+
+    def __call__(self) -> Any:
+        """One epoch; returns the summed loss of its batches (a 0-d tensor)."""
+        import torch
+
+        step, n = self.step, self.x.shape[0]
+        order = torch.from_numpy(self.rng.permutation(n))
+        total = torch.zeros(())
+        for lo in range(0, n, BATCH):
+            idx = order[lo : lo + BATCH]
+            step.opt.zero_grad()
+            loss = step.loss_fn(step.net(self.x[idx]), self.labels[idx])
+            loss.backward()
+            step.opt.step()
+            total += loss.detach() * idx.shape[0]
+        return total
+
+
+class TrainEpoch(XPBenchmark):
+    """One epoch of ``fit`` (2048 samples, batches of 64, Adam, ``auto``) per backend."""
+
+    timeout = 300.0
+
+    def setup(self, backend: str) -> None:
+        self.setup_backend(backend)
+        self.epoch = ArraycnnEpoch(backend, *host_epoch_data())
+        self.epoch()  # warm-up: dispatcher analyses, optimizer state, fresh pages
+
+    def time_epoch(self, *_: str) -> None:
+        """Seconds per epoch of Sequential.fit: 32 steps and the epoch's bookkeeping."""
+        self.sync(self.epoch())
+
+
+class TrainEpochTorch:
+    """Peer row: the same epoch in ``torch.nn`` (one thread)."""
+
+    timeout = 300.0
+
+    def setup(self) -> None:
+        limit_threads()
+        self.epoch = TorchEpoch(*host_epoch_data())
+        self.epoch()  # warm-up
+
+    def time_epoch(self) -> None:
+        """Seconds per epoch of the same network, batches and Adam in torch.nn (the peer row)."""
+        self.epoch()

@@ -38,6 +38,7 @@ __all__ = [
     "MeanSquaredError",
     "get_loss",
     "one_hot",
+    "softmax_cross_entropy",
 ]
 
 Array = Any
@@ -57,6 +58,33 @@ def one_hot(labels: Array, k: int, dtype: Any, *, xp: ModuleType) -> Array:
     classes = xp.arange(k, dtype=labels.dtype, device=device_of(labels))
     # (N, 1) == (1, K) -> (N, K)
     return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, k)), dtype)
+
+
+def softmax_cross_entropy(logits: Array, t: Array, *, xp: ModuleType) -> tuple[Array, Array]:
+    """Softmax and cross-entropy fused: the mean over N of ``-sum_k t log softmax(z)`` and
+    its gradient ``(softmax(z) sum_k t - t) / N``, from logits ``z`` (N, K) and targets
+    ``t`` (N, K) of ``z``'s dtype.
+
+    One ``exp`` pass: with ``s = z - max_k z`` (each row's maximum 0) and ``e = exp(s)``,
+    ``log softmax(z) = s - log(sum_k e)`` and ``softmax(z) = e / sum_k e``. The value sums
+    ``t * s`` and ``sum_k t * log(sum_k e)`` without forming the log-probabilities; every
+    exponent is <= 0 (no overflow), every ``log`` sees a sum in ``[1, K]``.
+
+    Examples
+    --------
+    >>> value, grad = softmax_cross_entropy(np.array([[0.0, np.log(3.0)]]),
+    ...                                     np.array([[0.0, 1.0]]), xp=np)
+    >>> round(float(value), 6), grad  # -log(3/4); softmax(z) - t
+    (0.287682, array([[ 0.25, -0.25]]))
+    """
+    n = float(max(logits.shape[0], 1))
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)  # (N, K), max 0 per row
+    e = xp.exp(shifted)  # (N, K), in (0, 1]
+    sum_e = xp.sum(e, axis=1, keepdims=True)  # (N, 1), in [1, K]
+    mass = xp.sum(t, axis=1, keepdims=True)  # (N, 1): 1 for one-hot or label targets
+    value = (xp.sum(mass * xp.log(sum_e)) - xp.sum(t * shifted)) / n
+    grad = (e * (mass / sum_e) - t) / n  # (N, K)
+    return value, grad
 
 
 def _check_output(output: Array, target: Array, owner: str) -> ModuleType:
@@ -250,12 +278,7 @@ class CategoricalCrossEntropy(Loss):
         t = self._target_matrix(output, target, xp=xp)
         n = float(max(output.shape[0], 1))
         if self.from_logits:
-            shifted = output - xp.max(output, axis=1, keepdims=True)  # (N, K), max 0 per row
-            sum_exp = xp.sum(xp.exp(shifted), axis=1, keepdims=True)  # (N, 1), in [1, K]
-            log_p = shifted - xp.log(sum_exp)
-            p = xp.exp(log_p)
-            value = -xp.sum(t * log_p) / n
-            grad = (p * xp.sum(t, axis=1, keepdims=True) - t) / n
+            value, grad = softmax_cross_entropy(output, t, xp=xp)
         else:
             eps = _eps(output, xp)
             p = xp.clip(output, eps, 1.0 - eps)

@@ -10,6 +10,12 @@ optimizers work on functional namespaces (JAX) as well. State (moments, accumula
 count used for bias correction) is kept per key inside the optimizer, created on the first
 step that sees the key.
 
+**Few temporaries.** Where the namespace updates arrays in place (NumPy, CuPy and torch
+arrays that are writeable, :func:`updates_in_place`), the state arrays are updated in place
+and the new parameter is built in the step's one fresh array; elsewhere (JAX's immutable
+arrays, array-api-strict) every update is functional. An update never records an autograd
+graph (torch: grad mode is off inside :meth:`Optimizer.step`, as in ``torch.optim``).
+
 **Keys must identify parameters across the whole model.** One optimizer serves one model: give
 every parameter a unique key (e.g. ``"0.w"``, ``"0.b"``, ``"3.w"``), either all in one ``step``
 call or in several calls with disjoint keys. Two parameters sharing a key would share moments;
@@ -65,7 +71,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import namespace_of
+import array_api_compat
+
+from ..backend import namespace_of, no_graph
 
 __all__ = [
     "OPTIMIZERS",
@@ -84,6 +92,7 @@ __all__ = [
     "SquaredGradientAverage",
     "SquaredGradientSum",
     "get_optimizer",
+    "updates_in_place",
 ]
 
 Array = Any
@@ -123,6 +132,75 @@ def _fraction(value: Any, name: str) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return value
+
+
+def _mutable_kind(x: Array) -> bool:
+    """A NumPy, CuPy or torch array: a kind the optimizers write into (JAX arrays are
+    immutable; array-api-strict stands for namespaces whose in-place semantics the library
+    does not rely on)."""
+    return (
+        array_api_compat.is_numpy_array(x)
+        or array_api_compat.is_torch_array(x)
+        or array_api_compat.is_cupy_array(x)
+    )
+
+
+def updates_in_place(x: Array) -> bool:
+    """Whether the optimizers update the state array ``x`` in place: a writeable NumPy,
+    CuPy or torch array. Elsewhere (JAX, array-api-strict) updates are functional.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frozen = np.zeros(2)
+    >>> frozen.flags.writeable = False
+    >>> updates_in_place(np.zeros(2)), updates_in_place(frozen)
+    (True, False)
+    """
+    return _mutable_kind(x) and bool(array_api_compat.is_writeable_array(x))
+
+
+def _scale_add(acc: Array, decay: float, term: Array) -> Array:
+    """``decay * acc + term`` (shapes of ``acc``): written into ``acc`` where
+    :func:`updates_in_place`, else a new array. Callers keep the returned array."""
+    if updates_in_place(acc):
+        acc *= decay
+        acc += term
+        return acc
+    return decay * acc + term
+
+
+def _scaled(x: Array, factor: float, *, owned: bool) -> Array:
+    """``factor * x``: in place when ``x`` is ``owned`` (a temporary of the caller, which
+    may be overwritten) and :func:`updates_in_place`, else a new array."""
+    if owned and updates_in_place(x):
+        x *= factor
+        return x
+    return factor * x
+
+
+def _shifted(x: Array, offset: float) -> Array:
+    """``x + offset`` for a temporary ``x`` of the caller: in place where
+    :func:`updates_in_place`, else a new array."""
+    if updates_in_place(x):
+        x += offset
+        return x
+    return x + offset
+
+
+def _descend(p: Array, lr: float, direction: Array, *, owned: bool) -> Array:
+    """The new parameter ``p - lr * direction`` (shape of ``p``), a fresh array; ``p`` is
+    not modified.
+
+    Where the namespace writes in place, the result is built in one array: ``direction``
+    itself when it is ``owned`` (a temporary of the caller), else one new array for the
+    scaled direction, to which ``p`` is then added.
+    """
+    if not _mutable_kind(p):
+        return p - lr * direction
+    step = _scaled(direction, -lr, owned=owned)
+    step += p
+    return step
 
 
 def _slot(state: State, name: str, p: Array, fill: float = 0.0) -> Array:
@@ -257,13 +335,14 @@ class Optimizer:
         updated = {}
         for key, p in params.items():
             g = grads[key]
-            namespace_of(p, g, names=(f"params[{key!r}]", f"grads[{key!r}]"))
+            xp = namespace_of(p, g, names=(f"params[{key!r}]", f"grads[{key!r}]"))
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(
                     f"grads[{key!r}] has shape {tuple(g.shape)} but params[{key!r}] has shape "
                     f"{tuple(p.shape)}"
                 )
-            updated[key] = self._update(self._state_of(key, p), p, g)
+            with no_graph(xp):  # the update is no part of any autograd graph
+                updated[key] = self._update(self._state_of(key, p), p, g)
         return updated
 
     def _update(self, state: State, p: Array, g: Array) -> Array:
@@ -419,8 +498,10 @@ class HeavyBall:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
 
     def direction(self, state: State, p: Array, g: Array) -> Array:
-        """The step direction for gradient ``g`` (shape of ``p``); updates the buffer."""
-        b = self.momentum * _slot(state, self.slot, p) + g
+        """The step direction for gradient ``g`` (shape of ``p``); updates the buffer (in
+        place where :func:`updates_in_place`). Without Nesterov the direction *is* the
+        buffer: callers must not modify it."""
+        b = _scale_add(_slot(state, self.slot, p), self.momentum, g)
         state[self.slot] = b
         return g + self.momentum * b if self.nesterov else b
 
@@ -458,9 +539,9 @@ class SquaredGradientSum:
     def scale(self, state: State, p: Array, g: Array) -> Array:
         """``g`` divided elementwise by the root of the accumulated squares (shape of ``p``)."""
         xp = namespace_of(p)
-        acc = _slot(state, "G", p, self.initial_accumulator_value) + g * g
+        acc = _scale_add(_slot(state, "G", p, self.initial_accumulator_value), 1.0, g * g)
         state["G"] = acc
-        return g / (xp.sqrt(acc) + self.eps)
+        return g / _shifted(xp.sqrt(acc), self.eps)
 
 
 @dataclass
@@ -492,9 +573,10 @@ class SquaredGradientAverage:
     def denominator(self, state: State, p: Array, g: Array) -> Array:
         """``sqrt(v) + eps`` after averaging in ``g`` (shape of ``p``)."""
         xp = namespace_of(p)
-        v = self.rho * _slot(state, "v", p) + (1.0 - self.rho) * (g * g)
+        squares = _scaled(g * g, 1.0 - self.rho, owned=True)
+        v = _scale_add(_slot(state, "v", p), self.rho, squares)
         state["v"] = v
-        return xp.sqrt(v) + self.eps
+        return _shifted(xp.sqrt(v), self.eps)
 
 
 @dataclass
@@ -531,13 +613,15 @@ class AdamMoments:
     def direction(self, state: State, p: Array, g: Array) -> Array:
         """The step direction for gradient ``g`` (shape of ``p``); updates the moments."""
         xp = namespace_of(p)
-        m = self.beta1 * _slot(state, "m", p) + (1.0 - self.beta1) * g
-        v = self.beta2 * _slot(state, "v", p) + (1.0 - self.beta2) * (g * g)
+        m = _scale_add(_slot(state, "m", p), self.beta1, (1.0 - self.beta1) * g)
+        squares = _scaled(g * g, 1.0 - self.beta2, owned=True)
+        v = _scale_add(_slot(state, "v", p), self.beta2, squares)
         state["m"], state["v"] = m, v
         t = state["t"]
-        m_hat = m / (1.0 - self.beta1**t)
-        v_hat = v / (1.0 - self.beta2**t)
-        return m_hat / (xp.sqrt(v_hat) + self.eps)
+        # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - beta2^t) + eps (as torch.optim.Adam)
+        denominator = _scaled(xp.sqrt(v), 1.0 / math.sqrt(1.0 - self.beta2**t), owned=True)
+        denominator = _shifted(denominator, self.eps)
+        return _scaled(m / denominator, 1.0 / (1.0 - self.beta1**t), owned=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,7 +655,7 @@ class SGD(Optimizer):
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
         p, g = self.decay.apply(p, g, self.lr)
-        return p - self.lr * g
+        return _descend(p, self.lr, g, owned=False)
 
 
 class Momentum(Optimizer):
@@ -616,7 +700,8 @@ class Momentum(Optimizer):
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
         p, g = self.decay.apply(p, g, self.lr)
-        return p - self.lr * self.heavy_ball.direction(state, p, g)
+        direction = self.heavy_ball.direction(state, p, g)
+        return _descend(p, self.lr, direction, owned=self.heavy_ball.nesterov)
 
 
 class Adagrad(Optimizer):
@@ -659,7 +744,7 @@ class Adagrad(Optimizer):
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
         p, g = self.decay.apply(p, g, self.lr)
-        return p - self.lr * self.accumulator.scale(state, p, g)
+        return _descend(p, self.lr, self.accumulator.scale(state, p, g), owned=True)
 
 
 class AdagradMomentum(Optimizer):
@@ -709,7 +794,8 @@ class AdagradMomentum(Optimizer):
     def _step(self, state: State, p: Array, g: Array) -> Array:
         p, g = self.decay.apply(p, g, self.lr)
         scaled = self.accumulator.scale(state, p, g)
-        return p - self.lr * self.heavy_ball.direction(state, p, scaled)
+        direction = self.heavy_ball.direction(state, p, scaled)
+        return _descend(p, self.lr, direction, owned=self.heavy_ball.nesterov)
 
 
 class RMSprop(Optimizer):
@@ -747,7 +833,7 @@ class RMSprop(Optimizer):
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
         p, g = self.decay.apply(p, g, self.lr)
-        return p - self.lr * g / self.mean_square.denominator(state, p, g)
+        return _descend(p, self.lr, g / self.mean_square.denominator(state, p, g), owned=True)
 
 
 class Adam(Optimizer):
@@ -794,7 +880,7 @@ class Adam(Optimizer):
 
     def _step(self, state: State, p: Array, g: Array) -> Array:
         decayed, g = self.decay.apply(p, g, self.lr)
-        return decayed - self.lr * self.moments.direction(state, p, g)
+        return _descend(decayed, self.lr, self.moments.direction(state, p, g), owned=True)
 
 
 class AdamW(Adam):

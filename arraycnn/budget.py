@@ -385,6 +385,8 @@ def itemsize(dtype: Any, xp: ModuleType) -> int:
     size = getattr(dtype, "itemsize", None)
     if isinstance(size, int):
         return size
+    if xp.isdtype(dtype, "complex floating"):
+        return 2 * (xp.finfo(dtype).bits // 8)  # finfo of a complex dtype: its parts'
     info = xp.finfo(dtype) if xp.isdtype(dtype, "real floating") else xp.iinfo(dtype)
     return info.bits // 8
 

@@ -40,21 +40,44 @@ Boundaries (of the extension; "valid" never reads it):
 Extensions wider than the image (kernel larger than the image) continue periodically /
 reflect repeatedly, as SciPy does.
 
+Complex data (as SciPy): ``correlate2d`` conjugates the kernel, ``z[m, n] = sum
+ext(in1)[m + i - top, n + j - left] * conj(in2[i, j])``, and in a swapped "valid" call it
+conjugates ``in1`` (the kernel there), as SciPy does; ``convolve2d`` conjugates nothing. A
+complex ``fillvalue`` needs a complex result (otherwise ValueError, as in SciPy). Complex
+inputs run through :func:`arraycnn.conv2d`'s complex path (one real convolution of the
+real and imaginary parts, so every strategy serves them).
+
+Inputs that are not arrays (nested lists or tuples, scalars) are converted as
+``numpy.asarray`` converts them, as SciPy does (``[[1, 2]]`` is int64), and join the
+namespace and device of the other input where that one is an array; a scalar is then a
+0-d input and refused with ValueError, as are object and string dtypes.
+
+Exact sums on integer values (``strategy="auto"``): SciPy's ``convolve2d`` always sums
+directly, which is exact when every input is an integer and the sums stay below the
+float mantissa. ``auto`` keeps that: for integer dtypes always (see below), and for
+floating (and complex) NumPy inputs whose values are all integers (real and imaginary
+parts, the fill value included) with ``max|ext(in1)| * sum|in2|`` below ``2**53``
+(float64) or ``2**24`` (float32), it chooses only among the strategies whose sums are
+exact (naive, im2col), never the FFT or the SVD-based separable strategy. SciPy's
+``choose_conv_method`` reads integer inputs' values for a like reason (it keeps them on
+the direct method where float64 could not hold the sums exactly). Reading values costs a
+pass on the host, which is free of transfers on NumPy; arrays of other namespaces (a
+device) are never read for it, and ``auto`` there chooses by speed alone (force
+``"naive"`` or ``"im2col"`` for exact sums).
+
 Where arraycnn differs from SciPy
 ---------------------------------
-- Inputs must be arrays of one namespace (NumPy, CuPy, torch, array-api-strict, ...);
-  nested lists are refused (SciPy converts them). Results have the inputs' namespace
-  and device.
+- Results have the inputs' namespace and device (NumPy, CuPy, torch, array-api-strict,
+  ...); arrays of two namespaces are refused (TypeError).
 - ``in1`` may carry leading batch axes, (..., H, W), filtered with the one 2-D kernel
   ``in2``; the result is (..., Ho, Wo). SciPy accepts 2-D ``in1`` only. In a swapped
   "valid" call (``in2`` larger), each image of the batch acts as the kernel.
 - Empty inputs are refused (SciPy returns arrays of arbitrary shape for them).
-- Complex inputs are not supported yet (TypeError); SciPy supports them.
 - ``boundary="reflect"`` is an extension (see above).
 - float16 inputs are computed in float32 and returned as float16 (SciPy refuses float16);
   so are bfloat16 ones (torch), which promote as float16 does except that bfloat16 with
-  float16 gives float32 (as in torch); bool with bool is refused as in SciPy (there is no
-  arithmetic result dtype).
+  float16 gives float32 (as in torch); bool with bool is refused with ValueError, as in
+  SciPy (there is no arithmetic result dtype).
 - Results larger than the available memory (with the float copies and the extension) are
   refused before anything is allocated (:class:`arraycnn.WorkspaceError`).
 - Integer (and bool with integer) inputs: the result dtype is SciPy's
@@ -65,11 +88,12 @@ Where arraycnn differs from SciPy
   the integer type, wrapping around on overflow). The exact sum is then cast to the result
   dtype through int64, which wraps modulo 2**bits exactly as SciPy's integer arithmetic
   does (int8: 100*2 + 100*2 -> -112).
-- ``fillvalue`` must be a real scalar or an array with one element. Complex or non-numeric
-  values raise TypeError (SciPy: ValueError); non-scalar ones ValueError (as SciPy); it is
-  ignored unless ``boundary="fill"`` (as SciPy). For an integer result it is truncated
-  toward zero (1.7 -> 1, as SciPy) and must be finite and within the result dtype's range
-  (SciPy refuses out-of-range Python numbers but silently wraps NumPy integer scalars).
+- ``fillvalue`` must be a number or an array (or sequence) with one element; other
+  values raise ValueError with SciPy's wording (empty, several elements, complex for a
+  real result); it is ignored unless ``boundary="fill"`` (as SciPy). For an integer
+  result it is truncated toward zero (1.7 -> 1, as SciPy) and must be finite and within
+  the result dtype's range (SciPy refuses out-of-range Python numbers but silently wraps
+  NumPy integer scalars).
 - Mixed float dtypes follow NumPy promotion on every namespace (float32 with int32 gives
   float64, as in SciPy), not the namespace's own rules.
 - ``strategy`` as in :func:`arraycnn.conv2d`. ``"auto"`` may pick the FFT for floating
@@ -80,19 +104,21 @@ Where arraycnn differs from SciPy
 
 from __future__ import annotations
 
+import cmath
 import math
 import numbers
-from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 import array_api_extra as xpx
-import numpy as np  # host-side dtype promotion on dtype *names* only; never on user arrays
+import numpy as np  # dtype promotion on names; converts non-array inputs, as SciPy does
 
-from .backend import device_of, is_traced, namespace_of
+from . import dask_arrays
+from .backend import asarray, device_of, is_traced, namespace_of
 from .budget import check_size, itemsize
 from .conv import CAPABILITIES, conv2d
+from .conv._complex import complex_from_parts, embed_weights
 from .conv.dispatch import parse_strategy, plan
 from .geometry import conv_geometry
 
@@ -154,19 +180,23 @@ def correlate2d(
 
     Parameters
     ----------
-    in1 : array, shape (H, W) or (..., H, W)
-        Image, or a batch of images (arraycnn extension). Real (bool, integer, float).
-    in2 : array, shape (kh, kw)
-        Kernel; same namespace and device as ``in1``.
+    in1 : array_like, shape (H, W) or (..., H, W)
+        Image, or a batch of images (arraycnn extension): bool, integer, floating or
+        complex. Lists, tuples and scalars are converted as ``numpy.asarray`` does.
+    in2 : array_like, shape (kh, kw)
+        Kernel; same namespace and device as ``in1`` (or array_like). Conjugated by
+        ``correlate2d`` where complex, as in SciPy.
     mode : {"full", "same", "valid"}
         Output size; see the module docstring for shapes and centring.
     boundary : {"fill", "wrap", "symm", "reflect"}
         Extension of ``in1`` beyond its edges (aliases "pad", "circular", "symmetric").
         "reflect" is an arraycnn extension (edge sample not repeated).
-    fillvalue : real scalar or one-element array
-        Value of the extension for ``boundary="fill"``; ignored otherwise.
+    fillvalue : scalar or one-element array
+        Value of the extension for ``boundary="fill"``; ignored otherwise. Complex only
+        for a complex result.
     strategy : {"auto", "naive", "separable", "im2col", "fft"}
-        Convolution strategy. Integer inputs only accept exact ones ("naive", "im2col").
+        Convolution strategy. Integer inputs only accept exact ones ("naive", "im2col");
+        ``auto`` keeps integer-valued NumPy inputs exact (module docstring).
 
     Returns
     -------
@@ -177,13 +207,14 @@ def correlate2d(
     Raises
     ------
     ValueError
-        Wrong number of dimensions, empty input, unknown mode / boundary / strategy,
-        non-scalar ``fillvalue``, "valid" with neither input at least as large as the
-        other, a strategy that is not exact for integer inputs, integer inputs too large
-        for exact float64 sums, inputs on different devices.
+        Wrong number of dimensions (scalars included), empty input, a dtype that is not a
+        number (object, string) or bool with bool, unknown mode / boundary / strategy, a
+        ``fillvalue`` that is not one number (or complex for a real result), "valid" with
+        neither input at least as large as the other, a strategy that is not exact for
+        integer inputs, integer inputs too large for exact float64 sums, inputs on
+        different devices.
     TypeError
-        Non-array or mixed-namespace inputs, complex inputs, bool with bool, a complex or
-        non-numeric ``fillvalue``.
+        Inputs of two namespaces; ``mode`` or ``boundary`` not a string.
 
     Examples
     --------
@@ -198,6 +229,9 @@ def correlate2d(
            [1, 2, 1],
            [0, 1, 1]], dtype=int8)
     """
+    if dask_arrays.is_dask_array(in1):  # lazy, chunk by chunk (arraycnn.dask_arrays)
+        args = (in1, in2, mode, boundary, fillvalue)
+        return dask_arrays.filter2d(correlate2d, *args, strategy=strategy, convolve=False)
     return _filter2d(in1, in2, mode, boundary, fillvalue, strategy, convolve=False)
 
 
@@ -224,6 +258,9 @@ def convolve2d(
     >>> convolve2d(image, np.ones((3, 3)) / 9, boundary="symm", mode="same").shape
     (4, 4)
     """
+    if dask_arrays.is_dask_array(in1):  # lazy, chunk by chunk (arraycnn.dask_arrays)
+        args = (in1, in2, mode, boundary, fillvalue)
+        return dask_arrays.filter2d(convolve2d, *args, strategy=strategy, convolve=True)
     return _filter2d(in1, in2, mode, boundary, fillvalue, strategy, convolve=True)
 
 
@@ -293,22 +330,21 @@ def _dtype_plan(in1: Array, in2: Array, xp: ModuleType, func: str) -> tuple[Any,
     """(result dtype, compute dtype, integer result?) for the two inputs.
 
     The result dtype is NumPy's promotion of the two dtypes (what SciPy returns), looked
-    up by name in ``xp``; the sums run in float32/float64 (float64 for integer results).
+    up by name in ``xp``; the sums run in float32/float64 (float64 for integer results),
+    complex results in their own dtype.
     """
     names = []
     for arg, a in (("in1", in1), ("in2", in2)):
         name = _dtype_name(a.dtype, xp)
         if name is None:
-            raise TypeError(f"{func}: {arg} has an unsupported dtype {a.dtype}")
-        if name.startswith("complex"):
-            raise TypeError(
-                f"{func}: complex inputs are not supported yet ({arg} has dtype {a.dtype}); "
-                f"filter the real and imaginary parts separately"
+            raise ValueError(
+                f"{func}: {arg} has dtype {a.dtype}, which is not a number type (bool, "
+                f"integer, floating or complex)"
             )
         names.append(name)
     result = _promote(*names)
     if result == "bool":
-        raise TypeError(
+        raise ValueError(
             f"{func}: in1 and in2 are both bool, which has no arithmetic result dtype (SciPy "
             f"refuses it too); cast one input to an integer dtype"
         )
@@ -340,14 +376,22 @@ def _promote(first: str, second: str) -> str:
 
 
 def _scalar_from_array(value: Any) -> int | float | complex:
-    """The Python number held by a one-element array of any namespace."""
-    if any(not isinstance(s, int) for s in value.shape) or math.prod(value.shape) != 1:
+    """The Python number held by a one-element array of any namespace (SciPy's errors for
+    other sizes, ValueError for a dtype that is not a number)."""
+    size = math.prod(value.shape) if all(isinstance(s, int) for s in value.shape) else None
+    if size == 0:
         raise ValueError(
-            f"fillvalue must be a scalar or an array with one element, got an array of "
+            f"`fillvalue` cannot be an empty array, got an array of shape {tuple(value.shape)}"
+        )
+    if size != 1:
+        raise ValueError(
+            f"`fillvalue` must be scalar or an array with one element, got an array of "
             f"shape {tuple(value.shape)}"
         )
     vxp = array_api_compat.array_namespace(value)
     v = vxp.reshape(value, ())  # (1, ..., 1) -> ()
+    if _dtype_name(v.dtype, vxp) is None:
+        raise ValueError(f"fillvalue must be a number, got an array of dtype {v.dtype}")
     if vxp.isdtype(v.dtype, "complex floating"):
         return complex(v)
     if vxp.isdtype(v.dtype, "real floating"):
@@ -355,36 +399,52 @@ def _scalar_from_array(value: Any) -> int | float | complex:
     return int(v)
 
 
-def _parse_fillvalue(fillvalue: Any, integer: bool, result_dtype: Any, xp: ModuleType) -> float:
-    """``fillvalue`` as a float of the computation (truncated toward zero for integers)."""
+def _fill_number(fillvalue: Any) -> Any:
+    """``fillvalue`` as a number: a scalar, or the element of a one-element array or
+    sequence (converted as ``numpy.asarray``, as SciPy does); ValueError otherwise."""
     if array_api_compat.is_array_api_obj(fillvalue):
-        value = _scalar_from_array(fillvalue)
-    elif isinstance(fillvalue, (str, bytes)) or fillvalue is None:
-        raise TypeError(
-            f"fillvalue must be a real number, got {type(fillvalue).__name__} {fillvalue!r}"
-        )
-    elif isinstance(fillvalue, Sequence):
+        return _scalar_from_array(fillvalue)
+    if isinstance(fillvalue, numbers.Number):
+        return fillvalue
+    if isinstance(fillvalue, (str, bytes)) or fillvalue is None:
         raise ValueError(
-            f"fillvalue must be a scalar, got {type(fillvalue).__name__} {fillvalue!r}"
+            f"fillvalue must be a number, got {type(fillvalue).__name__} {fillvalue!r}"
         )
-    elif isinstance(fillvalue, numbers.Number) or hasattr(fillvalue, "__float__"):
-        value = fillvalue
-    else:
-        raise TypeError(
-            f"fillvalue must be a real number, got {type(fillvalue).__name__} {fillvalue!r}"
+    try:
+        host = np.asarray(fillvalue)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"fillvalue must be a number, got {type(fillvalue).__name__} {fillvalue!r} ({exc})"
+        ) from None
+    return _scalar_from_array(host)
+
+
+def _is_complex_number(value: Any) -> bool:
+    return isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)
+
+
+def _parse_fillvalue(
+    fillvalue: Any, integer: bool, result_dtype: Any, xp: ModuleType
+) -> float | complex:
+    """``fillvalue`` as a number of the computation: complex for a complex result, else a
+    float (truncated toward zero for integers). A complex fill value for a real result is
+    refused, as SciPy refuses it (even with a zero imaginary part)."""
+    value = _fill_number(fillvalue)
+    if xp.isdtype(result_dtype, "complex floating"):
+        return complex(value)
+    if _is_complex_number(value):
+        raise ValueError(
+            f"could not cast `fillvalue` directly to the output type {result_dtype}: "
+            f"{value!r} is complex and the inputs are real"
         )
-    if isinstance(value, complex) or (
-        isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)
-    ):
-        raise TypeError(f"fillvalue must be real (complex is not supported yet), got {value!r}")
     try:
         real = float(value)
     except (TypeError, ValueError, OverflowError):
         if isinstance(value, numbers.Integral):  # an int beyond float range
             real = math.inf if value > 0 else -math.inf
         else:
-            raise TypeError(
-                f"fillvalue must be a real number, got {type(value).__name__} {value!r}"
+            raise ValueError(
+                f"fillvalue must be a number, got {type(value).__name__} {value!r}"
             ) from None
     if not integer:
         return real
@@ -467,7 +527,7 @@ def extend(
     x: Array,
     pads: tuple[tuple[int, int], tuple[int, int]],
     boundary: str,
-    fillvalue: float = 0.0,
+    fillvalue: float | complex = 0.0,
     *,
     xp: ModuleType,
 ) -> Array:
@@ -477,6 +537,10 @@ def extend(
     may exceed the image (periodic / repeated mirror continuation).
     """
     (top, bottom), (left, right) = pads
+    if boundary == "fill" and xp.isdtype(x.dtype, "complex floating"):  # each part its own fill
+        fill = complex(fillvalue)
+        re = extend(xp.real(x), pads, boundary, fill.real, xp=xp)
+        return complex_from_parts(re, extend(xp.imag(x), pads, boundary, fill.imag, xp=xp), xp=xp)
     if boundary == "fill":
         width = ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right))
         return xpx.pad(x, width, constant_values=fillvalue, xp=xp)
@@ -524,11 +588,45 @@ def _exact_auto_strategy(image: Array, kernels: Array, padding: Any, *, xp: Modu
 
     image (N, H, W), kernels (F, kh, kw), as :func:`_correlate_batch` will run them.
     """
-    x_shape = (image.shape[0], 1, *image.shape[1:])  # (N, 1, H, W)
-    w_shape = (kernels.shape[0], 1, *kernels.shape[1:])  # (F, 1, kh, kw)
-    geom = conv_geometry(x_shape, w_shape, padding=padding)
     w = kernels[:, None, ...]  # (F, kh, kw) -> (F, 1, kh, kw)
+    channels = 1
+    if xp.isdtype(w.dtype, "complex floating"):  # conv2d runs the real embedding
+        w, channels = embed_weights(w, 1, xp=xp), 2  # (2F, 2, kh, kw)
+    x_shape = (image.shape[0], channels, *image.shape[1:])  # (N, 1 or 2, H, W)
+    geom = conv_geometry(x_shape, tuple(w.shape), padding=padding)
     return plan("auto", w, geom, xp=xp, require_exact=True).strategy
+
+
+#: Integers of magnitude below these are exact in float32 / float64 (and their sums).
+EXACT_INTEGER_LIMIT = {"float32": 2.0**24, "float64": EXACT_FLOAT64_LIMIT}
+
+
+def _integer_valued_exact(image: Array, kernels: Array, fill: Any, *, xp: ModuleType) -> bool:
+    """True if every sum of products of ``kernels`` (F, kh, kw) with ``image`` (N, H, W)
+    (and ``fill``, None if unused) is exact in their float dtype: NumPy arrays only (their
+    values are read on the host for free), all values integers (real and imaginary parts),
+    and ``max|image| * max_k sum|kernel k|`` below 2**24 (float32) or 2**53 (float64).
+
+    The kernels, usually the smaller, are read first; the image only if they qualify.
+    """
+    if not (array_api_compat.is_numpy_array(image) and array_api_compat.is_numpy_array(kernels)):
+        return False
+    if fill is not None and not (
+        cmath.isfinite(fill) and fill.real == int(fill.real) and fill.imag == int(fill.imag)
+    ):
+        return False
+    parts = (np.real(kernels), np.imag(kernels)) if np.iscomplexobj(kernels) else (kernels,)
+    if not all(np.all(np.isfinite(p) & (p == np.trunc(p))) for p in parts):
+        return False
+    mass = float(np.max(sum(np.sum(np.abs(p), axis=(-2, -1)) for p in parts)))
+    parts = (np.real(image), np.imag(image)) if np.iscomplexobj(image) else (image,)
+    if not all(np.all(np.isfinite(p) & (p == np.trunc(p))) for p in parts):
+        return False
+    peak = max(float(np.max(np.abs(p))) for p in parts)
+    if fill is not None:
+        peak = max(peak, abs(fill.real), abs(fill.imag))
+    limit = EXACT_INTEGER_LIMIT["float32" if np.real(image).dtype == np.float32 else "float64"]
+    return peak * mass < limit
 
 
 def _check_integer_magnitude(
@@ -565,7 +663,7 @@ def _check_finite_for(
         else ((arrays[1], names[1]),)
     )
     bad = [name for a, name in checked if not _all_finite(a)]
-    if strategy == "fft" and fill is not None and not math.isfinite(fill):
+    if strategy == "fft" and fill is not None and not cmath.isfinite(fill):
         bad.append("fillvalue")
     if bad:
         why = (
@@ -637,8 +735,34 @@ def _check_filter_size(
         total += images * (h + 2 * kh) * (w + 2 * kw) * compute  # the extended images
     if result_dtype != compute_dtype:
         total += images * out * (result + 8)  # the result, through int64 for integers
+    if xp.isdtype(compute_dtype, "complex floating"):
+        total += images * (h + 2 * kh) * (w + 2 * kw) * compute  # conv2d's real embedding
     shape = (*in1.shape[:-2], h, w)
     check_size(total, f"{func}: filtering in1 of shape {shape} ({mode!r})", xp, device_of(in1))
+
+
+def _as_arrays(in1: Any, in2: Any, func: str) -> tuple[Array, Array]:
+    """The inputs as arrays: a non-array one (nested lists or tuples, a scalar) is converted
+    as ``numpy.asarray`` converts it (SciPy's array_like), then moved to the namespace and
+    device of the other input where that one is an array."""
+    given = (("in1", in1), ("in2", in2))
+    like = next((a for _, a in given if array_api_compat.is_array_api_obj(a)), None)
+    out = []
+    for name, a in given:
+        if array_api_compat.is_array_api_obj(a):
+            out.append(a)
+            continue
+        try:
+            host = np.asarray(a)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{func}: {name} must be an array or nested sequences of numbers, got "
+                f"{type(a).__name__} ({exc})"
+            ) from None
+        if like is not None and not array_api_compat.is_numpy_array(like):
+            host = asarray(host, backend=namespace_of(like), device=device_of(like))
+        out.append(host)
+    return out[0], out[1]
 
 
 def _filter2d(
@@ -653,6 +777,7 @@ def _filter2d(
 ) -> Array:
     """Shared body of :func:`correlate2d` and :func:`convolve2d` (the public boundary)."""
     func = "convolve2d" if convolve else "correlate2d"
+    in1, in2 = _as_arrays(in1, in2, func)
     xp = namespace_of(in1, in2, names=("in1", "in2"))
     _check_shapes(in1, in2, func)
     mode = _parse_mode(mode)
@@ -661,13 +786,13 @@ def _filter2d(
     if device_of(in1) != device_of(in2):
         raise ValueError(f"{func}: in1 is on device {device_of(in1)} but in2 on {device_of(in2)}")
     result_dtype, compute_dtype, integer = _dtype_plan(in1, in2, xp, func)
-    if integer:
-        _check_exact_strategy(strategy, func)
     batch = tuple(in1.shape[:-2])
     h, w = in1.shape[-2:]
     kh, kw = in2.shape
     swapped = mode == "valid" and _valid_swap((h, w), (kh, kw))
     fill = _parse_fillvalue(fillvalue, integer, result_dtype, xp) if boundary == "fill" else None
+    if integer:
+        _check_exact_strategy(strategy, func)
 
     _check_filter_size(in1, (kh, kw), mode, boundary, fill, (result_dtype, compute_dtype), func)
     a = xp.astype(in1, compute_dtype, copy=False)
@@ -685,11 +810,17 @@ def _filter2d(
             padding = 0
     if convolve:
         kernels = xp.flip(kernels, axis=(-2, -1))
+    elif xp.isdtype(kernels.dtype, "complex floating"):  # SciPy conjugates the kernel role
+        kernels = xp.conj(kernels)
     uses_fill = boundary == "fill" and not swapped and mode != "valid"
     if integer:
         _check_integer_magnitude(image, kernels, fill if uses_fill else None, func, xp=xp)
         if strategy == "auto":
             strategy = _exact_auto_strategy(image, kernels, padding, xp=xp)
+    elif strategy == "auto" and _integer_valued_exact(
+        image, kernels, fill if uses_fill else None, xp=xp
+    ):
+        strategy = _exact_auto_strategy(image, kernels, padding, xp=xp)
     elif strategy in ("fft", "separable"):
         names = ("in2", "in1") if swapped else ("in1", "in2")
         _check_finite_for(strategy, (image, kernels), names, fill if uses_fill else None, func)

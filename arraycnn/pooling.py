@@ -52,7 +52,16 @@ from typing import Any
 
 import array_api_extra as xpx
 
-from .backend import GraphOp, backend_name, device_of, namespace_of, no_graph, records_graph
+from . import dask_arrays
+from .backend import (
+    GraphOp,
+    backend_name,
+    device_of,
+    namespace_of,
+    no_graph,
+    records_graph,
+    values_on_host,
+)
 from .budget import (
     CHECK_FLOOR,
     WorkspaceError,
@@ -302,6 +311,8 @@ def max_pool2d(x: Array, kernel_size: Any, *, stride: Any = None, padding: Paddi
     >>> max_pool2d(x, 3, stride=1, padding=1)[0, 0, 0]  # -inf padding never wins
     array([5., 6., 7., 7.])
     """
+    if dask_arrays.is_dask_array(x):  # lazy, block by block (arraycnn.dask_arrays)
+        return dask_arrays.pool2d(max_pool2d, x, kernel_size, stride=stride, padding=padding)
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding)
     if backend_name(xp) == "torch" and records_graph(x):
         return _max_pool_op(geom, xp, kernel_size, stride, padding)(x)
@@ -356,6 +367,9 @@ def max_pool2d_backward(
     array([[[[0., 1.],
              [0., 0.]]]])
     """
+    if dask_arrays.is_dask_array(x) or dask_arrays.is_dask_array(gy):  # arraycnn.dask_arrays
+        pool = {"stride": stride, "padding": padding}
+        return dask_arrays.pool2d_backward(max_pool2d_backward, gy, x, kernel_size, **pool)
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding, gy=gy)
     pool = (kernel_size, stride, padding)
     if backend_name(xp) == "torch" and records_graph(gy, x):
@@ -382,10 +396,8 @@ def _selects_by_product(values: Array, xp: ModuleType) -> bool:
     name = backend_name(xp)
     if name not in ("numpy", "array_api_strict", "torch"):
         return False
-    if name == "torch" and device_of(values).type != "cpu":
-        return False
-    if name == "array_api_strict" and device_of(values) != device_of(xp.empty(0)):
-        return False  # its stand-ins for a GPU: no host read (the check below is one)
+    if not values_on_host(xp, device_of(values)):
+        return False  # a device: no host read (the check below is one)
     return bool(xp.max(xp.abs(values)) < math.inf)  # False where a value is inf or nan
 
 
@@ -521,6 +533,9 @@ def avg_pool2d(
            [1., 1., 1.],
            [1., 1., 1.]])
     """
+    if dask_arrays.is_dask_array(x):  # lazy, block by block (arraycnn.dask_arrays)
+        pool = {"stride": stride, "padding": padding, "count_include_pad": count_include_pad}
+        return dask_arrays.pool2d(avg_pool2d, x, kernel_size, **pool)
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding)
     pool = (kernel_size, stride, padding, _check_count_include_pad(count_include_pad))
     if backend_name(xp) == "torch" and records_graph(x):
@@ -600,6 +615,9 @@ def avg_pool2d_backward(
            [0.5 , 1.  , 0.5 ],
            [0.25, 0.5 , 0.25]])
     """
+    if dask_arrays.is_dask_array(x) or dask_arrays.is_dask_array(gy):  # arraycnn.dask_arrays
+        pool = {"stride": stride, "padding": padding, "count_include_pad": count_include_pad}
+        return dask_arrays.pool2d_backward(avg_pool2d_backward, gy, x, kernel_size, **pool)
     xp, geom = _prepare(x, kernel_size, stride=stride, padding=padding, gy=gy)
     pool = (kernel_size, stride, padding, _check_count_include_pad(count_include_pad))
     if backend_name(xp) == "torch" and records_graph(gy, x):

@@ -36,6 +36,8 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "float16": (1e-2, 1e-3),
     "float32": (2e-5, 1e-6),
     "float64": (1e-12, 1e-13),
+    "complex64": (2e-5, 1e-6),  # its float32 parts' rows; errors are moduli |actual - expected|
+    "complex128": (1e-12, 1e-13),
 }
 
 #: (rtol, atol) for central finite differences in float64 (step 1e-6 relative):
@@ -89,7 +91,8 @@ def assert_close(
     ----------
     actual : array of any namespace
     expected : array_like
-        The oracle's result (converted to float64 NumPy).
+        The oracle's result (converted to float64 NumPy, complex128 where either is complex;
+        errors are then the moduli ``|actual - expected|``).
     xp : namespace, optional
         Namespace ``actual`` must belong to.
     dtype, device : optional
@@ -129,8 +132,9 @@ def assert_close(
         raise AssertionError(f"{prefix}dtype {actual.dtype}, expected {dtype}")
     if device is not None and device_of(actual) != device:
         raise AssertionError(f"{prefix}device {device_of(actual)}, expected {device}")
-    a = np.asarray(to_numpy(actual), dtype=np.float64)
-    e = np.asarray(to_numpy(expected), dtype=np.float64)
+    a, e = to_numpy(actual), to_numpy(expected)
+    values = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(e) else np.float64
+    a, e = np.asarray(a, dtype=values), np.asarray(e, dtype=values)
     if a.shape != e.shape:
         raise AssertionError(f"{prefix}shape {a.shape}, expected {e.shape}")
     table_rtol, table_atol = tolerance(actual.dtype)

@@ -431,15 +431,16 @@ def test_bad_strategy(pair):
 
 
 def test_non_scalar_fillvalue(pair, xp):
-    with pytest.raises(ValueError, match=r"fillvalue must be a scalar, got list \[1, 2\]"):
+    """SciPy's error types and the phrases its own tests match."""
+    with pytest.raises(ValueError, match=r"`fillvalue` must be scalar or an array with one"):
         correlate2d(*pair, fillvalue=[1, 2])
     with pytest.raises(ValueError, match=r"one element, got an array of shape \(2,\)"):
         correlate2d(*pair, fillvalue=move(np.array([1.0, 2.0]), xp))
-    with pytest.raises(ValueError, match=r"one element, got an array of shape \(0,\)"):
+    with pytest.raises(ValueError, match=r"`fillvalue` cannot be an empty array"):
         correlate2d(*pair, fillvalue=move(np.zeros(0), xp))
-    with pytest.raises(TypeError, match="fillvalue must be real"):
+    with pytest.raises(ValueError, match=r"could not cast `fillvalue` directly to the output"):
         correlate2d(*pair, fillvalue=1j)
-    with pytest.raises(TypeError, match="fillvalue must be a real number, got str"):
+    with pytest.raises(ValueError, match="fillvalue must be a number, got str"):
         convolve2d(*pair, fillvalue="a")
 
 
@@ -483,15 +484,10 @@ def test_valid_with_incompatible_shapes(func, xp):
         OURS[func](x, k, "valid")
 
 
-def test_complex_input():
-    with pytest.raises(TypeError, match=r"complex inputs are not supported yet \(in2"):
-        correlate2d(np.ones((4, 4)), np.ones((2, 2), dtype=np.complex128))
-
-
 def test_bool_with_bool(xp):
     b = move(np.ones((3, 3), dtype=bool), xp)
     with pytest.raises(
-        TypeError, match="in1 and in2 are both bool, which has no arithmetic result dtype"
+        ValueError, match="in1 and in2 are both bool, which has no arithmetic result dtype"
     ):
         correlate2d(b, b)
 
@@ -520,6 +516,10 @@ def test_mixed_namespaces():
         convolve2d(strict.ones((4, 4)), np.ones((2, 2)))
 
 
-def test_lists_are_refused():
-    with pytest.raises(TypeError, match="in1 must be an array"):
-        correlate2d([[1.0, 2.0]], np.ones((1, 1)))
+def test_object_and_ragged_inputs_are_refused():
+    with pytest.raises(ValueError, match=r"in1 has dtype object, which is not a number type"):
+        correlate2d(np.array([[1, None]], dtype=object), np.ones((1, 1)))
+    with pytest.raises(ValueError, match=r"in2 must be an array or nested sequences of numbers"):
+        convolve2d(np.ones((2, 2)), [[1.0], [1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"in2 must be 2-D \(kh, kw\), got shape \(\)"):
+        convolve2d(np.ones((2, 2)), 3)

@@ -17,6 +17,7 @@ Cases per run: :data:`EXAMPLES` per test (``FACTOR`` times the profile's ``max_e
 
 from __future__ import annotations
 
+import cmath
 import math
 import numbers
 import os
@@ -472,9 +473,10 @@ def _filter_problems(in1, in2, mode, boundary, fillvalue, strategy) -> set[str]:
     if problems:
         return problems
     kinds = {str(a.dtype) for a in (in1, in2)}
-    if any(k.startswith("complex") for k in kinds) or kinds == {"bool"}:
+    if kinds == {"bool"}:
         return {"in1", "in2"}
     integer = np.result_type(in1.dtype, in2.dtype).kind in "iu"
+    complex_result = np.result_type(in1.dtype, in2.dtype).kind == "c"
     if integer and strategy.lower() in ("fft", "separable"):
         return {"strategy"}
     if mode == "valid":
@@ -482,18 +484,22 @@ def _filter_problems(in1, in2, mode, boundary, fillvalue, strategy) -> set[str]:
         if not (all(a >= b for a, b in zip(hw1, hw2)) or all(b >= a for a, b in zip(hw1, hw2))):
             return {"in1", "in2"}
     if BOUNDARIES[boundary] == "fill":
-        if isinstance(fillvalue, (str, type(None), complex, list)):
+        if isinstance(fillvalue, (str, type(None), list)):
+            return {"fillvalue"}
+        if isinstance(fillvalue, complex) and not complex_result:
             return {"fillvalue"}
         if isinstance(fillvalue, np.ndarray) and fillvalue.size != 1:
             return {"fillvalue"}
-        value = float(np.asarray(fillvalue).reshape(()))
+        value = complex(np.asarray(fillvalue).reshape(()))
+        if not complex_result:
+            value = value.real
         if integer and not math.isfinite(value):
             return {"fillvalue"}
         if integer:
             info = np.iinfo(np.result_type(in1.dtype, in2.dtype))
             if not info.min <= math.trunc(value) <= info.max:
                 return {"fillvalue"}
-        elif strategy.lower() == "fft" and mode != "valid" and not math.isfinite(value):
+        elif strategy.lower() == "fft" and mode != "valid" and not cmath.isfinite(value):
             return {"fillvalue"}  # the FFT would spread it (the images here are finite)
     return set()
 
@@ -501,9 +507,10 @@ def _filter_problems(in1, in2, mode, boundary, fillvalue, strategy) -> set[str]:
 def _filter_oracle(in1, in2, mode, boundary, fillvalue, convolve):
     """scipy.signal per image in float64 (np.pad + 'valid' for 'reflect')."""
     func = scipy.signal.convolve2d if convolve else scipy.signal.correlate2d
-    kernel = np.asarray(in2, np.float64)
+    values = np.complex128 if np.iscomplexobj(in1) or np.iscomplexobj(in2) else np.float64
+    kernel = np.asarray(in2, values)
     canonical = BOUNDARIES[boundary]
-    images = np.asarray(in1, np.float64).reshape(-1, *in1.shape[-2:])
+    images = np.asarray(in1, values).reshape(-1, *in1.shape[-2:])
     out = []
     for image in images:
         if canonical != "reflect" or mode == "valid":  # "valid" reads no extension
@@ -586,8 +593,8 @@ def test_fuzz_filters(data, convolve, fault):
     if result.kind in "iu":  # exact, wrapping as SciPy's integer arithmetic
         np.testing.assert_array_equal(out, expected.astype(np.int64).astype(result))
         return
-    a1, a2 = np.abs(in1.astype(np.float64)), np.abs(in2.astype(np.float64))
-    finite_fill = abs(fill) if math.isfinite(fill) else 0.0  # a NaN fill: NaN where it reaches
+    a1, a2 = np.abs(in1).astype(np.float64), np.abs(in2).astype(np.float64)
+    finite_fill = abs(fill) if cmath.isfinite(fill) else 0.0  # a NaN fill: NaN where it reaches
     scale = _filter_oracle(a1, a2, mode, boundary, finite_fill, convolve)
     scale = scale + (np.linalg.norm(a1) + finite_fill) * np.linalg.norm(a2)  # FFT, SVD
     nan = np.isnan(expected)  # a NaN fill reaches these outputs
@@ -597,8 +604,9 @@ def test_fuzz_filters(data, convolve, fault):
         assert_close(got, expected[~nan], scale=scale[~nan], dtype=out.dtype)
 
 
-def _scalar(value) -> float:
-    return float(np.asarray(value).reshape(()))
+def _scalar(value) -> float | complex:
+    value = complex(np.asarray(value).reshape(()))
+    return value if value.imag else value.real
 
 
 # --------------------------------------------------------------------------- pooling

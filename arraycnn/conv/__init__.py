@@ -33,11 +33,13 @@ from collections.abc import Collection
 from types import ModuleType
 from typing import Any
 
+from .. import dask_arrays
 from ..backend import device_of, devices_differ, graph_call, no_graph, resolve_backend
 from ..budget import WorkspaceError, check_size, itemsize, set_workspace_limit
-from ..geometry import ConvGeometry, Padding
+from ..geometry import ConvGeometry, Padding, conv_geometry
 from ..settings import set_autotune
 from ._boundary import check_float_pair, prepare
+from ._complex import embed_channels, embed_weights, fold_channels, fold_weight_grad, is_complex
 from .dispatch import (
     GRADIENT_NAMES,
     STRATEGIES,
@@ -88,9 +90,11 @@ def conv2d(
     Parameters
     ----------
     x : array, shape (N, C, H, W)
-        Input, real floating.
+        Input, real or complex floating.
     w : array, shape (F, C / groups, kh, kw)
-        Filters, same dtype, namespace and device as ``x``.
+        Filters, same dtype, namespace and device as ``x``. Complex data is convolved as
+        torch's complex ``conv2d`` does (no conjugation), computed as one real convolution
+        of twice the channels (:mod:`arraycnn.conv._complex`), so every strategy serves it.
     b : array, shape (F,), optional
         Bias added to each output channel.
     stride, dilation : int or (int, int)
@@ -150,9 +154,21 @@ def conv2d(
     (1, 1, 2, 2)
     """
     geometry = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    if dask_arrays.is_dask_array(x):  # lazy, block by block (arraycnn.dask_arrays)
+        options = {"strategy": strategy, "autotune": autotune}
+        return dask_arrays.conv2d(conv2d, x, w, b, **geometry, **options)
     xp, geom = prepare(x, w, **geometry, extra=(("b", b),) if b is not None else ())
     if b is not None:
         _check_bias(b, w, geom, xp)
+    if is_complex(w, xp):  # the real embedding: one real convolution, 2C in, 2F out
+        y = conv2d(
+            embed_channels(x, geom.groups, xp=xp),
+            embed_weights(w, geom.groups, xp=xp),
+            stride=stride, padding=padding, dilation=dilation, groups=groups,
+            strategy=strategy, autotune=autotune,
+        )  # fmt: skip
+        y = fold_channels(y, geom.groups, xp=xp)  # (N, 2F, Ho, Wo) -> complex (N, F, Ho, Wo)
+        return y if b is None else y + xp.reshape(b, (1, geom.f, 1, 1))  # (F,) -> (1, F, 1, 1)
     results = math.prod(geom.y_shape) * itemsize(w.dtype, xp) * (2 if b is not None else 1)
     check_size(results, lambda: _what("conv2d", geom, w), xp, device_of(w))
     options = {"strategy": strategy, "autotune": autotune}
@@ -231,6 +247,11 @@ def conv2d_backward(
     gw : array, shape (F, C / groups, kh, kw), or None
     gb : array, shape (F,), or None
 
+    For complex data the gradients are those torch autograd gives for its complex
+    ``conv2d`` (``dL/dRe + i dL/dIm`` of a real loss L, with ``gy`` given the same way):
+    ``gx`` convolves ``gy`` with ``conj(w)`` transposed, ``gw`` correlates ``conj(x)``
+    with ``gy``.
+
     Raises
     ------
     ValueError, TypeError, WorkspaceError
@@ -252,6 +273,10 @@ def conv2d_backward(
     >>> ac.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, needs=("w",))[0] is None
     True
     """
+    if dask_arrays.is_dask_array(x) or dask_arrays.is_dask_array(gy):  # arraycnn.dask_arrays
+        geometry = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+        options = {"strategy": strategy, "autotune": autotune, "needs": needs}
+        return dask_arrays.conv2d_backward(conv2d_backward, gy, x, w, **geometry, **options)
     wanted = parse_needs(needs)
     geometry = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     xp, geom = prepare(x, w, **geometry, extra=(("gy", gy),))
@@ -262,6 +287,19 @@ def conv2d_backward(
     check_float_pair(gy, x, xp, ("gy", "x"))
     if not wanted:
         return None, None, None
+    if is_complex(w, xp):  # the real backward of the embedding (conv2d), folded back
+        g, real_needs = geom.groups, tuple(wanted.replace("b", ""))
+        gx, gw, _ = conv2d_backward(
+            embed_channels(gy, g, xp=xp), embed_channels(x, g, xp=xp),
+            embed_weights(w, g, xp=xp),
+            stride=stride, padding=padding, dilation=dilation, groups=groups,
+            strategy=strategy, autotune=autotune, needs=real_needs,
+        ) if real_needs else (None, None, None)  # fmt: skip
+        return (
+            None if gx is None else fold_channels(gx, g, xp=xp),
+            None if gw is None else fold_weight_grad(gw, g, xp=xp),
+            xp.sum(gy, axis=(0, 2, 3)) if "b" in wanted else None,
+        )
     grads = wanted.replace("b", "")  # the convolutions' part: "xw", "x", "w" or ""
     sizes = {"x": math.prod(geom.x_shape), "w": math.prod(geom.w_shape), "b": geom.f}
     results = itemsize(w.dtype, xp) * sum(sizes[name] for name in wanted)
@@ -330,6 +368,12 @@ def choose_strategy(
     'naive'
     """
     xp, geom = prepare(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if is_complex(w, xp):  # conv2d runs the real embedding
+        x, w = embed_channels(x, geom.groups, xp=xp), embed_weights(w, geom.groups, xp=xp)
+        geom = conv_geometry(
+            tuple(x.shape), tuple(w.shape),
+            stride=stride, padding=padding, dilation=dilation, groups=groups,
+        )  # fmt: skip
     with no_graph(xp):  # autotuning runs the candidates
         return plan(strategy, w, geom, xp=xp, x=x, autotune=autotune).strategy
 

@@ -12,11 +12,11 @@ Array = Any
 
 
 def check_float_pair(x: Array, w: Array, xp: ModuleType, names: tuple[str, str]) -> None:
-    """Both arrays real floating, same dtype, same device (a traced JAX array's device is
-    unknown: it matches any)."""
+    """Both arrays floating (real or complex), same dtype, same device (a traced JAX array's
+    device is unknown: it matches any)."""
     for name, a in zip(names, (x, w) if x.dtype != w.dtype else (x,)):
-        if not xp.isdtype(a.dtype, "real floating"):
-            raise TypeError(f"{name} must have a real floating dtype, got {a.dtype}")
+        if not xp.isdtype(a.dtype, ("real floating", "complex floating")):
+            raise TypeError(f"{name} must have a floating dtype (real or complex), got {a.dtype}")
     if x.dtype != w.dtype:
         raise TypeError(
             f"{names[0]} ({x.dtype}) and {names[1]} ({w.dtype}) must have the same dtype"

@@ -10,6 +10,14 @@ where it falls inside the input (zero padding contributes nothing). The accumula
 reused scratch buffer; the result returned is a fresh array.
 Memory beyond input and output: one tap slice and one tap product, each at most
 (G, max(Cg, Fg), N*Ho*Wo).
+
+Depthwise layers (one input channel per group, few outputs per group, stride 1:
+:func:`uses_depthwise`) skip the group-major reorder and the GEMMs: the input is laid into
+zero-padded rows of the padded width Wp, so tap (i, j) reads one contiguous run of the
+flattened frame at the offset ``i·dh·Wp + j·dw``, and each tap is a broadcast
+multiply-add by a per-channel weight (:func:`_depthwise_forward`); the input gradient
+adds gy's rows onto such a frame the same way, and the weight gradient is one
+:func:`vecdot` per tap.
 """
 
 from __future__ import annotations
@@ -47,7 +55,12 @@ def _matrix(part: Array, *, xp: ModuleType) -> Array:
 
 def samples_per_chunk(geom: ConvGeometry, *, cached: bool = True) -> int:
     """Samples per kernel call (:func:`._layout.cache_chunk`) for the accumulator and one
-    tap's slice, (F + C)·Ho·Wo elements per sample."""
+    tap's slice, (F + C)·Ho·Wo elements per sample; on the depthwise path
+    (:func:`uses_depthwise`) the input frame, the accumulator and one tap's product,
+    (C·(Hp + 1) + 2·F·Ho)·Wp."""
+    if uses_depthwise(geom):
+        per_sample = (geom.c * (geom.hp + 1) + 2 * geom.f * geom.ho) * geom.wp
+        return cache_chunk(geom.n, per_sample, cached=cached)
     return cache_chunk(geom.n, (geom.f + geom.c) * geom.ho * geom.wo, cached=cached)
 
 
@@ -197,6 +210,149 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) 
     return _input_grad_bands(gy, w, geom, bands, xp=xp)
 
 
+# --------------------------------------------------------------------------- depthwise
+
+#: Most output channels per group (channel multiplier) the depthwise path takes: its input
+#: gradient makes one elementwise pass per output channel and tap, where the blocked GEMM
+#: of :func:`input_grad` reads gy once per block of taps.
+DEPTHWISE_MAX_MULTIPLIER = 4
+
+
+def uses_depthwise(geom: ConvGeometry) -> bool:
+    """True where naive runs the depthwise path: Cg = 1, Fg <= DEPTHWISE_MAX_MULTIPLIER,
+    stride 1 (a tap is then one contiguous run of the padded-width frame)."""
+    return geom.cg == 1 and geom.fg <= DEPTHWISE_MAX_MULTIPLIER and geom.stride == (1, 1)
+
+
+def _frame_rows(g: ConvGeometry) -> int:
+    """Rows of the padded-width frames: Hp, and one more for the last taps' run past the
+    bottom right corner (they read at most dw·(kw - 1) < Wp elements beyond Hp·Wp)."""
+    return g.hp + 1
+
+
+def _tap_start(g: ConvGeometry, t: int) -> int:
+    """Offset of tap t = i·kw + j in a flattened padded-width frame: i·dh·Wp + j·dw."""
+    i, j = divmod(t, g.kw)
+    return i * g.dilation[0] * g.wp + j * g.dilation[1]
+
+
+def _depthwise_input_frame(x: Array, g: ConvGeometry, *, xp: ModuleType) -> Array:
+    """x (N, C, H, W) zero-padded into a scratch frame, flattened: (N, G, 1, (Hp+1)*Wp).
+
+    Only the interior is written; the padding stays zero from the allocation (the frame
+    is keyed by the geometry)."""
+    shape = (g.n, g.c, _frame_rows(g), g.wp)
+    frame = scratch("naive.dw_x", shape, like=x, xp=xp, key=g)  # (N, C, Hp+1, Wp)
+    top, left = g.padding[0][0], g.padding[1][0]
+    frame = set_at(frame, (ALL, ALL, slice(top, top + g.h), slice(left, left + g.w)), x, xp=xp)
+    # (N, C, Hp+1, Wp) -> (N, G, 1, (Hp+1)*Wp), C = G
+    return xp.reshape(frame, (g.n, g.groups, 1, _frame_rows(g) * g.wp))
+
+
+def _depthwise_grad_frame(gy: Array, g: ConvGeometry, *, xp: ModuleType) -> Array:
+    """gy (N, F, Ho, Wo) in rows of the padded width (zeros beyond Wo), flattened:
+    (N, G, Fg, Ho*Wp), a scratch buffer keyed by the geometry."""
+    shape = (g.n, g.groups, g.fg, g.ho, g.wp)
+    frame = scratch("naive.dw_gy", shape, like=gy, xp=xp, key=g)  # (N, G, Fg, Ho, Wp)
+    gy5 = xp.reshape(gy, (g.n, g.groups, g.fg, g.ho, g.wo))  # (N, F, Ho, Wo) -> (N, G, Fg, Ho, Wo)
+    frame = set_at(frame, (ALL, ALL, ALL, ALL, slice(0, g.wo)), gy5, xp=xp)
+    # (N, G, Fg, Ho, Wp) -> (N, G, Fg, Ho*Wp)
+    return xp.reshape(frame, (g.n, g.groups, g.fg, g.ho * g.wp))
+
+
+def _depthwise_taps(w: Array, g: ConvGeometry, *, xp: ModuleType) -> Array:
+    """w (F, 1, kh, kw) -> (G, Fg, kh*kw): per channel, its outputs' taps."""
+    return xp.reshape(w, (g.groups, g.fg, g.kh * g.kw))
+
+
+def _depthwise_forward(x: Array, w: Array, g: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Depthwise forward (:func:`uses_depthwise`): x (N, C, H, W), w (F, 1, kh, kw) ->
+    (N, F, Ho, Wo), one broadcast multiply-add per tap over the padded-width rows."""
+    frame = _depthwise_input_frame(x, g, xp=xp)  # (N, G, 1, (Hp+1)*Wp)
+    wt = _depthwise_taps(w, g, xp=xp)  # (G, Fg, kh*kw)
+    span = g.ho * g.wp
+    acc = None  # (N, G, Fg, Ho*Wp), fresh: the first tap's product
+    for t in range(g.kh * g.kw):
+        start = _tap_start(g, t)
+        # (G, Fg, 1) * (N, G, 1, Ho*Wp) -> (N, G, Fg, Ho*Wp)
+        term = wt[:, :, t : t + 1] * frame[..., start : start + span]
+        acc = term if acc is None else add_at(acc, (ALL,) * 4, term, xp=xp)
+    # (N, G, Fg, Ho*Wp) -> (N, F, Ho, Wp)
+    y = xp.reshape(acc, (g.n, g.f, g.ho, g.wp))
+    return y if g.wp == g.wo else xp.asarray(y[..., : g.wo], copy=True)
+
+
+def _depthwise_input_grad(gy: Array, w: Array, g: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Depthwise input gradient: gy (N, F, Ho, Wo), w (F, 1, kh, kw) -> (N, C, H, W).
+
+    Each tap adds ``w[:, tap] * gy`` (summed over a channel's Fg outputs), laid in rows of
+    the padded width, onto the flattened padded input at the tap's offset; the padding is
+    cropped at the end."""
+    gyf = _depthwise_grad_frame(gy, g, xp=xp)  # (N, G, Fg, Ho*Wp)
+    wt = _depthwise_taps(w, g, xp=xp)  # (G, Fg, kh*kw)
+    span = g.ho * g.wp
+    shape = (g.n, g.groups, _frame_rows(g) * g.wp)
+    acc = fill_zero(scratch("naive.dw_gx", shape, like=gy, xp=xp), xp=xp)  # (N, G, (Hp+1)*Wp)
+    for t in range(g.kh * g.kw):
+        where = (ALL, ALL, slice(_tap_start(g, t), _tap_start(g, t) + span))
+        for k in range(g.fg):
+            # (G, 1) * (N, G, Ho*Wp) -> (N, G, Ho*Wp)
+            acc = add_at(acc, where, wt[:, k, t : t + 1] * gyf[:, :, k, :], xp=xp)
+    # (N, G, (Hp+1)*Wp) -> (N, C, Hp+1, Wp), C = G
+    gxpad = xp.reshape(acc, (g.n, g.c, _frame_rows(g), g.wp))
+    top, left = g.padding[0][0], g.padding[1][0]
+    return xp.asarray(gxpad[..., top : top + g.h, left : left + g.w], copy=True)
+
+
+def _depthwise_weight_grad(gy: Array, x: Array, g: ConvGeometry, *, xp: ModuleType) -> Array:
+    """Depthwise weight gradient: gy (N, F, Ho, Wo), x (N, C, H, W) -> (F, 1, kh, kw).
+
+    Per tap, one :func:`vecdot` of gy's padded-width rows (zeros beyond Wo) with the
+    input frame's run at the tap's offset, summed over the batch."""
+    gyf = _depthwise_grad_frame(gy, g, xp=xp)  # (N, G, Fg, Ho*Wp)
+    frame = _depthwise_input_frame(x, g, xp=xp)  # (N, G, 1, (Hp+1)*Wp)
+    span = g.ho * g.wp
+    per_tap = []
+    for t in range(g.kh * g.kw):
+        start = _tap_start(g, t)
+        # (N, G, Fg, Ho*Wp) . (N, G, 1, Ho*Wp) -> (N, G, Fg) -> (G, Fg)
+        per_tap.append(xp.sum(xp.vecdot(gyf, frame[..., start : start + span]), axis=0))
+    gwg = xp.stack(per_tap, axis=-1)  # (G, Fg, kh*kw)
+    return xp.reshape(gwg, g.w_shape)  # (G, Fg, kh*kw) -> (F, 1, kh, kw)
+
+
+def depthwise_elements(g: ConvGeometry, direction: str) -> int:
+    """Workspace elements of the depthwise path: the input frame and the tap products;
+    backward also gy's frame, and the input gradient's frame or one tap's dot products."""
+    frame = g.n * g.c * _frame_rows(g) * g.wp
+    rows = g.n * g.f * g.ho * g.wp
+    if direction == "forward":
+        return frame + 2 * rows + g.n * g.f * g.ho * g.wo
+    return frame + rows + max(2 * frame + g.n * g.c * g.h * g.w, g.n * g.f * g.kh * g.kw)
+
+
+def depthwise_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Counts:
+    """Elementwise counts of the depthwise path (no GEMM): per tap a broadcast product and
+    an addition over the padded-width rows; the frames' copies; backward, per tap and output
+    channel of a group the input gradient's product and addition, and the weight gradient's
+    dot products (read twice)."""
+    taps = g.kh * g.kw
+    frame = g.n * g.c * _frame_rows(g) * g.wp
+    rows = g.n * g.f * g.ho * g.wp
+    inputs = g.n * g.c * g.h * g.w
+    fill = traffic(inputs + frame, calls=2)
+    if direction == "forward":
+        per_tap = traffic(5 * rows, calls=3)
+        return fill + per_tap.scaled(taps) + traffic(2 * g.n * g.f * g.ho * g.wo, calls=2)
+    total = traffic(2 * g.n * g.f * g.ho * g.wo + rows, calls=3)
+    if "x" in grads:
+        per_tap = traffic(5 * g.n * g.c * g.ho * g.wp, calls=3).scaled(g.fg)
+        total = total + traffic(3 * frame, calls=4) + per_tap.scaled(taps)
+    if "w" in grads:
+        total = total + fill + traffic(2 * rows + g.f * g.n, calls=3).scaled(taps)
+    return total
+
+
 # --------------------------------------------------------------------------- the strategy
 
 
@@ -227,14 +383,20 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> NaivePlan:
 
 def forward(p: NaivePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
+    if uses_depthwise(p.geom):
+        return _depthwise_forward(x, w, p.geom, xp=xp)
     return _forward(x, w, p.geom, p.bands, xp=xp)
 
 
 def backward(p: NaivePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)`` (None where
     the plan leaves one out)."""
-    gx = input_grad(gy, w, p.geom, p.bands, xp=xp) if "x" in p.grads else None
-    return gx, weight_grad(gy, x, p.geom, p.bands, xp=xp) if "w" in p.grads else None
+    g = p.geom
+    if uses_depthwise(g):
+        gx = _depthwise_input_grad(gy, w, g, xp=xp) if "x" in p.grads else None
+        return gx, _depthwise_weight_grad(gy, x, g, xp=xp) if "w" in p.grads else None
+    gx = input_grad(gy, w, g, p.bands, xp=xp) if "x" in p.grads else None
+    return gx, weight_grad(gy, x, g, p.bands, xp=xp) if "w" in p.grads else None
 
 
 def taps_per_block(g: ConvGeometry) -> int:
@@ -268,6 +430,8 @@ def workspace(p: NaivePlan) -> int:
     """Bytes: the (G, Fg, N, Ho, Wo) accumulator, one tap's input band and its product;
     backward the larger of its phases (they run one after the other)."""
     g = p.geom
+    if uses_depthwise(g):
+        return p.itemsize * depthwise_elements(g, p.direction)
     cols = g.n * g.ho * g.wo
     if p.direction == "forward":
         return p.itemsize * (g.c * cols + 2 * g.f * cols)
@@ -313,6 +477,8 @@ def counts(p: NaivePlan) -> Counts:
     """Forward: zero the accumulator; per tap a band copy and a GEMM with K = Cg (with one
     channel per group a broadcast product), then accumulate; reorder the output."""
     g = p.geom
+    if uses_depthwise(g):
+        return depthwise_counts(g, p.direction, p.grads).in_bytes(p.itemsize)
     if p.direction == "backward":
         phases = {"x": input_grad_counts, "w": weight_grad_counts}
         return sum((phases[name](g) for name in p.grads), Counts()).in_bytes(p.itemsize)

@@ -18,14 +18,22 @@ Run::
 
     python -m arraycnn.examples.keras_digits_grid --out out/ \
         [--lrs 0.01,0.1,1 --lambdas 1e-4,1e-2,1 --epochs 20 --batch-size 32]
+
+On a cluster (``pip install "arraycnn[dask]"``): ``--scheduler ADDRESS`` sends the grid points
+to the ``dask.distributed`` scheduler at ADDRESS (``tcp://host:8786``), ``--workers N`` starts
+a ``LocalCluster`` of N one-thread worker processes on 127.0.0.1 for the run. Each grid point
+is one task (:func:`train_cell`, the function the serial run calls too), seeded alike, so the
+table and the heat maps are those of the serial run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +72,54 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _split(seed: int, limit: int | None) -> tuple:
+    """((X_train, y_train), (X_test, y_test)) of the digits (the first ``limit``)."""
+    from arraycnn.datasets import load_digits, train_test_split
+
+    X, y = load_digits()
+    if limit is not None:
+        X, y = X[:limit], y[:limit]
+    return train_test_split(X, y, test_fraction=0.2, seed=seed)
+
+
+def train_cell(
+    lr: float,
+    lam: float,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    backend: Any = "numpy",
+    limit: int | None = None,
+) -> tuple[float, float]:
+    """(train accuracy, test accuracy) of one grid point: a fresh seeded model trained
+    with SGD(lr, weight_decay=lam). A module-level function, so that a ``dask.distributed``
+    worker can run it.
+
+    Examples
+    --------
+    >>> train, test = train_cell(0.1, 1e-4, epochs=1, batch_size=32, limit=100)
+    >>> 0.0 <= train <= 1.0 and 0.0 <= test <= 1.0
+    True
+    """
+    from arraycnn.nn.optim import SGD
+
+    (X_train, y_train), (X_test, y_test) = _split(seed, limit)
+    model = build_model(backend=backend, seed=seed)
+    model.fit(
+        X_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        loss="categorical_crossentropy",
+        optimizer=SGD(lr=lr, weight_decay=lam),
+        seed=seed,
+        progress=False,
+    )
+    train = model.evaluate(X_train, y_train)["accuracy"]
+    return float(train), float(model.evaluate(X_test, y_test)["accuracy"])
+
+
 def run_grid(
     lrs: list[float],
     lambdas: list[float],
@@ -74,8 +130,12 @@ def run_grid(
     backend: Any = "numpy",
     limit: int | None = None,
     log=print,
+    client: Any = None,
 ) -> dict:
     """Train one model per (η, λ); return accuracies as nested lists [i_lr][j_lambda].
+
+    With a ``dask.distributed.Client`` as ``client``, every grid point is one task on the
+    cluster (results gathered in grid order; the same seeds give the serial run's table).
 
     Examples
     --------
@@ -84,35 +144,32 @@ def run_grid(
     >>> len(result["train_accuracy"]), len(result["test_accuracy"][0])  # 1 rate x 2 lambdas
     (1, 2)
     """
-    from arraycnn.datasets import load_digits, train_test_split
-    from arraycnn.nn.optim import SGD
-
-    X, y = load_digits()
-    if limit is not None:
-        X, y = X[:limit], y[:limit]
-    (X_train, y_train), (X_test, y_test) = train_test_split(X, y, test_fraction=0.2, seed=seed)
+    (X_train, _), (X_test, _) = _split(seed, limit)
     train_acc = np.zeros((len(lrs), len(lambdas)))
     test_acc = np.zeros_like(train_acc)
+    options = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "backend": backend,
+        "limit": limit,
+    }
+    points = [(i, j) for i in range(len(lrs)) for j in range(len(lambdas))]
     started = time.perf_counter()
-    for i, lr in enumerate(lrs):
-        for j, lam in enumerate(lambdas):
-            model = build_model(backend=backend, seed=seed)
-            model.fit(
-                X_train,
-                y_train,
-                epochs=epochs,
-                batch_size=batch_size,
-                loss="categorical_crossentropy",
-                optimizer=SGD(lr=lr, weight_decay=lam),
-                seed=seed,
-                progress=False,
-            )
-            train_acc[i, j] = model.evaluate(X_train, y_train)["accuracy"]
-            test_acc[i, j] = model.evaluate(X_test, y_test)["accuracy"]
-            log(
-                f"lr {lr:<8g} lambda {lam:<8g} train accuracy {train_acc[i, j]:.3f}  "
-                f"test accuracy {test_acc[i, j]:.3f}"
-            )
+    if client is None:
+        cells = (train_cell(lrs[i], lambdas[j], **options) for i, j in points)
+    else:
+        futures = [
+            client.submit(train_cell, lrs[i], lambdas[j], **options, pure=False)
+            for i, j in points
+        ]
+        cells = (future.result() for future in futures)
+    for (i, j), (train, test) in zip(points, cells):
+        train_acc[i, j], test_acc[i, j] = train, test
+        log(
+            f"lr {lrs[i]:<8g} lambda {lambdas[j]:<8g} train accuracy {train:.3f}  "
+            f"test accuracy {test:.3f}"
+        )
     return {
         "lrs": list(lrs),
         "lambdas": list(lambdas),
@@ -220,28 +277,73 @@ def main(argv: list[str] | None = None) -> dict:
         "--limit", type=int, default=None, help="use the first N digits (default: all 1797)"
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing while training")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the grid points on the dask.distributed scheduler at ADDRESS "
+        "(tcp://host:8786; needs arraycnn[dask])",
+    )
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the grid points on a LocalCluster of N worker processes (needs arraycnn[dask])",
+    )
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be a positive integer, got {args.workers}")
 
     def log(message: str) -> None:
         if not args.quiet:
             print(message, flush=True)
 
-    result = run_grid(
-        args.lrs,
-        args.lambdas,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        backend=args.backend,
-        limit=args.limit,
-        log=log,
-    )
+    grid = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "backend": args.backend,
+        "limit": args.limit,
+        "log": log,
+    }
+    if args.scheduler is None and args.workers is None:
+        result = run_grid(args.lrs, args.lambdas, **grid)
+    else:
+        with _client(args.scheduler, args.workers) as client:
+            result = run_grid(args.lrs, args.lambdas, **grid, client=client)
     out = Path(args.out)
     png = plot_heatmaps(result, out / "digits_grid.png")
     (out / "digits_grid.json").write_text(json.dumps(result, indent=1))
     result["png"] = str(png)
     log(f"wrote {png} and {out / 'digits_grid.json'} ({result['seconds']:.1f} s)")
     return result
+
+
+@contextlib.contextmanager
+def _client(address: str | None, workers: int | None) -> Iterator[Any]:
+    """A dask.distributed client of the scheduler at ``address``, or of a LocalCluster of
+    ``workers`` one-thread processes on 127.0.0.1 (closed on exit)."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise SystemExit(
+            'keras_digits_grid: --scheduler / --workers need dask: pip install "arraycnn[dask]"'
+        ) from None
+    if address is not None:
+        with Client(address) as client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+    )
+    with cluster, Client(cluster) as client:
+        yield client
 
 
 if __name__ == "__main__":

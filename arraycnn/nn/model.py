@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import dask_arrays
 from ..backend import backend_name, device_of, resolve_backend
 from ..budget import WorkspaceError
 from . import training
@@ -587,6 +588,8 @@ class Sequential:
         ((5, 3), [1.0, 1.0, 1.0, 1.0, 1.0])
         """
         batch_size = positive_int(batch_size, "batch_size")
+        if dask_arrays.is_dask_array(X):  # lazy, chunk by chunk (arraycnn.dask_arrays)
+            return dask_arrays.predict_proba(self, X, batch_size=batch_size)
         data = prepare_inputs(self, X)
         batch_size = training.capped_batch(self, batch_size, "predict")
         place = placement_of(self)
@@ -613,6 +616,8 @@ class Sequential:
         >>> labels.dtype, labels.shape
         (dtype('int64'), (2,))
         """
+        if dask_arrays.is_dask_array(X):  # lazy, chunk by chunk (arraycnn.dask_arrays)
+            return dask_arrays.predict(self, X, batch_size=batch_size)
         proba = self.predict_proba(X, batch_size=batch_size)
         xp = self.xp
         flat = xp.reshape(proba, (proba.shape[0], math.prod(proba.shape[1:])))  # (N, ...) -> (N, K)

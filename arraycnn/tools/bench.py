@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..backend import resolve_backend
-from . import cases, compare, options, reporting
+from . import cases, compare, dask_bench, options, reporting
 from .measuring import MAX_ROUNDS, CaseResult, condition_warnings, measure_case
 from .peers import missing_peers, optional, torch_one_thread
 
@@ -158,6 +158,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold, exit 1 only if a case errors (default: off)",
     )
     add(
+        "--dask",
+        action="store_true",
+        help="instead: one large float32 image filtered in memory and on a dask LocalCluster "
+        "(time and peak memory per worker; --image-sizes, default "
+        f"{_ints(dask_bench.DEFAULT_IMAGES)}; --kernel-sizes, default "
+        f"{_ints(dask_bench.DEFAULT_KERNELS)}; needs arraycnn[dask])",
+    )
+    add("--dask-workers", type=options.positive_int, default=2, help="--dask: worker processes")
+    add(
+        "--dask-memory-limit",
+        default="auto",
+        metavar="SIZE",
+        help="--dask: memory limit per worker, e.g. 1GiB (default: auto, the machine's share)",
+    )
+    add("--dask-chunk", type=options.positive_int, default=2048, help="--dask: chunk side")
+    add("--dask-no-in-memory", action="store_true", help="--dask: skip the in-memory runs")
+    add(
         "--threshold",
         type=options.positive_float,
         default=COMPARE_THRESHOLD,
@@ -247,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     """Measure the grid, print the tables, write ``results.json`` and ``crossover.png``
     (with ``--compare REV``: the regression check of :mod:`.compare` instead)."""
     warn_conditions()
+    if args.dask:
+        return dask_bench.run(args)
     if args.compare is not None:
         rounds = args.repeat or COMPARE_ROUNDS
         return compare.run_compare(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 import arraycnn
-from arraycnn.tools.dask_bench import gaussian_kernel
+from arraycnn.tools.dask_bench import gaussian_kernel, start_rss_sampler, worker_peak_rss
 
 from .common import pick
 
@@ -44,6 +44,7 @@ def _kernel(size: int, kind: str) -> np.ndarray:
 
 
 def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (the in-memory case)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -103,10 +104,14 @@ class DaskFilter:
     def track_worker_peak_memory(self, *_: Any) -> float:
         """Peak resident memory of the busiest worker process over the filtering (MiB);
         in memory: of this process."""
-        self._run()
         if self.client is None:
+            self._run()
             return _peak_rss() / 2**20
-        return max(self.client.run(_peak_rss).values()) / 2**20
+        # sampled in each worker (arraycnn.tools functions: the workers can import them;
+        # ru_maxrss cannot serve there, it carries the parent's peak)
+        self.client.run(start_rss_sampler)
+        self._run()
+        return max(self.client.run(worker_peak_rss).values()) / 2**20
 
     track_worker_peak_memory.unit = "MiB"
     track_worker_peak_memory.pretty_name = "peak memory per worker (MiB)"

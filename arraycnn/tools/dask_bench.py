@@ -29,7 +29,15 @@ import numpy as np
 
 from ..filters import correlate2d
 
-__all__ = ["DEFAULT_IMAGES", "DEFAULT_KERNELS", "gaussian_kernel", "measure_case", "run"]
+__all__ = [
+    "DEFAULT_IMAGES",
+    "DEFAULT_KERNELS",
+    "gaussian_kernel",
+    "measure_case",
+    "run",
+    "start_rss_sampler",
+    "worker_peak_rss",
+]
 
 #: Image sides and kernel sides of ``--dask`` without ``--image-sizes`` / ``--kernel-sizes``.
 DEFAULT_IMAGES = (4096,)
@@ -85,7 +93,7 @@ def _in_memory(side: int, kernel: np.ndarray) -> tuple[float, float] | None:
 _PEAK = {"bytes": 0, "running": False}
 
 
-def _start_rss_sampler(interval: float = 0.02) -> None:
+def start_rss_sampler(interval: float = 0.02) -> None:
     """In a worker: sample this process's resident memory every ``interval`` seconds and
     keep the maximum (``ru_maxrss`` cannot serve: Linux carries the parent's peak over
     fork and exec into the worker processes)."""
@@ -104,7 +112,7 @@ def _start_rss_sampler(interval: float = 0.02) -> None:
     threading.Thread(target=sample, daemon=True).start()
 
 
-def _worker_peak_rss() -> int:
+def worker_peak_rss() -> int:
     """The sampled peak resident memory of this worker process in bytes; stops sampling."""
     _PEAK["running"] = False
     return _PEAK["bytes"]
@@ -133,11 +141,11 @@ def _on_cluster(side: int, kernel: np.ndarray, settings: dict) -> dict:
         if persisted:
             image = client.persist(image)
             wait(image)
-        client.run(_start_rss_sampler)
+        client.run(start_rss_sampler)
         started = time.perf_counter()
         client.compute(correlate2d(image, kernel, "same", "symm").sum()).result()
         seconds = time.perf_counter() - started
-        peaks = client.run(_worker_peak_rss)
+        peaks = client.run(worker_peak_rss)
     return {
         "seconds": seconds,
         "persisted": persisted,

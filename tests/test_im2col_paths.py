@@ -118,6 +118,40 @@ def test_wide_output_takes_rows_by_default(xp, to_xp, rng, paths):
     assert paths == ["rows"]
 
 
+SHIFTED_GEOMETRIES = [
+    # (x shape, w shape, geometry): stride 1 along the rows
+    ((2, 3, 6, 5), (4, 3, 3, 3), {"padding": 1}),
+    ((2, 4, 7, 6), (2, 4, 3, 2), {"padding": 0}),
+    ((1, 4, 6, 7), (4, 2, 2, 3), {"padding": ((0, 1), (2, 1)), "groups": 2}),
+    ((2, 3, 9, 8), (2, 3, 3, 3), {"padding": 2, "dilation": 2}),
+    ((2, 2, 5, 5), (3, 2, 3, 3), {"padding": "full"}),
+    ((1, 2, 9, 9), (4, 2, 3, 2), {"padding": 2, "stride": (1, 2), "dilation": (2, 1)}),
+]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry"), SHIFTED_GEOMETRIES)
+def test_correlations_on_shifted_rows_match_the_loops(xp, to_xp, rng, x_shape, w_shape, geometry):
+    """A correlation on column-shifted rows (kh GEMMs with K = Cg kw), and the input
+    gradient's transposed correlation on them, whatever the cost model would pick, against
+    the loops."""
+    g = conv_geometry(x_shape, w_shape, **geometry)
+    x, w, gy = (rng.standard_normal(shape) for shape in (x_shape, w_shape, g.y_shape))
+    tx, tw, tgy = to_xp(x), to_xp(w), to_xp(gy)
+    grad = im2col.transposed_geometry(g)
+    bands = _im2col_plan(g, "forward", 8).bands
+    y = im2col._correlate(tx, tw, g, bands, shifted=True, xp=xp)
+    backward = dataclasses.replace(
+        _im2col_plan(g, "backward", 8), grad_geom=grad, grad_shifted=True
+    )
+    gx, gw = im2col.backward(backward, tgy, tx, tw, xp=xp)
+    sy, sgx, sgw, _ = oracles.error_scales(x, w, gy=gy, **geometry)
+    ex_gx, ex_gw, _ = oracles.correlate_loops_backward(gy, x, w, **geometry)
+    device = device_of(tx)
+    assert_close(y, oracles.correlate_loops(x, w, **geometry), scale=sy, xp=xp, device=device)
+    assert_close(gx, ex_gx, scale=sgx, xp=xp, device=device, err_msg="gx")
+    assert_close(gw, ex_gw, scale=sgw, xp=xp, device=device, err_msg="gw")
+
+
 def test_transposed_geometry_gives_the_input_shape():
     """The transposed correlation's output is (N, C, H, W) for every stride-1 geometry
     whose padding stays within the kernel's extent; None otherwise."""
@@ -255,12 +289,12 @@ def test_counts_follow_the_input_gradient_path(monkeypatch):
     its GEMM over padded-width rows (stride 1) or naive's blocked input gradient; all with
     the same weight-gradient GEMM."""
     t = conv_geometry((2, 8, 10, 10), (8, 8, 3, 3), padding=1)  # Fg = Cg: transposed
-    c = conv_geometry((2, 4, 10, 10), (8, 4, 3, 3), padding=1)  # Fg > Cg: col2im
+    c = conv_geometry((2, 4, 10, 10), (8, 4, 3, 3), padding=1)  # Fg > Cg, short rows: col2im
+    monkeypatch.setattr(naive, "ROWS_MIN_WIDTH", 1)  # the 10-wide output adds rows
     assert im2col.uses_transposed_input_grad(t) and not im2col.uses_transposed_input_grad(c)
     bt = im2col.counts(_im2col_plan(t))  # float32: flops are float32-equivalents
     # two GEMMs of 2 F Cg kh kw N Ho Wo flops: gw and the transposed correlation
     assert bt.gemm_flops == pytest.approx(2 * (2 * 8 * 8 * 9 * 2 * 100))
-    monkeypatch.setattr(naive, "ROWS_MIN_WIDTH", 1)  # the 10-wide output adds rows
     bc = im2col.counts(_im2col_plan(c))
     # gw, then col2im's GEMM over padded-width rows: 2 (kh kw Cg) Fg (N Ho Wp), Wp = 12
     assert bc.gemm_flops == pytest.approx(2 * 8 * 4 * 9 * 2 * 100 + 2 * (9 * 4) * 8 * (2 * 10 * 12))
@@ -272,7 +306,7 @@ def test_counts_follow_the_input_gradient_path(monkeypatch):
 
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "transposed"),
-    [((4, 16, 24, 24), (16, 16, 3, 3), True), ((4, 8, 24, 24), (16, 8, 3, 3), False)],
+    [((4, 16, 24, 24), (16, 16, 3, 3), True), ((4, 2, 40, 40), (32, 2, 3, 3), False)],
 )
 def test_workspace_bound_covers_the_input_gradient(traced_peak, x_shape, w_shape, transposed):
     """The predicted backward workspace holds what the input gradient's path allocates

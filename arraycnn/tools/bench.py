@@ -303,7 +303,6 @@ def run(args: argparse.Namespace) -> int:
         written.append(out / "results.csv")
         reporting.write_csv(written[-1], results)
     reporting.print_summary(results, report["regret"])
-    count = len({r.case for r in results})
-    print(f"\n{count} cases in {elapsed:.1f} s; wrote:")
+    print(f"\n{len(results)} cases (directions counted apart) in {elapsed:.1f} s; wrote:")
     print("\n".join(f"  {path}" for path in written))
     return 0

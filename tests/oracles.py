@@ -162,7 +162,7 @@ def _geom(x_shape, w_shape, stride, padding, dilation, groups) -> _Geom:
 
 def _pad(x: np.ndarray, pads) -> np.ndarray:
     (t, b), (left, r) = pads
-    return np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (0, 0), (t, b), (left, r)))
+    return np.pad(np.asarray(x, dtype=_exact(x)), ((0, 0), (0, 0), (t, b), (left, r)))
 
 
 def _crop(xpad: np.ndarray, g: _Geom) -> np.ndarray:
@@ -173,18 +173,30 @@ def _crop(xpad: np.ndarray, g: _Geom) -> np.ndarray:
 # --------------------------------------------------------------------------- explicit loops
 
 
+def _exact(*arrays) -> type:
+    """complex128 where any array is complex, else float64: the loops' arithmetic."""
+    return np.complex128 if any(np.iscomplexobj(a) for a in arrays) else np.float64
+
+
+def _magnitudes(a) -> np.ndarray:
+    """|a| in float64 (complex magnitudes too)."""
+    return np.abs(np.asarray(a, _exact(a))).astype(np.float64)
+
+
 def correlate_loops(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
-    """The definition, one output value at a time (use on tiny inputs)."""
-    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
+    """The definition, one output value at a time (use on tiny inputs). Complex data
+    multiplies without conjugation, as torch's complex conv2d."""
+    values = _exact(x, w, b)
+    x, w = np.asarray(x, dtype=values), np.asarray(w, dtype=values)
     g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
     xpad = _pad(x, g.pads)
-    y = np.zeros((g.n, g.f, g.ho, g.wo))
+    y = np.zeros((g.n, g.f, g.ho, g.wo), dtype=values)
     for n in range(g.n):
         for f in range(g.f):
             c0 = (f // g.fg) * g.cg
             for p in range(g.ho):
                 for q in range(g.wo):
-                    total = 0.0 if b is None else float(b[f])
+                    total = 0.0 if b is None else values(b[f])
                     for c in range(g.cg):
                         for i in range(g.kh):
                             for j in range(g.kw):
@@ -197,14 +209,18 @@ def correlate_loops(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1) 
 def correlate_loops_backward(
     gy, x, w, *, stride=1, padding=0, dilation=1, groups=1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(gx, gw, gb) of ``sum(gy * y)``: each product term of the definition, differentiated."""
-    x, w = np.asarray(x, dtype=np.float64), np.asarray(w, dtype=np.float64)
-    gy = np.asarray(gy, dtype=np.float64)
+    """(gx, gw, gb) of ``sum(gy * y)``: each product term of the definition, differentiated.
+    Complex data follows torch autograd (``dL/dRe + i dL/dIm`` of a real loss): gx gathers
+    ``gy * conj(w)``, gw sums ``conj(x) * gy``."""
+    values = _exact(x, w, gy)
+    x, w = np.asarray(x, dtype=values), np.asarray(w, dtype=values)
+    gy = np.asarray(gy, dtype=values)
     g = _geom(x.shape, w.shape, stride, padding, dilation, groups)
     xpad = _pad(x, g.pads)
     gxpad = np.zeros_like(xpad)
     gw = np.zeros_like(w)
-    gb = np.zeros(g.f)
+    gb = np.zeros(g.f, dtype=values)
+    xconj, wconj = np.conj(xpad), np.conj(w)
     for n in range(g.n):
         for f in range(g.f):
             c0 = (f // g.fg) * g.cg
@@ -216,8 +232,8 @@ def correlate_loops_backward(
                         for i in range(g.kh):
                             for j in range(g.kw):
                                 row, col = p * g.sh + i * g.dh, q * g.sw + j * g.dw
-                                gw[f, c, i, j] += up * xpad[n, c0 + c, row, col]
-                                gxpad[n, c0 + c, row, col] += up * w[f, c, i, j]
+                                gw[f, c, i, j] += up * xconj[n, c0 + c, row, col]
+                                gxpad[n, c0 + c, row, col] += up * wconj[f, c, i, j]
     return _crop(gxpad, g), gw, gb
 
 
@@ -405,11 +421,11 @@ def error_scales(x, w, b=None, gy=None, *, model="local", **geometry) -> tuple[n
     ``local``: the oracle run on absolute values. ``kernel`` and ``map``: the elementwise
     maximum of the local scale and :func:`kernel_scales` / :func:`norm_scales`.
     """
-    ax, aw = np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64))
-    ab = None if b is None else np.abs(np.asarray(b, np.float64))
+    ax, aw = _magnitudes(x), _magnitudes(w)
+    ab = None if b is None else _magnitudes(b)
     scales = [correlate_scipy(ax, aw, ab, **geometry)]
     if gy is not None:
-        gy_abs = np.abs(np.asarray(gy, np.float64))
+        gy_abs = _magnitudes(gy)
         scales.extend(correlate_scipy_backward(gy_abs, ax, aw, **geometry))
     if model == "local":
         return tuple(scales)
@@ -429,14 +445,14 @@ def kernel_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
     ``gx``: the same adjoint with ``|gy|``; ``gw``: ``sum |gy||x|``; ``gb``: ``sum |gy|``.
     It bounds the local scale (``|w[f, c, i, j]| <= |w[f, c]|_F``).
     """
-    ax, w = np.abs(np.asarray(x, np.float64)), np.asarray(w, np.float64)
+    ax, w = _magnitudes(x), _magnitudes(w)
     norms = np.sqrt(np.sum(w**2, axis=(2, 3), keepdims=True))  # (F, Cg, 1, 1)
     flat = np.broadcast_to(norms, w.shape)  # (F, Cg, kh, kw), every tap |w[f, c]|_F
-    ab = None if b is None else np.abs(np.asarray(b, np.float64))
+    ab = None if b is None else _magnitudes(b)
     y_s = correlate_scipy(ax, flat, ab, **geometry)
     if gy is None:
         return (y_s,)
-    gy_abs = np.abs(np.asarray(gy, np.float64))
+    gy_abs = _magnitudes(gy)
     return (y_s, *correlate_scipy_backward(gy_abs, ax, flat, **geometry))
 
 
@@ -452,7 +468,7 @@ def norm_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
     ``sum_n |gy[n, f]|_2 |x[n, c]|_2``; ``gb``: ``sum |gy|``.
     Returns ``(y_s,)`` or ``(y_s, gx_s, gw_s, gb_s)``, broadcast to the results' shapes.
     """
-    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    x, w = _magnitudes(x), _magnitudes(w)
     g = _geom(
         x.shape,
         w.shape,
@@ -468,11 +484,11 @@ def norm_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
     wg = wn.reshape(g.groups, g.fg, g.cg)
     y_s = np.einsum("ngc,gfc->ngf", xg, wg).reshape(g.n, g.f)  # (N, F)
     if b is not None:
-        y_s = y_s + np.abs(np.asarray(b, np.float64))[None, :]
+        y_s = y_s + _magnitudes(b)[None, :]
     y_s = np.broadcast_to(y_s[:, :, None, None], (g.n, g.f, g.ho, g.wo))
     if gy is None:
         return (y_s,)
-    gy = np.asarray(gy, np.float64)
+    gy = _magnitudes(gy)
     gyn = np.sqrt(np.sum(gy**2, axis=(2, 3))).reshape(g.n, g.groups, g.fg)  # (N, G, Fg)
     gx_s = np.einsum("ngf,gfc->ngc", gyn, wg).reshape(g.n, g.c)  # (N, C)
     gw_s = np.einsum("ngf,ngc->gfc", gyn, xg).reshape(g.f, g.cg)  # (F, Cg)

@@ -155,6 +155,11 @@ def _real_floating(a) -> bool:
     return str(a.dtype).rsplit(".", 1)[-1] in FLOATS
 
 
+def _floating(a) -> bool:
+    """Real or complex floating: what conv2d takes (complex as torch's complex conv2d)."""
+    return _real_floating(a) or str(a.dtype).rsplit(".", 1)[-1].startswith("complex")
+
+
 def _conv_problems(x, w, kwargs, extra=()) -> set[str]:
     """The arguments of a conv2d-like call that break the contract (empty: valid)."""
     problems = set()
@@ -185,7 +190,7 @@ def _conv_problems(x, w, kwargs, extra=()) -> set[str]:
     if not oracles.fits(x.shape, w.shape, padding=_plain_padding(kwargs["padding"]), **geometry):
         return {"padding", "dilation"}
     for name, a in (("x", x), ("w", w), *extra):
-        if not _real_floating(a) or a.dtype != x.dtype:
+        if not _floating(a) or a.dtype != x.dtype:
             problems.add(name)
     strategy = kwargs["strategy"]
     if not isinstance(strategy, str) or strategy.lower() not in (*ac.STRATEGY_NAMES, "auto"):
@@ -369,7 +374,7 @@ def test_fuzz_conv2d(data, call):
     )
     (scale,) = _scales(name, x, w, **geometry)
     if b is not None:
-        scale = scale + np.abs(np.asarray(b, np.float64))[None, :, None, None]
+        scale = scale + np.abs(np.asarray(b)).astype(np.float64)[None, :, None, None]
     assert_close(y, expected, scale=scale, dtype=x.dtype, err_msg=name)
 
 
@@ -407,7 +412,7 @@ def test_fuzz_conv2d_backward(data, call):
     assert_close(
         gb,
         ex_gb,
-        scale=np.abs(gy.astype(np.float64)).sum(axis=(0, 2, 3)),
+        scale=np.abs(gy).astype(np.float64).sum(axis=(0, 2, 3)),
         dtype=x.dtype,
         err_msg="gb",
     )

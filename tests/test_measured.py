@@ -304,9 +304,10 @@ def test_unwritable_cache_keeps_choice_in_memory(fake_times, rng, tmp_path):
 
 def test_real_measure_times_each_candidate_and_gives_up_on_the_hopeless():
     """A warm-up each, then ``repeats`` rounds of those within GIVE_UP_FACTOR of the best
-    warm-up; the others keep their warm-up time."""
+    warm-up; the others keep their warm-up time. Pauses of 20 ms: a busy machine's sleep
+    overshoot (a few ms) stays far below GIVE_UP_FACTOR times them."""
     calls = []
-    pause = {"a": 0.001, "b": 0.001, "slow": 0.001 * 20 * measured.GIVE_UP_FACTOR}
+    pause = {"a": 0.02, "b": 0.02, "slow": 0.02 * 4 * measured.GIVE_UP_FACTOR}
 
     def run(name):
         calls.append(name)

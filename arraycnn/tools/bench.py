@@ -44,7 +44,7 @@ QUICK = (cases.FILTERS_QUICK, 3, 0.25, 0.2)
 COMPARE_ROUNDS, COMPARE_CALLS, COMPARE_THRESHOLD = 15, 3, 1.5
 #: Wall-clock time of each mode, rounded up, with numpy and torch and every peer, measured
 #: on a 2-core x86 machine shared with other work (``--help`` says them).
-MINUTES = {"quick": "about 1 min", "layers": "5", "filters": "10", "compare": "1"}
+MINUTES = {"quick": "about 1 min", "layers": "5", "filters": "25-30", "compare": "10 s"}
 
 
 def _layer_list(text: str) -> list[str]:
@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"Time with numpy, torch and every peer on a 2-core machine: --quick "
         f"{MINUTES['quick']}; the layers alone (--no-filters) about {MINUTES['layers']} min; "
         f"the filters alone (--layers none) about {MINUTES['filters']} min; everything (no "
-        f"option) the sum; --compare REV about {MINUTES['compare']} min. Pin the threads "
+        f"option) the sum; --compare REV about {MINUTES['compare']}. Pin the threads "
         "(OMP_NUM_THREADS=1) and keep the machine idle for timings worth comparing."
     )
     add = parser.add_argument
@@ -154,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="REV",
         help="regression check instead: this checkout's working tree against git commit REV "
         "on a quick subset, interleaved rounds (--repeat, default "
-        f"{COMPARE_ROUNDS}: about {MINUTES['compare']} min); warns of cases slower than "
+        f"{COMPARE_ROUNDS}: about {MINUTES['compare']}); warns of cases slower than "
         "--threshold, exit 1 only if a case errors (default: off)",
     )
     add(

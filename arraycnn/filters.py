@@ -120,26 +120,15 @@ from .budget import check_size, itemsize
 from .conv import CAPABILITIES, conv2d
 from .conv._complex import complex_from_parts, embed_weights
 from .conv.dispatch import parse_strategy, plan
+from .extension import BOUNDARIES, extend_mirrored, extension_pads
 from .geometry import conv_geometry
 
 __all__ = ["BOUNDARIES", "MODES", "convolve2d", "correlate2d"]
 
 Array = Any
-ALL = slice(None)
 
 #: Accepted ``mode`` values.
 MODES: tuple[str, ...] = ("full", "same", "valid")
-
-#: Accepted ``boundary`` values and the canonical mode each one names.
-BOUNDARIES: dict[str, str] = {
-    "fill": "fill",
-    "pad": "fill",
-    "wrap": "wrap",
-    "circular": "wrap",
-    "symm": "symm",
-    "symmetric": "symm",
-    "reflect": "reflect",
-}
 
 #: float64 represents every integer of magnitude below this exactly.
 EXACT_FLOAT64_LIMIT = 2.0**53
@@ -468,61 +457,6 @@ def _integer_fill(value: Any, real: float, result_dtype: Any, xp: ModuleType) ->
 # --------------------------------------------------------------------------- extension
 
 
-def _source_index(i: int, n: int, boundary: str) -> int:
-    """Index into an axis of length ``n`` that extended index ``i`` (any int) reads."""
-    if boundary == "wrap":
-        return i % n
-    if boundary == "symm":  # period 2n: 0 .. n-1, n-1 .. 0
-        k = i % (2 * n)
-        return k if k < n else 2 * n - 1 - k
-    if boundary == "reflect":  # period 2n-2: 0 .. n-1, n-2 .. 1
-        if n == 1:
-            return 0
-        k = i % (2 * n - 2)
-        return k if k < n else 2 * n - 2 - k
-    raise ValueError(f"no index mapping for boundary {boundary!r}")
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Split source indices into maximal runs of step +1 or -1: [(first, last), ...]."""
-    runs: list[tuple[int, int]] = []
-    start = 0
-    while start < len(indices):
-        stop = start + 1
-        if stop < len(indices) and abs(indices[stop] - indices[start]) == 1:
-            step = indices[stop] - indices[start]
-            while stop < len(indices) and indices[stop] - indices[stop - 1] == step:
-                stop += 1
-        runs.append((indices[start], indices[stop - 1]))
-        start = stop
-    return runs
-
-
-def _axis_slice(axis: int, sl: slice) -> tuple[Any, ...]:
-    """Index selecting ``sl`` along ``axis`` (-2 or -1) of a (..., A, B) array."""
-    return (..., sl, ALL) if axis == -2 else (..., sl)
-
-
-def _run_piece(x: Array, first: int, last: int, axis: int, *, xp: ModuleType) -> Array:
-    """Source indices first..last (either direction) along ``axis``; basic slicing only."""
-    if first <= last:
-        return x[_axis_slice(axis, slice(first, last + 1))]
-    return xp.flip(x[_axis_slice(axis, slice(last, first + 1))], axis=axis)
-
-
-def _extend_axis(x: Array, lo: int, hi: int, boundary: str, axis: int, *, xp: ModuleType) -> Array:
-    """Extend ``x`` by ``lo``/``hi`` along ``axis`` (-2 or -1) with wrap/symm/reflect."""
-    if lo == 0 and hi == 0:
-        return x
-    n = x.shape[axis]
-    before = [_source_index(i, n, boundary) for i in range(-lo, 0)]
-    after = [_source_index(i, n, boundary) for i in range(n, n + hi)]
-    pieces = [_run_piece(x, a, b, axis, xp=xp) for a, b in _runs(before)]
-    pieces.append(x)
-    pieces += [_run_piece(x, a, b, axis, xp=xp) for a, b in _runs(after)]
-    return xp.concat(pieces, axis=axis)
-
-
 def extend(
     x: Array,
     pads: tuple[tuple[int, int], tuple[int, int]],
@@ -544,24 +478,7 @@ def extend(
     if boundary == "fill":
         width = ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right))
         return xpx.pad(x, width, constant_values=fillvalue, xp=xp)
-    x = _extend_axis(x, top, bottom, boundary, -2, xp=xp)  # (..., H, W) -> (..., Hp, W)
-    return _extend_axis(x, left, right, boundary, -1, xp=xp)  # -> (..., Hp, Wp)
-
-
-def extension_pads(
-    mode: str, kernel_hw: tuple[int, int], *, convolve: bool
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((top, bottom), (left, right)) extension of in1 for ``mode`` (see module table)."""
-    pads = []
-    for k in kernel_hw:
-        if mode == "full":
-            pads.append((k - 1, k - 1))
-        elif mode == "same":
-            lo, hi = (k - 1) // 2, k // 2
-            pads.append((hi, lo) if convolve else (lo, hi))
-        else:
-            pads.append((0, 0))
-    return pads[0], pads[1]
+    return extend_mirrored(x, pads, boundary, xp=xp)
 
 
 # --------------------------------------------------------------------------- computation

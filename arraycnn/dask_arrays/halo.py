@@ -18,62 +18,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "AxisSweep",
-    "extension_pads",
     "follow_chunks",
     "merge_small",
-    "source_indices",
 ]
-
-
-def extension_pads(k: int, mode: str, *, convolve: bool) -> tuple[int, int]:
-    """(before, after) extension of an image axis for a kernel of side ``k`` (SciPy's
-    centring: "same" puts the odd row after for correlation, before for convolution).
-
-    Examples
-    --------
-    >>> extension_pads(4, "same", convolve=False), extension_pads(4, "same", convolve=True)
-    ((1, 2), (2, 1))
-    >>> extension_pads(3, "full", convolve=False), extension_pads(3, "valid", convolve=False)
-    ((2, 2), (0, 0))
-    """
-    if mode == "full":
-        return k - 1, k - 1
-    if mode == "same":
-        lo, hi = (k - 1) // 2, k // 2
-        return (hi, lo) if convolve else (lo, hi)
-    return 0, 0
-
-
-def source_indices(before: int, after: int, n: int, boundary: str) -> tuple[list, list]:
-    """Indices into an axis of length ``n`` that its ``before`` / ``after`` extension reads.
-
-    ``boundary`` is "wrap" (period n), "symm" (edge repeated, period 2n, as
-    ``numpy.pad(mode="symmetric")``) or "reflect" (edge not repeated, period 2n - 2, as
-    ``numpy.pad(mode="reflect")``; one sample extends as a constant). Extensions wider
-    than the axis continue periodically, as SciPy's.
-
-    Examples
-    --------
-    >>> source_indices(2, 2, 3, "symm")
-    ([1, 0], [2, 1])
-    >>> source_indices(4, 1, 3, "reflect")
-    ([0, 1, 2, 1], [1])
-    >>> source_indices(4, 0, 3, "wrap")
-    ([2, 0, 1, 2], [])
-    """
-
-    def source(i: int) -> int:
-        if boundary == "wrap":
-            return i % n
-        if boundary == "symm":
-            j = i % (2 * n)
-            return j if j < n else 2 * n - 1 - j
-        if n == 1:
-            return 0
-        j = i % (2 * n - 2)
-        return j if j < n else 2 * n - 2 - j
-
-    return [source(i) for i in range(-before, 0)], [source(i) for i in range(n, n + after)]
 
 
 def merge_small(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:

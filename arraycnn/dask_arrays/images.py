@@ -10,7 +10,8 @@ chunks follow the input's; chunks smaller than the halo ``k - 1`` are merged fir
 
 ``dask.array.pad`` is not used for wrap / symmetric / reflect: for pads wider than the axis
 (a kernel larger than the image) it returns fewer rows than asked (dask 2026.8). The
-extension here indexes the source rows as the in-memory path does.
+extension is the in-memory one (:func:`arraycnn.extension.extend_mirrored`: slices, flips
+and ``concat``) run on the dask array.
 """
 
 from __future__ import annotations
@@ -21,32 +22,22 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from ..backend import to_numpy
+from ..extension import BOUNDARIES, extend_mirrored, extension_pads
 from .checks import (
     check_dtype,
     check_known_chunks,
     chunk_namespace,
     local_operand,
 )
-from .halo import extension_pads, follow_chunks, merge_small, source_indices
+from .halo import follow_chunks, merge_small
 
 __all__ = ["filter2d"]
 
 Array = Any
-
-#: Canonical name of each accepted boundary spelling (those of the in-memory functions).
-CANONICAL = {
-    "fill": "fill",
-    "pad": "fill",
-    "wrap": "wrap",
-    "circular": "wrap",
-    "symm": "symm",
-    "symmetric": "symm",
-    "reflect": "reflect",
-}
-
 
 def filter2d(
     inmemory: Callable[..., Array],
@@ -95,11 +86,8 @@ def filter2d(
                 f"dimension; got in1 (H, W) = {(h, w)} and in2 = {(kh, kw)}"
             )
         return _swapped_valid(in1, block, (kh - h + 1, kw - w + 1), dtype, strategy)
-    pads = (
-        extension_pads(kh, mode, convolve=convolve),
-        extension_pads(kw, mode, convolve=convolve),
-    )
-    extended = _extend(in1, pads, CANONICAL[boundary], fillvalue, dtype)
+    pads = extension_pads(mode, (kh, kw), convolve=convolve)
+    extended = _extend(in1, pads, BOUNDARIES[boundary], fillvalue, dtype)
     return _overlapped_valid(extended, in1.chunks[-2:], (kh, kw), block, dtype, strategy)
 
 
@@ -155,22 +143,8 @@ def _extend(
         fill = _fill_number(fillvalue, integer)
         width = ((0, 0),) * (x.ndim - 2) + pads
         return da.pad(x.astype(wide), width, mode="constant", constant_values=fill)
-    for axis, (before, after) in zip((x.ndim - 2, x.ndim - 1), pads):
-        x = _extend_axis(x, axis, before, after, boundary, da)
-    return x
-
-
-def _extend_axis(x: Array, axis: int, before: int, after: int, boundary: str, da) -> Array:
-    """Extend one axis by indexing its source rows (wrap / symm / reflect)."""
-    if before == 0 and after == 0:
-        return x
-    head, tail = source_indices(before, after, x.shape[axis], boundary)
-    take = (slice(None),) * axis
-    pieces = [x[(*take, head)]] if head else []
-    pieces.append(x)
-    if tail:
-        pieces.append(x[(*take, tail)])
-    return da.concatenate(pieces, axis=axis)
+    # wrap / symm / reflect as in memory: slices, flips and concat of the dask array
+    return extend_mirrored(x, pads, boundary, xp=array_api_compat.array_namespace(x))
 
 
 def _overlapped_valid(

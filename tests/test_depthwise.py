@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import oracles
 import pytest
+from spying import record_calls
 
 import arraycnn as ac
 from arraycnn.backend import device_of
@@ -25,21 +26,12 @@ from arraycnn.testing import assert_close
 @pytest.fixture
 def paths(monkeypatch):
     """Records each depthwise kernel that runs: 'forward', 'input' or 'weight'."""
-    taken: list[str] = []
-
-    def spy(original, path):
-        def recorded(*args, **kwargs):
-            taken.append(path)
-            return original(*args, **kwargs)
-
-        return recorded
-
-    monkeypatch.setattr(naive, "_depthwise_forward", spy(naive._depthwise_forward, "forward"))
-    monkeypatch.setattr(naive, "_depthwise_input_grad", spy(naive._depthwise_input_grad, "input"))
-    monkeypatch.setattr(
-        naive, "_depthwise_weight_grad", spy(naive._depthwise_weight_grad, "weight")
-    )
-    return taken
+    labels = {
+        "_depthwise_forward": "forward",
+        "_depthwise_input_grad": "input",
+        "_depthwise_weight_grad": "weight",
+    }
+    return record_calls(monkeypatch, naive, labels)
 
 
 def _against_the_loops(xp, to_xp, rng, x_shape, w_shape, **geometry) -> None:

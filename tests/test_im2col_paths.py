@@ -15,6 +15,7 @@ import itertools
 import numpy as np
 import oracles
 import pytest
+from spying import record_calls
 
 import arraycnn as ac
 from arraycnn.backend import device_of
@@ -31,19 +32,9 @@ def paths(monkeypatch):
     """Records the path of every im2col input gradient computed: 'transposed' (the only
     path that builds the transposed kernel), 'rows' (stride-1 col2im over padded-width
     rows) or 'bands' (naive's col2im by tap bands)."""
-    taken: list[str] = []
-
-    def spy(original, path):
-        def recorded(*args, **kwargs):
-            taken.append(path)
-            return original(*args, **kwargs)
-
-        return recorded
-
-    monkeypatch.setattr(im2col, "transposed_kernel", spy(im2col.transposed_kernel, "transposed"))
-    monkeypatch.setattr(naive, "_input_grad_rows", spy(naive._input_grad_rows, "rows"))
-    monkeypatch.setattr(naive, "_input_grad_bands", spy(naive._input_grad_bands, "bands"))
-    return taken
+    taken = record_calls(monkeypatch, im2col, {"transposed_kernel": "transposed"})
+    labels = {"_input_grad_rows": "rows", "_input_grad_bands": "bands"}
+    return record_calls(monkeypatch, naive, labels, taken)
 
 
 def _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry):

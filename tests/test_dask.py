@@ -98,6 +98,19 @@ def test_a_kernel_larger_than_the_image_extends_past_the_whole_image(convolve, m
     assert_close(lazy.compute(), _oracle(image, kernel, mode, boundary, convolve=convolve))
 
 
+@pytest.mark.parametrize("boundary", ["fill", "symm"])
+@pytest.mark.parametrize("convolve", [False, True], ids=["correlate2d", "convolve2d"])
+def test_complex_images_kernels_and_fill_values_equal_scipy(convolve, boundary):
+    rng = np.random.default_rng(7)
+    image = rng.standard_normal((13, 11)) + 1j * rng.standard_normal((13, 11))
+    kernel = rng.standard_normal((3, 4)) - 0.5j * rng.standard_normal((3, 4))
+    lazy = _filter(convolve)(
+        da.from_array(image, chunks=(5, 4)), kernel, "same", boundary, fillvalue=1 + 2j
+    )
+    expected = _oracle(image, kernel, "same", boundary, convolve=convolve, fillvalue=1 + 2j)
+    assert_close(lazy.compute(), expected)
+
+
 @pytest.mark.parametrize("convolve", [False, True], ids=["correlate2d", "convolve2d"])
 def test_valid_with_the_kernel_larger_swaps_roles_as_scipy(convolve):
     rng = np.random.default_rng(3)

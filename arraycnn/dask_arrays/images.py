@@ -118,13 +118,16 @@ def _swapped_valid(in1: Array, block, out_hw: tuple[int, int], dtype, strategy) 
     )
 
 
-def _fill_number(fillvalue: Any, integer: bool) -> float | int:
-    """``fillvalue`` (a real number or one-element array, validated by the in-memory
-    function) as a Python number; truncated toward zero for an integer result."""
+def _fill_number(fillvalue: Any, kind: str) -> float | int | complex:
+    """``fillvalue`` (a number or one-element array, validated by the in-memory function)
+    as a Python number for a result of dtype kind ``kind``: truncated toward zero for an
+    integer result, complex for a complex one."""
     value = fillvalue
     if hasattr(value, "shape"):
         value = to_numpy(value).reshape(()).item()  # (1, ..., 1) -> ()
-    if not integer:
+    if kind == "c":
+        return complex(value)
+    if kind not in "iu":
         return float(value)
     return int(value) if isinstance(value, numbers.Integral) else math.trunc(float(value))
 
@@ -138,9 +141,9 @@ def _extend(
     if not any(p for side in pads for p in side):
         return x
     if boundary == "fill":
-        integer = np.dtype(dtype).kind in "iu"
-        wide = np.dtype(dtype) if integer else np.promote_types(dtype, np.float32)
-        fill = _fill_number(fillvalue, integer)
+        kind = np.dtype(dtype).kind
+        wide = np.dtype(dtype) if kind in "iu" else np.promote_types(dtype, np.float32)
+        fill = _fill_number(fillvalue, kind)
         width = ((0, 0),) * (x.ndim - 2) + pads
         return da.pad(x.astype(wide), width, mode="constant", constant_values=fill)
     # wrap / symm / reflect as in memory: slices, flips and concat of the dask array

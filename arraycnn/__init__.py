@@ -1,8 +1,8 @@
 """arraycnn: convolutional neural networks on any Array-API namespace.
 
 The same code runs on NumPy (CPU), CuPy (GPU), torch, JAX and array-api-strict. 2-D
-convolution comes in four verified strategies (naive, separable, im2col, FFT) behind one
-dispatcher (``strategy="auto"``); image filtering (``correlate2d``/``convolve2d``) and
+convolution comes in five verified strategies (naive, separable, im2col, FFT, Winograd)
+behind one dispatcher (``strategy="auto"``); image filtering (``correlate2d``/``convolve2d``) and
 pooling run on the same machinery; :mod:`arraycnn.nn` builds and trains CNNs.
 """
 

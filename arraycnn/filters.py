@@ -2,7 +2,7 @@
 
 Both functions extend the first input per ``boundary``, then run :func:`arraycnn.conv2d`
 (one input channel, one filter) on the extended image, so every convolution strategy
-(naive, separable, im2col, FFT) and the ``auto`` dispatcher serve them.
+(naive, separable, im2col, FFT, Winograd) and the ``auto`` dispatcher serve them.
 
 Semantics (those of ``scipy.signal.correlate2d`` / ``convolve2d``, SciPy 1.17)
 ---------------------------------------------------------------------------
@@ -489,11 +489,10 @@ def _check_exact_strategy(name: str, func: str) -> None:
     if name == "auto":
         return
     if not CAPABILITIES[name].exact_sums:
-        why = (
-            "the FFT rounds every output (errors relative to the whole image)"
-            if name == "fft"
-            else "it rebuilds the kernel from rounded SVD factors"
-        )
+        why = {
+            "fft": "the FFT rounds every output (errors relative to the whole image)",
+            "winograd": "its tile transforms round every product",
+        }.get(name, "it rebuilds the kernel from rounded SVD factors")
         raise ValueError(
             f"{func}: strategy={name!r} is not exact for integer inputs ({why}); use "
             f"'auto', 'naive' or 'im2col', or cast the inputs to a float dtype"
@@ -571,23 +570,20 @@ def _check_integer_magnitude(
 def _check_finite_for(
     strategy: str, arrays: tuple[Array, Array], names: tuple[str, str], fill, func: str
 ) -> None:
-    """A forced FFT needs finite images, kernels and fill value, separable finite kernels
-    (the SVD): raise naming the filter's own argument (reads values, as the forced
-    strategy would)."""
-    checked = (
-        ((arrays[0], names[0]), (arrays[1], names[1]))
-        if strategy == "fft"
-        else ((arrays[1], names[1]),)
-    )
+    """A forced FFT or Winograd needs finite images, kernels and fill value, separable
+    finite kernels (the SVD): raise naming the filter's own argument (reads values, as the
+    forced strategy would)."""
+    spreads = not CAPABILITIES[strategy].nan_local  # FFT, Winograd: both inputs mix
+    both = ((arrays[0], names[0]), (arrays[1], names[1]))
+    checked = both if spreads else both[1:]
     bad = [name for a, name in checked if not _all_finite(a)]
-    if strategy == "fft" and fill is not None and not cmath.isfinite(fill):
+    if spreads and fill is not None and not cmath.isfinite(fill):
         bad.append("fillvalue")
     if bad:
-        why = (
-            "the FFT would spread them over the whole output"
-            if strategy == "fft"
-            else ("the SVD of the kernel is undefined")
-        )
+        why = {
+            "fft": "the FFT would spread them over the whole output",
+            "winograd": "Winograd would spread them over their tiles",
+        }.get(strategy, "the SVD of the kernel is undefined")
         raise ValueError(
             f"{func}: strategy={strategy!r} cannot handle non-finite input: "
             f"{' and '.join(bad)} {'holds' if len(bad) == 1 else 'hold'} NaN or Inf and {why}; "
@@ -738,7 +734,7 @@ def _filter2d(
         image, kernels, fill if uses_fill else None, xp=xp
     ):
         strategy = _exact_auto_strategy(image, kernels, padding, xp=xp)
-    elif strategy in ("fft", "separable"):
+    elif strategy in ("fft", "separable", "winograd"):
         names = ("in2", "in1") if swapped else ("in1", "in2")
         _check_finite_for(strategy, (image, kernels), names, fill if uses_fill else None, func)
     y = _correlate_batch(image, kernels, strategy, padding)  # (N, F, Ho, Wo), N or F is 1

@@ -178,10 +178,11 @@ def format_text(info: dict[str, Any], *, entries: bool = False) -> str:
     autotuned choices)."""
     usable = [row for row in info["backends"] if row["available"]]
     missing = [row for row in info["backends"] if not row["available"]]
-    lines = [f"arraycnn {info['arraycnn']}", "", "Backends usable here (backend=... / --backend):"]
+    header = "Backends usable here (backend=... / --backend), version, strategies:"
+    lines = [f"arraycnn {info['arraycnn']}", "", header]
     for row in usable:
         names = ", ".join(row["strategies"])
-        lines.append(f"  {row['backend']:<17} {row['version']:<12} strategies: {names}")
+        lines.append(f"  {row['backend']:<17} {row['version']:<12} {names}")
     if missing:
         lines.append("Not usable here:")
         for row in missing:

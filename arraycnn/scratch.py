@@ -37,7 +37,7 @@ from typing import Any
 from .backend import backend_name, device_of
 from .settings import parse_bytes, register_cache
 
-__all__ = ["cache_limit", "clear", "scratch", "set_cache_limit"]
+__all__ = ["cache_limit", "clear", "matmul_into", "scratch", "set_cache_limit"]
 
 Array = Any
 
@@ -166,3 +166,38 @@ def scratch(
         entry = (buf, nbytes)
     buffers[full_key] = entry
     return entry[0]
+
+
+def matmul_into(
+    tag: str, a: Array, b: Array, *, xp: ModuleType, key: Hashable = None
+) -> Array:
+    """``a @ b`` (matmul's broadcasting), written into a scratch buffer on NumPy.
+
+    NumPy's ``matmul`` takes ``out=``: the product then lands in the buffer of ``(tag,
+    shape, ..., key)`` (:func:`scratch`), warm memory, instead of fresh pages, which cost
+    more than the product itself for the large, short-K products of transform-based
+    strategies (docs/performance.md). The values are those of ``a @ b``. Other namespaces
+    (no ``out=`` in the array API), and operands of two dtypes, return a fresh ``a @ b``.
+    Like any scratch buffer, the result must not escape to the user.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a, b = np.ones((2, 3)), np.ones((3, 4))
+    >>> matmul_into("example.product", a, b, xp=np)
+    array([[3., 3., 3., 3.],
+           [3., 3., 3., 3.]])
+    >>> clear()
+    """
+    if not (_is_ndarray(a) and _is_ndarray(b)) or a.dtype != b.dtype:
+        return a @ b
+    numpy = sys.modules["numpy"]
+    batch = b.shape[:-2] if a.ndim == 2 else numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    out = scratch(tag, (*batch, a.shape[-2], b.shape[-1]), like=b, xp=xp, key=key)
+    return numpy.matmul(a, b, out=out)
+
+
+def _is_ndarray(a: Array) -> bool:
+    """True for a NumPy array (NumPy is imported whenever one exists)."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(a, numpy.ndarray)

@@ -199,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strategy",
         type=strategy_option,
         default="auto",
-        help="convolution strategy: auto, naive, separable, im2col or fft",
+        help="convolution strategy: auto, naive, separable, im2col, fft or winograd",
     )
     parser.add_argument(
         "--lr",

@@ -83,15 +83,15 @@ class Dispatch:
     track_regret.pretty_name = "auto's regret: time(auto) / fastest strategy"  # type: ignore[attr-defined]
 
     def track_choice(self, *_: Any) -> int:
-        """Index of auto's choice in (naive, separable, im2col, fft)."""
+        """Index of auto's choice in (naive, separable, im2col, fft, winograd)."""
         return STRATEGY_NAMES.index(self.result["choice"])
 
-    track_choice.unit = "index in (naive, separable, im2col, fft)"  # type: ignore[attr-defined]
+    track_choice.unit = "index in (naive, separable, im2col, fft, winograd)"  # type: ignore[attr-defined]
     track_choice.pretty_name = "auto's choice (0 naive, 1 separable, 2 im2col, 3 fft)"  # type: ignore[attr-defined]
 
     def track_best(self, *_: Any) -> int:
-        """Index of the measured fastest strategy in (naive, separable, im2col, fft)."""
+        """Index of the measured fastest strategy in (naive, separable, im2col, fft, winograd)."""
         return STRATEGY_NAMES.index(self.result["best"])
 
-    track_best.unit = "index in (naive, separable, im2col, fft)"  # type: ignore[attr-defined]
+    track_best.unit = "index in (naive, separable, im2col, fft, winograd)"  # type: ignore[attr-defined]
     track_best.pretty_name = "measured fastest (0 naive, 1 separable, 2 im2col, 3 fft)"  # type: ignore[attr-defined]

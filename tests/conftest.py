@@ -175,10 +175,11 @@ def favour():
     """favour(name): write a user calibration (into the test's cache directory) under which
     the cost model predicts strategy ``name`` a million times cheaper than the others, on
     every backend; returns that calibration (for ``dispatch.plan(calibration=...)``)."""
+    from arraycnn import STRATEGY_NAMES
     from arraycnn.conv import cost
 
     def apply(name: str):
-        factor = {s: (1e-6 if s == name else 1.0) for s in ("naive", "separable", "im2col", "fft")}
+        factor = {s: (1e-6 if s == name else 1.0) for s in STRATEGY_NAMES}
         cal = cost.Calibration(0.0, 0.0, 1e-10, 1e-10, 1e-6, factor, source=f"favours {name}")
         for backend in Backend:
             cost.save_user_calibration(backend.value, cal)

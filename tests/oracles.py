@@ -380,14 +380,17 @@ def correlate_torch(
 #:   of separable are exact only up to ``eps * s_max`` of the kernel slice, so a tap whose
 #:   weight is ~0 still carries an error ``eps * |w|_F * |x|``.
 #: - ``map``: whole-map 2-norm products (:func:`norm_scales`): an FFT mixes every position.
+#: - ``tile``: the transforms' growth times a window widened to the whole tile
+#:   (:func:`tile_scales`): Winograd mixes the inputs of a tile.
 ERROR_MODEL: dict[str, dict[str, str]] = {
     "naive": {"y": "local", "gx": "local", "gw": "local"},
     "im2col": {"y": "local", "gx": "local", "gw": "local"},
     "separable": {"y": "kernel", "gx": "kernel", "gw": "local"},  # gw: direct taps
     "fft": {"y": "map", "gx": "map", "gw": "map"},
+    "winograd": {"y": "tile", "gx": "tile", "gw": "tile"},
 }
 
-MODELS = ("local", "kernel", "map")
+MODELS = ("local", "kernel", "map", "tile")
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,8 @@ def error_scales(x, w, b=None, gy=None, *, model="local", **geometry) -> tuple[n
         other = kernel_scales(x, w, b, gy, **geometry)
     elif model == "map":
         other = norm_scales(x, w, b, gy, **geometry)
+    elif model == "tile":
+        other = tile_scales(x, w, b, gy, **geometry)
     else:
         raise ValueError(f"oracle: unknown error model {model!r}")
     return tuple(np.maximum(s, o) for s, o in zip(scales, other))
@@ -497,9 +502,73 @@ def norm_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
     return y_s, gx_s, gw_s, np.abs(gy).sum(axis=(0, 2, 3))
 
 
+def tile_scales(x, w, b=None, gy=None, **geometry) -> tuple[np.ndarray, ...]:
+    """Error scales of Winograd tiles (:func:`arraycnn.conv.winograd.error_growth`).
+
+    A tile's outputs mix every input of the tile, so the window of an output is widened by
+    ``m - 1`` on each side (any alignment of the tiles, in batch chunks or row bands), and
+    every tap weighted by its slice's largest magnitude, times the transforms' growth:
+    ``y[n, f]``: ``growth * sum_c max|w[f, c]| * sum_{widened window} |x[n, c]|``; ``gx``
+    the same adjoint with ``|gy|``; ``gw[f, c]``: ``growth' * alpha_h alpha_w * sum_n
+    sum |gy[n, f]| max |x[n, c]|`` (each tile's product bounded by its largest input
+    times the tile's ``|gy|``); ``gb``: ``sum |gy|``. Stride or dilation other than 1
+    or kernels over Winograd's largest (which it does not run) get the local scales.
+    """
+    from arraycnn.conv.winograd import MAX_KERNEL, error_growth
+
+    ax, aw = _magnitudes(x), _magnitudes(w)
+    stride, dilation = geometry.get("stride", 1), geometry.get("dilation", 1)
+    groups = geometry.get("groups", 1)
+    g = _geom(ax.shape, aw.shape, stride, geometry.get("padding", 0), dilation, groups)
+    local = error_scales(x, w, b, gy, model="local", **geometry)
+    if (g.sh, g.sw, g.dh, g.dw) != (1, 1, 1, 1) or max(g.kh, g.kw) > MAX_KERNEL:
+        return local
+    growth = error_growth(g.kh, g.kw)
+    wh, ww = growth.widen
+    peak = aw.max(axis=(2, 3), keepdims=True)  # (F, Cg, 1, 1)
+    wide = np.broadcast_to(peak, (g.f, g.cg, g.kh + 2 * wh, g.kw + 2 * ww))
+    (t, bt), (left, r) = g.pads
+    pads = ((t + wh, bt + wh), (left + ww, r + ww))
+    ab = None if b is None else _magnitudes(b)
+    y_s = growth.correlation * correlate_scipy(ax, wide, ab, padding=pads, groups=groups)
+    if gy is None:
+        return (y_s,)
+    gy_abs = _magnitudes(gy)
+    gx_s = correlate_scipy_backward(gy_abs, ax, wide, padding=pads, groups=groups)[0]
+    alpha = (g.kh + 2 * wh) * (g.kw + 2 * ww)  # at least alpha_h alpha_w
+    gy_sum = gy_abs.sum(axis=(2, 3)).reshape(g.n, g.groups, g.fg)  # (N, G, Fg)
+    x_peak = ax.max(axis=(2, 3)).reshape(g.n, g.groups, g.cg)  # (N, G, Cg)
+    gw_s = np.einsum("ngf,ngc->gfc", gy_sum, x_peak).reshape(g.f, g.cg)
+    gw_s = growth.weight_grad * alpha * np.broadcast_to(gw_s[:, :, None, None], aw.shape)
+    return y_s, growth.correlation * gx_s, gw_s, local[3]
+
+
 def reference(x, w, b, gy, **geometry) -> Reference:
     """Forward and backward by scipy.signal with the error scales of every model."""
     y = correlate_scipy(x, w, b, **geometry)
     gx, gw, gb = correlate_scipy_backward(gy, x, w, **geometry)
     scales = {m: error_scales(x, w, b, gy, model=m, **geometry) for m in MODELS}
     return Reference(y, gx, gw, gb, scales)  # type: ignore[arg-type]
+
+
+def unsupported(name: str, x_shape, w_shape, dtype: str = "float64", **geometry) -> str | None:
+    """Why a forced ``strategy=name`` raises for these shapes and geometry (a strategy's
+    own limits, as :class:`arraycnn.conv.strategy.Strategy` states them: Winograd runs
+    stride 1, dilation 1, kernels up to 7 taps per axis, float32/float64), None if it runs.
+    Tests that force every strategy skip those combinations and test the error instead."""
+    import arraycnn as ac
+    from arraycnn.conv.strategy import Call
+    from arraycnn.conv.table import STRATEGIES
+
+    geom = ac.conv_geometry(tuple(x_shape), tuple(w_shape), **geometry)
+    # complex data runs as its real embedding (arraycnn/conv/_complex.py)
+    dtype = {"complex64": "float32", "complex128": "float64"}.get(dtype, dtype)
+    size = np.dtype(dtype).itemsize if dtype not in ("bfloat16",) else 2
+    return STRATEGIES[name].why_not(Call(geom, "forward", "numpy", dtype, size))
+
+
+def runnable(names, x_shape, w_shape, dtype: str = "float64", **geometry) -> list[str]:
+    """The strategies of ``names`` that run these shapes and geometry when forced
+    (:func:`unsupported`); ``"auto"`` always runs."""
+    shapes = (x_shape, w_shape, dtype)
+    return [n for n in names if n == "auto" or unsupported(n, *shapes, **geometry) is None]

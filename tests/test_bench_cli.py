@@ -334,7 +334,7 @@ def test_format_writes_markdown_or_csv_to_out(fmt: str, tmp_path: Path) -> None:
     if fmt == "markdown":
         text = (tmp_path / "results.md").read_text()
         assert "### image filtering ('same'), numpy: median ms" in text
-        assert "| case | naive | sep | im2col | fft | auto | choice | regret |" in text
+        assert "| case | naive | sep | im2col | fft | winograd | auto | choice | regret |" in text
         assert "| img12:k3:random |" in text
     if fmt == "csv":
         with (tmp_path / "results.csv").open(newline="") as handle:

@@ -90,8 +90,8 @@ def _check_backward(gx, gw, gy, x, w, xp=None, **geometry):
 def test_parse_strategy_errors():
     with pytest.raises(TypeError, match="strategy must be a string, got int"):
         dispatch.parse_strategy(3)
-    with pytest.raises(ValueError, match=r"strategy must be one of .*got 'winograd'"):
-        dispatch.parse_strategy("winograd")
+    with pytest.raises(ValueError, match=r"strategy must be one of .*'winograd'; got 'cook'"):
+        dispatch.parse_strategy("cook")
     assert dispatch.parse_strategy("FFT") == "fft"
 
 
@@ -268,6 +268,8 @@ def test_workspace_prediction_bounds_the_measured_peak(
 ):
     """The traced peak of a planned call, minus its results, stays within the predicted
     workspace."""
+    if oracles.unsupported(name, x_shape, w_shape, **kw):
+        pytest.skip(oracles.unsupported(name, x_shape, w_shape, **kw))
     x, w = _data(rng, x_shape, w_shape, rank1=True)
     geom = ac.conv_geometry(x.shape, w.shape, **kw)
     gy = rng.standard_normal(geom.y_shape)
@@ -376,7 +378,8 @@ def _priced_workspace(kernel) -> int:
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 def test_forced_strategy_runs_in_chunks_and_matches_the_loops(name, xp, to_xp, rng, spy):
     x, w = _data(rng, (5, 2, 6, 6), (4, 1, 5, 5), rank1=True)
-    kw = {"stride": (1, 2), "padding": ((2, 1), (0, 2)), "dilation": 1, "groups": 2}
+    stride = 1 if oracles.unsupported(name, x.shape, w.shape, stride=(1, 2), groups=2) else (1, 2)
+    kw = {"stride": stride, "padding": ((2, 1), (0, 2)), "dilation": 1, "groups": 2}
     geom = ac.conv_geometry(x.shape, w.shape, **kw)
     gy = rng.standard_normal(geom.y_shape)
     tx, tw, tgy = to_xp(x), to_xp(w), to_xp(gy)

@@ -4,12 +4,15 @@ Oracles: ``scipy.signal.correlate2d`` / ``convolve2d`` (direct sums in C) for th
 "wrap" and "symm" boundaries; for arraycnn's own "reflect", ``numpy.pad(mode="reflect")``
 followed by SciPy's "valid" correlation (the construction is checked against SciPy on
 "symm" with ``numpy.pad(mode="symmetric")``). Error scale of every output: the same
-operation on absolute values, ``|in1| (x) |in2|``, with ``|fillvalue|``.
+operation on absolute values, ``|in1| (x) |in2|``, with ``|fillvalue|``; for Winograd the
+"tile" model of ``tests/oracles.py`` on the "valid" convolution a filter call amounts to
+(:func:`as_valid_conv`), and a forced Winograd on a kernel it does not take must raise.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import oracles
 import pytest
 import scipy.signal
 from hypothesis import HealthCheck, given, settings
@@ -88,6 +91,49 @@ def error_scale(func, x, k, mode, boundary, fill):
     )
 
 
+#: numpy.pad modes of the boundaries (arraycnn's "reflect" is NumPy's).
+NP_PAD = {"wrap": "wrap", "symm": "symmetric", "reflect": "reflect"}
+
+
+def as_valid_conv(func, x, k, mode, boundary, fill):
+    """The "valid" conv2d (one input channel) a filter call amounts to, on magnitudes.
+
+    Returns ``(images (N, 1, He, We), kernels (F, 1, kh, kw), flip)``, float64: each image
+    of ``|in1|`` extended per ``boundary`` (``|fillvalue|`` for "fill"), ``|in2|`` flipped
+    for convolve2d; where "valid" swaps the roles (in2 the larger), ``|in2|`` is the one
+    image and each image of ``|in1|`` a kernel, and for correlate2d the output comes out
+    flipped (``flip``). One of N, F is 1.
+    """
+    flat = np.abs(x.astype(np.float64)).reshape(-1, *x.shape[-2:])  # (..., H, W) -> (N, H, W)
+    kernel = np.abs(k.astype(np.float64))
+    if mode == "valid" and not all(a >= b for a, b in zip(x.shape[-2:], k.shape)):
+        kernels = flat[:, ::-1, ::-1] if func == "convolve2d" else flat
+        return kernel[None, None], kernels[:, None], func == "correlate2d"
+    pads = ((0, 0), *reflect_pads(mode, k.shape, func))
+    canonical = BOUNDARIES[boundary]
+    if canonical == "fill":
+        images = np.pad(flat, pads, constant_values=abs(float(fill)))
+    else:
+        images = np.pad(flat, pads, mode=NP_PAD[canonical])
+    kernel = kernel[::-1, ::-1] if func == "convolve2d" else kernel
+    return images[:, None], kernel[None, None], False
+
+
+def tile_scale(func, x, k, mode, boundary, fill):
+    """Winograd's error scale of every output (shaped like the result): the "tile" model
+    (oracles.tile_scales, at least the ``|in1| (x) |in2|`` of a plain sum)."""
+    images, kernels, flip = as_valid_conv(func, x, k, mode, boundary, fill)
+    (scale,) = oracles.error_scales(images, kernels, model="tile")  # (N, F, Ho, Wo)
+    scale = scale.reshape(*x.shape[:-2], *scale.shape[-2:])  # N or F is 1
+    return scale[..., ::-1, ::-1] if flip else scale
+
+
+def winograd_refuses(func, x, k, mode, dtype) -> str | None:
+    """Why a forced Winograd cannot run this filter call (None if it can)."""
+    images, kernels, _ = as_valid_conv(func, x, k, mode, "fill", 0)
+    return oracles.unsupported("winograd", images.shape, kernels.shape, dtype)
+
+
 def move(a, xp):
     return ac.asarray(a, backend=xp)
 
@@ -153,6 +199,10 @@ def test_matches_scipy(case, xp):
     x, k = make_inputs(batch, hw, khw, dtype, seed)
     expected, fill = expected_for(func, x, k, mode, boundary, fill, dtype)
     x_xp, k_xp = move(x, xp), move(k, xp)
+    if strategy == "winograd" and winograd_refuses(func, x, k, mode, dtype):
+        with pytest.raises(ValueError, match="strategy='winograd' cannot run this call"):
+            OURS[func](x_xp, k_xp, mode, boundary, fill, strategy=strategy)
+        return
     got = OURS[func](x_xp, k_xp, mode, boundary, fill, strategy=strategy)
     out_dtype = getattr(xp, dtype)
     if dtype in INT_DTYPES:
@@ -165,6 +215,8 @@ def test_matches_scipy(case, xp):
         # FFT rounding is relative to the whole image, not to each window (module doc of
         # arraycnn.conv.fft); "auto" may choose the FFT.
         scale = np.maximum(scale, scale.max())
+    if strategy == "winograd":
+        scale = tile_scale(func, x, k, mode, boundary, fill)
     assert_close(got, expected, xp=xp, dtype=out_dtype, device=device_of(x_xp), scale=scale)
 
 
@@ -452,7 +504,7 @@ def test_integer_fillvalue_errors(xp):
         correlate2d(x, k, fillvalue=300)
 
 
-def test_forced_fft_or_separable_on_non_finite_input_names_the_filter_argument(xp):
+def test_forced_inexact_strategies_on_non_finite_input_name_the_filter_argument(xp):
     """The errors name in1, in2 and fillvalue (not the convolution's own x and w)."""
     image, kernel = np.ones((6, 6)), np.ones((3, 3))
     bad_image, bad_kernel = image.copy(), kernel.copy()
@@ -475,6 +527,16 @@ def test_forced_fft_or_separable_on_non_finite_input_names_the_filter_argument(x
         correlate2d(move(bad_kernel, xp), move(image, xp), "valid", strategy="fft")
     y = correlate2d(move(bad_image, xp), move(kernel, xp), "valid", strategy="separable")
     assert np.isnan(to_numpy(y)).sum() == 9  # separable needs a finite kernel only
+    with pytest.raises(ValueError, match=r"in1 holds NaN or Inf and Winograd would spread"):
+        correlate2d(move(bad_image, xp), move(kernel, xp), strategy="winograd")
+    with pytest.raises(ValueError, match=r"in2 and fillvalue hold NaN or Inf and Winograd"):
+        convolve2d(move(image, xp), move(bad_kernel, xp), fillvalue=np.nan, strategy="winograd")
+
+
+def test_forced_winograd_on_integer_filters_says_it_is_not_exact():
+    image, kernel = np.arange(36, dtype=np.int32).reshape(6, 6), np.ones((3, 3), np.int32)
+    with pytest.raises(ValueError, match=r"strategy='winograd' is not exact .*tile transforms"):
+        correlate2d(image, kernel, strategy="winograd")
 
 
 @pytest.mark.parametrize("func", sorted(OURS))

@@ -161,7 +161,8 @@ def _floating(a) -> bool:
 
 
 def _conv_problems(x, w, kwargs, extra=()) -> set[str]:
-    """The arguments of a conv2d-like call that break the contract (empty: valid)."""
+    """The arguments of a conv2d-like call that break the contract (empty: valid); ``extra``
+    holds the other arrays by name (a bias "b" must have shape (F,))."""
     problems = set()
     arrays = {"x": x, "w": w, **dict(extra)}
     for name, a in arrays.items():
@@ -195,7 +196,28 @@ def _conv_problems(x, w, kwargs, extra=()) -> set[str]:
     strategy = kwargs["strategy"]
     if not isinstance(strategy, str) or strategy.lower() not in (*ac.STRATEGY_NAMES, "auto"):
         problems.add("strategy")
+    bias = dict(extra).get("b")
+    if not problems and bias is not None and bias.shape != (w.shape[0],):
+        problems.add("b")
+    if not problems and strategy.lower() == "winograd":
+        problems = _winograd_problems(x, w, kwargs)
     return problems
+
+
+#: The real dtypes Winograd computes in (complex data runs as its real embedding).
+WINOGRAD_DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+def _winograd_problems(x, w, kwargs) -> set[str]:
+    """Why a forced ``strategy="winograd"`` refuses an otherwise valid call: it takes
+    stride 1, dilation 1, kernels of 2 to 7 taps along some axis and at most 7 along each,
+    and single or double precision (real or complex); the error names the strategy, and
+    the stride or dilation where those are the reason."""
+    problems = {name for name in ("stride", "dilation") if _two(kwargs[name]) != (1, 1)}
+    kh, kw = w.shape[2:]
+    if max(kh, kw) > 7 or max(kh, kw) == 1 or str(x.dtype) not in WINOGRAD_DTYPES:
+        problems.add("strategy")
+    return {*problems, "strategy"} if problems else set()
 
 
 def _y_shape(x, w, kwargs) -> tuple[int, ...] | None:
@@ -323,7 +345,7 @@ def conv_calls(draw, *, backward: bool = False, faults=CONV_FAULTS):
             }[name]
         )
     elif fault == "strategy":
-        kwargs["strategy"] = draw(st.sampled_from(["winograd", "", 3, None, ("fft",)]))
+        kwargs["strategy"] = draw(st.sampled_from(["strassen", "", 3, None, ("fft",)]))
     x, w = _array(draw, x_shape, dtype), _array(draw, w_shape, w_dtype)
     if fault == "array":
         which = draw(st.sampled_from(["list", "None", "strict", "int", "wNone"]))
@@ -361,8 +383,6 @@ def conv_calls(draw, *, backward: bool = False, faults=CONV_FAULTS):
 def test_fuzz_conv2d(data, call):
     x, w, b, kwargs, _ = call
     problems = _conv_problems(x, w, kwargs, extra=() if b is None else (("b", b),))
-    if not problems and b is not None and b.shape != (w.shape[0],):
-        problems.add("b")
     y = _outcome(lambda: ac.conv2d(x, w, b, **kwargs), problems)
     if y is None:
         return

@@ -1,4 +1,5 @@
-"""Half precision (float16, bfloat16): every strategy works and returns the input dtype.
+"""Half precision (float16, bfloat16): every strategy that takes it works and returns the
+input dtype; the others (Winograd, whose transforms lose too many digits) refuse it.
 
 The SVD (separable) and the FFT run in float32 where the namespace lacks half precision,
 the other strategies in the input dtype; ``auto`` always works. NumPy has float16 (no
@@ -28,6 +29,7 @@ except ImportError:  # pragma: no cover - torch is optional
 #: (backend, dtype name): the half-precision dtypes each namespace has.
 HALF = [("numpy", "float16"), ("torch", "float16"), ("torch", "bfloat16")]
 GEOMETRY = {"stride": (1, 2), "padding": ((1, 2), (0, 1)), "dilation": 1, "groups": 1}
+X_SHAPE, W_SHAPE = (2, 3, 9, 8), (4, 3, 3, 3)
 
 
 def _half(backend: str, dtype: str):
@@ -51,11 +53,18 @@ def _half(backend: str, dtype: str):
 def test_every_strategy_forward_and_backward(backend, dtype, strategy, rng):
     xp, convert = _half(backend, dtype)
     (hx, x), (hw, w) = (
-        convert(rng.standard_normal((2, 3, 9, 8))),
-        convert(rng.standard_normal((4, 3, 3, 3))),
+        convert(rng.standard_normal(X_SHAPE)),
+        convert(rng.standard_normal(W_SHAPE)),
     )
     ref_y = oracles.correlate_loops(x, w, **GEOMETRY)
     hgy, gy = convert(rng.standard_normal(ref_y.shape))
+    if not oracles.runnable([strategy], X_SHAPE, W_SHAPE, dtype, **GEOMETRY):
+        match = f"strategy='{strategy}' cannot run this call"
+        with pytest.raises(ValueError, match=match):
+            ac.conv2d(hx, hw, strategy=strategy, **GEOMETRY)
+        with pytest.raises(ValueError, match=match):
+            ac.conv2d_backward(hgy, hx, hw, strategy=strategy, **GEOMETRY)
+        return
     ref = oracles.reference(x, w, None, gy, **GEOMETRY)
     y = ac.conv2d(hx, hw, strategy=strategy, **GEOMETRY)
     gx, gw, gb = ac.conv2d_backward(hgy, hx, hw, strategy=strategy, **GEOMETRY)
@@ -71,6 +80,32 @@ def test_every_strategy_forward_and_backward(backend, dtype, strategy, rng):
         (gb, ref.gb, s_gb, "gb"),
     ):
         assert_close(got, want, scale=scale, xp=xp, dtype=hx.dtype, err_msg=f"{name} {label}")
+
+
+#: The strategies that refuse half precision on a geometry they otherwise take.
+NO_HALF = [
+    name
+    for name in ac.STRATEGY_NAMES
+    if oracles.runnable([name], X_SHAPE, W_SHAPE, "float32", padding=1)
+    and not oracles.runnable([name], X_SHAPE, W_SHAPE, "float16", padding=1)
+]
+
+
+@pytest.mark.parametrize(("backend", "dtype"), HALF)
+@pytest.mark.parametrize("strategy", NO_HALF)
+def test_strategies_without_half_precision_refuse_it_by_name(backend, dtype, strategy, rng):
+    """At stride 1, where the half dtype is the only reason, the error names it; ``auto``
+    chooses another strategy."""
+    _, convert = _half(backend, dtype)
+    (hx, _), (hw, _), (hgy, _) = (
+        convert(rng.standard_normal(shape)) for shape in (X_SHAPE, W_SHAPE, (2, 4, 9, 8))
+    )
+    match = rf"strategy='{strategy}' cannot run this call: dtype {dtype}\b"
+    with pytest.raises(ValueError, match=match):
+        ac.conv2d(hx, hw, padding=1, strategy=strategy)
+    with pytest.raises(ValueError, match=match):
+        ac.conv2d_backward(hgy, hx, hw, padding=1, strategy=strategy)
+    assert ac.choose_strategy(hx, hw, padding=1) != strategy
 
 
 @pytest.mark.parametrize(("backend", "dtype"), HALF)

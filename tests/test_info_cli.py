@@ -69,7 +69,7 @@ def test_info_json_and_clear_cache(capsys):
     assert info["autotune_entries"] == 1 and "entries" not in info
     numpy_row = next(b for b in info["backends"] if b["backend"] == "numpy")
     assert numpy_row["available"] and numpy_row["calibration_source"] == "shipped"
-    assert numpy_row["strategies"] == ["naive", "separable", "im2col", "fft"]
+    assert numpy_row["strategies"] == ["naive", "separable", "im2col", "fft", "winograd"]
     assert numpy_row["calibration_origin"] == cost.shipped_calibrations()["numpy"].source
     assert main(["info", "--clear-cache"]) == 0
     assert "1 entries removed" in capsys.readouterr().out

@@ -25,39 +25,66 @@ jnp = jax.numpy
 
 STRATEGIES = [*ac.STRATEGY_NAMES, "auto"]
 GEOMETRY = {"stride": (1, 2), "padding": ((1, 0), (2, 1)), "dilation": (2, 1), "groups": 2}
+#: GEOMETRY at stride 1 and dilation 1, for the strategies that take no other
+#: (oracles.unsupported: Winograd).
+UNIT_GEOMETRY = {**GEOMETRY, "stride": 1, "dilation": 1}
 X_SHAPE, W_SHAPE = (2, 4, 9, 8), (6, 2, 3, 2)
+#: Every strategy with the geometry it runs under: GEOMETRY where it takes it.
+CASES = [
+    (name, GEOMETRY if oracles.runnable([name], X_SHAPE, W_SHAPE, **GEOMETRY) else UNIT_GEOMETRY)
+    for name in STRATEGIES
+]
+#: The strategies that do not take GEOMETRY.
+REFUSING = [name for name, geometry in CASES if geometry is UNIT_GEOMETRY]
 
 
 def _data(rng, *shapes):
     return [rng.standard_normal(shape) for shape in shapes]
 
 
-def _scale(name: str, part: str, x, w, gy=None):
+def _scale(name: str, part: str, x, w, gy=None, geometry=GEOMETRY):
     """The error scale of strategy ``name`` (its error model, oracles.ERROR_MODEL)."""
     model = oracles.ERROR_MODEL.get(name, {"y": "map", "gx": "map", "gw": "map"})[part]
-    scales = oracles.error_scales(x, w, None, gy, model=model, **GEOMETRY)
+    scales = oracles.error_scales(x, w, None, gy, model=model, **geometry)
     return scales[{"y": 0, "gx": 1, "gw": 2}[part]]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_conv2d_under_jit_matches_the_loops(strategy, rng):
+@pytest.mark.parametrize(("strategy", "geometry"), CASES)
+def test_conv2d_under_jit_matches_the_loops(strategy, geometry, rng):
     x, w = _data(rng, X_SHAPE, W_SHAPE)
-    run = jax.jit(lambda a, b: ac.conv2d(a, b, strategy=strategy, **GEOMETRY))
+    run = jax.jit(lambda a, b: ac.conv2d(a, b, strategy=strategy, **geometry))
     y = run(jnp.asarray(x), jnp.asarray(w))
-    expected = oracles.correlate_loops(x, w, **GEOMETRY)
-    assert_close(y, expected, xp=jnp, dtype=jnp.float64, scale=_scale(strategy, "y", x, w))
+    expected = oracles.correlate_loops(x, w, **geometry)
+    scale = _scale(strategy, "y", x, w, geometry=geometry)
+    assert_close(y, expected, xp=jnp, dtype=jnp.float64, scale=scale)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_conv2d_backward_under_jit_matches_the_loops(strategy, rng):
+@pytest.mark.parametrize(("strategy", "geometry"), CASES)
+def test_conv2d_backward_under_jit_matches_the_loops(strategy, geometry, rng):
     x, w = _data(rng, X_SHAPE, W_SHAPE)
-    gy = rng.standard_normal(oracles.correlate_loops(x, w, **GEOMETRY).shape)
-    run = jax.jit(lambda g, a, b: ac.conv2d_backward(g, a, b, strategy=strategy, **GEOMETRY))
+    gy = rng.standard_normal(oracles.correlate_loops(x, w, **geometry).shape)
+    run = jax.jit(lambda g, a, b: ac.conv2d_backward(g, a, b, strategy=strategy, **geometry))
     gx, gw, gb = run(jnp.asarray(gy), jnp.asarray(x), jnp.asarray(w))
-    want_gx, want_gw, want_gb = oracles.correlate_loops_backward(gy, x, w, **GEOMETRY)
-    assert_close(gx, want_gx, xp=jnp, scale=_scale(strategy, "gx", x, w, gy), err_msg="gx")
-    assert_close(gw, want_gw, xp=jnp, scale=_scale(strategy, "gw", x, w, gy), err_msg="gw")
+    want_gx, want_gw, want_gb = oracles.correlate_loops_backward(gy, x, w, **geometry)
+    scale_gx, scale_gw = (_scale(strategy, p, x, w, gy, geometry) for p in ("gx", "gw"))
+    assert_close(gx, want_gx, xp=jnp, scale=scale_gx, err_msg="gx")
+    assert_close(gw, want_gw, xp=jnp, scale=scale_gw, err_msg="gw")
     assert_close(gb, want_gb, xp=jnp, scale=np.abs(gy).sum(axis=(0, 2, 3)), err_msg="gb")
+
+
+@pytest.mark.parametrize("strategy", REFUSING)
+def test_forced_strategy_refuses_a_geometry_it_does_not_take_under_jit(strategy, rng):
+    """The refusal depends on shapes and geometry only, so it is raised while tracing."""
+    x, w = _data(rng, X_SHAPE, W_SHAPE)
+    gy = oracles.correlate_loops(x, w, **GEOMETRY)
+    x, w, gy = jnp.asarray(x), jnp.asarray(w), jnp.asarray(gy)
+    match = f"strategy='{strategy}' cannot run this call"
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda a, b: ac.conv2d(a, b, strategy=strategy, **GEOMETRY))(x, w)
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda g, a, b: ac.conv2d_backward(g, a, b, strategy=strategy, **GEOMETRY))(
+            gy, x, w
+        )
 
 
 def test_auto_under_jit_does_not_choose_separable_for_a_traced_kernel(rng):
@@ -107,23 +134,24 @@ def test_two_jitted_functions_of_the_same_shapes_both_run(rng):
         assert_close(ac.conv2d(tx, tw, strategy=strategy, **GEOMETRY), expected, scale=scale)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_grad_of_a_sum_of_conv2d_matches_torch_autograd(strategy, rng):
+@pytest.mark.parametrize(("strategy", "geometry"), CASES)
+def test_grad_of_a_sum_of_conv2d_matches_torch_autograd(strategy, geometry, rng):
     torch = pytest.importorskip("torch")
     x, w, b = _data(rng, X_SHAPE, W_SHAPE, (6,))
-    c = rng.standard_normal(oracles.correlate_loops(x, w, **GEOMETRY).shape)
+    c = rng.standard_normal(oracles.correlate_loops(x, w, **geometry).shape)
 
     def loss(a, k, bias):
-        return jnp.sum(jnp.asarray(c) * ac.conv2d(a, k, bias, strategy=strategy, **GEOMETRY))
+        return jnp.sum(jnp.asarray(c) * ac.conv2d(a, k, bias, strategy=strategy, **geometry))
 
     grads = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b))
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    (top, bottom), (left, right) = GEOMETRY["padding"]
+    (top, bottom), (left, right) = geometry["padding"]
     padded = torch.nn.functional.pad(tx, (left, right, top, bottom))
-    options = {k: v for k, v in GEOMETRY.items() if k != "padding"}
+    options = {k: v for k, v in geometry.items() if k != "padding"}
     ty = torch.nn.functional.conv2d(padded, tw, tb, **options)
     expected = torch.autograd.grad(torch.sum(torch.tensor(c) * ty), (tx, tw, tb))
-    scales = (_scale(strategy, "gx", x, w, c), _scale(strategy, "gw", x, w, c), None)
+    scales = (_scale(strategy, p, x, w, c, geometry) for p in ("gx", "gw"))
+    scales = (*scales, None)
     for name, got, want, scale in zip("xwb", grads, expected, scales):
         assert_close(got, want.numpy(), xp=jnp, dtype=jnp.float64, scale=scale, err_msg=name)
 

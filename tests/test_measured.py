@@ -143,11 +143,11 @@ def test_keys_differ_by_every_part():
 
 
 def test_first_call_measures_then_cache_is_used(fake_times, rng, tmp_path):
-    timed = fake_times({"naive": 3.0, "im2col": 2.0, "fft": 1.0})
+    timed = fake_times({"naive": 3.0, "im2col": 2.0, "fft": 1.0, "winograd": 4.0})
     x, w = _data(rng)
     y = ac.conv2d(x, w, autotune=True)
     assert_close(y, oracle(x, w), scale=oracle(np.abs(x), np.abs(w)))
-    assert len(timed) == 1 and set(timed[0]) <= {"naive", "im2col", "fft"}
+    assert len(timed) == 1 and set(timed[0]) <= {"naive", "im2col", "fft", "winograd"}
     entries = measured.cache_entries()
     assert len(entries) == 1
     ((key, entry),) = entries.items()

@@ -12,7 +12,13 @@ import itertools
 
 import numpy as np
 import pytest
-from oracles import ERROR_MODEL, correlate_loops_backward, correlate_scipy_backward, error_scales
+from oracles import (
+    ERROR_MODEL,
+    correlate_loops_backward,
+    correlate_scipy_backward,
+    error_scales,
+    runnable,
+)
 
 import arraycnn as ac
 from arraycnn.backend import device_of, resolve_backend, to_numpy
@@ -61,6 +67,10 @@ def test_every_strategy_and_subset_matches_the_loops(x_shape, w_shape, geometry,
     expected = correlate_loops_backward(gy, x, w, **geometry)
     tx, tw, tgy = to_xp(x), to_xp(w), to_xp(gy)
     for name in ac.available_strategies(xp):
+        if not runnable([name], x_shape, w_shape, **geometry):  # a geometry it does not take
+            with pytest.raises(ValueError, match=f"strategy='{name}' cannot run this call"):
+                ac.conv2d_backward(tgy, tx, tw, strategy=name, needs=("w",), **geometry)
+            continue
         models = ERROR_MODEL[name]
         scales = [
             error_scales(x, w, None, gy, model=models[key], **geometry)[k]
@@ -73,7 +83,7 @@ def test_every_strategy_and_subset_matches_the_loops(x_shape, w_shape, geometry,
 
 
 @pytest.mark.parametrize("needs", [("x",), ("w", "b"), ("x", "w")])
-@pytest.mark.parametrize("name", ["naive", "im2col", "fft"])
+@pytest.mark.parametrize("name", ["naive", "im2col", "fft", "winograd"])
 @pytest.mark.parametrize("limit", [300_000, 1_000_000])  # mostly bands of rows; batch chunks
 def test_chunked_and_banded_calls_assemble_only_what_is_asked(name, needs, limit, rng):
     x, w, gy = _data(rng, (8, 3, 40, 40), (5, 3, 3, 3), {})

@@ -11,6 +11,7 @@ Oracles: torch's own conv2d / pooling autograd (an independent implementation), 
 from __future__ import annotations
 
 import numpy as np
+import oracles
 import pytest
 
 import arraycnn as ac
@@ -20,6 +21,23 @@ F = torch.nn.functional
 
 STRATEGIES = [*ac.STRATEGY_NAMES, "auto"]
 GEOMETRY = {"stride": (1, 2), "padding": ((1, 0), (2, 1)), "dilation": (2, 1), "groups": 2}
+X_SHAPE, W_SHAPE = (2, 4, 9, 8), (6, 2, 3, 2)
+#: GEOMETRY at stride 1 and dilation 1, for the strategies that take no other
+#: (oracles.unsupported: Winograd).
+UNIT_GEOMETRY = {**GEOMETRY, "stride": 1, "dilation": 1}
+#: Every strategy with the geometry it runs under: GEOMETRY where it takes it.
+CASES = [
+    (name, GEOMETRY if oracles.runnable([name], X_SHAPE, W_SHAPE, **GEOMETRY) else UNIT_GEOMETRY)
+    for name in STRATEGIES
+]
+#: gradcheck's call: stride (2, 1), or 1 for the strategies that take no other stride.
+GRADCHECK_SHAPES, GRADCHECK = ((1, 2, 6, 5), (2, 2, 3, 3)), {"padding": 1, "stride": (2, 1)}
+GRADCHECK_CASES = [
+    (name, GRADCHECK["stride"] if oracles.runnable([name], *GRADCHECK_SHAPES, **GRADCHECK) else 1)
+    for name in STRATEGIES
+]
+#: The strategies that do not take GEOMETRY.
+REFUSING = [name for name, geometry in CASES if geometry is UNIT_GEOMETRY]
 
 
 def _tensors(rng, *shapes, grad=True):
@@ -48,29 +66,43 @@ def graph_size(t) -> int:
     return len(seen)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_conv2d_gradients_match_torch_autograd(strategy, rng):
-    x, w, b = _tensors(rng, (2, 4, 9, 8), (6, 2, 3, 2), (6,))
-    gy = torch.tensor(rng.standard_normal((2, 6, 6, 5)), dtype=torch.float64)
-    y = ac.conv2d(x, w, b, strategy=strategy, **GEOMETRY)
+@pytest.mark.parametrize(("strategy", "geometry"), CASES)
+def test_conv2d_gradients_match_torch_autograd(strategy, geometry, rng):
+    x, w, b = _tensors(rng, X_SHAPE, W_SHAPE, (6,))
+    expected = _torch_conv(x, w, b, **geometry)
+    gy = torch.tensor(rng.standard_normal(tuple(expected.shape)), dtype=torch.float64)
+    y = ac.conv2d(x, w, b, strategy=strategy, **geometry)
     assert y.requires_grad and y.grad_fn is not None
     y.backward(gy)
     mine = [t.grad.clone() for t in (x, w, b)]
     for t in (x, w, b):
         t.grad = None
-    expected = _torch_conv(x, w, b, **GEOMETRY)
     torch.testing.assert_close(y.detach(), expected.detach(), rtol=1e-10, atol=1e-10)
     expected.backward(gy)
     for got, t, name in zip(mine, (x, w, b), ("x", "w", "b")):
         torch.testing.assert_close(got, t.grad, rtol=1e-9, atol=1e-9, msg=name)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_conv2d_gradcheck(strategy, rng):
-    x, w, b = _tensors(rng, (1, 2, 6, 5), (2, 2, 3, 3), (2,))
+@pytest.mark.parametrize("strategy", REFUSING)
+def test_forced_strategy_refuses_a_geometry_it_does_not_take(strategy, rng):
+    """A tensor that requires grad changes nothing: the forced call raises before any
+    graph is recorded, and so does the gradcheck geometry's."""
+    x, w = _tensors(rng, X_SHAPE, W_SHAPE)
+    match = f"strategy='{strategy}' cannot run this call"
+    with pytest.raises(ValueError, match=match):
+        ac.conv2d(x, w, strategy=strategy, **GEOMETRY)
+    x, w = _tensors(rng, *GRADCHECK_SHAPES)
+    if not oracles.runnable([strategy], *GRADCHECK_SHAPES, **GRADCHECK):
+        with pytest.raises(ValueError, match=match):
+            ac.conv2d(x, w, strategy=strategy, **GRADCHECK)
+
+
+@pytest.mark.parametrize(("strategy", "stride"), GRADCHECK_CASES)
+def test_conv2d_gradcheck(strategy, stride, rng):
+    x, w, b = _tensors(rng, *GRADCHECK_SHAPES, (2,))
 
     def f(x, w, b):
-        return ac.conv2d(x, w, b, padding=1, stride=(2, 1), strategy=strategy)
+        return ac.conv2d(x, w, b, padding=1, stride=stride, strategy=strategy)
 
     assert torch.autograd.gradcheck(f, (x, w, b))
     if strategy == "auto":  # second derivatives: conv2d and conv2d_backward again
@@ -170,7 +202,7 @@ def test_inference_mode_then_normal_mode(rng):
     assert xg.grad is not None
 
 
-@pytest.mark.parametrize("strategy", ["naive", "fft", "separable", "im2col"])
+@pytest.mark.parametrize("strategy", ["naive", "fft", "separable", "im2col", "winograd"])
 def test_correlate2d_gradients(strategy, rng):
     image, kernel = _tensors(rng, (2, 7, 6), (3, 4))
 

@@ -127,7 +127,7 @@ def cupy_is_importable() -> bool:
         (["--lr", "-0.1"], "argument --lr: expected a finite number > 0, got '-0.1'"),
         (["--optimizer", "nesterov"], "argument --optimizer: unknown optimizer 'nesterov'"),
         (["--backend", "tensorflow"], "argument --backend: unknown backend 'tensorflow'"),
-        (["--strategy", "winograd"], "argument --strategy: strategy must be one of 'auto'"),
+        (["--strategy", "cook"], "argument --strategy: strategy must be one of 'auto'"),
         (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
     ],
 )

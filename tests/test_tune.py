@@ -27,7 +27,7 @@ TRUTH = cost.Calibration(
     sec_per_byte=1 / 8e9,
     sec_per_fft_flop=1 / 2e9,
     sec_per_call=5e-6,
-    factor={"naive": 1.5, "separable": 0.8, "im2col": 1.0, "fft": 1.2},
+    factor={"naive": 1.5, "separable": 0.8, "im2col": 1.0, "fft": 1.2, "winograd": 1.3},
 )
 #: The fit's starting point: neutral factors, constants far from the truth's.
 START = cost.Calibration(1e-9, 1e-9, 1e-9, 1e-9, 1e-6, factor={}, source="start")
@@ -51,7 +51,7 @@ def squared_relative_error(cal: cost.Calibration, samples: list[tune.Sample]) ->
 
 def test_synthetic_samples_cover_every_strategy_and_direction():
     samples = synthetic_samples(TRUTH)
-    assert {s.strategy for s in samples} == {"naive", "separable", "im2col", "fft"}
+    assert {s.strategy for s in samples} == {"naive", "separable", "im2col", "fft", "winograd"}
     assert {s.direction for s in samples} == {"forward", "backward"}
 
 
@@ -142,7 +142,7 @@ def test_tune_stores_a_user_calibration_the_dispatcher_uses(capsys, tmp_path):
     cal, origin = cost.calibration_for("numpy")
     assert origin == "user"
     assert cal.source.startswith("arraycnn tune --cases tiny: 2 cases, ")
-    assert set(cal.factor) == {"naive", "separable", "im2col", "fft"}
+    assert set(cal.factor) == {"naive", "separable", "im2col", "fft", "winograd"}
     assert main(["info"]) == 0
     assert "fitted on this machine by 'arraycnn tune'" in capsys.readouterr().out
 

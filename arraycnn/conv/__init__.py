@@ -379,7 +379,7 @@ def choose_strategy(
 
 
 def available_strategies(backend: str | ModuleType | None = None) -> list[str]:
-    """Strategy names runnable on ``backend`` (all four on NumPy), in a fixed order.
+    """Strategy names runnable on ``backend`` (all five on NumPy), in a fixed order.
 
     With ``backend=None`` the full list of strategy names is returned.
 
@@ -387,7 +387,7 @@ def available_strategies(backend: str | ModuleType | None = None) -> list[str]:
     --------
     >>> import arraycnn as ac
     >>> ac.available_strategies("numpy")
-    ['naive', 'separable', 'im2col', 'fft']
+    ['naive', 'separable', 'im2col', 'fft', 'winograd']
     """
     if backend is None:
         return list(STRATEGY_NAMES)

@@ -11,19 +11,23 @@ direction, exactness, the gradients a backward computes):
    its predicted seconds (:mod:`.cost`); memoised per call description (:data:`_STATIC`);
 3. **value facts** (:func:`read_values`) -- the one step that reads array values, and so
    synchronises with the device: the kernel's numerical rank where separable is still in
-   question (``r (kh + kw) < kh kw``), the inputs' finiteness where FFT would be chosen;
+   question (``r (kh + kw) < kh kw``), the inputs' finiteness where FFT or Winograd would
+   be chosen;
 4. **chosen** -- the cheapest, or with autotuning the measured fastest (:mod:`.measured`).
 
-A forced strategy never falls back: a namespace that lacks what it needs, non-finite input
-to FFT or separable, or a workspace over budget even for one output row of one sample raise
-errors. Every plan runs through one chunking mechanism (:mod:`.chunking`): batch chunks and
-bands of output rows, each run as a convolution of its own.
+A forced strategy never falls back: a namespace that lacks what it needs, a call the
+strategy does not run (:meth:`~.strategy.Strategy.why_not`: Winograd at stride 2),
+non-finite input to FFT, Winograd or separable, or a workspace over budget even for one
+output row of one sample raise errors. Every plan runs through one chunking mechanism
+(:mod:`.chunking`): batch chunks and bands of output rows, each run as a convolution of
+its own.
 
 Non-finite values (NaN, ±Inf): an output is non-finite only if its receptive field holds
 a non-finite value meeting a nonzero factor (where it meets an exact zero the result is
 unspecified: BLAS may skip zero operands); the gradients follow the same rule. The FFT
-spreads a non-finite value over the whole output, so ``auto`` keeps such input away from
-it and ``strategy="fft"`` raises; separable needs the SVD of a finite w.
+spreads a non-finite value over the whole output and Winograd over its tile, so ``auto``
+keeps such input away from them and a forced ``"fft"`` or ``"winograd"`` raises;
+separable needs the SVD of a finite w.
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ def _memoised(key: tuple[Any, ...], cal: cost.Calibration, budget: int, compute)
 def _exclusion(s: Strategy, call: Call, xp: ModuleType) -> str | None:
     if s.missing(xp):
         return f"namespace {xp.__name__} lacks {', '.join(s.missing(xp))}"
+    if s.why_not(call):
+        return s.why_not(call)
     if call.require_exact and not s.exact_sums:
         return "not exact on integer-valued data (require_exact=True)"
     if s.uses_rank and not separable_pays_off(1, call.geom):
@@ -203,6 +209,8 @@ def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: 
             f"strategy={name!r} needs {', '.join(s.missing(xp))}, which namespace "
             f"{xp.__name__} does not provide"
         )
+    if s.why_not(call):
+        raise ValueError(f"strategy={name!r} cannot run this call: {s.why_not(call)}")
     if call.require_exact and not s.exact_sums:
         exact = ", ".join(n for n, t in STRATEGIES.items() if t.exact_sums)
         raise ValueError(
@@ -312,6 +320,6 @@ def plan(
             continue
         return dataclasses.replace(chosen, reason=chosen.reason + skipped) if skipped else chosen
     raise WorkspaceError(
-        "no strategy can run this call: fft cannot take non-finite input and the others do not "
-        f"fit: {'; '.join(f'{p.strategy}: {p.reason}' for p in candidates.values())}"
+        "no strategy can run this call: fft and winograd cannot take non-finite input and the "
+        f"others do not fit: {'; '.join(f'{p.strategy}: {p.reason}' for p in candidates.values())}"
     )

@@ -1,19 +1,20 @@
 """The value-dependent facts of a call: the one place planning reads array values.
 
 Two decisions need values, not only shapes: whether the inputs are finite (the FFT
-spreads a NaN or Inf over the whole output) and the kernel's numerical rank (separable).
-Reading a value on the host is cheap; on a device it synchronises (a host round trip).
+spreads a NaN or Inf over the whole output, Winograd over its tile) and the kernel's
+numerical rank (separable). Reading a value on the host is cheap; on a device it
+synchronises (a host round trip).
 
 - On the host (NumPy, torch and JAX on the CPU), each fact is read once per call, only
-  where a decision needs it: finiteness only where FFT would be chosen or is forced, the
-  rank only where separable is still in question. Small NumPy kernels have both memoised
-  by content (a filter reapplied frame after frame is analysed once).
+  where a decision needs it: finiteness only where FFT or Winograd would be chosen or is
+  forced, the rank only where separable is still in question. Small NumPy kernels have
+  both memoised by content (a filter reapplied frame after frame is analysed once).
 - On a device (:func:`arraycnn.backend.values_on_host` is False), ``auto`` reads nothing:
-  the inputs are taken as finite, so where FFT is chosen a NaN or Inf makes every output
-  it reaches, and possibly others of its FFT tile, NaN (as cuDNN's FFT algorithms do)
-  instead of only those it reaches; and separable, whose worth depends on the rank, is
-  not considered. A forced ``strategy="separable"`` reads w's finiteness and rank there
-  (two round trips per call).
+  the inputs are taken as finite, so where FFT or Winograd is chosen a NaN or Inf makes
+  every output it reaches, and possibly others of its FFT or Winograd tile, NaN (as
+  cuDNN's FFT and Winograd algorithms do) instead of only those it reaches; and
+  separable, whose worth depends on the rank, is not considered. A forced
+  ``strategy="separable"`` reads w's finiteness and rank there (two round trips per call).
 - Traced arrays (JAX ``jit``) cannot be read: they are taken as finite, and separable is
   not considered for them.
 """
@@ -101,6 +102,7 @@ register_cache(_KERNEL_FACTS.clear)
 def nonfinite_error(name: str, bad: list[str]) -> ValueError:
     why = {
         "fft": "FFT would spread them over the whole output",
+        "winograd": "Winograd would spread them over their tiles",
         "separable": "the SVD of w is undefined",
     }
     return ValueError(

@@ -168,7 +168,9 @@ class Strategy:
     - ``needs``: namespace extensions (keys of :data:`REQUIREMENTS`); ``exact_sums``: the
       result is a plain sum of products (exact for integer-valued data whose sums fit the
       mantissa; not FFT, not the SVD factors); ``nan_local``: a NaN/Inf reaches only the
-      outputs whose receptive field holds it; ``uses_rank``: the plan needs w's rank.
+      outputs whose receptive field holds it; ``uses_rank``: the plan needs w's rank;
+      ``unsupported(call) -> str | None``: why the strategy cannot run a call (a geometry
+      or dtype it does not take), None where it can (every call, if not given).
     """
 
     name: str
@@ -181,6 +183,11 @@ class Strategy:
     exact_sums: bool = True
     nan_local: bool = True
     uses_rank: bool = False
+    unsupported: Callable[[Call], str | None] | None = None
+
+    def why_not(self, call: Call) -> str | None:
+        """Why this strategy cannot run ``call`` (None if it can)."""
+        return None if self.unsupported is None else self.unsupported(call)
 
     def missing(self, xp: ModuleType) -> list[str]:
         """The extensions this strategy needs that namespace ``xp`` lacks (empty if none)."""

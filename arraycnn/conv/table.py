@@ -5,14 +5,15 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from . import fft, im2col, naive, separable
+from . import fft, im2col, naive, separable, winograd
 from .strategy import Strategy
 
 __all__ = ["STRATEGIES", "STRATEGY_NAMES", "eligible_strategies", "parse_strategy"]
 
 #: The strategies, in the order of ``STRATEGY_NAMES``.
 STRATEGIES: dict[str, Strategy] = {
-    s.name: s for s in (naive.STRATEGY, separable.STRATEGY, im2col.STRATEGY, fft.STRATEGY)
+    s.name: s
+    for s in (naive.STRATEGY, separable.STRATEGY, im2col.STRATEGY, fft.STRATEGY, winograd.STRATEGY)
 }
 #: Valid values of ``strategy=`` other than ``"auto"``, in a fixed order.
 STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
@@ -27,7 +28,8 @@ def parse_strategy(strategy: Any) -> str:
     TypeError
         If it is not a string.
     ValueError
-        If it is not one of ``auto``, ``naive``, ``separable``, ``im2col``, ``fft``.
+        If it is not one of ``auto``, ``naive``, ``separable``, ``im2col``, ``fft``,
+        ``winograd``.
     """
     if not isinstance(strategy, str):
         raise TypeError(f"strategy must be a string, got {type(strategy).__name__} {strategy!r}")

@@ -513,7 +513,7 @@ def crossover_plot(results: list[CaseResult], backends: list[str], path: Path) -
 
     images = sorted({r.case.image for r in filters})
     kernels = sorted({r.case.kernel for r in filters})
-    colors = ["#d9d9d9", "#8dd3c7", "#fdb462", "#80b1d3", "#fb8072"]  # none + 4 strategies
+    colors = ["#d9d9d9", "#8dd3c7", "#fdb462", "#80b1d3", "#fb8072", "#bebada"]  # none + 5
     width = 2.2 + 1.1 * len(kernels) * len(FILTER_KINDS)
     height = 1.2 + 1.0 * len(images) * len(backends)
     fig, axes = plt.subplots(
@@ -533,7 +533,8 @@ def crossover_plot(results: list[CaseResult], backends: list[str], path: Path) -
                 if r.choice[backend] != best:
                     label += f"\nauto: {r.choice[backend]}\n×{r.regret(backend):.1f}"
                 ax.text(j, i, label, ha="center", va="center", fontsize=7)
-            ax.imshow(grid, cmap=ListedColormap(colors), vmin=0, vmax=4, aspect="auto")
+            cmap, top = ListedColormap(colors), len(colors) - 1
+            ax.imshow(grid, cmap=cmap, vmin=0, vmax=top, aspect="auto")
             ax.set_xticks(range(len(kernels)), [str(k) for k in kernels])
             ax.set_yticks(range(len(images)), [f"{s}²" for s in images])
             ax.set_xlabel("kernel size")

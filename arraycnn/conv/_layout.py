@@ -86,6 +86,16 @@ def grad_output_group_major(gy: Array, geom: ConvGeometry, *, xp: ModuleType) ->
     return xp.reshape(g, (geom.groups, geom.fg, geom.n * geom.ho * geom.wo))
 
 
+def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
+    """w (F, Cg, kh, kw) -> flipped, channel-swapped (C, Fg, kh, kw), group by group: the
+    kernel of the input gradient as a stride-1 correlation of gy (im2col, Winograd)."""
+    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))  # (G, Fg, Cg, kh, kw)
+    wt = xp.permute_dims(wg, (0, 2, 1, 3, 4))  # (G, Fg, Cg, kh, kw) -> (G, Cg, Fg, kh, kw)
+    wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
+    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); a view where the backend allows (callers copy)
+    return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
+
+
 def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = None) -> Array:
     """Zeros of ``shape`` with the dtype (or ``dtype``) and device of ``like``."""
     return xp.zeros(shape, dtype=like.dtype if dtype is None else dtype, device=device_of(like))

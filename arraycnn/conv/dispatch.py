@@ -116,8 +116,8 @@ def _memoised(key: tuple[Any, ...], cal: cost.Calibration, budget: int, compute)
 def _exclusion(s: Strategy, call: Call, xp: ModuleType) -> str | None:
     if s.missing(xp):
         return f"namespace {xp.__name__} lacks {', '.join(s.missing(xp))}"
-    if s.why_not(call):
-        return s.why_not(call)
+    if why := s.why_not(call):
+        return why
     if call.require_exact and not s.exact_sums:
         return "not exact on integer-valued data (require_exact=True)"
     if s.uses_rank and not separable_pays_off(1, call.geom):
@@ -209,8 +209,8 @@ def _forced(name: str, call: Call, values: Values, xp: ModuleType, cal, budget: 
             f"strategy={name!r} needs {', '.join(s.missing(xp))}, which namespace "
             f"{xp.__name__} does not provide"
         )
-    if s.why_not(call):
-        raise ValueError(f"strategy={name!r} cannot run this call: {s.why_not(call)}")
+    if why := s.why_not(call):
+        raise ValueError(f"strategy={name!r} cannot run this call: {why}")
     if call.require_exact and not s.exact_sums:
         exact = ", ".join(n for n, t in STRATEGIES.items() if t.exact_sums)
         raise ValueError(

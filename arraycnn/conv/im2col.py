@@ -59,6 +59,7 @@ from ._layout import (
     output_from_group_major,
     set_at,
     tap_bands,
+    transposed_kernel,
 )
 from .cost import shipped_calibrations
 from .strategy import Call, Counts, Strategy, gemm, traffic
@@ -232,15 +233,6 @@ def uses_transposed_input_grad(geom: ConvGeometry, price: Any = None) -> bool:
     unfolds gy (Fg per tap) where col2im adds the column gradient (Cg per tap) onto the
     input, reading and writing it once per tap."""
     return _input_grad_plan(geom, _shipped_price if price is None else price)[0] is not None
-
-
-def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """w (F, Cg, kh, kw) -> flipped, channel-swapped (C, Fg, kh, kw), group by group."""
-    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))  # (G, Fg, Cg, kh, kw)
-    wt = xp.permute_dims(wg, (0, 2, 1, 3, 4))  # (G, Fg, Cg, kh, kw) -> (G, Cg, Fg, kh, kw)
-    wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
-    # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); made contiguous by _correlate
-    return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
 
 
 # --------------------------------------------------------------------------- the strategy

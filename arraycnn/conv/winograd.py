@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 from ..backend import device_of
 from ..geometry import ConvGeometry
 from ..scratch import matmul_into, scratch
-from ._layout import ALL, set_at
+from ._layout import ALL, set_at, transposed_kernel
 from .strategy import Call, Counts, Strategy, gemm, traffic
 
 Array = Any
@@ -296,8 +296,8 @@ def correlate(x: Array, w: Array, t: Tiling, groups: int, *, xp: ModuleType) -> 
     """Stride-1 cross-correlation by Winograd tiles: x (N, C, H, W), w (F, Cg, kh, kw),
     padding ``t.padding`` (negative: cropped) -> (N, F, Ho, Wo), a fresh array."""
     (mh, mw), (kh, kw) = t.m, t.r
-    at_h, _, bt_h = (_matrix(a, x, xp=xp) for a in transforms(mh, kh))
-    at_w, _, bt_w = (_matrix(a, x, xp=xp) for a in transforms(mw, kw))
+    at_h, bt_h = (_matrix(transforms(mh, kh)[i], x, xp=xp) for i in (0, 2))
+    at_w, bt_w = (_matrix(transforms(mw, kw)[i], x, xp=xp) for i in (0, 2))
     v = _data_transform(_tiled_input(x, t, xp=xp), t, bt_h, bt_w, xp=xp)  # (A, C, P)
     a_, cg = v.shape[0], w.shape[1]
     v = xp.reshape(v, (a_, groups, cg, -1))  # (A, C, P) -> (A, G, Cg, P)
@@ -318,14 +318,6 @@ def input_grad_tiling(geom: ConvGeometry, m: tuple[int, int]) -> Tiling:
     (top, bottom), (left, right) = geom.padding
     pads = ((geom.kh - 1 - top, geom.kh - 1 - bottom), (geom.kw - 1 - left, geom.kw - 1 - right))
     return Tiling(m, (geom.kh, geom.kw), pads, (geom.h, geom.w))
-
-
-def flipped_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
-    """w (F, Cg, kh, kw) -> flipped, channel-swapped (C, Fg, kh, kw), group by group."""
-    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))  # (G, Fg, Cg, kh, kw)
-    wt = xp.permute_dims(wg, (0, 2, 1, 3, 4))  # -> (G, Cg, Fg, kh, kw)
-    wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
-    return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))  # -> (C, Fg, kh, kw)
 
 
 def _grad_output_tiles(gy: Array, t: Tiling, g_h: Array, g_w: Array, *, xp) -> Array:
@@ -510,7 +502,7 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> WinogradPlan
         counts = _counts_for(g, call.direction, call.grads, m).in_bytes(call.itemsize)
         return price(counts) if price is not None else counts.gemm_flops
 
-    m = min(choices, key=cost) if unsupported(call) is None else choices[0]
+    m = min(choices, key=cost)  # the dispatcher plans only calls Winograd runs
     one = max(_phase_elements(replace(g, n=1), call.direction, call.grads, m))
     chunk = g.n if not call.cached else max(1, min(g.n, CHUNK_ELEMENTS // max(one, 1)))
     return WinogradPlan(g, call.direction, call.itemsize, chunk, m, call.grads)
@@ -527,7 +519,7 @@ def backward(p: WinogradPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     g = p.geom
     gx = gw = None
     if "x" in p.grads:
-        wt = flipped_kernel(w, g, xp=xp)
+        wt = transposed_kernel(w, g, xp=xp)
         gx = correlate(gy, wt, input_grad_tiling(g, p.m), g.groups, xp=xp)
     if "w" in p.grads:
         gw = weight_grad(gy, x, g, p.m, xp=xp)

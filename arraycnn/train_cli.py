@@ -86,6 +86,28 @@ def seed_option(text: str) -> int:
     return _integer(text, 0)
 
 
+def workers_option(text: str) -> int:
+    """Threads for ``fit(..., workers=)`` (``--workers``): a positive integer, or a negative
+    one counting back from the CPU count (-1: all).
+
+    Examples
+    --------
+    >>> workers_option("2")
+    2
+    >>> workers_option("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: workers must be a positive int or a negative one ... got 0
+    """
+    from .nn.parallel import resolve_workers
+
+    count = _integer(text, -(os.cpu_count() or 1))
+    try:
+        return resolve_workers(count)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def learning_rate(text: str) -> float:
     """A finite number > 0 (``--lr``).
 
@@ -215,6 +237,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=seed_option, default=0, help="seed of the initial weights and shuffling"
+    )
+    parser.add_argument(
+        "--workers",
+        type=workers_option,
+        default=1,
+        help="threads that train each batch's shards at once (fit(workers=); -1: all CPUs)",
     )
     parser.add_argument(
         "--data-dir",
@@ -448,6 +476,7 @@ def run(args: argparse.Namespace) -> int:
             validation_data=(X_test, y_test),
             seed=args.seed,
             progress=not args.quiet,
+            workers=args.workers,
         )
     except WorkspaceError as exc:
         raise UsageError(f"argument --batch-size: {exc}") from None

@@ -246,14 +246,18 @@ class TrainStepTorch:
 
 
 class ArraycnnEpoch:
-    """One ``fit`` epoch of the lecture network (``auto``, Adam) on host data ``x``, ``labels``;
-    each call trains one more epoch of the same model (the optimizer's state persists)."""
+    """One ``fit`` epoch of the lecture network (``auto``, Adam) on host data ``x``, ``labels``,
+    on ``workers`` threads; each call trains one more epoch of the same model (the optimizer's
+    state persists)."""
 
-    def __init__(self, backend: str, x: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(
+        self, backend: str, x: np.ndarray, labels: np.ndarray, *, workers: int = 1
+    ) -> None:
         self.model = build_model(backend=backend, seed=MODEL_SEED)
         self.model.build(SAMPLE)
         self.opt = nn.Adam(LEARNING_RATE)
         self.x, self.labels = x, labels
+        self.workers = workers
         self.epochs = 0
 
     def __call__(self) -> Array:
@@ -268,6 +272,7 @@ class ArraycnnEpoch:
             optimizer=self.opt,
             seed=DATA_SEED + self.epochs,
             progress=False,
+            workers=self.workers,
         )
         return next(reversed(self.model.parameters().values()))
 
@@ -327,4 +332,44 @@ class TrainEpochTorch:
 
     def time_epoch(self) -> None:
         """Seconds per epoch of the same network, batches and Adam in torch.nn (the peer row)."""
+        self.epoch()
+
+
+class TrainEpochTwoWorkers:
+    """The epoch of :class:`TrainEpoch` on NumPy with ``fit(..., workers=2)``: each batch's
+    two halves on two threads (one BLAS thread each)."""
+
+    timeout = 300.0
+
+    def setup(self) -> None:
+        limit_threads()
+        self.epoch = ArraycnnEpoch("numpy", *host_epoch_data(), workers=2)
+        self.epoch()  # warm-up: dispatcher analyses at the half batch, the worker's scratch
+
+    def time_epoch(self) -> None:
+        """Seconds per epoch of Sequential.fit on two threads."""
+        self.epoch()
+
+
+class TrainEpochTorchTwoThreads:
+    """Peer row: the torch epoch on two threads (``torch.set_num_threads(2)``)."""
+
+    timeout = 300.0
+
+    def setup(self) -> None:
+        import torch
+
+        limit_threads()
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        self.epoch = TorchEpoch(*host_epoch_data())
+        self.epoch()  # warm-up
+
+    def teardown(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    def time_epoch(self) -> None:
+        """Seconds per epoch of the torch.nn twin on two threads (the peer row)."""
         self.epoch()

@@ -21,6 +21,9 @@ Run::
 
     python -m arraycnn.examples.lecture_mnist --data-dir data/mnist --epochs 5
     python -m arraycnn.examples.lecture_mnist --framework torch --threads 2
+
+``--threads`` sets both frameworks' CPU threads: torch's ``torch.set_num_threads``, arraycnn's
+``fit(..., workers=)`` (each batch's shards on that many threads, :mod:`arraycnn.nn.parallel`).
 """
 
 from __future__ import annotations
@@ -148,8 +151,10 @@ def train_arraycnn(
     progress=True,
     until=None,
     architecture="modern",
+    workers=1,
 ):
-    """Train with arraycnn; returns (model, summary dict).
+    """Train with arraycnn on ``workers`` threads (``fit(..., workers=)``); returns (model,
+    summary dict).
 
     Examples
     --------
@@ -175,10 +180,10 @@ def train_arraycnn(
         seed=seed,
         progress=progress,
         callback=_stop_at(until),
+        workers=workers,
     )
-    summary = _summary(
-        "arraycnn", history.history, {"backend": model.backend, "interrupted": history.interrupted}
-    )
+    extra = {"backend": model.backend, "interrupted": history.interrupted, "threads": workers}
+    summary = _summary("arraycnn", history.history, extra)
     return model, summary
 
 
@@ -360,7 +365,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seed", type=int, default=0, help="seed of weights and shuffling (default: %(default)s)"
     )
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch's CPU threads (default: %(default)s)"
+        "--threads",
+        type=int,
+        default=2,
+        help="CPU threads: torch's (torch.set_num_threads), arraycnn's fit(workers=) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--limit", type=int, default=None, help="use the first N train images (default: all)"
@@ -407,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary = train_torch(data, threads=args.threads, **common)
     else:
         model, summary = train_arraycnn(
-            data, backend=args.backend, strategy=args.strategy, **common
+            data, backend=args.backend, strategy=args.strategy, workers=args.threads, **common
         )
     summary.update(
         train_samples=int(data[0][0].shape[0]),

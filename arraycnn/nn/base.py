@@ -10,6 +10,7 @@ on it without importing each other. The interface::
         def forward(self, x, *, training=False) -> Array      # keeps what backward needs
         def backward(self, gy) -> Array                       # returns gx, fills self.grads
         def get_config(self) -> dict                          # Layer(**config) rebuilds it
+        def replica(self, index) -> Layer                     # a copy for a worker thread
 
 * ``build`` takes the per-sample input shape (WITHOUT the batch axis), validates it, allocates
   the parameters on ``xp`` / ``device`` / ``dtype`` and returns the per-sample output shape. A
@@ -23,6 +24,10 @@ on it without importing each other. The interface::
   the last ``forward`` and stores the gradient for each parameter in ``self.grads``. Calling it
   before ``forward`` raises RuntimeError.
 * ``get_config`` returns JSON-serialisable constructor arguments (tuples become lists).
+* ``replica(index)`` returns a copy that shares ``params`` and keeps its own ``grads`` and
+  forward state, for worker thread ``index`` of a sharded batch (``fit(..., workers=k)``,
+  :mod:`arraycnn.nn.parallel`); the base class's shallow copy suits layers that assign their
+  state in ``forward``.
 * ``build`` computes the bytes of its parameters and of one sample's output first
   (:func:`check_build_bytes`) and raises :class:`~arraycnn.budget.WorkspaceError` when either
   exceeds the memory available (:func:`arraycnn.budget.check_size`), before allocating. (The
@@ -35,6 +40,7 @@ subclasses; names starting with ``_`` are not registered.
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from types import ModuleType
@@ -208,6 +214,28 @@ class Layer:
     def get_config(self) -> dict:
         """Constructor keyword arguments, JSON-serialisable."""
         return {}
+
+    def replica(self, index: int) -> Layer:
+        """A copy of this built layer for worker thread ``index`` (>= 1) of a sharded batch
+        (:mod:`arraycnn.nn.parallel`): the same ``params`` dict (an optimizer's update reaches
+        every replica), its own ``grads`` and forward state.
+
+        The default is a shallow copy, right for layers that keep their forward state in
+        attributes assigned by ``forward``, as the interface asks. A layer with a random
+        source overrides it to give each replica its own (:class:`~arraycnn.nn.layers.Dropout`).
+
+        Examples
+        --------
+        >>> from arraycnn.nn import Dense
+        >>> layer = Dense(3, 2)
+        >>> _ = layer.build((3,), rng=np.random.default_rng(0))
+        >>> twin = layer.replica(1)
+        >>> twin.params is layer.params, twin.grads is layer.grads
+        (True, False)
+        """
+        twin = copy.copy(self)
+        twin.grads = {}
+        return twin
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

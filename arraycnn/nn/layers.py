@@ -552,6 +552,7 @@ class Dropout(Layer):
         self._device: Any = None
         self._scaled_mask: Array | None = None
         self._ran = False
+        self._replica_seeds: np.random.Generator | None = None
 
     def build(self, input_shape, *, xp=None, device=None, dtype=None, rng=None):
         shape = super().build(input_shape)
@@ -562,7 +563,29 @@ class Dropout(Layer):
         seed = int(rng.integers(0, 2**63 - 1))
         self._xp, self._device = resolve_backend(xp), device
         self._generator = random_generator(self._xp, seed, device=device)
+        self._replica_seeds = np.random.default_rng(seed)  # host: a seed per replica made
         return shape
+
+    def replica(self, index: int) -> Dropout:
+        """A copy with its own random source, seeded from this layer's (host) seed stream:
+        a seeded model's replicas drop the same units on every run.
+
+        Examples
+        --------
+        >>> layer = Dropout(0.5)
+        >>> _ = layer.build((1000,), rng=np.random.default_rng(0))
+        >>> twin = layer.replica(1)
+        >>> x = np.ones((1, 1000))
+        >>> bool((layer.forward(x, training=True) != twin.forward(x, training=True)).any())
+        True
+        """
+        twin = super().replica(index)
+        if self._generator is None:
+            raise RuntimeError("Dropout has no random source yet: call build first")
+        seed = int(self._replica_seeds.integers(0, 2**63 - 1))
+        twin._generator = random_generator(self._xp, seed, device=self._device)
+        twin._scaled_mask, twin._ran = None, False
+        return twin
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._ran = True

@@ -31,6 +31,7 @@ from ..budget import WorkspaceError
 from . import training
 from .base import sample_shape
 from .data import batches, check_seed, placement_of, positive_int, prepare_inputs, x_batch
+from .parallel import Shards, resolve_workers, shard_bounds, shard_index, sharded
 from .serialization import MODEL_DTYPES, ModelFileError, read_model, save_model
 from .training import Callback, History
 
@@ -426,6 +427,7 @@ class Sequential:
         progress: bool | None = None,
         callback: Callback | None = None,
         verbose: int | None = None,
+        workers: int | None = None,
     ) -> History:
         """Train with mini-batch gradient descent.
 
@@ -462,6 +464,16 @@ class Sequential:
         verbose : {0, 1, 2}, optional
             Keras' spelling of ``progress``: 0 is ``progress=False``, 1 and 2 are
             ``progress=True``. Giving both is allowed only where they agree.
+        workers : int, optional
+            Threads that train on each batch at once (``scipy.fft``'s convention: a negative
+            value counts back from ``os.cpu_count()``; default 1). The batch is cut into
+            ``workers`` shards that run forward and backward on replicas of the model sharing
+            its parameters; their gradients are added, weighted by their share of the batch,
+            before one optimizer step, so the update is the whole batch's up to rounding.
+            Validation runs sharded too. Dropout draws each shard's masks from its own seeded
+            source: a seeded run is reproducible for a given ``workers``. NumPy's BLAS runs
+            one thread per worker meanwhile (:mod:`arraycnn.nn.parallel`). Pays on CPU
+            backends (NumPy, array-api-strict; on torch, mind ``torch.set_num_threads``).
 
         Returns
         -------
@@ -520,10 +532,17 @@ class Sequential:
             seed=seed,
             progress=training.resolve_progress(progress, verbose),
             callback=callback,
+            workers=workers,
         )
 
     def evaluate(
-        self, X: Any, y: Any, *, batch_size: int = 256, loss: Any = None
+        self,
+        X: Any,
+        y: Any,
+        *,
+        batch_size: int = 256,
+        loss: Any = None,
+        workers: int | None = None,
     ) -> dict[str, float]:
         """Mean loss and accuracy over a data set.
 
@@ -537,6 +556,8 @@ class Sequential:
         loss : str or Loss, optional
             Default: the loss of the last ``fit``, else categorical cross-entropy (or binary
             cross-entropy for a model with one output).
+        workers : int, optional
+            Threads that evaluate each batch's shards at once (as in :meth:`fit`).
 
         Returns
         -------
@@ -558,15 +579,17 @@ class Sequential:
         >>> round(scores["loss"], 4), scores["accuracy"]
         (0.7486, 0.5)
         """
-        return training.evaluate(self, X, y, batch_size=batch_size, loss=loss)
+        return training.evaluate(self, X, y, batch_size=batch_size, loss=loss, workers=workers)
 
     # ---------------------------------------------------------------- inference
 
-    def predict_proba(self, X: Any, *, batch_size: int = 256) -> Array:
+    def predict_proba(self, X: Any, *, batch_size: int = 256, workers: int | None = None) -> Array:
         """The last layer's output for every sample (class probabilities after Softmax).
 
         ``batch_size`` is lowered where a batch's pass would not fit the memory available
         (:func:`arraycnn.nn.training.capped_batch`); results do not depend on it.
+        ``workers`` threads run each batch's shards at once (as in :meth:`fit`); a dask
+        ``X`` runs on dask's own scheduler and takes no ``workers``.
 
         Returns
         -------
@@ -577,6 +600,8 @@ class Sequential:
         ------
         WorkspaceError
             If not even one sample's pass fits the memory available.
+        ValueError
+            For ``workers`` other than 1 with a dask ``X``.
 
         Examples
         --------
@@ -588,24 +613,38 @@ class Sequential:
         ((5, 3), [1.0, 1.0, 1.0, 1.0, 1.0])
         """
         batch_size = positive_int(batch_size, "batch_size")
+        workers = resolve_workers(workers)
         if dask_arrays.is_dask_array(X):  # lazy, chunk by chunk (arraycnn.dask_arrays)
+            _no_workers_on_dask(workers)
             return dask_arrays.predict_proba(self, X, batch_size=batch_size)
         data = prepare_inputs(self, X)
         batch_size = training.capped_batch(self, batch_size, "predict")
         place = placement_of(self)
-        outputs = [
-            self.forward(x_batch(data, s, place), training=False)
-            for s in batches(data.n, batch_size)
-        ]
+        with sharded(self, workers) as shards:
+            outputs = [
+                self._forward_shards(data, s, place, shards) for s in batches(data.n, batch_size)
+            ]
         if not outputs:
             return self.xp.zeros((0, *self.output_shape), dtype=self.dtype, device=self.device)
-        return self.xp.concat(outputs, axis=0)
+        return outputs[0] if len(outputs) == 1 else self.xp.concat(outputs, axis=0)
 
-    def predict(self, X: Any, *, batch_size: int = 256) -> Array:
+    def _forward_shards(self, data: Any, index: slice, place: Any, shards: Shards | None) -> Array:
+        """Inference on rows ``index`` of ``data``, in shards on ``shards`` where given."""
+        if shards is None:
+            return self.forward(x_batch(data, index, place), training=False)
+        bounds = shard_bounds(index.stop - index.start, shards.workers)
+        pieces = [shard_index(index, lo, hi) for lo, hi in bounds]
+        parts = shards.map(
+            lambda runner, rows: runner.forward(x_batch(data, rows, place), training=False),
+            pieces,
+        )
+        return parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
+
+    def predict(self, X: Any, *, batch_size: int = 256, workers: int | None = None) -> Array:
         """Predicted class labels, shape (N,), int64, in the model's namespace.
 
         Argmax over the outputs; with a single output unit, ``output > 0.5``. Zero samples
-        give an empty array.
+        give an empty array. ``workers`` as in :meth:`predict_proba`.
 
         Examples
         --------
@@ -617,8 +656,9 @@ class Sequential:
         (dtype('int64'), (2,))
         """
         if dask_arrays.is_dask_array(X):  # lazy, chunk by chunk (arraycnn.dask_arrays)
+            _no_workers_on_dask(resolve_workers(workers))
             return dask_arrays.predict(self, X, batch_size=batch_size)
-        proba = self.predict_proba(X, batch_size=batch_size)
+        proba = self.predict_proba(X, batch_size=batch_size, workers=workers)
         xp = self.xp
         flat = xp.reshape(proba, (proba.shape[0], math.prod(proba.shape[1:])))  # (N, ...) -> (N, K)
         if flat.shape[1] == 1:
@@ -647,6 +687,15 @@ class Sequential:
         model.npz float64
         """
         return save_model(self, path)
+
+
+def _no_workers_on_dask(workers: int) -> None:
+    """Refuse ``workers`` for dask input: its chunks run on dask's scheduler."""
+    if workers != 1:
+        raise ValueError(
+            f"workers={workers}: a dask X runs on dask's own scheduler (its threads or "
+            "processes); leave workers at 1"
+        )
 
 
 def load_model(

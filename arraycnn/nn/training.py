@@ -44,6 +44,7 @@ from .data import (
 )
 from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, get_loss, one_hot
 from .optim import get_optimizer
+from .parallel import Shards, resolve_workers, shard_bounds, shard_index, sharded
 from .progress import Reporter
 
 __all__ = [
@@ -555,13 +556,81 @@ def _apply_gradients(model: _Model, optimizer: Any) -> None:
         model.set_parameters(optimizer.step(params, {k: grads[k] for k in params}))
 
 
+def _batch_length(index: Index) -> int:
+    """Samples in a batch ``index`` (a slice of consecutive rows or an array of row numbers)."""
+    if isinstance(index, slice):
+        return index.stop - (index.start or 0)
+    return len(index)
+
+
+def _shards_of(index: Index, shards: Shards | None) -> list[tuple[Index, float | None]]:
+    """The pieces of a batch for ``shards``: (rows, weight = the piece's share of the batch),
+    weight None for a batch in one piece (nothing to scale)."""
+    n = _batch_length(index)
+    bounds = shard_bounds(n, 1 if shards is None else shards.workers)
+    if len(bounds) == 1:
+        return [(index, None)]
+    return [(shard_index(index, lo, hi), (hi - lo) / n) for lo, hi in bounds]
+
+
+def _weighted_sum(values: list[Array], weights: list[float | None]) -> Array:
+    """``sum(w * v)`` of 0-d arrays (a single value with weight None: itself)."""
+    if weights == [None]:
+        return values[0]
+    total = values[0] * weights[0]
+    for value, weight in zip(values[1:], weights[1:]):
+        total = total + value * weight
+    return total
+
+
+def _add_replica_gradients(model: _Model, replicas: Sequence[Any]) -> None:
+    """Add the parameter gradients of ``replicas`` (the other shards of the batch) into the
+    model's layers' own (shard 0's)."""
+    for i, layer in enumerate(model.layers):
+        grads = getattr(layer, "grads", {})
+        for name in list(grads):
+            total = grads[name]
+            for replica in replicas:
+                total = total + replica.layers[i].grads[name]
+            grads[name] = total
+
+
+def _train_pass(
+    runner: Any,
+    model: _Model,
+    data: Dataset,
+    index: Index,
+    head: Head,
+    weight: float | None,
+) -> StepResult:
+    """Forward, loss and backward of rows ``index`` on ``runner`` (the model or a replica),
+    the loss gradient scaled by ``weight`` (the rows' share of a sharded batch)."""
+    place = placement_of(model)
+    xb = x_batch(data, index, place)
+    y = data.y[index]
+    out = runner.forward(xb, training=True, stop=head.stop)
+    value, g = head.loss(out, _targets(y, head, model, place))
+    if weight is not None:
+        g = g * weight
+    runner.backward(g, stop=head.stop, input_grad=False)  # nobody uses d loss / d X
+    hits = count_correct(out, y, logits=head.logits, place=place)
+    return StepResult(value, hits, int(xb.shape[0]))
+
+
 def train_step(
-    model: _Model, data: Dataset, index: Index, head: Head, optimizer: Any
+    model: _Model,
+    data: Dataset,
+    index: Index,
+    head: Head,
+    optimizer: Any,
+    shards: Shards | None = None,
 ) -> StepResult:
     """Forward, loss, backward and one optimizer step on the batch ``index`` of ``data``.
 
     Makes no host round trip: the batch moves to the device (NumPy data) and the loss and
-    the correct predictions stay there.
+    the correct predictions stay there. With ``shards`` (``fit(..., workers=k)``), the batch's
+    pieces run at once on the model and its replicas and their gradients are added before the
+    step (:mod:`arraycnn.nn.parallel`).
 
     Returns
     -------
@@ -581,15 +650,29 @@ def train_step(
     >>> round(float(result.loss), 4), int(result.correct), result.count
     (0.7486, 1, 2)
     """
-    place = placement_of(model)
-    xb = x_batch(data, index, place)
-    y = data.y[index]
-    out = model.forward(xb, training=True, stop=head.stop)
-    value, g = head.loss(out, _targets(y, head, model, place))
-    model.backward(g, stop=head.stop, input_grad=False)  # nobody uses d loss / d X
+    pieces = _shards_of(index, shards)
+    if shards is None:
+        results = [_train_pass(model, model, data, index, head, None)]
+    else:
+        results = shards.map(
+            lambda runner, piece: _train_pass(runner, model, data, piece[0], head, piece[1]),
+            pieces,
+        )
+        _add_replica_gradients(model, shards.runners[1 : len(pieces)])
     _apply_gradients(model, optimizer)
-    hits = count_correct(out, y, logits=head.logits, place=place)
-    return StepResult(value, hits, int(xb.shape[0]))
+    weights = [weight for _, weight in pieces]
+    return _combined(results, weights)
+
+
+def _combined(results: list[StepResult], weights: list[float | None]) -> StepResult:
+    """One :class:`StepResult` for a batch from its pieces' (loss weighted by share)."""
+    if len(results) == 1:
+        return results[0]
+    hits = results[0].correct
+    for result in results[1:]:
+        hits = hits + result.correct
+    loss = _weighted_sum([result.loss for result in results], weights)
+    return StepResult(loss, hits, sum(result.count for result in results))
 
 
 @dataclass
@@ -652,6 +735,8 @@ class _Run:
     batch_size: int
     shuffle: bool
     rng: np.random.Generator
+    workers: int = 1
+    shards: Shards | None = None
     history: History = field(default_factory=History)
     flag: StopFlag = field(default_factory=StopFlag)
     warned_non_finite: bool = False
@@ -672,19 +757,21 @@ def _start_run(
     validation_data: Any,
     shuffle: bool,
     seed: int | None,
+    workers: Any = None,
 ) -> _Run:
     """Check the arguments of :func:`fit` (same order) and its data, building the model if
     needed, and the memory of a batch; set the model's loss and optimizer."""
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     loss_fn, opt = resolve_loss(loss), resolve_optimizer(optimizer)
     shuffle, seed = check_flag(shuffle, "shuffle"), check_seed(seed, "seed")
+    workers = resolve_workers(workers)
     train = prepare_labeled(model, X, y, nonempty=True)
     validation = _validation_set(model, validation_data)
     check_batch(model, min(batch_size, train.n), "fit", training=True)
     model.loss, model.optimizer = loss_fn, opt
     head = training_head(model.layers, model.output_shape, loss_fn)
     rng = np.random.default_rng(model.seed if seed is None else seed)
-    return _Run(model, train, validation, head, opt, epochs, batch_size, shuffle, rng)
+    return _Run(model, train, validation, head, opt, epochs, batch_size, shuffle, rng, workers)
 
 
 def _train_epoch(run: _Run, reporter: Reporter) -> _Tally:
@@ -693,7 +780,7 @@ def _train_epoch(run: _Run, reporter: Reporter) -> _Tally:
     order = epoch_order(run.rng, run.train.n, run.shuffle)
     for index in batches(run.train.n, run.batch_size, order):
         try:
-            result = train_step(run.model, run.train, index, run.head, run.optimizer)
+            result = train_step(run.model, run.train, index, run.head, run.optimizer, run.shards)
         except KeyboardInterrupt:
             run.flag.requested = True
             break
@@ -730,7 +817,11 @@ def _run_epoch(run: _Run, epoch: int, reporter: Reporter) -> dict[str, float] | 
         return None
     validation = run.validation
     batch_size = max(1, min(max(run.batch_size, 256), largest_batch(run.model)))
-    scores = None if validation is None else evaluate_dataset(run.model, validation, batch_size)
+    scores = (
+        None
+        if validation is None
+        else evaluate_dataset(run.model, validation, batch_size, shards=run.shards)
+    )
     metrics = _epoch_metrics(tally, scores, started)
     _warn_if_non_finite(run, epoch, metrics["loss"])
     run.history.record(epoch, metrics)
@@ -781,6 +872,7 @@ def fit(
     seed: int | None = None,
     progress: bool = True,
     callback: Callback | None = None,
+    workers: Any = None,
 ) -> History:
     """Train ``model`` with mini-batch gradient descent (see :meth:`Sequential.fit`).
 
@@ -796,9 +888,10 @@ def fit(
     callback = _check_callback(callback)
     progress = check_flag(progress, "progress")
     run = _start_run(
-        model, X, y, epochs, batch_size, loss, optimizer, validation_data, shuffle, seed
+        model, X, y, epochs, batch_size, loss, optimizer, validation_data, shuffle, seed, workers
     )
-    with stop_on_sigint(run.flag), Reporter(progress, run.epochs, run.steps_per_epoch) as reporter:
+    reporter = Reporter(progress, run.epochs, run.steps_per_epoch)
+    with stop_on_sigint(run.flag), sharded(model, run.workers) as run.shards, reporter:
         for epoch in range(1, run.epochs + 1):
             metrics = _run_epoch(run, epoch, reporter)
             if metrics is None or _callback_stops(callback, epoch, metrics):
@@ -806,14 +899,30 @@ def fit(
     return run.history
 
 
+def _eval_pass(runner: Any, model: _Model, data: Dataset, index: Index, head: Head) -> StepResult:
+    """Loss and correct predictions of rows ``index`` on ``runner`` (the model or a replica),
+    in inference mode."""
+    place = placement_of(model)
+    out = runner.forward(x_batch(data, index, place), training=False, stop=head.stop)
+    value, _ = head.loss(out, _targets(data.y[index], head, model, place))
+    hits = count_correct(out, data.y[index], logits=head.logits, place=place)
+    return StepResult(value, hits, _batch_length(index))
+
+
 def evaluate_dataset(
-    model: _Model, data: Dataset, batch_size: int, loss: Loss | None = None
+    model: _Model,
+    data: Dataset,
+    batch_size: int,
+    loss: Loss | None = None,
+    *,
+    shards: Shards | None = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over a checked :class:`Dataset`.
 
     ``loss`` defaults to the model's (the last ``fit``'s); the fused head applies as in
     training. The sums stay on the device and are read once, at the end (two host round
-    trips, however many batches).
+    trips, however many batches). With ``shards``, each batch's pieces run at once on the
+    model and its replicas (:mod:`arraycnn.nn.parallel`).
 
     Examples
     --------
@@ -829,18 +938,27 @@ def evaluate_dataset(
     if data.n == 0:
         raise ValueError("there is nothing to evaluate: 0 samples")
     head = training_head(model.layers, model.output_shape, model.loss if loss is None else loss)
-    place = placement_of(model)
     tally = _Tally()
     for s in batches(data.n, batch_size):
-        out = model.forward(x_batch(data, s, place), training=False, stop=head.stop)
-        value, _ = head.loss(out, _targets(data.y[s], head, model, place))
-        hits = count_correct(out, data.y[s], logits=head.logits, place=place)
-        tally.add(StepResult(value, hits, s.stop - s.start), place.xp)
+        pieces = _shards_of(s, shards)
+        if shards is None:
+            results = [_eval_pass(model, model, data, s, head)]
+        else:
+            results = shards.map(
+                lambda runner, piece: _eval_pass(runner, model, data, piece[0], head), pieces
+            )
+        tally.add(_combined(results, [weight for _, weight in pieces]), model.xp)
     return tally.means()
 
 
 def evaluate(
-    model: _Model, X: Any, y: Any, *, batch_size: int = 256, loss: Any = None
+    model: _Model,
+    X: Any,
+    y: Any,
+    *,
+    batch_size: int = 256,
+    loss: Any = None,
+    workers: Any = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy over a data set (see :meth:`Sequential.evaluate`).
 
@@ -853,6 +971,7 @@ def evaluate(
     ['accuracy', 'loss']
     """
     batch_size = positive_int(batch_size, "batch_size")
+    workers = resolve_workers(workers)
     data = prepare_labeled(model, X, y, nonempty=True)
     batch_size = capped_batch(model, batch_size, "evaluate")
     if loss is None:
@@ -860,4 +979,5 @@ def evaluate(
     if loss is None:
         single = num_outputs(model.output_shape) == 1
         loss = "binary_crossentropy" if single else "categorical_crossentropy"
-    return evaluate_dataset(model, data, batch_size, resolve_loss(loss))
+    with sharded(model, workers) as shards:
+        return evaluate_dataset(model, data, batch_size, resolve_loss(loss), shards=shards)

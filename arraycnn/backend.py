@@ -148,6 +148,10 @@ def resolve_backend(backend: str | ModuleType | None) -> ModuleType:
     )
 
 
+#: array_api_compat's namespace of a NumPy array (what ``array_namespace`` returns for one).
+_NUMPY_NAMESPACE = array_api_compat.array_namespace(np.empty(0))
+
+
 def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleType:
     """Return the one namespace shared by ``arrays`` (``None`` entries are skipped).
 
@@ -170,6 +174,9 @@ def namespace_of(*arrays: Any, names: tuple[str, ...] | None = None) -> ModuleTy
     spaces: dict[str, ModuleType] = {}
     for name, a in zip(names, arrays):
         if a is None:
+            continue
+        if type(a) is np.ndarray:  # the common case, answered without array_namespace's walk
+            spaces[name] = _NUMPY_NAMESPACE
             continue
         try:
             spaces[name] = array_api_compat.array_namespace(a)

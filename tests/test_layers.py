@@ -376,6 +376,24 @@ def test_build_rejects_shapes_that_do_not_fit(layer, shape, match):
 
 
 @pytest.mark.parametrize(
+    ("layer", "dtype", "match"),
+    [
+        (Conv2D(1, 4, 3, stride=2, strategy="winograd"), None, r"stride \(2, 2\): Winograd"),
+        (Conv2D(1, 4, 3, dilation=2, strategy="winograd"), None, r"dilation \(2, 2\)"),
+        (Conv2D(1, 4, 1, strategy="winograd"), None, r"a 1x1 kernel has no taps to save"),
+        (Conv2D(1, 4, 3, strategy="winograd"), "float16", r"dtype float16: Winograd runs in"),
+    ],
+    ids=str,
+)
+def test_build_refuses_a_forced_strategy_that_cannot_run_the_layer(layer, dtype, match):
+    """At build, not at the first forward: the message names the strategy and the reason."""
+    with pytest.raises(ValueError, match=r"Conv2D: strategy='winograd' cannot run this layer: "):
+        layer.build((1, 8, 8), dtype=dtype, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=match):
+        layer.build((1, 8, 8), dtype=dtype, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
     ("make", "error", "match"),
     [
         (lambda: Conv2D(0, 4, 3), ValueError, r"Conv2D: in_channels must be positive"),

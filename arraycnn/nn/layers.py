@@ -23,8 +23,9 @@ from ..backend import (
     resolve_dtype,
 )
 from ..conv import conv2d, conv2d_backward
-from ..conv.table import parse_strategy
-from ..geometry import Padding, conv_geometry, pair, pool_geometry, resolve_padding
+from ..conv.dispatch import describe
+from ..conv.table import STRATEGIES, parse_strategy
+from ..geometry import ConvGeometry, Padding, conv_geometry, pair, pool_geometry, resolve_padding
 from ..pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
 from .base import LAYERS, Layer, check_build_bytes, sample_shape
 from .init import get_initializer, zeros
@@ -79,6 +80,29 @@ def _check_input_rank(x: Array, ndim: int, letters: str, owner: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # convolution
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_forced_strategy(strategy: str, w: Array, geom: ConvGeometry, xp: Any) -> None:
+    """Refuse, at build, a forced ``strategy`` that cannot run the layer (its stride,
+    dilation, kernel or dtype; a namespace without what it needs) rather than at the first
+    forward. ``auto`` always can.
+
+    Raises
+    ------
+    ValueError
+        Naming the strategy and the reason.
+    """
+    if strategy == "auto":
+        return
+    chosen = STRATEGIES[strategy]
+    if missing := chosen.missing(xp):
+        raise ValueError(
+            f"Conv2D: strategy={strategy!r} needs {', '.join(missing)}, which namespace "
+            f"{xp.__name__} does not provide"
+        )
+    for direction in ("forward", "backward"):
+        if why := chosen.why_not(describe(w, geom, xp=xp, direction=direction)):
+            raise ValueError(f"Conv2D: strategy={strategy!r} cannot run this layer: {why}")
 
 
 class Conv2D(Layer):
@@ -207,6 +231,7 @@ class Conv2D(Layer):
         }
         if self.bias:
             self.params["b"] = zeros((f,), xp=space, device=device, dtype=dtype)
+        _check_forced_strategy(self.strategy, self.params["w"], geom, space)
         self.grads = {}
         self.input_shape, self.output_shape = shape, output
         return self.output_shape

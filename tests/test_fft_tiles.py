@@ -373,3 +373,32 @@ def test_workspace_prediction_bounds_the_measured_peak(
     predicted = chunking.workspace_bytes(fft.STRATEGY, p)
     assert measured <= predicted, (measured, predicted)
     assert predicted <= 4 * measured + SMALL_ARRAYS_BYTES, (measured, predicted)
+
+
+# --------------------------------------------------------------------------- spectra in pieces
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 3000, 1 << 30])
+def test_spectra_in_pieces_are_exact_and_never_escape(rng, monkeypatch, piece_bytes):
+    """NumPy transforms run in pieces of the batch into scratch (one sample a piece, a few,
+    all but the first): the gradients match SciPy's and stay as they were after another
+    call with other data reuses the scratch."""
+    monkeypatch.setattr(fft, "TRANSFORM_PIECE_BYTES", piece_bytes)
+    kw = {"padding": 2, "stride": 1}
+    w = rng.standard_normal((4, 3, 5, 5))
+    results = []
+    for _ in range(2):
+        x, gy = rng.standard_normal((7, 3, 9, 10)), rng.standard_normal((7, 4, 9, 10))
+        y = ac.conv2d(x, w, strategy="fft", **kw)
+        gx, gw, _ = ac.conv2d_backward(gy, x, w, strategy="fft", **kw)
+        results.append((x, gy, y, y.copy(), gx, gx.copy(), gw, gw.copy()))
+    for x, gy, y, y0, gx, gx0, gw, gw0 in results:
+        np.testing.assert_array_equal(y, y0)  # the later call wrote nothing into them
+        np.testing.assert_array_equal(gx, gx0)
+        np.testing.assert_array_equal(gw, gw0)
+        expected_gx, expected_gw, _ = oracles.correlate_scipy_backward(gy, x, w, **kw)
+        scale_x, scale_w = oracles.norm_scales(x, w, None, gy, **kw)[1:3]
+        scale_y = oracles.norm_scales(x, w, **kw)[0]
+        assert_close(y, oracles.correlate_scipy(x, w, **kw), scale=scale_y)
+        assert_close(gx, expected_gx, scale=scale_x)
+        assert_close(gw, expected_gw, scale=scale_w)

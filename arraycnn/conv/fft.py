@@ -44,6 +44,7 @@ from typing import Any
 
 import array_api_extra as xpx
 import scipy.fft
+from array_api_compat import is_numpy_array
 
 from ..backend import backend_name, device_of, fft_module
 from ..geometry import ConvGeometry
@@ -91,6 +92,37 @@ def _from_freq_major(z: Array, lh: int, lw2: int, *, xp: ModuleType) -> Array:
     # (G, Lh*Lw2, A, B) -> (G, Lh, Lw2, A, B)
     z = xp.reshape(z, (g, lh, lw2, a, b))
     return xp.permute_dims(z, (3, 0, 4, 1, 2))  # (A, G, B, Lh, Lw2)
+
+
+#: Bytes of output per piece of a NumPy transform written into scratch (:func:`_transform_into`).
+TRANSFORM_PIECE_BYTES = 2097152
+
+
+def _transform_into(
+    tag: str, transform: Callable[..., Array], a: Array, *, xp: ModuleType, **kwargs: Any
+) -> Array:
+    """``transform(a, **kwargs)`` (an FFT module's transform over trailing axes); for a NumPy
+    ``a``, computed in pieces of its leading axis of at most :data:`TRANSFORM_PIECE_BYTES` of
+    output each, written into the scratch buffer ``tag``.
+
+    scipy.fft writes its results into fresh arrays only. Freed, a large one goes back to the
+    OS and the next call faults its pages in again: on the lecture layer's backward (64 x 16
+    x 14 x 14, 32 filters 5 x 5) 2776 page faults, a third of its time (docs/performance.md).
+    Pieces this small are reused by the allocator, and the buffer stays warm. Elsewhere (a
+    device; the array API's ``xp.fft``) one call. The result is scratch: it must not escape.
+    """
+    n = a.shape[0]
+    if not is_numpy_array(a) or n < 2:
+        return transform(a, **kwargs)
+    first = transform(a[:1], **kwargs)
+    rows = max(1, TRANSFORM_PIECE_BYTES // first.nbytes)
+    rest = (ALL,) * (first.ndim - 1)
+    out = scratch(tag, (n, *first.shape[1:]), like=first, xp=xp)
+    out = set_at(out, (slice(0, 1), *rest), first, xp=xp)
+    for lo in range(1, n, rows):
+        piece = transform(a[lo : lo + rows], **kwargs)
+        out = set_at(out, (slice(lo, lo + rows), *rest), piece, xp=xp)
+    return out
 
 
 # --------------------------------------------------------------------------- forward pieces
@@ -554,7 +586,8 @@ def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array
     shape = forward_shape(geom)
     # (N, C, H, W) -> (N, G, Cg, H, W)
     x5 = xp.reshape(x, (geom.n, geom.groups, geom.cg, geom.h, geom.w))
-    xf = fft.rfftn(_padded_input(x5, shape, xp=xp), axes=AXES)  # (N, G, Cg, Lh, Lw2)
+    xpad = _padded_input(x5, shape, xp=xp)
+    xf = _transform_into("fft.x_spectrum", fft.rfftn, xpad, xp=xp, axes=AXES)  # (N, G, Cg, Lh, Lw2)
     (top, _), (left, _) = geom.padding
     start_r, first_r = _placement(geom.h, geom.kh_dilated, top)
     start_c, first_c = _placement(geom.w, geom.kw_dilated, left)
@@ -586,7 +619,7 @@ def _input_spectrum(x: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp,
     xpad = pad_input(x, geom, xp=xp)
     # (N, C, Hp, Wp) -> (N, G, Cg, Hp, Wp)
     xpad = xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
-    return fft.rfftn(xpad, s=shape, axes=AXES)
+    return _transform_into("fft.x_spectrum", fft.rfftn, xpad, xp=xp, s=shape, axes=AXES)
 
 
 def _weight_spectrum(w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
@@ -617,7 +650,8 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, 
     fft = fft_module(xp)
     shape = fast_shape(geom)
     lh, lw2 = shape[0], shape[1] // 2 + 1
-    gyf = fft.rfftn(_upsample_grad(gy, geom, xp=xp), s=shape, axes=AXES)  # (N, G, Fg, Lh, Lw2)
+    gy5 = _upsample_grad(gy, geom, xp=xp)  # (N, G, Fg, Hv, Wv)
+    gyf = _transform_into("fft.gy_spectrum", fft.rfftn, gy5, xp=xp, s=shape, axes=AXES)
     gyf = _to_freq_major(gyf, xp=xp)  # (G, P, N, Fg)
     gx = None
     if "x" in grads:  # GX[n, g, c] = sum_f GY[n, g, f] * Wf[g, f, c]
@@ -625,10 +659,11 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, 
         wf = _to_freq_major(wf, xp=xp)  # (G, P, Fg, Cg)
         gxf = _from_freq_major(_contract(gyf, wf, xp=xp), lh, lw2, xp=xp)  # (N, G, Cg, Lh, Lw2)
         del wf
-        gxp = fft.irfftn(gxf, s=shape, axes=AXES)[..., : geom.hp, : geom.wp]  # (N, G, Cg, Hp, Wp)
+        gxd = _transform_into("fft.gx", fft.irfftn, gxf, xp=xp, s=shape, axes=AXES)
+        gxp = gxd[..., : geom.hp, : geom.wp]  # (N, G, Cg, Lh, Lw) -> (N, G, Cg, Hp, Wp)
         # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
         gxp = xp.reshape(gxp, (geom.n, geom.c, geom.hp, geom.wp))
-        gx = xp.astype(crop_padding(gxp, geom), x.dtype, copy=False)
+        gx = xp.astype(crop_padding(gxp, geom), x.dtype, copy=True)  # fresh: gxd is scratch
     if "w" not in grads:
         return gx, None
     # weight gradient: GW[g, f, c] = sum_n conj(GY[n, g, f]) * X[n, g, c]

@@ -66,6 +66,15 @@ def test_train_digits_writes_model_curve_and_history(tmp_path, capsys):
     assert f"{accuracy:.4f}" in text
 
 
+def test_train_on_two_workers(tmp_path, capsys):
+    """--workers 2: each batch's halves on two threads; the run learns like one thread."""
+    out = tmp_path / "out"
+    argv = ["train", "--epochs", "3", "--batch-size", "32", "--limit", "700", "--workers", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    record = json.loads((out / "history_digits.json").read_text())
+    assert record["test_accuracy"] > 0.8
+
+
 def test_train_mnist_from_idx_files(tmp_path, rng, capsys):
     data_dir = write_fake_mnist(tmp_path / "mnist", rng)
     out = tmp_path / "out"
@@ -129,6 +138,9 @@ def cupy_is_importable() -> bool:
         (["--backend", "tensorflow"], "argument --backend: unknown backend 'tensorflow'"),
         (["--strategy", "cook"], "argument --strategy: strategy must be one of 'auto'"),
         (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+        (["--workers", "0"], "argument --workers: workers must be a positive int or a negative"),
+        (["--workers", "two"], "argument --workers: expected an integer, got 'two'"),
+        (["--workers", "-100000"], "argument --workers: must be >= -"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path, capsys, options, message):

@@ -88,6 +88,12 @@ def test_one_sgd_step_follows_the_finite_difference_gradient(xp, rng):
     )
     after = {k: np.asarray(to_numpy(v)) for k, v in model.parameters().items()}
     assert set(before) == {"0.w", "0.b", "4.w", "4.b"}
+    check_sgd_step(before, after, lr, X, y)
+
+
+def check_sgd_step(before: dict, after: dict, lr: float, X: np.ndarray, y: np.ndarray) -> None:
+    """Every parameter of small_cnn moved by -lr * dL/dp of the mean loss over (X, y), the
+    gradient from finite differences of the loop forward."""
     for key in before:
         claimed = (before[key] - after[key]) / lr
 

@@ -50,7 +50,14 @@ import numpy as np
 
 from ..budget import check_size, memory_limit
 
-__all__ = ["LAYERS", "Layer", "check_build_bytes", "sample_shape"]
+__all__ = [
+    "LAYERS",
+    "Layer",
+    "backward_through",
+    "check_build_bytes",
+    "forward_through",
+    "sample_shape",
+]
 
 Array = Any
 
@@ -249,3 +256,45 @@ class Layer:
     def _need_params(self) -> None:
         if not self.params:
             raise RuntimeError(f"{type(self).__name__} has no parameters yet: call build first")
+
+
+def forward_through(
+    layers: list[Any], x: Array, *, training: bool = False, stop: int | None = None
+) -> Array:
+    """Run ``layers[:stop]`` in order on ``x`` (the forward pass of
+    :class:`~arraycnn.nn.model.Sequential` and of its thread replicas).
+
+    Examples
+    --------
+    >>> class Double(Layer):
+    ...     def forward(self, x, *, training=False):
+    ...         return 2 * x
+    >>> forward_through([Double(), Double(), Double()], np.ones(2), stop=-1)
+    array([4., 4.])
+    """
+    for layer in layers[:stop]:
+        x = layer.forward(x, training=training)
+    return x
+
+
+def backward_through(
+    layers: list[Any], gy: Array, *, stop: int | None = None, input_grad: bool = True
+) -> Array | None:
+    """Back-propagate ``gy`` through ``layers[:stop]`` in reverse, filling their grads; the
+    first layer skips its input gradient where ``input_grad`` is False and it can (a
+    Conv2D's ``input_grad``).
+
+    Examples
+    --------
+    >>> class Double(Layer):
+    ...     def backward(self, gy):
+    ...         return 2 * gy
+    >>> backward_through([Double(), Double()], np.ones(2))
+    array([4., 4.])
+    """
+    layers = layers[:stop]
+    if layers and hasattr(layers[0], "input_grad"):
+        layers[0].input_grad = input_grad
+    for layer in reversed(layers):
+        gy = layer.backward(gy)
+    return gy

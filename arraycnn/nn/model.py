@@ -29,7 +29,7 @@ from .. import dask_arrays
 from ..backend import backend_name, device_of, resolve_backend
 from ..budget import WorkspaceError
 from . import training
-from .base import sample_shape
+from .base import backward_through, forward_through, sample_shape
 from .data import batches, check_seed, placement_of, positive_int, prepare_inputs, x_batch
 from .parallel import Shards, resolve_workers, shard_bounds, shard_index, sharded
 from .serialization import MODEL_DTYPES, ModelFileError, read_model, save_model
@@ -376,9 +376,7 @@ class Sequential:
         >>> model.forward(np.ones((4, 3), dtype=np.float32)).sum(axis=1).round(4)
         array([1., 1., 1., 1.], dtype=float32)
         """
-        for layer in self.layers[:stop]:
-            x = layer.forward(x, training=training)
-        return x
+        return forward_through(self.layers, x, training=training, stop=stop)
 
     def backward(
         self, gy: Array, *, stop: int | None = None, input_grad: bool = True
@@ -403,12 +401,7 @@ class Sequential:
         >>> model.backward(np.ones((4, 2), dtype=np.float32)).shape
         (4, 3)
         """
-        layers = self.layers[:stop]
-        if layers and hasattr(layers[0], "input_grad"):
-            layers[0].input_grad = input_grad
-        for layer in reversed(layers):
-            gy = layer.backward(gy)
-        return gy
+        return backward_through(self.layers, gy, stop=stop, input_grad=input_grad)
 
     # ---------------------------------------------------------------- training
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backend import backend_name
+from .base import backward_through, forward_through
 from .data import Index
 
 __all__ = ["Replica", "Shards", "resolve_workers", "shard_bounds", "shard_index", "sharded"]
@@ -148,20 +149,13 @@ class Replica:
 
     def forward(self, x: Array, *, training: bool = False, stop: int | None = None) -> Array:
         """As :meth:`Sequential.forward <arraycnn.nn.model.Sequential.forward>`."""
-        for layer in self.layers[:stop]:
-            x = layer.forward(x, training=training)
-        return x
+        return forward_through(self.layers, x, training=training, stop=stop)
 
     def backward(
         self, gy: Array, *, stop: int | None = None, input_grad: bool = True
     ) -> Array | None:
         """As :meth:`Sequential.backward <arraycnn.nn.model.Sequential.backward>`."""
-        layers = self.layers[:stop]
-        if layers and hasattr(layers[0], "input_grad"):
-            layers[0].input_grad = input_grad
-        for layer in reversed(layers):
-            gy = layer.backward(gy)
-        return gy
+        return backward_through(self.layers, gy, stop=stop, input_grad=input_grad)
 
 
 @dataclass

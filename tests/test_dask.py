@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.signal
+from test_filters import reflect_pads
 
 import arraycnn as ac
 from arraycnn.testing import assert_close
@@ -42,15 +43,7 @@ def _synchronous_scheduler():
 
 def _reflect_oracle(image, kernel, mode, *, convolve):
     """SciPy's "valid" filter of the image extended with numpy.pad(mode="reflect")."""
-    pads = []
-    for k in kernel.shape:
-        if mode == "full":
-            pads.append((k - 1, k - 1))
-        elif mode == "same":
-            lo, hi = (k - 1) // 2, k // 2
-            pads.append((hi, lo) if convolve else (lo, hi))
-        else:
-            pads.append((0, 0))
+    pads = reflect_pads(mode, kernel.shape, "convolve2d" if convolve else "correlate2d")
     extended = np.pad(image, pads, mode="reflect")
     scipy_filter = scipy.signal.convolve2d if convolve else scipy.signal.correlate2d
     return scipy_filter(extended, kernel, "valid")

@@ -31,7 +31,7 @@ from ..budget import WorkspaceError
 from . import training
 from .base import backward_through, forward_through, sample_shape
 from .data import batches, check_seed, placement_of, positive_int, prepare_inputs, x_batch
-from .parallel import Shards, resolve_workers, shard_bounds, shard_index, sharded
+from .parallel import Shards, resolve_workers, shard_rows, sharded
 from .serialization import MODEL_DTYPES, ModelFileError, read_model, save_model
 from .training import Callback, History
 
@@ -625,8 +625,7 @@ class Sequential:
         """Inference on rows ``index`` of ``data``, in shards on ``shards`` where given."""
         if shards is None:
             return self.forward(x_batch(data, index, place), training=False)
-        bounds = shard_bounds(index.stop - index.start, shards.workers)
-        pieces = [shard_index(index, lo, hi) for lo, hi in bounds]
+        pieces = [rows for rows, _ in shard_rows(index, shards.workers)]
         parts = shards.map(
             lambda runner, rows: runner.forward(x_batch(data, rows, place), training=False),
             pieces,

@@ -35,7 +35,16 @@ from ..backend import backend_name
 from .base import backward_through, forward_through
 from .data import Index
 
-__all__ = ["Replica", "Shards", "resolve_workers", "shard_bounds", "shard_index", "sharded"]
+__all__ = [
+    "Replica",
+    "Shards",
+    "batch_length",
+    "resolve_workers",
+    "shard_bounds",
+    "shard_index",
+    "shard_rows",
+    "sharded",
+]
 
 Array = Any
 
@@ -118,6 +127,33 @@ def shard_index(index: Index, lo: int, hi: int) -> Index:
         start = index.start or 0
         return slice(start + lo, start + hi)
     return index[lo:hi]
+
+
+def batch_length(index: Index) -> int:
+    """Samples in a batch ``index`` (a slice of consecutive rows or an array of row numbers).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batch_length(slice(10, 20)), batch_length(np.array([7, 3, 5]))
+    (10, 3)
+    """
+    if isinstance(index, slice):
+        return index.stop - (index.start or 0)
+    return len(index)
+
+
+def shard_rows(index: Index, workers: int) -> list[tuple[Index, int]]:
+    """The shards of a batch ``index`` for ``workers`` threads: (rows, their count) each
+    (:func:`shard_bounds`, :func:`shard_index`).
+
+    Examples
+    --------
+    >>> shard_rows(slice(10, 15), 2)
+    [(slice(10, 13, None), 3), (slice(13, 15, None), 2)]
+    """
+    bounds = shard_bounds(batch_length(index), workers)
+    return [(shard_index(index, lo, hi), hi - lo) for lo, hi in bounds]
 
 
 class Replica:

@@ -44,7 +44,7 @@ from .data import (
 )
 from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, get_loss, one_hot
 from .optim import get_optimizer
-from .parallel import Shards, resolve_workers, shard_bounds, shard_index, sharded
+from .parallel import Shards, batch_length, resolve_workers, shard_rows, sharded
 from .progress import Reporter
 
 __all__ = [
@@ -556,21 +556,14 @@ def _apply_gradients(model: _Model, optimizer: Any) -> None:
         model.set_parameters(optimizer.step(params, {k: grads[k] for k in params}))
 
 
-def _batch_length(index: Index) -> int:
-    """Samples in a batch ``index`` (a slice of consecutive rows or an array of row numbers)."""
-    if isinstance(index, slice):
-        return index.stop - (index.start or 0)
-    return len(index)
-
-
 def _shards_of(index: Index, shards: Shards | None) -> list[tuple[Index, float | None]]:
     """The pieces of a batch for ``shards``: (rows, weight = the piece's share of the batch),
     weight None for a batch in one piece (nothing to scale)."""
-    n = _batch_length(index)
-    bounds = shard_bounds(n, 1 if shards is None else shards.workers)
-    if len(bounds) == 1:
+    pieces = shard_rows(index, 1 if shards is None else shards.workers)
+    if len(pieces) == 1:
         return [(index, None)]
-    return [(shard_index(index, lo, hi), (hi - lo) / n) for lo, hi in bounds]
+    n = sum(count for _, count in pieces)
+    return [(rows, count / n) for rows, count in pieces]
 
 
 def _weighted_sum(values: list[Array], weights: list[float | None]) -> Array:
@@ -906,7 +899,7 @@ def _eval_pass(runner: Any, model: _Model, data: Dataset, index: Index, head: He
     out = runner.forward(x_batch(data, index, place), training=False, stop=head.stop)
     value, _ = head.loss(out, _targets(data.y[index], head, model, place))
     hits = count_correct(out, data.y[index], logits=head.logits, place=place)
-    return StepResult(value, hits, _batch_length(index))
+    return StepResult(value, hits, batch_length(index))
 
 
 def evaluate_dataset(

@@ -87,11 +87,20 @@ def _to_freq_major(z: Array, *, xp: ModuleType) -> Array:
 
 
 def _from_freq_major(z: Array, lh: int, lw2: int, *, xp: ModuleType) -> Array:
-    """(G, Lh*Lw2, A, B) -> (A, G, B, Lh, Lw2)."""
+    """(G, Lh*Lw2, A, B) -> (A, G, B, Lh, Lw2), a view."""
     g, _, a, b = z.shape
     # (G, Lh*Lw2, A, B) -> (G, Lh, Lw2, A, B)
     z = xp.reshape(z, (g, lh, lw2, a, b))
     return xp.permute_dims(z, (3, 0, 4, 1, 2))  # (A, G, B, Lh, Lw2)
+
+
+def _spectrum_from_freq_major(tag: str, z: Array, lh: int, lw2: int, *, xp: ModuleType) -> Array:
+    """(G, Lh*Lw2, A, B) -> (A, G, B, Lh, Lw2) copied in that order into the scratch buffer
+    ``tag``: the inverse transforms then read contiguous planes. (Over the permuted view
+    they read each line across the whole product, which made them 2-5x slower; the copy
+    costs one pass over the product.) The result is scratch: it must not escape."""
+    view = _from_freq_major(z, lh, lw2, xp=xp)  # (A, G, B, Lh, Lw2)
+    return set_at(scratch(tag, view.shape, like=view, xp=xp), (ALL,) * 5, view, xp=xp)
 
 
 #: Bytes of output per piece of a NumPy transform written into scratch (:func:`_transform_into`).
@@ -268,7 +277,7 @@ def _placement(size: int, kernel: int, pad_lo: int) -> tuple[int, int]:
 #: input and MATMUL_COLS output channels per group; otherwise a broadcast multiply-add per
 #: input channel in the transforms' own layout (docs/performance.md).
 MATMUL_ROWS = 8
-MATMUL_DEPTH = 20
+MATMUL_DEPTH = 12
 MATMUL_COLS = 8
 
 
@@ -293,7 +302,8 @@ def _product(xf: Array, wf: Array, *, xp: ModuleType) -> Array:
         wm = xp.permute_dims(wf, (1, 0, 2, 3, 4))  # (Fg, G, Cg, Lh, Lw2)
         # (Fg, G, Cg, Lh, Lw2) -> (G, P, Fg, Cg) -> (G, P, Cg, Fg)
         wm = xp.matrix_transpose(_to_freq_major(wm, xp=xp))
-        return _from_freq_major(_contract(xm, wm, xp=xp), lh, lw2, xp=xp)  # (A, G, Fg, Lh, Lw2)
+        ym = _contract(xm, wm, xp=xp)  # (G, P, A, Fg)
+        return _spectrum_from_freq_major("fft.product", ym, lh, lw2, xp=xp)  # (A, G, Fg, Lh, Lw2)
 
     if cg == 1 and fg == 1:  # in place into the input spectrum (the forward's own)
         # (G, 1, 1, Lh, Lw2) -> (1, G, 1, Lh, Lw2)
@@ -657,7 +667,8 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, 
     if "x" in grads:  # GX[n, g, c] = sum_f GY[n, g, f] * Wf[g, f, c]
         wf = _weight_spectrum(w, geom, shape, xp=xp, fft=fft)
         wf = _to_freq_major(wf, xp=xp)  # (G, P, Fg, Cg)
-        gxf = _from_freq_major(_contract(gyf, wf, xp=xp), lh, lw2, xp=xp)  # (N, G, Cg, Lh, Lw2)
+        gxm = _contract(gyf, wf, xp=xp)  # (G, P, N, Cg)
+        gxf = _spectrum_from_freq_major("fft.gx_spectrum", gxm, lh, lw2, xp=xp)  # (N, G, Cg, Lh, Lw2)
         del wf
         gxd = _transform_into("fft.gx", fft.irfftn, gxf, xp=xp, s=shape, axes=AXES)
         gxp = gxd[..., : geom.hp, : geom.wp]  # (N, G, Cg, Lh, Lw) -> (N, G, Cg, Hp, Wp)

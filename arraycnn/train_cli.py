@@ -245,6 +245,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="threads that train each batch's shards at once (fit(workers=); -1: all CPUs)",
     )
     parser.add_argument(
+        "--parallel",
+        choices=("threads", "processes"),
+        default="threads",
+        help="where the --workers shards run: threads, or worker processes on the numpy "
+        "backend (fit(parallel=); default: %(default)s)",
+    )
+    parser.add_argument(
         "--data-dir",
         default="data/mnist",
         help="directory of the four MNIST files (--dataset mnist only)",
@@ -450,6 +457,10 @@ def run(args: argparse.Namespace) -> int:
         optimizer = get_optimizer(optimizer_name, lr=lr)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"argument --optimizer/--lr: {exc}") from None
+    if args.parallel == "processes" and args.backend != "numpy":
+        raise UsageError(
+            f"argument --parallel: processes need --backend numpy, got {args.backend!r}"
+        )
     out = output_directory(args.out, output_names(args.dataset))
 
     data = _loaded(args)
@@ -477,6 +488,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.quiet,
             workers=args.workers,
+            parallel=args.parallel,
         )
     except WorkspaceError as exc:
         raise UsageError(f"argument --batch-size: {exc}") from None

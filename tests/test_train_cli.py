@@ -75,6 +75,23 @@ def test_train_on_two_workers(tmp_path, capsys):
     assert record["test_accuracy"] > 0.8
 
 
+def test_train_on_two_worker_processes(tmp_path, capsys):
+    """--parallel processes: the shards on a worker process; the run learns as one thread."""
+    out = tmp_path / "out"
+    argv = ["train", "--epochs", "3", "--batch-size", "32", "--limit", "700", "--workers", "2"]
+    assert main([*argv, "--parallel", "processes", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "history_digits.json").read_text())
+    assert record["test_accuracy"] > 0.8
+
+
+def test_worker_processes_need_the_numpy_backend(tmp_path, capsys):
+    argv = ["train", "--backend", "array_api_strict", "--workers", "2", "--parallel", "processes"]
+    line = usage_error(capsys, [*argv, "--out", str(tmp_path)])
+    assert line.endswith(
+        "argument --parallel: processes need --backend numpy, got 'array_api_strict'"
+    )
+
+
 def test_train_mnist_from_idx_files(tmp_path, rng, capsys):
     data_dir = write_fake_mnist(tmp_path / "mnist", rng)
     out = tmp_path / "out"

@@ -668,7 +668,8 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, 
         wf = _weight_spectrum(w, geom, shape, xp=xp, fft=fft)
         wf = _to_freq_major(wf, xp=xp)  # (G, P, Fg, Cg)
         gxm = _contract(gyf, wf, xp=xp)  # (G, P, N, Cg)
-        gxf = _spectrum_from_freq_major("fft.gx_spectrum", gxm, lh, lw2, xp=xp)  # (N, G, Cg, Lh, Lw2)
+        # (G, P, N, Cg) -> (N, G, Cg, Lh, Lw2)
+        gxf = _spectrum_from_freq_major("fft.gx_spectrum", gxm, lh, lw2, xp=xp)
         del wf
         gxd = _transform_into("fft.gx", fft.irfftn, gxf, xp=xp, s=shape, axes=AXES)
         gxp = gxd[..., : geom.hp, : geom.wp]  # (N, G, Cg, Lh, Lw) -> (N, G, Cg, Hp, Wp)

@@ -152,9 +152,10 @@ def train_arraycnn(
     until=None,
     architecture="modern",
     workers=1,
+    parallel="threads",
 ):
-    """Train with arraycnn on ``workers`` threads (``fit(..., workers=)``); returns (model,
-    summary dict).
+    """Train with arraycnn on ``workers`` threads or processes (``fit(..., workers=,
+    parallel=)``); returns (model, summary dict).
 
     Examples
     --------
@@ -181,8 +182,10 @@ def train_arraycnn(
         progress=progress,
         callback=_stop_at(until),
         workers=workers,
+        parallel=parallel,
     )
     extra = {"backend": model.backend, "interrupted": history.interrupted, "threads": workers}
+    extra["parallel"] = parallel
     summary = _summary("arraycnn", history.history, extra)
     return model, summary
 
@@ -372,6 +375,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--parallel",
+        choices=("threads", "processes"),
+        default="threads",
+        help="where arraycnn's --threads shards run: threads, or worker processes on NumPy "
+        "(fit(parallel=); default: %(default)s)",
+    )
+    parser.add_argument(
         "--limit", type=int, default=None, help="use the first N train images (default: all)"
     )
     parser.add_argument(
@@ -416,7 +426,12 @@ def main(argv: list[str] | None = None) -> dict:
         summary = train_torch(data, threads=args.threads, **common)
     else:
         model, summary = train_arraycnn(
-            data, backend=args.backend, strategy=args.strategy, workers=args.threads, **common
+            data,
+            backend=args.backend,
+            strategy=args.strategy,
+            workers=args.threads,
+            parallel=args.parallel,
+            **common,
         )
     summary.update(
         train_samples=int(data[0][0].shape[0]),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import (
+    backend_name,
     namespace_of,
     random_generator,
     random_uniform,
@@ -590,6 +591,15 @@ class Dropout(Layer):
         self._generator = random_generator(self._xp, seed, device=device)
         self._replica_seeds = np.random.default_rng(seed)  # host: a seed per replica made
         return shape
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle: the backend by name (a module cannot be pickled)."""
+        xp = self._xp
+        return {**self.__dict__, "_xp": None if xp is None else backend_name(xp)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        xp = state["_xp"]
+        self.__dict__.update(state, _xp=None if xp is None else resolve_backend(xp))
 
     def replica(self, index: int) -> Dropout:
         """A copy with its own random source, seeded from this layer's (host) seed stream:

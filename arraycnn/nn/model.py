@@ -31,8 +31,9 @@ from ..budget import WorkspaceError
 from . import training
 from .base import backward_through, forward_through, sample_shape
 from .data import batches, check_seed, placement_of, positive_int, prepare_inputs, x_batch
-from .parallel import Shards, resolve_workers, shard_rows, sharded
+from .parallel import resolve_workers, shard_rows
 from .serialization import MODEL_DTYPES, ModelFileError, read_model, save_model
+from .sharding import check_parallel, sharded
 from .training import Callback, History
 
 __all__ = ["History", "Sequential", "load_model"]
@@ -184,6 +185,14 @@ class Sequential:
         'array_api_strict'
         """
         return backend_name(self.xp)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For pickle (a worker process's copy, :mod:`arraycnn.nn.processes`): the backend
+        by name, as a module cannot be pickled."""
+        return {**self.__dict__, "xp": backend_name(self.xp)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, xp=resolve_backend(state["xp"]))
 
     def build(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Create every layer's parameters for samples of shape ``input_shape`` (no batch axis).
@@ -421,6 +430,7 @@ class Sequential:
         callback: Callback | None = None,
         verbose: int | None = None,
         workers: int | None = None,
+        parallel: str = "threads",
     ) -> History:
         """Train with mini-batch gradient descent.
 
@@ -467,6 +477,12 @@ class Sequential:
             source: a seeded run is reproducible for a given ``workers``. NumPy's BLAS runs
             one thread per worker meanwhile (:mod:`arraycnn.nn.parallel`). Pays on CPU
             backends (NumPy, array-api-strict; on torch, mind ``torch.set_num_threads``).
+        parallel : {"threads", "processes"}
+            Where the ``workers`` shards run: threads of this process (default), or, on the
+            NumPy backend, worker processes (:mod:`arraycnn.nn.processes`), which share no
+            GIL: faster per step, but each call starts its workers (about a second) and a
+            script must call ``fit`` under ``if __name__ == "__main__":``. The update is the
+            same either way, up to rounding.
 
         Returns
         -------
@@ -526,6 +542,7 @@ class Sequential:
             progress=training.resolve_progress(progress, verbose),
             callback=callback,
             workers=workers,
+            parallel=parallel,
         )
 
     def evaluate(
@@ -536,6 +553,7 @@ class Sequential:
         batch_size: int = 256,
         loss: Any = None,
         workers: int | None = None,
+        parallel: str = "threads",
     ) -> dict[str, float]:
         """Mean loss and accuracy over a data set.
 
@@ -551,6 +569,8 @@ class Sequential:
             cross-entropy for a model with one output).
         workers : int, optional
             Threads that evaluate each batch's shards at once (as in :meth:`fit`).
+        parallel : {"threads", "processes"}
+            As in :meth:`fit`.
 
         Returns
         -------
@@ -572,17 +592,26 @@ class Sequential:
         >>> round(scores["loss"], 4), scores["accuracy"]
         (0.7486, 0.5)
         """
-        return training.evaluate(self, X, y, batch_size=batch_size, loss=loss, workers=workers)
+        return training.evaluate(
+            self, X, y, batch_size=batch_size, loss=loss, workers=workers, parallel=parallel
+        )
 
     # ---------------------------------------------------------------- inference
 
-    def predict_proba(self, X: Any, *, batch_size: int = 256, workers: int | None = None) -> Array:
+    def predict_proba(
+        self,
+        X: Any,
+        *,
+        batch_size: int = 256,
+        workers: int | None = None,
+        parallel: str = "threads",
+    ) -> Array:
         """The last layer's output for every sample (class probabilities after Softmax).
 
         ``batch_size`` is lowered where a batch's pass would not fit the memory available
         (:func:`arraycnn.nn.training.capped_batch`); results do not depend on it.
-        ``workers`` threads run each batch's shards at once (as in :meth:`fit`); a dask
-        ``X`` runs on dask's own scheduler and takes no ``workers``.
+        ``workers`` threads (or processes, ``parallel``) run each batch's shards at once (as
+        in :meth:`fit`); a dask ``X`` runs on dask's own scheduler and takes no ``workers``.
 
         Returns
         -------
@@ -607,13 +636,14 @@ class Sequential:
         """
         batch_size = positive_int(batch_size, "batch_size")
         workers = resolve_workers(workers)
+        parallel = check_parallel(parallel, self)
         if dask_arrays.is_dask_array(X):  # lazy, chunk by chunk (arraycnn.dask_arrays)
             _no_workers_on_dask(workers)
             return dask_arrays.predict_proba(self, X, batch_size=batch_size)
         data = prepare_inputs(self, X)
         batch_size = training.capped_batch(self, batch_size, "predict")
         place = placement_of(self)
-        with sharded(self, workers) as shards:
+        with sharded(self, workers, parallel) as shards:
             outputs = [
                 self._forward_shards(data, s, place, shards) for s in batches(data.n, batch_size)
             ]
@@ -621,22 +651,29 @@ class Sequential:
             return self.xp.zeros((0, *self.output_shape), dtype=self.dtype, device=self.device)
         return outputs[0] if len(outputs) == 1 else self.xp.concat(outputs, axis=0)
 
-    def _forward_shards(self, data: Any, index: slice, place: Any, shards: Shards | None) -> Array:
+    def _forward_shards(self, data: Any, index: slice, place: Any, shards: Any) -> Array:
         """Inference on rows ``index`` of ``data``, in shards on ``shards`` where given."""
         if shards is None:
             return self.forward(x_batch(data, index, place), training=False)
-        pieces = [rows for rows, _ in shard_rows(index, shards.workers)]
-        parts = shards.map(
-            lambda runner, rows: runner.forward(x_batch(data, rows, place), training=False),
-            pieces,
-        )
+        pieces = [
+            training.portable_rows(data, rows, shards, i)
+            for i, (rows, _) in enumerate(shard_rows(index, shards.workers))
+        ]
+        parts = shards.run(training.forward_piece, pieces)
         return parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
 
-    def predict(self, X: Any, *, batch_size: int = 256, workers: int | None = None) -> Array:
+    def predict(
+        self,
+        X: Any,
+        *,
+        batch_size: int = 256,
+        workers: int | None = None,
+        parallel: str = "threads",
+    ) -> Array:
         """Predicted class labels, shape (N,), int64, in the model's namespace.
 
         Argmax over the outputs; with a single output unit, ``output > 0.5``. Zero samples
-        give an empty array. ``workers`` as in :meth:`predict_proba`.
+        give an empty array. ``workers`` and ``parallel`` as in :meth:`predict_proba`.
 
         Examples
         --------
@@ -650,7 +687,7 @@ class Sequential:
         if dask_arrays.is_dask_array(X):  # lazy, chunk by chunk (arraycnn.dask_arrays)
             _no_workers_on_dask(resolve_workers(workers))
             return dask_arrays.predict(self, X, batch_size=batch_size)
-        proba = self.predict_proba(X, batch_size=batch_size, workers=workers)
+        proba = self.predict_proba(X, batch_size=batch_size, workers=workers, parallel=parallel)
         xp = self.xp
         flat = xp.reshape(proba, (proba.shape[0], math.prod(proba.shape[1:])))  # (N, ...) -> (N, K)
         if flat.shape[1] == 1:

@@ -38,12 +38,12 @@ from .data import Index
 __all__ = [
     "Replica",
     "Shards",
+    "add_layer_gradients",
     "batch_length",
     "resolve_workers",
     "shard_bounds",
     "shard_index",
     "shard_rows",
-    "sharded",
 ]
 
 Array = Any
@@ -237,6 +237,26 @@ class Shards:
         self._pool = None
         self._stack.close()
 
+    #: The shards run in this process (their pieces may refer to the caller's data).
+    remote = False
+
+    def run(self, job: Callable[[Any, Any, Any], Any], pieces: Sequence[Any]) -> list[Any]:
+        """``[job(runners[i], model, pieces[i]) ...]`` at once, as :meth:`map`."""
+        return self.map(lambda runner, piece: job(runner, self.model, piece), pieces)
+
+    def run_training(self, job: Callable[[Any, Any, Any], Any], pieces: Sequence[Any]) -> list:
+        """As :meth:`run` (each replica keeps its gradients for :meth:`add_gradients`)."""
+        return self.run(job, pieces)
+
+    def add_gradients(self, count: int) -> None:
+        """Add the parameter gradients of the replicas that ran the last ``count - 1`` shards
+        into the model's layers' own (shard 0's)."""
+        add_layer_gradients(self.model.layers, [r.layers for r in self.runners[1:count]])
+
+    def publish(self) -> None:
+        """Make the model's parameters after an optimizer step those of every shard: the
+        replicas share its ``params`` dicts, so nothing to do."""
+
     def map(self, run: Callable[[Any, Any], Any], pieces: Sequence[Any]) -> list[Any]:
         """``[run(runners[i], pieces[i]) ...]``, piece 0 on this thread, the others at once
         on the worker threads; every piece finishes before an exception is raised."""
@@ -256,22 +276,27 @@ class Shards:
         return [first, *(future.result() for future in futures)]
 
 
-@contextlib.contextmanager
-def sharded(model: Any, workers: int) -> Iterator[Shards | None]:
-    """:class:`Shards` for ``workers > 1``, else None (every call runs as before).
+def add_layer_gradients(layers: Sequence[Any], others: Sequence[Sequence[Any]]) -> None:
+    """Add the parameter gradients of the layer lists ``others`` (the other shards' copies
+    of ``layers``) into those of ``layers``.
 
     Examples
     --------
-    >>> from arraycnn.nn import Dense, Sequential
-    >>> with sharded(Sequential([Dense(2, 3)]), 1) as shards:
-    ...     shards is None
-    True
+    >>> import numpy as np
+    >>> from arraycnn.nn import Dense
+    >>> layer, twin = Dense(1, 1), Dense(1, 1)
+    >>> layer.grads, twin.grads = {"w": np.ones((1, 1))}, {"w": np.full((1, 1), 2.0)}
+    >>> add_layer_gradients([layer], [[twin]])
+    >>> layer.grads["w"].tolist()
+    [[3.0]]
     """
-    if workers == 1:
-        yield None
-        return
-    with Shards(model, workers) as shards:
-        yield shards
+    for i, layer in enumerate(layers):
+        grads = getattr(layer, "grads", {})
+        for name in list(grads):
+            total = grads[name]
+            for copies in others:
+                total = total + copies[i].grads[name]
+            grads[name] = total
 
 
 @contextlib.contextmanager

@@ -44,8 +44,9 @@ from .data import (
 )
 from .losses import BinaryCrossEntropy, CategoricalCrossEntropy, Loss, get_loss, one_hot
 from .optim import get_optimizer
-from .parallel import Shards, batch_length, resolve_workers, shard_rows, sharded
+from .parallel import batch_length, resolve_workers, shard_rows
 from .progress import Reporter
+from .sharding import check_parallel, sharded
 
 __all__ = [
     "Head",
@@ -556,7 +557,7 @@ def _apply_gradients(model: _Model, optimizer: Any) -> None:
         model.set_parameters(optimizer.step(params, {k: grads[k] for k in params}))
 
 
-def _shards_of(index: Index, shards: Shards | None) -> list[tuple[Index, float | None]]:
+def _shards_of(index: Index, shards: Any) -> list[tuple[Index, float | None]]:
     """The pieces of a batch for ``shards``: (rows, weight = the piece's share of the batch),
     weight None for a batch in one piece (nothing to scale)."""
     pieces = shard_rows(index, 1 if shards is None else shards.workers)
@@ -564,6 +565,35 @@ def _shards_of(index: Index, shards: Shards | None) -> list[tuple[Index, float |
         return [(index, None)]
     n = sum(count for _, count in pieces)
     return [(rows, count / n) for rows, count in pieces]
+
+
+def portable_rows(data: Dataset, rows: Index, shards: Any, shard: int) -> tuple[Dataset, Index]:
+    """``(data, rows)`` for shard ``shard`` of ``shards``: as they are, or, for a shard on
+    another process (``shards.remote``, shard > 0), the rows' own samples and labels (host
+    arrays: the piece is pickled) with ``slice(0, n)``."""
+    if not getattr(shards, "remote", False) or shard == 0:
+        return data, rows
+    y = None if data.y is None else data.y[rows]
+    return Dataset(data.X[rows], on_host=data.on_host, y=y), slice(0, batch_length(rows))
+
+
+def train_piece(runner: Any, model: _Model, piece: tuple) -> StepResult:
+    """A shard's training pass (:func:`_train_pass`): ``piece`` is ``(data, rows, head,
+    weight)``; module level, so that a worker process can run it."""
+    data, rows, head, weight = piece
+    return _train_pass(runner, model, data, rows, head, weight)
+
+
+def eval_piece(runner: Any, model: _Model, piece: tuple) -> StepResult:
+    """A shard's evaluation pass (:func:`_eval_pass`): ``piece`` is ``(data, rows, head)``."""
+    data, rows, head = piece
+    return _eval_pass(runner, model, data, rows, head)
+
+
+def forward_piece(runner: Any, model: _Model, piece: tuple) -> Array:
+    """A shard's inference: ``piece`` is ``(data, rows)``; the runner's output."""
+    data, rows = piece
+    return runner.forward(x_batch(data, rows, placement_of(model)), training=False)
 
 
 def _weighted_sum(values: list[Array], weights: list[float | None]) -> Array:
@@ -574,18 +604,6 @@ def _weighted_sum(values: list[Array], weights: list[float | None]) -> Array:
     for value, weight in zip(values[1:], weights[1:]):
         total = total + value * weight
     return total
-
-
-def _add_replica_gradients(model: _Model, replicas: Sequence[Any]) -> None:
-    """Add the parameter gradients of ``replicas`` (the other shards of the batch) into the
-    model's layers' own (shard 0's)."""
-    for i, layer in enumerate(model.layers):
-        grads = getattr(layer, "grads", {})
-        for name in list(grads):
-            total = grads[name]
-            for replica in replicas:
-                total = total + replica.layers[i].grads[name]
-            grads[name] = total
 
 
 def _train_pass(
@@ -616,7 +634,7 @@ def train_step(
     index: Index,
     head: Head,
     optimizer: Any,
-    shards: Shards | None = None,
+    shards: Any = None,
 ) -> StepResult:
     """Forward, loss, backward and one optimizer step on the batch ``index`` of ``data``.
 
@@ -647,12 +665,15 @@ def train_step(
     if shards is None:
         results = [_train_pass(model, model, data, index, head, None)]
     else:
-        results = shards.map(
-            lambda runner, piece: _train_pass(runner, model, data, piece[0], head, piece[1]),
-            pieces,
-        )
-        _add_replica_gradients(model, shards.runners[1 : len(pieces)])
+        jobs = [
+            (*portable_rows(data, rows, shards, i), head, weight)
+            for i, (rows, weight) in enumerate(pieces)
+        ]
+        results = shards.run_training(train_piece, jobs)
+        shards.add_gradients(len(pieces))
     _apply_gradients(model, optimizer)
+    if shards is not None:
+        shards.publish()
     weights = [weight for _, weight in pieces]
     return _combined(results, weights)
 
@@ -729,7 +750,8 @@ class _Run:
     shuffle: bool
     rng: np.random.Generator
     workers: int = 1
-    shards: Shards | None = None
+    parallel: str = "threads"
+    shards: Any = None
     history: History = field(default_factory=History)
     flag: StopFlag = field(default_factory=StopFlag)
     warned_non_finite: bool = False
@@ -751,6 +773,7 @@ def _start_run(
     shuffle: bool,
     seed: int | None,
     workers: Any = None,
+    parallel: Any = "threads",
 ) -> _Run:
     """Check the arguments of :func:`fit` (same order) and its data, building the model if
     needed, and the memory of a batch; set the model's loss and optimizer."""
@@ -758,13 +781,16 @@ def _start_run(
     loss_fn, opt = resolve_loss(loss), resolve_optimizer(optimizer)
     shuffle, seed = check_flag(shuffle, "shuffle"), check_seed(seed, "seed")
     workers = resolve_workers(workers)
+    parallel = check_parallel(parallel, model)
     train = prepare_labeled(model, X, y, nonempty=True)
     validation = _validation_set(model, validation_data)
     check_batch(model, min(batch_size, train.n), "fit", training=True)
     model.loss, model.optimizer = loss_fn, opt
     head = training_head(model.layers, model.output_shape, loss_fn)
     rng = np.random.default_rng(model.seed if seed is None else seed)
-    return _Run(model, train, validation, head, opt, epochs, batch_size, shuffle, rng, workers)
+    return _Run(
+        model, train, validation, head, opt, epochs, batch_size, shuffle, rng, workers, parallel
+    )
 
 
 def _train_epoch(run: _Run, reporter: Reporter) -> _Tally:
@@ -866,6 +892,7 @@ def fit(
     progress: bool = True,
     callback: Callback | None = None,
     workers: Any = None,
+    parallel: Any = "threads",
 ) -> History:
     """Train ``model`` with mini-batch gradient descent (see :meth:`Sequential.fit`).
 
@@ -881,10 +908,12 @@ def fit(
     callback = _check_callback(callback)
     progress = check_flag(progress, "progress")
     run = _start_run(
-        model, X, y, epochs, batch_size, loss, optimizer, validation_data, shuffle, seed, workers
-    )
+        model, X, y, epochs, batch_size, loss, optimizer, validation_data, shuffle, seed,
+        workers, parallel,
+    )  # fmt: skip
     reporter = Reporter(progress, run.epochs, run.steps_per_epoch)
-    with stop_on_sigint(run.flag), sharded(model, run.workers) as run.shards, reporter:
+    shards = sharded(model, run.workers, run.parallel)
+    with stop_on_sigint(run.flag), shards as run.shards, reporter:
         for epoch in range(1, run.epochs + 1):
             metrics = _run_epoch(run, epoch, reporter)
             if metrics is None or _callback_stops(callback, epoch, metrics):
@@ -908,7 +937,7 @@ def evaluate_dataset(
     batch_size: int,
     loss: Loss | None = None,
     *,
-    shards: Shards | None = None,
+    shards: Any = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy of ``model`` over a checked :class:`Dataset`.
 
@@ -937,9 +966,10 @@ def evaluate_dataset(
         if shards is None:
             results = [_eval_pass(model, model, data, s, head)]
         else:
-            results = shards.map(
-                lambda runner, piece: _eval_pass(runner, model, data, piece[0], head), pieces
-            )
+            jobs = [
+                (*portable_rows(data, rows, shards, i), head) for i, (rows, _) in enumerate(pieces)
+            ]
+            results = shards.run(eval_piece, jobs)
         tally.add(_combined(results, [weight for _, weight in pieces]), model.xp)
     return tally.means()
 
@@ -952,6 +982,7 @@ def evaluate(
     batch_size: int = 256,
     loss: Any = None,
     workers: Any = None,
+    parallel: Any = "threads",
 ) -> dict[str, float]:
     """Mean loss and accuracy over a data set (see :meth:`Sequential.evaluate`).
 
@@ -965,6 +996,7 @@ def evaluate(
     """
     batch_size = positive_int(batch_size, "batch_size")
     workers = resolve_workers(workers)
+    parallel = check_parallel(parallel, model)
     data = prepare_labeled(model, X, y, nonempty=True)
     batch_size = capped_batch(model, batch_size, "evaluate")
     if loss is None:
@@ -972,5 +1004,5 @@ def evaluate(
     if loss is None:
         single = num_outputs(model.output_shape) == 1
         loss = "binary_crossentropy" if single else "categorical_crossentropy"
-    with sharded(model, workers) as shards:
+    with sharded(model, workers, parallel) as shards:
         return evaluate_dataset(model, data, batch_size, resolve_loss(loss), shards=shards)

@@ -23,9 +23,13 @@ path. The channel contraction, per frequency (:func:`_product`)::
 
 Backward
 --------
-At the lengths of :func:`fast_shape` (``>= (Hp, Wp)``): the input gradient is the full
-convolution of the stride-upsampled ``gy`` with the dilated kernel, the weight gradient
-the correlation of the padded input with it (conjugate spectra), cropped at the origin.
+At the lengths of :func:`fast_shape` (the shortest at which no wrapped term reaches a kept
+position, :func:`backward_length`; at most ``(Hp, Wp)``): the input gradient is the full
+convolution of the stride-upsampled ``gy`` with the dilated kernel, its positions past the
+leading padding kept; the weight gradient the correlation of the *unpadded* input with it
+(conjugate spectra), read at the lags of the kernel's taps. The kernel's spectrum and the
+weight gradient's inverse need the kernel's ``kh`` rows only: a product with a DFT matrix
+over the rows, the real transform over the columns of those rows.
 
 Real input stays in its precision (float32 -> complex64 -> float32). Half precision
 (float16, bfloat16), which FFT modules mostly lack, is computed in float32 and the results
@@ -50,7 +54,7 @@ from ..backend import backend_name, device_of, fft_module
 from ..geometry import ConvGeometry
 from ..scratch import scratch
 from ..settings import register_cache
-from ._layout import ALL, add_at, crop_padding, pad_input, set_at, zeros
+from ._layout import ALL, add_at, set_at, zeros
 from .strategy import Call, Counts, Strategy, spectral, traffic
 from .strategy import fft as fft_counts
 
@@ -222,8 +226,11 @@ def _spread(a: Array, steps: tuple[int, int], *, xp: ModuleType) -> Array:
     return _set_strided(out, a, steps)
 
 
-def _kernel_spectrum(w: Array, geom: ConvGeometry, shape: tuple, starts: tuple, *, xp, fft):
-    """rfft of the flipped, dilated kernel starting at position ``starts`` of each axis.
+def _kernel_spectrum(
+    w: Array, geom: ConvGeometry, shape: tuple, starts: tuple, *, xp, fft, flipped: bool = True
+):
+    """rfft of the flipped (or, ``flipped=False``, the original) dilated kernel starting at
+    position ``starts`` of each axis.
 
     Flipped tap ``r`` (original ``k - 1 - r``) of each axis sits at ``start + d r`` (no
     wrap: ``start + kd <= L``). The real transform over the columns runs on the kernel's
@@ -236,7 +243,8 @@ def _kernel_spectrum(w: Array, geom: ConvGeometry, shape: tuple, starts: tuple, 
     # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
     wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
     (dh, dw), (lh, lw) = geom.dilation, shape
-    wflip = _spread(xp.flip(wg, axis=(-2, -1)), (1, dw), xp=xp)  # (G, Fg, Cg, kh, kwd)
+    wflip = xp.flip(wg, axis=(-2, -1)) if flipped else wg
+    wflip = _spread(wflip, (1, dw), xp=xp)  # (G, Fg, Cg, kh, kwd)
     wflip = _lead_zeros(wflip, starts[1], -1, xp=xp)  # (G, Fg, Cg, kh, start + kwd)
     rows = fft.rfft(wflip, n=lw, axis=-1)  # (G, Fg, Cg, kh, Lw2)
     if geom.kh <= DFT_MAX_ROWS:
@@ -614,9 +622,38 @@ def _forward(x: Array, w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array
 # --------------------------------------------------------------------------- backward
 
 
+def backward_length(size: int, pad_lo: int, out: int, kernel: int, stride: int) -> int:
+    """Shortest fast length at which the backward's circular products are exact, for an
+    axis of ``size`` inputs (unpadded), leading padding ``pad_lo``, ``out`` outputs and a
+    dilated kernel of ``kernel``.
+
+    Notes
+    -----
+    With ``V = (out - 1) stride + 1`` (the upsampled gy's length): the input gradient is the
+    full convolution of gy (support ``[0, V - 1]``) with the kernel, of support ``[0, V +
+    kd - 2]``, of which the positions ``[p, p + size)`` are kept; the weight gradient is the
+    correlation of the *unpadded* input (support ``[0, size - 1]``) with gy, of support
+    ``[-(V - 1), size - 1]``, of which the lags ``[-p, kd - 1 - p]`` are kept (read modulo
+    ``L``). Neither kept range receives a wrapped term, and the first lies below ``L``, when
+    ``L >= size + p`` and ``L >= V + kd - 1 - p``; both are at most ``Hp``.
+
+    Examples
+    --------
+    >>> backward_length(14, 2, 14, 5, 1)  # the lecture layer: 16 where Hp is 18
+    16
+    """
+    upsampled = (out - 1) * stride + 1
+    need = max(size + pad_lo, upsampled + kernel - 1 - pad_lo, 1)
+    return scipy.fft.next_fast_len(need, real=True)
+
+
 def fast_shape(geom: ConvGeometry) -> tuple[int, int]:
-    """FFT lengths (Lh, Lw) of the backward: the next 5-smooth sizes >= (Hp, Wp)."""
-    return tuple(scipy.fft.next_fast_len(size, real=True) for size in (geom.hp, geom.wp))
+    """FFT lengths (Lh, Lw) of the backward (:func:`backward_length` per axis)."""
+    (top, _), (left, _) = geom.padding
+    return (
+        backward_length(geom.h, top, geom.ho, geom.kh_dilated, geom.stride[0]),
+        backward_length(geom.w, left, geom.wo, geom.kw_dilated, geom.stride[1]),
+    )
 
 
 def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:
@@ -625,19 +662,55 @@ def _set_strided(target: Array, values: Array, step: tuple[int, int]) -> Array:
 
 
 def _input_spectrum(x: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
-    """rfft of the padded input: (N, C, H, W) -> (N, G, Cg, Lh, Lw//2+1)."""
-    xpad = pad_input(x, geom, xp=xp)
-    # (N, C, Hp, Wp) -> (N, G, Cg, Hp, Wp)
-    xpad = xp.reshape(xpad, (geom.n, geom.groups, geom.cg, geom.hp, geom.wp))
-    return _transform_into("fft.x_spectrum", fft.rfftn, xpad, xp=xp, s=shape, axes=AXES)
+    """rfft of the unpadded input at the origin: (N, C, H, W) -> (N, G, Cg, Lh, Lw//2+1)."""
+    # (N, C, H, W) -> (N, G, Cg, H, W)
+    x5 = xp.reshape(x, (geom.n, geom.groups, geom.cg, geom.h, geom.w))
+    return _transform_into("fft.x_spectrum", fft.rfftn, x5, xp=xp, s=shape, axes=AXES)
 
 
 def _weight_spectrum(w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft) -> Array:
-    """rfft of the dilated kernel: (F, Cg, kh, kw) -> (Fg, G, Cg, Lh, Lw//2+1)."""
-    # (F, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
-    wg = xp.reshape(w, (geom.groups, geom.fg, geom.cg, geom.kh, geom.kw))
-    wg = xp.permute_dims(wg, (1, 0, 2, 3, 4))  # (Fg, G, Cg, kh, kw)
-    return fft.rfftn(_spread(wg, geom.dilation, xp=xp), s=shape, axes=AXES)  # dilated
+    """rfft of the dilated kernel at the origin (:func:`_kernel_spectrum`, not flipped):
+    (F, Cg, kh, kw) -> (G, P, Fg, Cg), frequency-major."""
+    wf = _kernel_spectrum(w, geom, shape, (0, 0), xp=xp, fft=fft, flipped=False)
+    wf = xp.permute_dims(wf, (1, 0, 2, 3, 4))  # (G, Fg, Cg, Lh, Lw2) -> (Fg, G, Cg, Lh, Lw2)
+    return _to_freq_major(wf, xp=xp)  # (G, P, Fg, Cg)
+
+
+def _lags(count: int, step: int, pad_lo: int, length: int) -> list[int]:
+    """Positions ``(r step - pad_lo) mod length`` of the weight gradient's taps ``r`` in the
+    circular correlation of the unpadded input with gy (:func:`backward_length`)."""
+    return [(r * step - pad_lo) % length for r in range(count)]
+
+
+def _weight_grad_taps(
+    gwf: Array, w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft
+) -> Array:
+    """The kernel's taps of the circular correlation whose spectrum is ``gwf`` (G, P, Fg,
+    Cg), in the real dtype of ``w``: (G, P, Fg, Cg) -> (G, Fg, Cg, kh, kw).
+
+    Only ``kh`` rows of the inverse are needed: their inverse over the rows is a product
+    with the conjugate DFT matrix for at most :data:`DFT_MAX_ROWS` rows (else an inverse
+    FFT of every row, of which they are taken); the real inverse over the columns then runs
+    on those rows, and the ``kw`` columns are taken."""
+    (lh, lw), g = shape, geom
+    lw2 = lw // 2 + 1
+    (top, _), (left, _) = g.padding
+    dh, dw = g.dilation
+    # (G, P, Fg, Cg) -> (G, Lh, Lw2*Fg*Cg)
+    z = xp.reshape(gwf, (g.groups, lh, lw2 * g.fg * g.cg))
+    if g.kh <= DFT_MAX_ROWS:
+        dft = _row_dft(w, z, (lh, (-top) % lh, dh, g.kh), xp=xp)  # (Lh, kh), complex
+        rows = xp.matrix_transpose(xp.conj(dft)) @ z / lh  # (kh, Lh) @ (G, Lh, .) -> (G, kh, .)
+    else:
+        full = fft.ifft(z, axis=-2)  # (G, Lh, Lw2*Fg*Cg)
+        picks = xp.asarray(_lags(g.kh, dh, top, lh), device=device_of(gwf))
+        rows = xp.take(full, picks, axis=1)  # (G, kh, Lw2*Fg*Cg)
+    # (G, kh, Lw2*Fg*Cg) -> (G, kh, Lw2, Fg, Cg)
+    rows = xp.reshape(rows, (g.groups, g.kh, lw2, g.fg, g.cg))
+    rows = xp.permute_dims(rows, (0, 3, 4, 1, 2))  # (G, Fg, Cg, kh, Lw2)
+    real = fft.irfft(rows, n=lw, axis=-1)  # (G, Fg, Cg, kh, Lw)
+    picks = xp.asarray(_lags(g.kw, dw, left, lw), device=device_of(gwf))
+    return xp.take(real, picks, axis=-1)  # (G, Fg, Cg, kh, kw)
 
 
 def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
@@ -654,8 +727,9 @@ def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
 
 def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, xp):
     """Gradients ``(gx, gw)`` of ``sum(gy * y)`` (those ``grads`` names, others None):
-    ``gx`` the full convolution of the upsampled ``gy`` with the dilated kernel, ``gw`` the
-    correlation of the input with the upsampled ``gy``; both at the lengths of
+    ``gx`` the full convolution of the upsampled ``gy`` with the dilated kernel (its rows and
+    columns past the leading padding kept), ``gw`` the correlation of the unpadded input with
+    the upsampled ``gy`` (its lags of the kernel's taps kept); both at the lengths of
     :func:`fast_shape`."""
     fft = fft_module(xp)
     shape = fast_shape(geom)
@@ -665,29 +739,22 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, 
     gyf = _to_freq_major(gyf, xp=xp)  # (G, P, N, Fg)
     gx = None
     if "x" in grads:  # GX[n, g, c] = sum_f GY[n, g, f] * Wf[g, f, c]
-        wf = _weight_spectrum(w, geom, shape, xp=xp, fft=fft)
-        wf = _to_freq_major(wf, xp=xp)  # (G, P, Fg, Cg)
+        wf = _weight_spectrum(w, geom, shape, xp=xp, fft=fft)  # (G, P, Fg, Cg)
         gxm = _contract(gyf, wf, xp=xp)  # (G, P, N, Cg)
         # (G, P, N, Cg) -> (N, G, Cg, Lh, Lw2)
         gxf = _spectrum_from_freq_major("fft.gx_spectrum", gxm, lh, lw2, xp=xp)
-        del wf
-        gxd = _transform_into("fft.gx", fft.irfftn, gxf, xp=xp, s=shape, axes=AXES)
-        gxp = gxd[..., : geom.hp, : geom.wp]  # (N, G, Cg, Lh, Lw) -> (N, G, Cg, Hp, Wp)
-        # (N, G, Cg, Hp, Wp) -> (N, C, Hp, Wp)
-        gxp = xp.reshape(gxp, (geom.n, geom.c, geom.hp, geom.wp))
-        gx = xp.astype(crop_padding(gxp, geom), x.dtype, copy=True)  # fresh: gxd is scratch
+        del wf, gxm
+        (top, _), (left, _) = geom.padding
+        rows, cols = slice(top, top + geom.h), slice(left, left + geom.w)
+        gxd = _inverse(gxf, shape, rows, cols, fft=fft)  # (N, G, Cg, H, W)
+        # (N, G, Cg, H, W) -> (N, C, H, W)
+        gx = xp.astype(xp.reshape(gxd, geom.x_shape), x.dtype, copy=False)
     if "w" not in grads:
         return gx, None
     # weight gradient: GW[g, f, c] = sum_n conj(GY[n, g, f]) * X[n, g, c]
     xf = _to_freq_major(_input_spectrum(x, geom, shape, xp=xp, fft=fft), xp=xp)  # (G, P, N, Cg)
     gwf = _contract(xp.matrix_transpose(xp.conj(gyf)), xf, xp=xp)  # (G, P, Fg, Cg)
-    # (G, P, Fg, Cg) -> (Fg, G, Cg, Lh, Lw2)
-    gwf = _from_freq_major(gwf, lh, lw2, xp=xp)
-    gwd = fft.irfftn(gwf, s=shape, axes=AXES)  # (Fg, G, Cg, Lh, Lw)
-    dh, dw = geom.dilation
-    gwd = gwd[..., : geom.kh_dilated : dh, : geom.kw_dilated : dw]  # (Fg, G, Cg, kh, kw)
-    # (Fg, G, Cg, kh, kw) -> (G, Fg, Cg, kh, kw)
-    gw = xp.permute_dims(gwd, (1, 0, 2, 3, 4))
+    gw = _weight_grad_taps(gwf, w, geom, shape, xp=xp, fft=fft)  # (G, Fg, Cg, kh, kw)
     # (G, Fg, Cg, kh, kw) -> (F, Cg, kh, kw)
     return gx, xp.astype(xp.reshape(gw, geom.w_shape), w.dtype, copy=False)
 
@@ -808,10 +875,9 @@ def workspace(p: FFTPlan) -> int:
         return s * (_forward_elements(g, _work(g, p.tiles)) + _upcast_elements(p))
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
-    pad = g.n * g.c * g.hp * g.wp if g.is_padded and "w" in p.grads else 0
     hv, wv = (g.ho - 1) * g.stride[0] + 1, (g.wo - 1) * g.stride[1] + 1
     spectra = 3 * g.n * g.f + 2 * len(p.grads) * (g.f * g.cg + g.n * g.c)
-    real = g.n * g.f * hv * wv + pad
+    real = g.n * g.f * hv * wv
     real += (g.n * g.c if "x" in p.grads else 0) * lh * lw
     real += (g.f * g.cg if "w" in p.grads else 0) * lh * lw
     return 2 * s * spectra * bins + s * (real + _upcast_elements(p))
@@ -819,8 +885,8 @@ def workspace(p: FFTPlan) -> int:
 
 def counts(p: FFTPlan) -> Counts:
     """Forward: :func:`forward_counts`. Backward: the transform of gy, the upsampled gy;
-    per gradient two transforms (gx: w forward, gx inverse; gw: x forward, gw inverse), a
-    per-frequency product and the layout copies."""
+    per gradient two transforms (gx: w forward, gx inverse; gw: x forward, gw inverse; the
+    kernel-sized ones on the kernel's rows), a per-frequency product and the layout copies."""
     g = p.geom
     casts = traffic(2 * _upcast_elements(p), calls=5) if p.upcast else Counts()
     if p.direction == "forward":
@@ -829,7 +895,13 @@ def counts(p: FFTPlan) -> Counts:
     bins = lh * (lw // 2 + 1)
     nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
     phases = len(p.grads)
-    total = fft_counts(nf + phases * (fc + nc), lh, lw) + Counts(calls=2 + phases)
+    kernel_share = 0.5 + 0.5 * min(g.kh, lh) / lh  # a real pass on kh rows; the rows by DFT
+    total = fft_counts(nf, lh, lw) + Counts(calls=2 + phases)
+    if "x" in p.grads:  # the kernel's spectrum; gx's inverse, its last pass on the kept rows
+        total = total + fft_counts(fc, lh, lw).scaled(kernel_share)
+        total = total + fft_counts(nc, lh, lw).scaled(0.5 + 0.5 * min(g.h, lh) / lh)
+    if "w" in p.grads:  # the input's spectrum; gw's inverse on the kernel's rows
+        total = total + fft_counts(nc, lh, lw) + fft_counts(fc, lh, lw).scaled(kernel_share)
     if "x" in p.grads:
         total = total + spectral(g.n, g.fg, g.cg, g.groups * bins)
         total = total + traffic(2 * g.n * g.c * g.h * g.w)
@@ -838,8 +910,6 @@ def counts(p: FFTPlan) -> Counts:
     total = total + traffic(2 * (4 * nf + 3 * phases * (fc + nc)) * bins, calls=5 + 10 * phases)
     if g.stride != (1, 1):
         total = total + traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)
-    if g.is_padded and "w" in p.grads:
-        total = total + traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2)
     total = total + casts
     return total.in_bytes(p.itemsize)
 

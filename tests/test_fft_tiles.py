@@ -132,6 +132,56 @@ def test_forward_length_is_exact_and_never_longer_than_the_padded_input(size, ke
         assert length <= scipy.fft.next_fast_len(size + lo + hi, real=True)
 
 
+@pytest.mark.parametrize("size", [1, 2, 5, 9])
+@pytest.mark.parametrize("kernel", [1, 2, 4, 7])
+def test_backward_length_is_exact_and_never_longer_than_the_padded_input(size, kernel):
+    """Every padding and stride: the backward length is <= next_fast_len(Hp), and no kept
+    position of either gradient receives a wrapped term (the conditions in its Notes, checked
+    here against the supports themselves; the backward tests below check the results)."""
+    for lo, hi, stride in itertools.product(range(0, 9), range(0, 9), (1, 2, 3)):
+        out = oracles.out_size(size, kernel, stride, lo, hi, 1)
+        if out < 1:
+            continue
+        length = fft.backward_length(size, lo, out, kernel, stride)
+        assert length <= scipy.fft.next_fast_len(size + lo + hi, real=True)
+        upsampled = (out - 1) * stride + 1
+        full = range(upsampled + kernel - 1)  # gx's full convolution
+        kept = range(lo, lo + size)
+        assert kept.stop <= length
+        assert not any(j != i and j % length == i for i in kept for j in full)
+        support = range(-(upsampled - 1), size)  # gw's correlation lags
+        lags = range(-lo, kernel - lo)
+        assert not any(j != i and (j - i) % length == 0 for i in lags for j in support)
+
+
+def test_backward_at_lengths_below_the_padded_input_matches_the_loops(xp, to_xp, rng):
+    """The lecture layer's case in small (9 x 9, 5 x 5, "same": 12 where Hp is 13), and
+    paddings beyond the kernel, asymmetric, strides, dilation and groups: both gradients
+    against the loops, with either row transform of the kernel and of gw's inverse."""
+    g = ac.conv_geometry((2, 3, 9, 9), (4, 3, 5, 5), padding=2)
+    assert fft.fast_shape(g) == (12, 12) and (g.hp, g.wp) == (13, 13)
+    paddings = [2, ((0, 3), (4, 0)), ((5, 1), (0, 6)), "same"]
+    for rows in (10**6, 0):  # DFT_MAX_ROWS: the DFT product, or the FFT of every row
+        for padding, stride, dilation in itertools.product(paddings, (1, (2, 3)), (1, (1, 2))):
+            geometry = {"padding": padding, "stride": stride, "dilation": dilation}
+            if not oracles.fits((2, 4, 9, 7), (6, 2, 5, 3), **geometry):
+                continue
+            args = {**geometry, "groups": 2}
+            x, w = rng.standard_normal((2, 4, 9, 7)), rng.standard_normal((6, 2, 5, 3))
+            y = oracles.correlate_loops(x, w, **args)
+            gy = rng.standard_normal(y.shape)
+            geom = ac.conv_geometry(x.shape, w.shape, **args)
+            previous, fft.DFT_MAX_ROWS = fft.DFT_MAX_ROWS, rows
+            try:
+                grads = fft._backward(to_xp(gy), to_xp(x), to_xp(w), geom, "xw", xp=xp)
+            finally:
+                fft.DFT_MAX_ROWS = previous
+            expected = oracles.correlate_loops_backward(gy, x, w, **args)[:2]
+            scales = oracles.norm_scales(x, w, gy=gy, **args)[1:3]
+            for got, want, scale in zip(grads, expected, scales):
+                assert_close(got, want, scale=scale, err_msg=f"{args} rows {rows}")
+
+
 def test_untiled_forward_matches_the_loops_on_tiny_geometries(xp, to_xp, rng, row_transform):
     """Padding larger than the kernel, asymmetric, stride, dilation, groups, 'same' with
     stride (end padding larger): the kernel at the origin (or at p - kd + 1) and the

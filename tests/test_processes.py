@@ -203,3 +203,37 @@ def test_a_worker_that_dies_is_reported_and_the_others_closed(rng):
                        r"\(exit code 3\)"):  # fmt: skip
         model.predict(X, workers=3, parallel="processes")
     assert no_worker_left()
+
+
+def test_a_model_that_cannot_be_pickled_is_refused_before_any_worker_starts(rng):
+    class Local(Layer):  # a class defined in a function cannot be pickled
+        def forward(self, x, *, training=False):
+            return x
+
+        def backward(self, gy):
+            return gy
+
+    X, y = toy_images(rng, n=4)
+    model = Sequential([Flatten(), Local(), Dense(36, 4), Softmax()], seed=0)
+    with pytest.raises(TypeError, match=r"parallel='processes' sends the model .* by pickle, "
+                       r"which failed: .*Local.*; use parallel='threads'"):  # fmt: skip
+        model.fit(X, y, epochs=1, batch_size=4, progress=False, workers=2, parallel="processes")
+    assert no_worker_left()
+
+
+class BreaksOnArrival(FailsInWorkers):
+    """Unpickles everywhere but in a worker process (as a class the worker cannot import)."""
+
+    def __setstate__(self, state):
+        if in_a_worker():
+            raise ImportError("no module named 'elsewhere'")
+        self.__dict__.update(state)
+
+
+def test_a_worker_that_cannot_load_the_model_reports_why(rng):
+    X, y = toy_images(rng, n=4)
+    model = Sequential([Flatten(), BreaksOnArrival(), Dense(36, 4), Softmax()], seed=0)
+    with pytest.raises(RemoteError, match=r"(?s)in worker process 1:.*no module named") as info:
+        model.fit(X, y, epochs=1, batch_size=4, progress=False, workers=2, parallel="processes")
+    assert isinstance(info.value.__cause__, ImportError)
+    assert no_worker_left()

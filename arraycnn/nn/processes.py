@@ -115,7 +115,11 @@ def _serve(conn: Any, blob: bytes, params: Any, grads: Any, layout: Any) -> None
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
-    model, runner = pickle.loads(blob)  # the replica's layers share the model's params dicts
+    try:
+        model, runner = pickle.loads(blob)  # the replica's layers share the model's params dicts
+    except BaseException as exc:  # e.g. a layer class the worker cannot import
+        conn.send(("error", _portable_exception(exc), traceback.format_exc()))
+        return
     for (i, name), view in layout.views(params).items():
         model.layers[i].params[name] = view
     grad_views = layout.views(grads)
@@ -139,6 +143,24 @@ def _portable_exception(exc: BaseException) -> BaseException | None:
     except Exception:
         return None
     return exc
+
+
+def _pickled(model_and_replica: tuple) -> bytes:
+    """The model and a replica for a worker, pickled.
+
+    Raises
+    ------
+    TypeError
+        If they cannot be pickled (a layer holding a lambda, a class defined in a function):
+        naming the reason and ``parallel="threads"``, which needs no pickling.
+    """
+    try:
+        return pickle.dumps(model_and_replica)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise TypeError(
+            f"parallel='processes' sends the model to its workers by pickle, which failed: "
+            f"{exc}; use parallel='threads'"
+        ) from exc
 
 
 class ProcessShards:
@@ -187,7 +209,7 @@ class ProcessShards:
         self.publish()
         for index in range(1, self.workers):
             # made here, in order, as the thread replicas are (Dropout's seed stream)
-            blob = pickle.dumps((self.model, Replica(self.model.layers, index)))
+            blob = _pickled((self.model, Replica(self.model.layers, index)))
             grads = ctx.RawArray("b", size)
             self._grads.append(self.layout.views(grads))
             here, there = ctx.Pipe()

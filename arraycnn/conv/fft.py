@@ -226,6 +226,16 @@ def _spread(a: Array, steps: tuple[int, int], *, xp: ModuleType) -> Array:
     return _set_strided(out, a, steps)
 
 
+def _rows_product(matrix: Array, a: Array, *, xp: ModuleType) -> Array:
+    """``matrix @ a`` over the rows axis of ``a``, as one matrix product (a batch of
+    kernel-sized products costs a call's overhead each): matrix (M, R), a (A, B, C, R, K) ->
+    (A, B, C, M, K), a view of the product (M, A*B*C*K)."""
+    lead, (r, k) = tuple(a.shape[:-2]), a.shape[-2:]
+    flat = xp.reshape(xp.permute_dims(a, (3, 0, 1, 2, 4)), (r, -1))  # (R, A*B*C*K)
+    out = xp.reshape(matrix @ flat, (matrix.shape[0], *lead, k))  # (M, A, B, C, K)
+    return xp.permute_dims(out, (1, 2, 3, 0, 4))  # (A, B, C, M, K)
+
+
 def _kernel_spectrum(
     w: Array, geom: ConvGeometry, shape: tuple, starts: tuple, *, xp, fft, flipped: bool = True
 ):
@@ -248,8 +258,8 @@ def _kernel_spectrum(
     wflip = _lead_zeros(wflip, starts[1], -1, xp=xp)  # (G, Fg, Cg, kh, start + kwd)
     rows = fft.rfft(wflip, n=lw, axis=-1)  # (G, Fg, Cg, kh, Lw2)
     if geom.kh <= DFT_MAX_ROWS:
-        dft = _row_dft(w, rows, (lh, starts[0], dh, geom.kh), xp=xp)
-        return dft @ rows  # (Lh, kh) @ (G, Fg, Cg, kh, Lw2) -> (G, Fg, Cg, Lh, Lw2)
+        dft = _row_dft(w, rows, (lh, starts[0], dh, geom.kh), xp=xp)  # (Lh, kh)
+        return _rows_product(dft, rows, xp=xp)  # (G, Fg, Cg, Lh, Lw2)
     rows = _spread(rows, (dh, 1), xp=xp)  # (G, Fg, Cg, khd, Lw2)
     rows = _lead_zeros(rows, starts[0], -2, xp=xp)  # (G, Fg, Cg, start + khd, Lw2)
     return fft.fft(rows, n=lh, axis=-2, **_overwrite(fft))  # (G, Fg, Cg, Lh, Lw2)
@@ -682,16 +692,35 @@ def _lags(count: int, step: int, pad_lo: int, length: int) -> list[int]:
     return [(r * step - pad_lo) % length for r in range(count)]
 
 
+def _column_inverse(
+    lags: list[int], length: int, *, real: Any, dtype: Any, device: Any, xp: ModuleType
+) -> Array:
+    """The real inverse DFT of length ``length`` at positions ``lags``, over a half spectrum
+    of ``Lw2 = length // 2 + 1`` bins, as a matrix: ``x[q] = Re(sum_v E[q, v] X[v])`` with
+    ``E[q, v] = exp(2 pi i v q / L) / L``, doubled for the bins that stand for a conjugate
+    pair (all but 0 and L/2). (len(lags), Lw2), complex ``dtype``; the exponents reduced
+    modulo L in integers, the angles formed in the real dtype ``real``."""
+    bins = length // 2 + 1
+    weights = [(1.0 if v == 0 or 2 * v == length else 2.0) / length for v in range(bins)]
+    v = xp.arange(bins, device=device)  # (Lw2,)
+    q = xp.asarray(lags, device=device)  # (Q,)
+    m = (q[:, None] * v[None, :]) % length  # (Q, 1) * (1, Lw2) -> (Q, Lw2)
+    angle = xp.astype(m, real) * (2.0 * math.pi / length)
+    scale = xp.asarray(weights, dtype=real, device=device)  # (Lw2,)
+    cos, sin = xp.cos(angle) * scale, xp.sin(angle) * scale
+    return xp.astype(cos, dtype) + xp.astype(sin, dtype) * 1j
+
+
 def _weight_grad_taps(
     gwf: Array, w: Array, geom: ConvGeometry, shape: tuple[int, int], *, xp, fft
 ) -> Array:
     """The kernel's taps of the circular correlation whose spectrum is ``gwf`` (G, P, Fg,
     Cg), in the real dtype of ``w``: (G, P, Fg, Cg) -> (G, Fg, Cg, kh, kw).
 
-    Only ``kh`` rows of the inverse are needed: their inverse over the rows is a product
-    with the conjugate DFT matrix for at most :data:`DFT_MAX_ROWS` rows (else an inverse
-    FFT of every row, of which they are taken); the real inverse over the columns then runs
-    on those rows, and the ``kw`` columns are taken."""
+    Only ``kh`` rows and ``kw`` columns of the inverse are needed: over the rows a product
+    with the conjugate DFT matrix for at most :data:`DFT_MAX_ROWS` rows (else an inverse FFT
+    of every row, of which they are taken), over the columns a product with the real
+    inverse's matrix at the taps' lags (:func:`_column_inverse`)."""
     (lh, lw), g = shape, geom
     lw2 = lw // 2 + 1
     (top, _), (left, _) = g.padding
@@ -700,17 +729,20 @@ def _weight_grad_taps(
     z = xp.reshape(gwf, (g.groups, lh, lw2 * g.fg * g.cg))
     if g.kh <= DFT_MAX_ROWS:
         dft = _row_dft(w, z, (lh, (-top) % lh, dh, g.kh), xp=xp)  # (Lh, kh), complex
-        rows = xp.matrix_transpose(xp.conj(dft)) @ z / lh  # (kh, Lh) @ (G, Lh, .) -> (G, kh, .)
+        inverse = xp.matrix_transpose(xp.conj(dft)) * (1.0 / lh)  # (kh, Lh): scaled, small
+        rows = inverse @ z  # (kh, Lh) @ (G, Lh, Lw2*Fg*Cg) -> (G, kh, Lw2*Fg*Cg)
     else:
         full = fft.ifft(z, axis=-2)  # (G, Lh, Lw2*Fg*Cg)
         picks = xp.asarray(_lags(g.kh, dh, top, lh), device=device_of(gwf))
         rows = xp.take(full, picks, axis=1)  # (G, kh, Lw2*Fg*Cg)
-    # (G, kh, Lw2*Fg*Cg) -> (G, kh, Lw2, Fg, Cg)
-    rows = xp.reshape(rows, (g.groups, g.kh, lw2, g.fg, g.cg))
-    rows = xp.permute_dims(rows, (0, 3, 4, 1, 2))  # (G, Fg, Cg, kh, Lw2)
-    real = fft.irfft(rows, n=lw, axis=-1)  # (G, Fg, Cg, kh, Lw)
-    picks = xp.asarray(_lags(g.kw, dw, left, lw), device=device_of(gwf))
-    return xp.take(real, picks, axis=-1)  # (G, Fg, Cg, kh, kw)
+    # (G, kh, Lw2*Fg*Cg) -> (G*kh, Lw2, Fg*Cg)
+    rows = xp.reshape(rows, (g.groups * g.kh, lw2, g.fg * g.cg))
+    lags = _lags(g.kw, dw, left, lw)
+    cols = _column_inverse(lags, lw, real=w.dtype, dtype=gwf.dtype, device=device_of(gwf), xp=xp)
+    taps = xp.real(cols @ rows)  # (kw, Lw2) @ (G*kh, Lw2, Fg*Cg) -> (G*kh, kw, Fg*Cg)
+    # (G*kh, kw, Fg*Cg) -> (G, kh, kw, Fg, Cg)
+    taps = xp.reshape(taps, (g.groups, g.kh, g.kw, g.fg, g.cg))
+    return xp.permute_dims(taps, (0, 3, 4, 1, 2))  # (G, Fg, Cg, kh, kw)
 
 
 def _upsample_grad(gy: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:

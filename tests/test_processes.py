@@ -134,8 +134,10 @@ def test_the_parameter_layout_views_a_block_in_place():
         (1, "b", (1,)),
     ]
     views[1, "w"][...] = 7.0
-    flat = np.frombuffer(block, dtype=layout.dtype)
+    flat = np.frombuffer(block, dtype=np.float32)
     assert np.count_nonzero(flat == 7.0) == 3 and flat.size == 2 * 3 + 3 + 3 + 1
+    stand_ins = layout.layers(block, 2)
+    assert stand_ins[1].grads["w"].tolist() == [[7.0], [7.0], [7.0]]
 
 
 # ------------------------------------------------------------------------------ errors

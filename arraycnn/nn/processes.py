@@ -36,11 +36,12 @@ import signal
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from .parallel import Replica, _one_blas_thread
+from .parallel import Replica, _one_blas_thread, add_layer_gradients
 
 __all__ = ["ParameterLayout", "ProcessShards", "RemoteError"]
 
@@ -66,8 +67,8 @@ class RemoteError(RuntimeError):
 
 @dataclass(frozen=True)
 class ParameterLayout:
-    """Where each parameter lives in a shared block: ``(layer, name, shape, offset)`` rows
-    (host arithmetic), all of one ``dtype``.
+    """Where each parameter lives in a shared block: ``(layer, name, shape, dtype, offset)``
+    rows (host arithmetic).
 
     Examples
     --------
@@ -75,34 +76,40 @@ class ParameterLayout:
     >>> model = Sequential([Dense(2, 3)], seed=0)
     >>> _ = model.build((2,))
     >>> layout = ParameterLayout.of(model.layers)
-    >>> [(i, name, shape) for i, name, shape, _ in layout.entries], layout.nbytes
-    ([(0, 'w', (2, 3)), (0, 'b', (3,))], 36)
+    >>> [(i, name, shape, offset) for i, name, shape, _, offset in layout.entries]
+    [(0, 'w', (2, 3), 0), (0, 'b', (3,), 24)]
+    >>> layout.nbytes
+    36
     """
 
-    entries: tuple[tuple[int, str, tuple[int, ...], int], ...]
-    dtype: str
+    entries: tuple[tuple[int, str, tuple[int, ...], str, int], ...]
     nbytes: int
 
     @classmethod
     def of(cls, layers: Sequence[Any]) -> ParameterLayout:
-        """The layout of the parameters of ``layers`` (NumPy arrays of one dtype)."""
-        entries, offset, dtypes = [], 0, set()
+        """The layout of the parameters of ``layers`` (NumPy arrays)."""
+        entries, offset = [], 0
         for i, layer in enumerate(layers):
             for name, value in getattr(layer, "params", {}).items():
-                entries.append((i, name, tuple(value.shape), offset))
+                entries.append((i, name, tuple(value.shape), str(value.dtype), offset))
                 offset += value.nbytes
-                dtypes.add(str(value.dtype))
-        if len(dtypes) > 1:
-            raise ValueError(f"parallel='processes' needs one parameter dtype, got {dtypes}")
-        return cls(tuple(entries), dtypes.pop() if dtypes else "float32", offset)
+        return cls(tuple(entries), offset)
 
     def views(self, block: Any) -> dict[tuple[int, str], np.ndarray]:
         """Each parameter's array over the shared ``block`` (a buffer of :attr:`nbytes`)."""
         out = {}
-        for i, name, shape, offset in self.entries:
+        for i, name, shape, dtype, offset in self.entries:
             count = int(np.prod(shape, dtype=np.int64))
-            flat = np.frombuffer(block, dtype=self.dtype, count=count, offset=offset)
+            flat = np.frombuffer(block, dtype=dtype, count=count, offset=offset)
             out[i, name] = flat.reshape(shape)  # (size,) -> the parameter's shape
+        return out
+
+    def layers(self, block: Any, count: int) -> list[SimpleNamespace]:
+        """``count`` layer stand-ins whose ``grads`` are the arrays over ``block`` (for
+        :func:`~arraycnn.nn.parallel.add_layer_gradients`)."""
+        out = [SimpleNamespace(grads={}) for _ in range(count)]
+        for (i, name), view in self.views(block).items():
+            out[i].grads[name] = view
         return out
 
 
@@ -190,7 +197,7 @@ class ProcessShards:
         self._conns: list[Any] = []
         self._processes: list[Any] = []
         self._params: dict[tuple[int, str], np.ndarray] = {}
-        self._grads: list[dict[tuple[int, str], np.ndarray]] = []
+        self._grads: list[list[SimpleNamespace]] = []
 
     def __enter__(self) -> ProcessShards:
         try:
@@ -211,7 +218,7 @@ class ProcessShards:
             # made here, in order, as the thread replicas are (Dropout's seed stream)
             blob = _pickled((self.model, Replica(self.model.layers, index)))
             grads = ctx.RawArray("b", size)
-            self._grads.append(self.layout.views(grads))
+            self._grads.append(self.layout.layers(grads, len(self.model.layers)))
             here, there = ctx.Pipe()
             process = ctx.Process(
                 target=_serve,
@@ -290,13 +297,7 @@ class ProcessShards:
     def add_gradients(self, count: int) -> None:
         """Add the gradients the workers of the last ``count - 1`` shards wrote into the
         model's layers' own (shard 0's)."""
-        for i, layer in enumerate(self.model.layers):
-            grads = getattr(layer, "grads", {})
-            for name in list(grads):
-                total = grads[name]
-                for views in self._grads[: count - 1]:
-                    total = total + views[i, name]
-                grads[name] = total
+        add_layer_gradients(self.model.layers, self._grads[: count - 1])
 
     def publish(self) -> None:
         """Copy the model's parameters (after an optimizer step) into the shared block the

@@ -40,26 +40,25 @@ def host_params(model) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ the sharded step
 
 
-@pytest.mark.parametrize("workers", [2, 3, 5])
-def test_a_sharded_sgd_step_follows_the_finite_difference_gradient(xp, rng, workers):
-    """12 samples in shards of 6/6, 4/4/4 and 3/3/2/2/2 (unequal shares): one SGD step moves
-    every parameter by -lr * dL/dp of the whole batch's mean loss."""
+def check_sharded_sgd_step(rng, backend="numpy", **sharding) -> None:
+    """One full-batch SGD step of 12 samples with ``sharding`` (``workers``, ``parallel``)
+    moves every parameter by -lr * dL/dp of the whole batch's mean loss."""
     X, y = toy_images(rng)
-    model = small_cnn(backend=xp)
+    model = small_cnn(backend=backend)
     model.build((1, 6, 6))
     before = host_params(model)
     lr = 0.5
     model.fit(
-        X,
-        y,
-        epochs=1,
-        batch_size=len(X),
-        optimizer=PlainSGD(lr),
-        shuffle=False,
-        progress=False,
-        workers=workers,
-    )
+        X, y, epochs=1, batch_size=len(X), optimizer=PlainSGD(lr), shuffle=False,
+        progress=False, **sharding,
+    )  # fmt: skip
     check_sgd_step(before, host_params(model), lr, X, y)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_a_sharded_sgd_step_follows_the_finite_difference_gradient(xp, rng, workers):
+    """Shards of 6/6, 4/4/4 and 3/3/2/2/2 (unequal shares)."""
+    check_sharded_sgd_step(rng, backend=xp, workers=workers)
 
 
 @pytest.mark.parametrize(("n", "batch_size", "workers"), [(23, 5, 2), (7, 4, 3), (9, 4, 8)])

@@ -23,7 +23,12 @@ Run::
     python -m arraycnn.examples.lecture_mnist --framework torch --threads 2
 
 ``--threads`` sets both frameworks' CPU threads: torch's ``torch.set_num_threads``, arraycnn's
-``fit(..., workers=)`` (each batch's shards on that many threads, :mod:`arraycnn.nn.parallel`).
+``fit(..., workers=)`` (each batch's shards on that many threads, :mod:`arraycnn.nn.parallel`;
+with ``--parallel processes`` on that many worker processes, :mod:`arraycnn.nn.processes`,
+which share no GIL: the faster on NumPy)::
+
+    python -m arraycnn.examples.lecture_mnist --data-dir data/mnist --until 0.99 --threads 2 \
+        --parallel processes
 """
 
 from __future__ import annotations

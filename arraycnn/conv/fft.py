@@ -692,23 +692,19 @@ def _lags(count: int, step: int, pad_lo: int, length: int) -> list[int]:
     return [(r * step - pad_lo) % length for r in range(count)]
 
 
-def _column_inverse(
-    lags: list[int], length: int, *, real: Any, dtype: Any, device: Any, xp: ModuleType
-) -> Array:
-    """The real inverse DFT of length ``length`` at positions ``lags``, over a half spectrum
-    of ``Lw2 = length // 2 + 1`` bins, as a matrix: ``x[q] = Re(sum_v E[q, v] X[v])`` with
-    ``E[q, v] = exp(2 pi i v q / L) / L``, doubled for the bins that stand for a conjugate
-    pair (all but 0 and L/2). (len(lags), Lw2), complex ``dtype``; the exponents reduced
-    modulo L in integers, the angles formed in the real dtype ``real``."""
+def _column_inverse(w: Array, z: Array, placement: tuple[int, int, int, int], *, xp) -> Array:
+    """The real inverse DFT of length ``L`` at the positions ``start + step q`` of
+    ``placement = (L, start, step, taps)``, over a half spectrum of ``L // 2 + 1`` bins, as
+    a matrix: ``x[q] = Re(sum_v E[q, v] X[v])`` with ``E[q, v] = exp(2 pi i v (start + step
+    q) / L) / L``, doubled for the bins that stand for a conjugate pair (all but 0 and L/2).
+    The conjugate of the cached DFT matrix (:func:`_row_dft`, ``w`` and ``z`` giving the real
+    and complex dtypes) on its first rows: (taps, L // 2 + 1)."""
+    length = placement[0]
     bins = length // 2 + 1
     weights = [(1.0 if v == 0 or 2 * v == length else 2.0) / length for v in range(bins)]
-    v = xp.arange(bins, device=device)  # (Lw2,)
-    q = xp.asarray(lags, device=device)  # (Q,)
-    m = (q[:, None] * v[None, :]) % length  # (Q, 1) * (1, Lw2) -> (Q, Lw2)
-    angle = xp.astype(m, real) * (2.0 * math.pi / length)
-    scale = xp.asarray(weights, dtype=real, device=device)  # (Lw2,)
-    cos, sin = xp.cos(angle) * scale, xp.sin(angle) * scale
-    return xp.astype(cos, dtype) + xp.astype(sin, dtype) * 1j
+    scale = xp.asarray(weights, dtype=w.dtype, device=device_of(z))  # (Lw2,)
+    dft = _row_dft(w, z, placement, xp=xp)[:bins, :]  # (L, taps) -> (Lw2, taps)
+    return xp.matrix_transpose(xp.conj(dft)) * scale  # (taps, Lw2)
 
 
 def _weight_grad_taps(
@@ -737,8 +733,7 @@ def _weight_grad_taps(
         rows = xp.take(full, picks, axis=1)  # (G, kh, Lw2*Fg*Cg)
     # (G, kh, Lw2*Fg*Cg) -> (G*kh, Lw2, Fg*Cg)
     rows = xp.reshape(rows, (g.groups * g.kh, lw2, g.fg * g.cg))
-    lags = _lags(g.kw, dw, left, lw)
-    cols = _column_inverse(lags, lw, real=w.dtype, dtype=gwf.dtype, device=device_of(gwf), xp=xp)
+    cols = _column_inverse(w, gwf, (lw, (-left) % lw, dw, g.kw), xp=xp)  # (kw, Lw2)
     taps = xp.real(cols @ rows)  # (kw, Lw2) @ (G*kh, Lw2, Fg*Cg) -> (G*kh, kw, Fg*Cg)
     # (G*kh, kw, Fg*Cg) -> (G, kh, kw, Fg, Cg)
     taps = xp.reshape(taps, (g.groups, g.kh, g.kw, g.fg, g.cg))
@@ -929,12 +924,11 @@ def counts(p: FFTPlan) -> Counts:
     phases = len(p.grads)
     kernel_share = 0.5 + 0.5 * min(g.kh, lh) / lh  # a real pass on kh rows; the rows by DFT
     total = fft_counts(nf, lh, lw) + Counts(calls=2 + phases)
+    if "w" in p.grads:  # the input's spectrum; gw's inverse on the kernel's rows
+        total = total + fft_counts(nc, lh, lw) + fft_counts(fc, lh, lw).scaled(kernel_share)
     if "x" in p.grads:  # the kernel's spectrum; gx's inverse, its last pass on the kept rows
         total = total + fft_counts(fc, lh, lw).scaled(kernel_share)
         total = total + fft_counts(nc, lh, lw).scaled(0.5 + 0.5 * min(g.h, lh) / lh)
-    if "w" in p.grads:  # the input's spectrum; gw's inverse on the kernel's rows
-        total = total + fft_counts(nc, lh, lw) + fft_counts(fc, lh, lw).scaled(kernel_share)
-    if "x" in p.grads:
         total = total + spectral(g.n, g.fg, g.cg, g.groups * bins)
         total = total + traffic(2 * g.n * g.c * g.h * g.w)
     if "w" in p.grads:

@@ -480,7 +480,7 @@ class Sequential:
         parallel : {"threads", "processes"}
             Where the ``workers`` shards run: threads of this process (default), or, on the
             NumPy backend, worker processes (:mod:`arraycnn.nn.processes`), which share no
-            GIL: faster per step, but each call starts its workers (about a second) and a
+            GIL: faster per step, but each call starts its workers (about half a second) and a
             script must call ``fit`` under ``if __name__ == "__main__":``. The update is the
             same either way, up to rounding.
 

@@ -12,7 +12,7 @@ operations per step, many of them a few microseconds long, two threads spend a f
 step waiting for it (docs/performance.md). Processes share no GIL; they pay instead
 
 * a start: each worker is a fresh interpreter (the ``spawn`` start method: safe with threads,
-  JAX and torch loaded) that imports arraycnn and unpickles the model, about a second per
+  JAX and torch loaded) that imports arraycnn and unpickles the model, about half a second per
   call of ``fit``, ``evaluate`` or ``predict``;
 * per step, the shard's samples sent to the worker through a pipe, and the parameters and
   gradients through shared memory: one block of every parameter, which the workers' layers

@@ -104,6 +104,22 @@ def test_narrow_outputs_use_bands_and_wide_ones_rows():
     assert not naive.uses_rows(strided)
 
 
+WEIGHT_GRAD_ORIENTATIONS = [
+    # (x shape, w shape, geometry, rows first): Cg·kh·kw against Fg
+    ((2, 3, 6, 5), (2, 3, 3, 3), {"padding": 1}, True),  # 27 > 2
+    ((2, 4, 5, 6), (6, 2, 2, 1), {"groups": 2, "stride": 2}, True),  # 4 > 3
+    ((2, 1, 6, 6), (5, 1, 2, 2), {"padding": 1}, False),  # 4 < 5
+    ((1, 2, 5, 5), (8, 1, 1, 3), {"groups": 2, "dilation": 2}, False),  # 3 < 4
+]
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry", "first"), WEIGHT_GRAD_ORIENTATIONS)
+def test_weight_grad_in_either_orientation(xp, to_xp, rng, x_shape, w_shape, geometry, first):
+    """The weight gradient's product puts the longer side first; both give the loops'."""
+    assert im2col.rows_first(conv_geometry(x_shape, w_shape, **geometry)) is first
+    _backward_case(xp, to_xp, rng, x_shape, w_shape, **geometry)
+
+
 def test_wide_output_takes_rows_by_default(xp, to_xp, rng, paths):
     _backward_case(xp, to_xp, rng, (1, 2, 4, 33), (3, 2, 2, 2), padding=((0, 1), (1, 0)))
     assert paths == ["rows"]
@@ -217,6 +233,24 @@ def test_chunk_sizes():
     assert im2col.samples_per_chunk(small) == 64  # its columns fit in cache
     assert naive.samples_per_chunk(big) == max(1, (1 << 21) // ((64 + 64) * 56 * 56))
     assert naive.samples_per_chunk(big, cached=False) == 32
+
+
+def test_backward_chunks_fit_the_input_gradients_columns():
+    """The input gradient's transposed correlation unfolds gy (Fg·kh·kw·H·W per sample);
+    with more filters than channels its columns are the larger, and set the chunk."""
+    g = conv_geometry((64, 32, 14, 14), (64, 32, 3, 3), padding=1)
+    assert im2col.samples_per_chunk(g) == 64  # the input's columns fit whole
+    grad_per_sample = 64 * 9 * 14 * 14
+    expected = im2col.COLUMN_CHUNK_ELEMENTS // grad_per_sample
+    assert 1 < expected < 64
+    for grads, chunk in (("xw", expected), ("x", expected), ("w", 64)):
+        call = Call(g, "backward", "numpy", "float32", 4, grads=grads)
+        p = im2col.plan(call)
+        assert p.chunk == chunk, grads
+        assert (p.grad_geom is not None) == ("x" in grads)
+    assert im2col.plan(Call(g, "forward", "numpy", "float32", 4)).chunk == 64
+    on_gpu = Call(g, "backward", "cupy", "float32", 4, True, grads="xw")
+    assert im2col.plan(on_gpu).chunk == 64  # a GPU runs the batch whole
 
 
 @pytest.mark.parametrize("name", ["im2col", "naive"])

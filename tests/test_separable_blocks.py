@@ -118,6 +118,77 @@ def test_forward_never_holds_full_size_temporaries(traced_peak):
     assert predicted < geom.ho * geom.wp * 4 / 4  # a quarter of the unbanded t
 
 
+# (x shape, w shape, rank, geometry, transposed): the input gradient as the transposed
+# correlation's banded forward where stride 1 and a padding within the kernel's extent
+# allow it, else the transposed passes
+BACKWARD_CASES = [
+    ((1, 1, 23, 19), (1, 1, 3, 3), 1, {"padding": "same"}, True),
+    ((2, 3, 20, 13), (4, 3, 5, 3), 2, {"padding": ((2, 1), (0, 2))}, True),
+    ((2, 3, 20, 13), (4, 3, 5, 3), 2, {"padding": ((2, 1), (0, 3))}, False),  # 3 > kw - 1
+    ((1, 1, 30, 22), (1, 1, 3, 3), 1, {"dilation": (3, 2), "padding": "same"}, True),
+    ((2, 4, 15, 14), (6, 2, 3, 3), 1, {"groups": 2, "padding": "same"}, True),
+    ((1, 2, 16, 16), (3, 2, 4, 4), 4, {"padding": "full"}, True),
+    ((1, 2, 17, 12), (2, 2, 5, 3), 2, {}, True),  # valid: the transposed padding is full
+    ((1, 2, 25, 21), (2, 2, 3, 5), 1, {"stride": (2, 3), "padding": 1}, False),
+    ((1, 1, 12, 12), (1, 1, 3, 3), 1, {"padding": 3}, False),  # padding beyond the extent
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("x_shape", "w_shape", "rank", "geometry", "transposed"), BACKWARD_CASES)
+def test_backward_matches_the_loops(
+    xp, to_xp, rng, dtype, x_shape, w_shape, rank, geometry, transposed
+):
+    """Both gradients against the loops; the transposed correlation runs in several bands
+    (two output rows each)."""
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = _low_rank(rng, w_shape, rank).astype(dtype)
+    geom = ac.conv_geometry(x_shape, w_shape, **geometry)
+    gy = rng.standard_normal(geom.y_shape).astype(dtype)
+    p = _plan(geom, rank, ITEMSIZE[dtype], direction="backward")
+    assert (p.grad_geom is not None) is transposed
+    if transposed:
+        assert p.grad_geom.y_shape == geom.x_shape
+        p = dataclasses.replace(p, grad_rows=2)
+    expected = oracles.correlate_loops_backward(gy, x, w, **geometry)[:2]
+    models = oracles.ERROR_MODEL["separable"]
+    scales = [
+        oracles.error_scales(x, w, gy=gy, model=models[name], **geometry)[index]
+        for index, name in ((1, "gx"), (2, "gw"))
+    ]
+    tx = to_xp(x)
+    got = separable.backward(p, to_xp(gy), tx, to_xp(w), xp=xp)
+    for name, value, exact, scale in zip(("gx", "gw"), got, expected, scales, strict=True):
+        assert_close(
+            value,
+            exact,
+            scale=scale,
+            xp=xp,
+            dtype=getattr(xp, dtype),
+            device=device_of(tx),
+            err_msg=name,
+        )
+
+
+def test_backward_input_gradient_never_holds_full_size_temporaries(traced_peak):
+    """The input gradient runs banded: its traced peak beyond the result stays within the
+    predicted workspace, under half the transposed passes' (their full-size t)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 1, 1200, 640)).astype(np.float32)
+    w = _low_rank(rng, (1, 1, 7, 7), 1).astype(np.float32)
+    geom = ac.conv_geometry(x.shape, w.shape, padding="same")
+    gy = rng.standard_normal(geom.y_shape).astype(np.float32)
+    call = Call(geom, "backward", "numpy", "float32", 4, grads="x")
+    p = separable.plan(call, 1)
+    assert p.grad_geom is not None and math.ceil(geom.h / p.grad_rows) > 4
+    (gx, _), peak = traced_peak(lambda: separable.backward(p, gy, x, w, xp=NUMPY))
+    measured = peak - gx.nbytes
+    predicted = chunking.workspace_bytes(separable.STRATEGY, p)
+    assert measured <= predicted
+    passes = separable.workspace(dataclasses.replace(p, grad_geom=None))
+    assert predicted < passes / 2
+
+
 def test_workspace_bytes_are_the_band_temporaries():
     geom = ac.conv_geometry((2, 3, 50, 70), (4, 3, 5, 5), padding="valid")
     for itemsize in (4, 8):

@@ -18,7 +18,7 @@ from typing import Any
 import array_api_extra as xpx
 
 from ..backend import backend_name, device_of
-from ..geometry import ConvGeometry
+from ..geometry import ConvGeometry, conv_geometry
 
 Array = Any
 ALL = slice(None)
@@ -94,6 +94,32 @@ def transposed_kernel(w: Array, geom: ConvGeometry, *, xp: ModuleType) -> Array:
     wt = xp.flip(wt, axis=(3, 4))  # tap (i, j) -> (kh-1-i, kw-1-j)
     # (G, Cg, Fg, kh, kw) -> (C, Fg, kh, kw); a view where the backend allows (callers copy)
     return xp.reshape(wt, (geom.c, geom.fg, geom.kh, geom.kw))
+
+
+def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
+    """Geometry of the input gradient as a stride-1 correlation of gy, or None.
+
+    gy (N, F, Ho, Wo) correlated with the flipped, channel-swapped kernel (C, Fg, kh, kw)
+    at padding ``d (k - 1) - pad`` per side gives (N, C, H, W). None where the forward
+    stride is not 1 or a forward padding exceeds the kernel's extent ``d (k - 1)`` (the
+    transposed padding would be negative): there im2col runs col2im, and separable its
+    transposed passes.
+    """
+    if geom.stride != (1, 1):
+        return None
+    extent = (geom.dilation[0] * (geom.kh - 1), geom.dilation[1] * (geom.kw - 1))
+    pads = tuple(
+        (extent[axis] - lo, extent[axis] - hi) for axis, (lo, hi) in enumerate(geom.padding)
+    )
+    if min(min(pair) for pair in pads) < 0:
+        return None
+    return conv_geometry(
+        (geom.n, geom.f, geom.ho, geom.wo),
+        (geom.c, geom.fg, geom.kh, geom.kw),
+        padding=pads,
+        dilation=geom.dilation,
+        groups=geom.groups,
+    )
 
 
 def zeros(shape: tuple[int, ...], like: Array, *, xp: ModuleType, dtype: Any = None) -> Array:

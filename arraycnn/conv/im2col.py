@@ -45,7 +45,7 @@ from functools import cached_property
 from types import ModuleType
 from typing import Any
 
-from ..geometry import ConvGeometry, conv_geometry
+from ..geometry import ConvGeometry
 from ..scratch import scratch
 from . import naive
 from ._layout import (
@@ -59,6 +59,7 @@ from ._layout import (
     output_from_group_major,
     set_at,
     tap_bands,
+    transposed_geometry,
     transposed_kernel,
 )
 from .cost import shipped_calibrations
@@ -211,31 +212,6 @@ def rows_first(geom: ConvGeometry) -> bool:
     where they outnumber the filters Fg. OpenBLAS runs these long-K products 10-35 % faster
     with the longer side as the result's rows (docs/performance.md)."""
     return geom.cg * geom.kh * geom.kw > geom.fg
-
-
-def transposed_geometry(geom: ConvGeometry) -> ConvGeometry | None:
-    """Geometry of the input gradient as a stride-1 correlation of gy, or None.
-
-    gy (N, F, Ho, Wo) correlated with the flipped, channel-swapped kernel (C, Fg, kh, kw)
-    at padding ``d (k - 1) - pad`` per side gives (N, C, H, W). None where the forward
-    stride is not 1 or a forward padding exceeds the kernel's extent ``d (k - 1)`` (the
-    transposed padding would be negative); those run col2im.
-    """
-    if geom.stride != (1, 1):
-        return None
-    extent = (geom.dilation[0] * (geom.kh - 1), geom.dilation[1] * (geom.kw - 1))
-    pads = tuple(
-        (extent[axis] - lo, extent[axis] - hi) for axis, (lo, hi) in enumerate(geom.padding)
-    )
-    if min(min(pair) for pair in pads) < 0:
-        return None
-    return conv_geometry(
-        (geom.n, geom.f, geom.ho, geom.wo),
-        (geom.c, geom.fg, geom.kh, geom.kw),
-        padding=pads,
-        dilation=geom.dilation,
-        groups=geom.groups,
-    )
 
 
 def uses_transposed_input_grad(geom: ConvGeometry, price: Any = None) -> bool:

@@ -394,9 +394,27 @@ def backward(p: NaivePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     g = p.geom
     if uses_depthwise(g):
         gx = _depthwise_input_grad(gy, w, g, xp=xp) if "x" in p.grads else None
-        return gx, _depthwise_weight_grad(gy, x, g, xp=xp) if "w" in p.grads else None
-    gx = input_grad(gy, w, g, p.bands, xp=xp) if "x" in p.grads else None
-    return gx, weight_grad(gy, x, g, p.bands, xp=xp) if "w" in p.grads else None
+    else:
+        gx = input_grad(gy, w, g, p.bands, xp=xp) if "x" in p.grads else None
+    return gx, weight_gradient(gy, x, g, p.bands, xp=xp) if "w" in p.grads else None
+
+
+def weight_gradient(gy: Array, x: Array, g: ConvGeometry, bands: TapBands, *, xp) -> Array:
+    """naive's weight gradient (also separable's): gy (N, F, Ho, Wo), x (N, C, H, W) ->
+    (F, Cg, kh, kw), on the depthwise path where it applies (:func:`uses_depthwise`)."""
+    if uses_depthwise(g):
+        return _depthwise_weight_grad(gy, x, g, xp=xp)
+    return weight_grad(gy, x, g, bands, xp=xp)
+
+
+def weight_gradient_elements(g: ConvGeometry) -> int:
+    """Workspace elements of :func:`weight_gradient`."""
+    return depthwise_elements(g, "backward") if uses_depthwise(g) else weight_grad_elements(g)
+
+
+def weight_gradient_counts(g: ConvGeometry) -> Counts:
+    """Counts of :func:`weight_gradient` (elements, not bytes)."""
+    return depthwise_counts(g, "backward", "w") if uses_depthwise(g) else weight_grad_counts(g)
 
 
 def taps_per_block(g: ConvGeometry) -> int:

@@ -14,13 +14,16 @@ model decides. Singular values below
 the dtype's rounding. Half precision (float16, bfloat16), which linear algebra modules lack,
 has its SVD computed in float32; the passes run in the input dtype.
 
-Backward: the input gradient runs the transposed passes (row scatter, then column
-scatter); the weight gradient does not factor through the SVD and is the direct tap
-contraction of :mod:`.naive`.
+Backward: the input gradient is, at stride 1 with a padding within the kernel's extent,
+the forward's banded passes over gy with the flipped, channel-swapped kernel (the
+transposed correlation, :func:`._layout.transposed_geometry`; the flip keeps each slice's
+rank), elsewhere the transposed passes (row scatter, then column scatter, unbanded); the
+weight gradient does not factor through the SVD and is :mod:`.naive`'s
+(:func:`.naive.weight_gradient`).
 The forward runs in bands of output rows (:func:`band_rows`) so that each band's t and its
 row-pass accumulator stay small (:data:`BAND_BYTES`), each band written into the result
 allocated once. Memory beyond input and output: the padded input and one band's
-temporaries, about 2 N·F·Cg·r·B·(Wp + Wo) elements for B rows (the backward still holds
+temporaries, about 2 N·F·Cg·r·B·(Wp + Wo) elements for B rows (the transposed passes hold
 the full t, N·F·Cg·r·Ho·Wp elements).
 """
 
@@ -43,6 +46,8 @@ from ._layout import (
     ranges,
     set_at,
     tap_bands,
+    transposed_geometry,
+    transposed_kernel,
     zeros,
 )
 from .strategy import Call, Counts, Strategy, traffic
@@ -225,7 +230,9 @@ def input_grad(gy: Array, w: Array, geom: ConvGeometry, rank: int, *, xp: Module
 class SeparablePlan:
     """How separable runs a call (whole samples): w's numerical rank, the forward's output
     rows per band of its passes (:func:`band_rows`); backward, the gradients it computes
-    (:attr:`.strategy.Call.grads`) and the tap bands of naive's weight gradient."""
+    (:attr:`.strategy.Call.grads`), the tap bands of naive's weight gradient, and the input
+    gradient's transposed correlation: its geometry (None: the transposed passes) and rows
+    per band."""
 
     geom: ConvGeometry
     direction: str
@@ -235,6 +242,8 @@ class SeparablePlan:
     pass_rows: int
     bands: TapBands | None = None
     grads: str = "xw"
+    grad_geom: ConvGeometry | None = None
+    grad_rows: int = 0
 
     @property
     def rows(self) -> int:
@@ -247,9 +256,13 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> SeparablePla
     possible, ``min(kh, kw)``)."""
     g = call.geom
     r = rank if rank else min(g.kh, g.kw)
-    bands = tap_bands(g) if call.direction == "backward" else None
+    backward = call.direction == "backward"
+    bands = tap_bands(g) if backward else None
     pass_rows = band_rows(g, r, call.itemsize)
-    return SeparablePlan(g, call.direction, call.itemsize, g.n, r, pass_rows, bands, call.grads)
+    grad = transposed_geometry(g) if backward and "x" in call.grads else None
+    grad_rows = band_rows(grad, r, call.itemsize) if grad is not None else 0
+    fields = (g, call.direction, call.itemsize, g.n, r, pass_rows, bands, call.grads)
+    return SeparablePlan(*fields, grad, grad_rows)
 
 
 def forward(p: SeparablePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
@@ -258,25 +271,41 @@ def forward(p: SeparablePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
 
 
 def backward(p: SeparablePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
-    """Execute a backward plan: ``(gx, gw)`` (None where the plan leaves one out); gw is
-    naive's direct tap contraction (it does not factor through the SVD)."""
-    gx = input_grad(gy, w, p.geom, p.rank, xp=xp) if "x" in p.grads else None
-    return gx, naive.weight_grad(gy, x, p.geom, p.bands, xp=xp) if "w" in p.grads else None
+    """Execute a backward plan: ``(gx, gw)`` (None where the plan leaves one out): gx the
+    forward's passes over gy with the transposed kernel where the plan has its geometry,
+    else the transposed passes; gw naive's (it does not factor through the SVD)."""
+    gx = None
+    if "x" in p.grads and p.grad_geom is not None:
+        wt = transposed_kernel(w, p.geom, xp=xp)  # (C, Fg, kh, kw), the same ranks
+        gx = _forward(gy, wt, p.grad_geom, p.rank, p.grad_rows, xp=xp)
+    elif "x" in p.grads:
+        gx = input_grad(gy, w, p.geom, p.rank, xp=xp)
+    gw = naive.weight_gradient(gy, x, p.geom, p.bands, xp=xp) if "w" in p.grads else None
+    return gx, gw
+
+
+def _forward_elements(g: ConvGeometry, rank: int, rows: int) -> int:
+    """Workspace elements of :func:`_forward` in bands of ``rows`` output rows: the padded
+    input and one band's column pass N·F·Cg·r·B·Wp and row-pass accumulator
+    N·F·Cg·r·B·Wo, each with its update's temporary."""
+    pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
+    return pad + 2 * g.n * g.f * g.cg * rank * rows * (g.wp + g.wo)
 
 
 def workspace(p: SeparablePlan) -> int:
-    """Bytes. Forward: the padded input and one band's temporaries (B rows,
-    :func:`band_rows`): the column pass N·F·Cg·r·B·Wp and the row-pass accumulator
-    N·F·Cg·r·B·Wo, each with its update's temporary. Backward: the transposed
-    intermediates and the padded accumulator, then naive's weight gradient."""
+    """Bytes. Forward: :func:`_forward_elements`. Backward: the input gradient's (the
+    transposed correlation's forward, or the transposed passes' intermediates and padded
+    accumulator), then naive's weight gradient."""
     g, s, r = p.geom, p.itemsize, p.rank
-    lanes = g.n * g.f * g.cg * r
     if p.direction == "forward":
-        pad = 2 * g.n * g.c * g.hp * g.wp if g.is_padded else 0
-        return s * (pad + 2 * lanes * p.pass_rows * (g.wp + g.wo))
-    transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
-    transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
-    weight = naive.weight_grad_elements(g)
+        return s * _forward_elements(g, r, p.pass_rows)
+    if p.grad_geom is not None:
+        transposed = _forward_elements(p.grad_geom, r, p.grad_rows)
+    else:
+        lanes = g.n * g.f * g.cg * r
+        transposed = 2 * lanes * g.ho * g.wp + lanes * g.ho * g.wo
+        transposed += g.n * g.c * g.hp * g.wp + g.n * g.c * g.ho * g.wp
+    weight = naive.weight_gradient_elements(g)
     return s * max(transposed if "x" in p.grads else 0, weight if "w" in p.grads else 0)
 
 
@@ -285,33 +314,56 @@ def _pad_counts(g: ConvGeometry) -> Counts:
     return traffic(g.n * g.c * (g.h * g.w + g.hp * g.wp), calls=2) if g.is_padded else Counts()
 
 
-def counts(p: SeparablePlan) -> Counts:
-    """The SVD; kh column taps over (Ho, Wp), kw row taps over (Ho, Wo) on the r·F·Cg
-    lanes, elementwise (multiply: 2 element moves, accumulate: 3). Forward: the traffic
-    of the whole output, the array calls per band (per tap a multiply and an accumulate,
-    the sum over (Cg, r), the band's copy into the result). Backward: the transposed
-    passes, then naive's weight gradient."""
-    g, r = p.geom, p.rank
+def _svd_counts(g: ConvGeometry) -> Counts:
+    """A small SVD costs about one array call."""
+    return Counts(calls=6 + g.f * g.cg)
+
+
+def _forward_counts(g: ConvGeometry, r: int, rows: int) -> Counts:
+    """The forward in bands of ``rows`` output rows (elements): the SVD; kh column taps
+    over (Ho, Wp), kw row taps over (Ho, Wo) on the r·F·Cg lanes, elementwise (multiply: 2
+    element moves, accumulate: 3); the traffic of the whole output, the array calls per
+    band (per tap a multiply and an accumulate, the sum over (Cg, r), the band's copy into
+    the result)."""
     lanes = g.n * g.f * g.cg * r
-    svd = Counts(calls=6 + g.f * g.cg)  # a small SVD costs about one array call
     column = traffic(5 * lanes * g.ho * g.wp, calls=2).scaled(g.kh)
     row = traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
-    if p.direction == "forward":
-        count = -(-g.ho // p.pass_rows)
-        outputs = g.n * g.f * g.ho * g.wo
-        passes = traffic(column.bytes + row.bytes, calls=0)
-        per_band = Counts(calls=(2 * g.kh - 1) + (2 * g.kw - 1) + 2)
-        if g.cg * r > 1:
-            per_band = per_band + Counts(calls=1)
-            passes = passes + traffic(lanes * g.ho * g.wo + outputs, calls=0)
-        result = traffic(2 * outputs, calls=2) if count > 1 else Counts()
-        total = svd + _pad_counts(g) + passes + per_band.scaled(count) + result
-        return total.in_bytes(p.itemsize)
+    count = -(-g.ho // rows)
+    outputs = g.n * g.f * g.ho * g.wo
+    passes = traffic(column.bytes + row.bytes, calls=0)
+    per_band = Counts(calls=(2 * g.kh - 1) + (2 * g.kw - 1) + 2)
+    if g.cg * r > 1:
+        per_band = per_band + Counts(calls=1)
+        passes = passes + traffic(lanes * g.ho * g.wo + outputs, calls=0)
+    result = traffic(2 * outputs, calls=2) if count > 1 else Counts()
+    return _svd_counts(g) + _pad_counts(g) + passes + per_band.scaled(count) + result
+
+
+def _transposed_passes_counts(g: ConvGeometry, r: int) -> Counts:
+    """The input gradient's transposed passes (elements): the SVD, the row scatter, per
+    kernel row the column gather, and the padded accumulator."""
+    lanes = g.n * g.f * g.cg * r
+    row = traffic(5 * lanes * g.ho * g.wo, calls=2).scaled(g.kw)
     scatter_rows = traffic(lanes * g.ho * g.wp) + row
     gather = traffic(3 * lanes * g.ho * g.wp + 4 * g.n * g.c * g.ho * g.wp, calls=3).scaled(g.kh)
     padded = g.n * g.c * g.hp * g.wp
-    total = svd + scatter_rows + gather + traffic(3 * padded, 4) if "x" in p.grads else Counts()
-    total = total + naive.weight_grad_counts(g) if "w" in p.grads else total
+    return _svd_counts(g) + scatter_rows + gather + traffic(3 * padded, 4)
+
+
+def counts(p: SeparablePlan) -> Counts:
+    """Forward: :func:`_forward_counts`. Backward: the input gradient (the transposed
+    correlation's forward, or :func:`_transposed_passes_counts`), then naive's weight
+    gradient."""
+    g, r = p.geom, p.rank
+    if p.direction == "forward":
+        return _forward_counts(g, r, p.pass_rows).in_bytes(p.itemsize)
+    total = Counts()
+    if "x" in p.grads and p.grad_geom is not None:
+        total = _forward_counts(p.grad_geom, r, p.grad_rows)
+    elif "x" in p.grads:
+        total = _transposed_passes_counts(g, r)
+    if "w" in p.grads:
+        total = total + naive.weight_gradient_counts(g)
     return total.in_bytes(p.itemsize)
 
 

@@ -19,8 +19,9 @@ import pytest
 import arraycnn as ac
 from arraycnn import budget
 from arraycnn.backend import to_numpy
-from arraycnn.conv import chunking, cost, dispatch, explain, strategy
+from arraycnn.conv import chunking, cost, dispatch, explain, fft, strategy
 from arraycnn.conv.facts import Values
+from arraycnn.conv.strategy import Call
 from arraycnn.conv.table import STRATEGIES, STRATEGY_NAMES
 from arraycnn.testing import assert_close
 
@@ -155,13 +156,40 @@ def test_prices_and_counts():
 
 def test_spectral_products_count_a_complex_mac_as_four_weighted_real_ones():
     """Per-frequency products (m x k) @ (k x n): 4 real MACs per complex one, weighted as
-    GEMM work by SPECTRAL_WEIGHT; short-K cells as for a GEMM; one array call."""
+    GEMM work by SPECTRAL_WEIGHT; short-K cells as for a GEMM; one array call with a share
+    per matrix. Too small for a matrix product (a broadcast product and sum), the flops
+    weigh BROADCAST_SPECTRAL_WEIGHT and the batch is one call."""
     counts = strategy.spectral(3, 5, 7, batch=11)
     real = strategy.gemm(3, 5, 7, batch=11)
     assert real.gemm_flops == 2 * 11 * 3 * 5 * 7 and real.gemm_cells == 2 * 11 * 3 * 7
     assert counts.gemm_flops == 4 * strategy.SPECTRAL_WEIGHT * real.gemm_flops
     assert counts.gemm_cells == 4 * real.gemm_cells
-    assert counts.calls == 1 and counts.bytes == 0
+    assert counts.calls == 1 + 11 * strategy.MATRIX_CALL_SHARE and counts.bytes == 0
+    small = strategy.spectral(3, 5, 7, batch=11, matmul=False)
+    assert small.gemm_flops == 4 * strategy.BROADCAST_SPECTRAL_WEIGHT * real.gemm_flops
+    assert small.calls == 1
+    assert strategy.SPECTRAL_WEIGHT < strategy.BROADCAST_SPECTRAL_WEIGHT
+
+
+def test_the_fft_backward_counts_its_products_as_it_runs_them():
+    """The backward's contractions are batched products where _contract runs them so (at
+    least SMALL_CONTRACTION multiply-adds per frequency), else broadcast products."""
+    for n, f, c, batched in ((4, 8, 8, True), (1, 1, 2, False), (2, 2, 4, True)):
+        geom = ac.conv_geometry((n, c, 12, 12), (f, c, 3, 3), padding=1)
+        call = Call(geom, "backward", "numpy", "float32", 4, grads="x")
+        p = fft.plan(call)
+        lh, lw = fft.fast_shape(geom)
+        bins = lh * (lw // 2 + 1)
+        assert fft._matmul(n, f, c) is batched
+        weight = strategy.SPECTRAL_WEIGHT if batched else strategy.BROADCAST_SPECTRAL_WEIGHT
+        products = 4 * weight * 2 * bins * n * f * c
+        assert fft.counts(p).gemm_flops == pytest.approx(products)  # float32: flops as counted
+
+
+def test_fft_counts_its_flops_and_a_share_of_a_call_per_plane():
+    counts = strategy.fft(10, 16, 8)
+    assert counts.fft_flops == 10 * 2.5 * 128 * 7
+    assert counts.calls == 1 + 10 * strategy.PLANE_CALL_SHARE
 
 
 def test_the_model_prices_counts_with_five_constants_and_one_factor():
@@ -551,9 +579,7 @@ def _poisoned_input(rng, shape):
 
 @pytest.mark.parametrize("name", ["naive", "im2col", "separable", "auto"])
 @pytest.mark.parametrize("kw", NONFINITE_GEOMETRIES)
-def test_nonfinite_input_stays_in_its_receptive_fields(
-    name, kw, xp, to_xp, rng, favour, on_device
-):
+def test_nonfinite_input_stays_in_its_receptive_fields(name, kw, xp, to_xp, rng, favour, on_device):
     favour("fft")  # auto must still avoid FFT (on the host: a device reads no finiteness)
     x = _poisoned_input(rng, (2, 2, 8, 8))
     _, w = _data(rng, x.shape, (2, 2 // kw.get("groups", 1), 5, 5), rank1=True)

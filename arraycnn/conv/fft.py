@@ -70,11 +70,16 @@ AXES = (-2, -1)
 SMALL_CONTRACTION = 16
 
 
+def _matmul(i: int, k: int, j: int) -> bool:
+    """Whether :func:`_contract` runs (I x K) @ (K x J) as a batched matrix product."""
+    return i * k * j >= SMALL_CONTRACTION
+
+
 def _contract(a: Array, b: Array, *, xp: ModuleType) -> Array:
     """Per-frequency matrix product: a (G, P, I, K) @ b (G, P, K, J) -> (G, P, I, J)."""
     i, k = a.shape[-2:]
     j = b.shape[-1]
-    if i * k * j >= SMALL_CONTRACTION:
+    if _matmul(i, k, j):
         return a @ b
     if k == 1:
         return a * b  # (G, P, I, 1) * (G, P, 1, J) -> (G, P, I, J)
@@ -929,10 +934,10 @@ def counts(p: FFTPlan) -> Counts:
     if "x" in p.grads:  # the kernel's spectrum; gx's inverse, its last pass on the kept rows
         total = total + fft_counts(fc, lh, lw).scaled(kernel_share)
         total = total + fft_counts(nc, lh, lw).scaled(0.5 + 0.5 * min(g.h, lh) / lh)
-        total = total + spectral(g.n, g.fg, g.cg, g.groups * bins)
+        total = total + spectral(g.n, g.fg, g.cg, g.groups * bins, matmul=_matmul(g.n, g.fg, g.cg))
         total = total + traffic(2 * g.n * g.c * g.h * g.w)
     if "w" in p.grads:
-        total = total + spectral(g.fg, g.n, g.cg, g.groups * bins)
+        total = total + spectral(g.fg, g.n, g.cg, g.groups * bins, matmul=_matmul(g.fg, g.n, g.cg))
     total = total + traffic(2 * (4 * nf + 3 * phases * (fc + nc)) * bins, calls=5 + 10 * phases)
     if g.stride != (1, 1):
         total = total + traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)

@@ -115,16 +115,27 @@ def gemm(m: int, k: int, ncol: int, batch: int = 1) -> Counts:
     return Counts(gemm_flops=2.0 * batch * m * k * ncol, gemm_cells=2.0 * batch * m * ncol, calls=1)
 
 
-#: The FFT strategy's per-frequency channel products are batches of tiny complex matrix
-#: products: 8 real flops per complex multiply-add, at about a quarter of a large GEMM's
-#: rate (docs/performance.md), so each counts ``SPECTRAL_WEIGHT`` times as GEMM work.
-SPECTRAL_WEIGHT = 4.0
+#: The FFT strategy's per-frequency channel products: 8 real flops per complex
+#: multiply-add. As batched matrix products they run at about half a large GEMM's rate per
+#: real flop from 16 x 16 x 16 on (docs/performance.md), so each counts
+#: ``SPECTRAL_WEIGHT`` times as GEMM work ...
+SPECTRAL_WEIGHT = 1.9
+#: ... and each matrix of the batch a share of an array call (about 160 ns: what makes a
+#: batch of tiny products slow). Where the contraction is too small for a matrix product
+#: (a broadcast product and sum instead), its flops count ``BROADCAST_SPECTRAL_WEIGHT``
+#: times as GEMM work.
+MATRIX_CALL_SHARE = 0.07
+BROADCAST_SPECTRAL_WEIGHT = 4.0
 
 
-def spectral(m: int, k: int, ncol: int, batch: int) -> Counts:
-    """``batch`` complex products (m x k) @ (k x ncol), one per frequency; one call."""
+def spectral(m: int, k: int, ncol: int, batch: int, *, matmul: bool = True) -> Counts:
+    """``batch`` complex products (m x k) @ (k x ncol), one per frequency: weighted GEMM
+    work and one call, with a share per matrix where they are a batched matrix product
+    (``matmul``), else as a broadcast product and sum."""
     real = gemm(m, k, ncol, batch)  # a complex MAC is 4 real ones
-    return Counts(4.0 * SPECTRAL_WEIGHT * real.gemm_flops, 4.0 * real.gemm_cells, calls=1)
+    weight = SPECTRAL_WEIGHT if matmul else BROADCAST_SPECTRAL_WEIGHT
+    calls = 1 + MATRIX_CALL_SHARE * batch if matmul else 1
+    return Counts(4.0 * weight * real.gemm_flops, 4.0 * real.gemm_cells, calls=calls)
 
 
 def traffic(elements: float, calls: float = 1) -> Counts:
@@ -132,10 +143,16 @@ def traffic(elements: float, calls: float = 1) -> Counts:
     return Counts(bytes=elements, calls=calls)
 
 
+#: Each plane of a batch of 2-D FFTs costs a share of an array call on top of its flops
+#: (about 0.15 µs with pocketfft: a third or more of a small plane's time, docs/performance.md).
+PLANE_CALL_SHARE = 0.07
+
+
 def fft(transforms: float, lh: int, lw: int) -> Counts:
-    """``transforms`` real 2-D FFTs of lh x lw points; one call."""
+    """``transforms`` real 2-D FFTs of lh x lw points; one call, with a share per plane."""
     size = lh * lw
-    return Counts(fft_flops=transforms * 2.5 * size * math.log2(max(size, 2)), calls=1)
+    flops = transforms * 2.5 * size * math.log2(max(size, 2))
+    return Counts(fft_flops=flops, calls=1 + PLANE_CALL_SHARE * transforms)
 
 
 def _missing_fft(xp: ModuleType) -> bool:

@@ -156,19 +156,25 @@ def test_prices_and_counts():
 
 def test_spectral_products_count_a_complex_mac_as_four_weighted_real_ones():
     """Per-frequency products (m x k) @ (k x n): 4 real MACs per complex one, weighted as
-    GEMM work by SPECTRAL_WEIGHT; short-K cells as for a GEMM; one array call with a share
-    per matrix. Too small for a matrix product (a broadcast product and sum), the flops
-    weigh BROADCAST_SPECTRAL_WEIGHT and the batch is one call."""
-    counts = strategy.spectral(3, 5, 7, batch=11)
+    GEMM work by the backend's weight, with its flops per matrix; short-K cells as for a
+    GEMM; one array call. Too small for a matrix product (a broadcast product and sum), the
+    flops weigh BROADCAST_SPECTRAL_WEIGHT, with nothing per matrix."""
     real = strategy.gemm(3, 5, 7, batch=11)
     assert real.gemm_flops == 2 * 11 * 3 * 5 * 7 and real.gemm_cells == 2 * 11 * 3 * 7
-    assert counts.gemm_flops == 4 * strategy.SPECTRAL_WEIGHT * real.gemm_flops
-    assert counts.gemm_cells == 4 * real.gemm_cells
-    assert counts.calls == 1 + 11 * strategy.MATRIX_CALL_SHARE and counts.bytes == 0
-    small = strategy.spectral(3, 5, 7, batch=11, matmul=False)
-    assert small.gemm_flops == 4 * strategy.BROADCAST_SPECTRAL_WEIGHT * real.gemm_flops
-    assert small.calls == 1
-    assert strategy.SPECTRAL_WEIGHT < strategy.BROADCAST_SPECTRAL_WEIGHT
+    for backend in ("numpy", "torch"):
+        costs = strategy.spectral_costs(backend)
+        counts = strategy.spectral(3, 5, 7, 11, costs)
+        per_matrix = 11 * costs.matrix_flops
+        assert counts.gemm_flops == 4 * costs.weight * real.gemm_flops + per_matrix
+        assert counts.gemm_cells == 4 * real.gemm_cells
+        assert counts.calls == 1 and counts.bytes == 0
+        small = strategy.spectral(3, 5, 7, 11, costs, matmul=False)
+        assert small.gemm_flops == 4 * strategy.BROADCAST_SPECTRAL_WEIGHT * real.gemm_flops
+        assert small.calls == 1
+    numpy, torch = strategy.NUMPY_SPECTRAL, strategy.FITTED_SPECTRAL
+    assert strategy.spectral_costs("numpy") == numpy and strategy.spectral_costs("jax") == torch
+    assert numpy.weight < torch.weight == strategy.BROADCAST_SPECTRAL_WEIGHT
+    assert numpy.matrix_flops > 0 == torch.matrix_flops
 
 
 def test_the_fft_backward_counts_its_products_as_it_runs_them():
@@ -181,15 +187,31 @@ def test_the_fft_backward_counts_its_products_as_it_runs_them():
         lh, lw = fft.fast_shape(geom)
         bins = lh * (lw // 2 + 1)
         assert fft._matmul(n, f, c) is batched
-        weight = strategy.SPECTRAL_WEIGHT if batched else strategy.BROADCAST_SPECTRAL_WEIGHT
-        products = 4 * weight * 2 * bins * n * f * c
+        costs = strategy.NUMPY_SPECTRAL
+        weight = costs.weight if batched else strategy.BROADCAST_SPECTRAL_WEIGHT
+        products = 4 * weight * 2 * bins * n * f * c + batched * costs.matrix_flops * bins
         assert fft.counts(p).gemm_flops == pytest.approx(products)  # float32: flops as counted
 
 
-def test_fft_counts_its_flops_and_a_share_of_a_call_per_plane():
-    counts = strategy.fft(10, 16, 8)
-    assert counts.fft_flops == 10 * 2.5 * 128 * 7
-    assert counts.calls == 1 + 10 * strategy.PLANE_CALL_SHARE
+def test_fft_counts_its_flops_and_more_per_plane():
+    for costs in (strategy.NUMPY_SPECTRAL, strategy.FITTED_SPECTRAL):
+        counts = strategy.fft(10, 16, 8, costs)
+        assert counts.fft_flops == 10 * (2.5 * 128 * 7 + costs.plane_flops)
+        assert counts.calls == 1
+    assert strategy.NUMPY_SPECTRAL.plane_flops > 0 == strategy.FITTED_SPECTRAL.plane_flops
+
+
+def test_the_fft_plan_counts_with_its_backends_costs():
+    """NumPy's products are dearer per matrix and cheaper per flop: on 32 x 64 x 32
+    products the flops win."""
+    geom = ac.conv_geometry((32, 32, 12, 12), (64, 32, 3, 3), padding=1)
+    for backend, costs in (("numpy", strategy.NUMPY_SPECTRAL), ("torch", strategy.FITTED_SPECTRAL)):
+        for direction in ("forward", "backward"):
+            p = fft.plan(Call(geom, direction, backend, "float32", 4))
+            assert p.costs == costs
+    numpy, torch = (fft.plan(Call(geom, "backward", b, "float32", 4)) for b in ("numpy", "torch"))
+    assert fft.counts(numpy).gemm_flops < fft.counts(torch).gemm_flops
+    assert fft.counts(numpy).fft_flops > fft.counts(torch).fft_flops
 
 
 def test_the_model_prices_counts_with_five_constants_and_one_factor():

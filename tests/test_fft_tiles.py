@@ -21,7 +21,7 @@ import scipy.fft
 import arraycnn as ac
 from arraycnn.backend import device_of
 from arraycnn.budget import SMALL_ARRAYS_BYTES
-from arraycnn.conv import chunking, cost, dispatch, fft
+from arraycnn.conv import chunking, cost, dispatch, fft, strategy
 from arraycnn.testing import assert_close
 
 DTYPES = ["float32", "float64"]
@@ -375,14 +375,16 @@ def test_the_tiles_beat_the_untiled_path_in_the_model():
 
 
 def test_counts_follow_the_forward_work():
-    """fft_flops: 2.5 L log2 L per transform, times each batch's share; calls grow with the
-    tile windows; the channel product is GEMM work only as a matrix product."""
+    """fft_flops: 2.5 L log2 L per transform and NumPy's flops per plane, times each
+    batch's share; calls grow with the tile windows; the channel product is GEMM work only
+    as a matrix product."""
     for x_shape, w_shape in [((1, 1, 2048, 2048), (1, 1, 7, 7)), ((8, 4, 32, 32), (8, 4, 3, 3))]:
         g = ac.conv_geometry(x_shape, w_shape, padding=w_shape[-1] // 2)
         p = dispatch.plan("fft", np.ones(w_shape, dtype=np.float32), g, xp=NUMPY).kernel
         work = fft._work(g, p.tiles)
         points = work.shape[0] * work.shape[1]
-        flops = sum(n * s for n, s in work.transforms) * 2.5 * points * math.log2(points)
+        per_plane = 2.5 * points * math.log2(points) + strategy.NUMPY_SPECTRAL.plane_flops
+        flops = sum(n * s for n, s in work.transforms) * per_plane
         counts = fft.counts(p)  # float32: one float32-equivalent flop per flop
         assert counts.fft_flops == pytest.approx(flops)
         assert counts.calls >= work.windows

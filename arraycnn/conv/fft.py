@@ -55,7 +55,16 @@ from ..geometry import ConvGeometry
 from ..scratch import scratch
 from ..settings import register_cache
 from ._layout import ALL, add_at, set_at, zeros
-from .strategy import Call, Counts, Strategy, spectral, traffic
+from .strategy import (
+    NUMPY_SPECTRAL,
+    Call,
+    Counts,
+    SpectralCosts,
+    Strategy,
+    spectral,
+    spectral_costs,
+    traffic,
+)
 from .strategy import fft as fft_counts
 
 Array = Any
@@ -518,8 +527,11 @@ def _work(geom: ConvGeometry, plan: TilePlan | None) -> ForwardWork:
     return ForwardWork(plan, shape, transforms, rows, matmul, copied, windows)
 
 
-def forward_counts(geom: ConvGeometry, work: ForwardWork) -> Counts:
-    """Operation counts (elements) of a forward doing ``work``.
+def forward_counts(
+    geom: ConvGeometry, work: ForwardWork, costs: SpectralCosts = NUMPY_SPECTRAL
+) -> Counts:
+    """Operation counts (elements) of a forward doing ``work`` (``costs``: the backend's
+    :class:`~.strategy.SpectralCosts`).
 
     Transforms: the input's, the kernel's (its real pass on kh rows only) and the inverse
     (the real pass on the kept rows only). Product: a batched complex GEMM per frequency,
@@ -531,9 +543,9 @@ def forward_counts(geom: ConvGeometry, work: ForwardWork) -> Counts:
     a = work.rows
     total = Counts()
     for count, share in work.transforms:
-        total = total + fft_counts(count, lh, lw).scaled(share)
+        total = total + fft_counts(count, lh, lw, costs).scaled(share)
     if work.matmul:
-        total = total + spectral(a, geom.cg, geom.fg, geom.groups * bins)
+        total = total + spectral(a, geom.cg, geom.fg, geom.groups * bins, costs)
         # frequency-major copies of both operands and the product's reordering
         total = total + traffic(4 * (a * geom.c + geom.f * geom.cg + a * geom.f) * bins, 8)
     else:
@@ -584,9 +596,12 @@ def _closest(options: list[AxisTiles], length: int) -> AxisTiles:
     return min(options, key=lambda axis: abs(axis.length - length))
 
 
-def tile_plan(geom: ConvGeometry, price: Callable[[Counts], float]) -> TilePlan | None:
+def tile_plan(
+    geom: ConvGeometry, price: Callable[[Counts], float], costs: SpectralCosts = NUMPY_SPECTRAL
+) -> TilePlan | None:
     """The overlap-save tiles of the forward, or None when the untiled path is predicted
-    faster by ``price`` (the cost model: counts in elements -> seconds). Each axis offers
+    faster by ``price`` (the cost model: counts in elements -> seconds; ``costs`` as in
+    :func:`forward_counts`). Each axis offers
     one tiling per tile count (:func:`_axis_options`); the pair of least predicted time is
     found by coordinate descent, and used where it beats the untiled path by
     :data:`TILE_GAIN`."""
@@ -596,7 +611,7 @@ def tile_plan(geom: ConvGeometry, price: Callable[[Counts], float]) -> TilePlan 
     cols = _axis_options(geom.wo, kwd, sw, untiled[1])
 
     def cost(plan: TilePlan | None) -> float:
-        return price(forward_counts(geom, _work(geom, plan)))
+        return price(forward_counts(geom, _work(geom, plan), costs))
 
     # seed: near-square tiles; then coordinate descent, rows given columns and back
     best = min((TilePlan(r, _closest(cols, r.length)) for r in rows), key=cost)
@@ -798,7 +813,9 @@ def _backward(gy: Array, x: Array, w: Array, geom: ConvGeometry, grads: str, *, 
 class FFTPlan:
     """How the FFT runs a call: the forward's overlap-save tiles (None: untiled);
     ``itemsize`` that of the computation, ``upcast`` True where half-precision arrays are
-    computed in float32; backward, the gradients it computes (:attr:`.strategy.Call.grads`)."""
+    computed in float32; backward, the gradients it computes (:attr:`.strategy.Call.grads`);
+    ``costs``: how its products and planes are counted on the call's backend
+    (:func:`.strategy.spectral_costs`)."""
 
     geom: ConvGeometry
     direction: str
@@ -807,6 +824,7 @@ class FFTPlan:
     tiles: TilePlan | None
     upcast: bool = False
     grads: str = "xw"
+    costs: SpectralCosts = NUMPY_SPECTRAL
 
     @property
     def rows(self) -> int:
@@ -823,11 +841,12 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> FFTPlan:
     tiles (without it the forward is untiled)."""
     g = call.geom
     size = max(call.itemsize, COMPUTE_ITEMSIZE)
+    costs = spectral_costs(call.backend)
     tiles = None
     if call.direction == "forward" and price is not None:
-        tiles = tile_plan(g, lambda c: price(c.in_bytes(size)))
+        tiles = tile_plan(g, lambda c: price(c.in_bytes(size)), costs)
     upcast = call.itemsize < COMPUTE_ITEMSIZE
-    return FFTPlan(g, call.direction, size, g.n, tiles, upcast, call.grads)
+    return FFTPlan(g, call.direction, size, g.n, tiles, upcast, call.grads, costs)
 
 
 def _float32(*arrays: Array, xp: ModuleType) -> tuple[Array, ...]:
@@ -855,7 +874,7 @@ def backward(p: FFTPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
 
 
 def _without_upcast(p: FFTPlan) -> FFTPlan:
-    return FFTPlan(p.geom, p.direction, p.itemsize, p.chunk, p.tiles, grads=p.grads)
+    return FFTPlan(p.geom, p.direction, p.itemsize, p.chunk, p.tiles, grads=p.grads, costs=p.costs)
 
 
 def _upcast_elements(p: FFTPlan) -> int:
@@ -922,22 +941,27 @@ def counts(p: FFTPlan) -> Counts:
     g = p.geom
     casts = traffic(2 * _upcast_elements(p), calls=5) if p.upcast else Counts()
     if p.direction == "forward":
-        return (forward_counts(g, _work(g, p.tiles)) + casts).in_bytes(p.itemsize)
+        return (forward_counts(g, _work(g, p.tiles), p.costs) + casts).in_bytes(p.itemsize)
     lh, lw = fast_shape(g)
     bins = lh * (lw // 2 + 1)
     nc, fc, nf = g.n * g.c, g.f * g.cg, g.n * g.f
     phases = len(p.grads)
     kernel_share = 0.5 + 0.5 * min(g.kh, lh) / lh  # a real pass on kh rows; the rows by DFT
-    total = fft_counts(nf, lh, lw) + Counts(calls=2 + phases)
+    c = p.costs
+    total = fft_counts(nf, lh, lw, c) + Counts(calls=2 + phases)
     if "w" in p.grads:  # the input's spectrum; gw's inverse on the kernel's rows
-        total = total + fft_counts(nc, lh, lw) + fft_counts(fc, lh, lw).scaled(kernel_share)
+        total = total + fft_counts(nc, lh, lw, c) + fft_counts(fc, lh, lw, c).scaled(kernel_share)
     if "x" in p.grads:  # the kernel's spectrum; gx's inverse, its last pass on the kept rows
-        total = total + fft_counts(fc, lh, lw).scaled(kernel_share)
-        total = total + fft_counts(nc, lh, lw).scaled(0.5 + 0.5 * min(g.h, lh) / lh)
-        total = total + spectral(g.n, g.fg, g.cg, g.groups * bins, matmul=_matmul(g.n, g.fg, g.cg))
+        total = total + fft_counts(fc, lh, lw, c).scaled(kernel_share)
+        total = total + fft_counts(nc, lh, lw, c).scaled(0.5 + 0.5 * min(g.h, lh) / lh)
+        total = total + spectral(
+            g.n, g.fg, g.cg, g.groups * bins, c, matmul=_matmul(g.n, g.fg, g.cg)
+        )
         total = total + traffic(2 * g.n * g.c * g.h * g.w)
     if "w" in p.grads:
-        total = total + spectral(g.fg, g.n, g.cg, g.groups * bins, matmul=_matmul(g.fg, g.n, g.cg))
+        total = total + spectral(
+            g.fg, g.n, g.cg, g.groups * bins, c, matmul=_matmul(g.fg, g.n, g.cg)
+        )
     total = total + traffic(2 * (4 * nf + 3 * phases * (fc + nc)) * bins, calls=5 + 10 * phases)
     if g.stride != (1, 1):
         total = total + traffic(2 * nf * g.ho * g.wo * g.stride[0] * g.stride[1], calls=2)

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 from ..backend import backend_name
 from ..geometry import ConvGeometry
 
-__all__ = ["Call", "Counts", "Strategy", "fft", "gemm", "spectral", "traffic"]
+__all__ = ["Call", "Counts", "SpectralCosts", "Strategy", "fft", "gemm", "spectral"]
+__all__ += ["spectral_costs", "traffic"]
 
 Array = Any
 
@@ -115,27 +116,51 @@ def gemm(m: int, k: int, ncol: int, batch: int = 1) -> Counts:
     return Counts(gemm_flops=2.0 * batch * m * k * ncol, gemm_cells=2.0 * batch * m * ncol, calls=1)
 
 
-#: The FFT strategy's per-frequency channel products: 8 real flops per complex
-#: multiply-add. As batched matrix products they run at about half a large GEMM's rate per
-#: real flop from 16 x 16 x 16 on (docs/performance.md), so each counts
-#: ``SPECTRAL_WEIGHT`` times as GEMM work ...
-SPECTRAL_WEIGHT = 1.9
-#: ... and each matrix of the batch a share of an array call (about 160 ns: what makes a
-#: batch of tiny products slow). Where the contraction is too small for a matrix product
-#: (a broadcast product and sum instead), its flops count ``BROADCAST_SPECTRAL_WEIGHT``
-#: times as GEMM work.
-MATRIX_CALL_SHARE = 0.07
+@dataclass(frozen=True)
+class SpectralCosts:
+    """How the FFT strategy's work beyond plain flops is counted on a backend.
+
+    ``weight``: each real flop of the per-frequency complex products (8 per complex
+    multiply-add) as that many GEMM flops, where they run as batched matrix products;
+    ``matrix_flops``: GEMM flops more per matrix of such a batch; ``plane_flops``: FFT flops
+    more per transformed plane.
+    """
+
+    weight: float
+    matrix_flops: float
+    plane_flops: float
+
+
+#: NumPy's kernels, measured (docs/performance.md): batched complex products run at about
+#: half a large GEMM's rate per real flop from 16 x 16 x 16 on, and cost about 160 ns more
+#: per matrix (what makes a batch of tiny products slow); scipy.fft's pocketfft spends about
+#: 0.15 µs per plane beyond its flops (a third or more of a small plane's time).
+NUMPY_SPECTRAL = SpectralCosts(weight=1.9, matrix_flops=16000.0, plane_flops=2300.0)
+#: Other namespaces: the counts their calibrations were fitted with (a quarter of the GEMM
+#: rate, nothing per matrix or plane).
+FITTED_SPECTRAL = SpectralCosts(weight=4.0, matrix_flops=0.0, plane_flops=0.0)
+#: Contractions too small for a matrix product run as a broadcast product and sum: their
+#: flops count this many times as GEMM work, on every backend.
 BROADCAST_SPECTRAL_WEIGHT = 4.0
 
 
-def spectral(m: int, k: int, ncol: int, batch: int, *, matmul: bool = True) -> Counts:
-    """``batch`` complex products (m x k) @ (k x ncol), one per frequency: weighted GEMM
-    work and one call, with a share per matrix where they are a batched matrix product
-    (``matmul``), else as a broadcast product and sum."""
+def spectral_costs(backend: str) -> SpectralCosts:
+    """:data:`NUMPY_SPECTRAL` for NumPy, :data:`FITTED_SPECTRAL` for the others."""
+    return NUMPY_SPECTRAL if backend == "numpy" else FITTED_SPECTRAL
+
+
+def spectral(
+    m: int, k: int, ncol: int, batch: int, costs: SpectralCosts, *, matmul: bool = True
+) -> Counts:
+    """``batch`` complex products (m x k) @ (k x ncol), one per frequency, in one call:
+    GEMM work weighted by ``costs``, with its flops per matrix, where they are a batched
+    matrix product (``matmul``), else as a broadcast product and sum."""
     real = gemm(m, k, ncol, batch)  # a complex MAC is 4 real ones
-    weight = SPECTRAL_WEIGHT if matmul else BROADCAST_SPECTRAL_WEIGHT
-    calls = 1 + MATRIX_CALL_SHARE * batch if matmul else 1
-    return Counts(4.0 * weight * real.gemm_flops, 4.0 * real.gemm_cells, calls=calls)
+    if not matmul:
+        flops = 4.0 * BROADCAST_SPECTRAL_WEIGHT * real.gemm_flops
+    else:
+        flops = 4.0 * costs.weight * real.gemm_flops + costs.matrix_flops * batch
+    return Counts(flops, 4.0 * real.gemm_cells, calls=1)
 
 
 def traffic(elements: float, calls: float = 1) -> Counts:
@@ -143,16 +168,12 @@ def traffic(elements: float, calls: float = 1) -> Counts:
     return Counts(bytes=elements, calls=calls)
 
 
-#: Each plane of a batch of 2-D FFTs costs a share of an array call on top of its flops
-#: (about 0.15 µs with pocketfft: a third or more of a small plane's time, docs/performance.md).
-PLANE_CALL_SHARE = 0.07
-
-
-def fft(transforms: float, lh: int, lw: int) -> Counts:
-    """``transforms`` real 2-D FFTs of lh x lw points; one call, with a share per plane."""
+def fft(transforms: float, lh: int, lw: int, costs: SpectralCosts) -> Counts:
+    """``transforms`` real 2-D FFTs of lh x lw points, each ``costs.plane_flops`` more;
+    one call."""
     size = lh * lw
-    flops = transforms * 2.5 * size * math.log2(max(size, 2))
-    return Counts(fft_flops=flops, calls=1 + PLANE_CALL_SHARE * transforms)
+    flops = transforms * (2.5 * size * math.log2(max(size, 2)) + costs.plane_flops)
+    return Counts(fft_flops=flops, calls=1)
 
 
 def _missing_fft(xp: ModuleType) -> bool:

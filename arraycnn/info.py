@@ -1,8 +1,9 @@
 """``arraycnn info``: what this installation can do and what it keeps on disk.
 
-Lists the backends usable here (and the ``pip install`` line for each missing one), which cost
-model chooses the strategy of ``strategy="auto"`` (the shipped one, or one fitted here by
-``arraycnn tune``), the cache directory with its size, and the workspace budget.
+Lists the backends usable here (and the ``pip install`` line for each missing one), whether
+depthwise layers on NumPy run compiled loops (numba), which cost model chooses the strategy
+of ``strategy="auto"`` (the shipped one, or one fitted here by ``arraycnn tune``), the cache
+directory with its size, and the workspace budget.
 ``arraycnn info --clear-cache`` forgets every autotuned choice (memory and disk);
 ``--json`` prints the same as JSON.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from . import budget
 from ._version import __version__
 from .backend import BACKEND_NAMES, backend_name, resolve_backend
-from .conv import cost, measured
+from .conv import cost, measured, naive
 from .conv.table import eligible_strategies
 from .settings import ENV_CACHE_DIR, autotune_enabled, cache_dir
 
@@ -131,6 +132,19 @@ def backends_info() -> list[dict[str, Any]]:
     return rows
 
 
+def compiled_info() -> dict[str, Any]:
+    """Whether depthwise layers on NumPy run naive's compiled loops: ``enabled``, and the
+    numba version, or why not (and the ``pip install`` line where numba is missing)."""
+    if naive.compiled_switched_off():
+        setting = f"{naive.ENV_NUMBA}={os.environ[naive.ENV_NUMBA]}"
+        return {"enabled": False, "reason": f"off ({setting})"}
+    if importlib.util.find_spec("numba") is None:
+        return {"enabled": False, "install": 'pip install "arraycnn[numba]"'}
+    if naive.compiled_kernels() is None:
+        return {"enabled": False, "reason": "numba is installed but does not load"}
+    return {"enabled": True, "version": _version("numba")}
+
+
 def collect() -> dict[str, Any]:
     """Everything ``arraycnn info`` shows, as a dict."""
     entries = measured.cache_entries()
@@ -138,6 +152,7 @@ def collect() -> dict[str, Any]:
     return {
         "arraycnn": __version__,
         "backends": backends_info(),
+        "compiled_depthwise": compiled_info(),
         "cache_dir": str(cache_dir()),
         "cache_files": files,
         "cache_bytes": size,
@@ -187,6 +202,12 @@ def format_text(info: dict[str, Any], *, entries: bool = False) -> str:
         lines.append("Not usable here:")
         for row in missing:
             lines.append(f"  {row['backend']:<17} {row.get('install') or row['reason']}")
+    compiled = info["compiled_depthwise"]
+    if compiled["enabled"]:
+        state = f"on (numba {compiled['version']})"
+    else:
+        state = compiled.get("install") or compiled["reason"]
+    lines.append(f"Depthwise layers on NumPy, compiled loops: {state}")
     lines.append('Cost model (picks the strategy of strategy="auto"):')
     lines.extend(_cost_model_line(row) for row in usable)
     size = budget.format_bytes(info["cache_bytes"])

@@ -171,6 +171,17 @@ def fresh_settings_and_caches(tmp_path):
 
 
 @pytest.fixture
+def array_operations(monkeypatch):
+    """naive's depthwise layers on the array operations on every backend: the compiled
+    loops (NumPy with numba) off, for tests of the array-operation path itself."""
+    import arraycnn as ac
+    from arraycnn.conv import naive
+
+    monkeypatch.setenv(naive.ENV_NUMBA, "0")
+    ac.clear_caches()  # the next test starts with cleared caches too (fresh_settings_and_caches)
+
+
+@pytest.fixture
 def favour():
     """favour(name): write a user calibration (into the test's cache directory) under which
     the cost model predicts strategy ``name`` a million times cheaper than the others, on

@@ -1,5 +1,7 @@
 """naive's depthwise path (one input channel per group, stride 1): broadcast multiply-adds
-over padded-width rows instead of GEMMs with K = 1.
+over padded-width rows instead of GEMMs with K = 1. These are the array operations every
+namespace runs; on NumPy with numba installed the compiled loops take their place
+(tests/test_numba_depthwise.py), so this file turns those off (``ARRAYCNN_NUMBA=0``).
 
 Oracles: the explicit loops of :func:`oracles.correlate_loops` and
 :func:`oracles.correlate_loops_backward` (float64, tiny inputs), errors held to the local
@@ -21,6 +23,8 @@ from arraycnn.conv import naive
 from arraycnn.conv.strategy import Call
 from arraycnn.geometry import conv_geometry
 from arraycnn.testing import assert_close
+
+pytestmark = pytest.mark.usefixtures("array_operations")
 
 
 @pytest.fixture

@@ -426,7 +426,11 @@ def _priced_workspace(kernel) -> int:
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
-def test_forced_strategy_runs_in_chunks_and_matches_the_loops(name, xp, to_xp, rng, spy):
+def test_forced_strategy_runs_in_chunks_and_matches_the_loops(
+    name, xp, to_xp, rng, spy, array_operations
+):
+    # (array_operations: naive's compiled depthwise loops need a few planes whatever the
+    # batch, so they never chunk; tests/test_numba_depthwise.py)
     x, w = _data(rng, (5, 2, 6, 6), (4, 1, 5, 5), rank1=True)
     stride = 1 if oracles.unsupported(name, x.shape, w.shape, stride=(1, 2), groups=2) else (1, 2)
     kw = {"stride": stride, "padding": ((2, 1), (0, 2)), "dilation": 1, "groups": 2}

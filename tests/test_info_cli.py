@@ -94,3 +94,19 @@ def test_info_lists_unavailable_backends_with_the_reason(capsys):
     assert [r["backend"] for r in rows] == list(BACKEND_NAMES)
     for row in rows:
         assert row["available"] or row["reason"]
+
+
+def test_info_says_whether_depthwise_layers_run_compiled(capsys, monkeypatch):
+    import importlib.util
+
+    has_numba = importlib.util.find_spec("numba") is not None
+    info = json.loads(_json_of_info(capsys))["compiled_depthwise"]
+    assert info["enabled"] == has_numba
+    assert main(["info"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "compiled loops" in ln]
+    expected = "on (numba " if has_numba else 'pip install "arraycnn[numba]"'
+    assert len(line) == 1 and expected in line[0]
+    monkeypatch.setenv("ARRAYCNN_NUMBA", "0")
+    ac.clear_caches()
+    info = json.loads(_json_of_info(capsys))["compiled_depthwise"]
+    assert info == {"enabled": False, "reason": "off (ARRAYCNN_NUMBA=0)"}

@@ -18,16 +18,24 @@ flattened frame at the offset ``i·dh·Wp + j·dw``, and each tap is a broadcast
 multiply-add by a per-channel weight (:func:`_depthwise_forward`); the input gradient
 adds gy's rows onto such a frame the same way, and the weight gradient is one
 :func:`vecdot` per tap.
+
+On NumPy, where numba is installed, depthwise layers of any stride run compiled loops
+instead (:func:`uses_compiled`, :mod:`._numba_depthwise`): one pass per block of 3 x 3 taps
+where the array operations make two per tap.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from ..geometry import ConvGeometry
 from ..scratch import scratch
+from ..settings import register_cache
 from ._layout import (
     ALL,
     TapBands,
@@ -130,6 +138,13 @@ def _block_weights(wt: Array, first: int, last: int, geom: ConvGeometry, *, xp) 
     return xp.reshape(wt[:, first:last, ...], (geom.groups, (last - first) * geom.cg, geom.fg))
 
 
+def _column_grads(weights: Array, grads: Array, geom: ConvGeometry) -> Array:
+    """``weights`` (G, T*Cg, Fg) @ ``grads`` (G, Fg, M) -> (G, T*Cg, M); with one output
+    channel per group (Fg = 1) a broadcast product: a matrix product with K = 1 does not
+    reach BLAS on NumPy and runs several times slower (docs/performance.md)."""
+    return weights @ grads if geom.fg > 1 else weights * grads
+
+
 def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *, xp) -> Array:
     """col2im by tap bands (any stride): each tap's rows added onto the inputs it read."""
     wt = _tap_weights(w, geom, xp=xp)  # (G, kh*kw, Cg, Fg)
@@ -138,7 +153,8 @@ def _input_grad_bands(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, 
     gxg = fill_zero(scratch("naive.gx", shape, like=gy, xp=xp), xp=xp)  # (G, Cg, N, H, W)
     for block in _tap_blocks(geom, bands):
         first, last = block[0][0], block[-1][0] + 1
-        gcols = _block_weights(wt, first, last, geom, xp=xp) @ gyg  # (G, T*Cg, N*Ho*Wo)
+        gcols = _column_grads(_block_weights(wt, first, last, geom, xp=xp), gyg, geom)
+        # gcols: (G, T*Cg, N*Ho*Wo)
         # (G, T*Cg, N*Ho*Wo) -> (G, T, Cg, N, Ho, Wo)
         gcols = xp.reshape(gcols, (geom.groups, last - first, geom.cg, geom.n, geom.ho, geom.wo))
         for t, out_rows, out_cols, in_rows, in_cols in block:
@@ -170,7 +186,8 @@ def _input_grad_rows(gy: Array, w: Array, geom: ConvGeometry, bands: TapBands, *
     acc = fill_zero(scratch("naive.gx_rows", (g.groups, g.cg, g.n, span), like=gy, xp=xp), xp=xp)
     for block in _tap_blocks(g, bands):
         first, last = block[0][0], block[-1][0] + 1
-        gcols = _block_weights(wt, first, last, g, xp=xp) @ frame  # (G, T*Cg, N*Ho*Wp)
+        gcols = _column_grads(_block_weights(wt, first, last, g, xp=xp), frame, g)
+        # gcols: (G, T*Cg, N*Ho*Wp)
         # (G, T*Cg, N*Ho*Wp) -> (G, T, Cg, N, Ho*Wp)
         gcols = xp.reshape(gcols, (g.groups, last - first, g.cg, g.n, row_span))
         for t in range(first, last):
@@ -353,6 +370,149 @@ def depthwise_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Coun
     return total
 
 
+# --------------------------------------------------------------------------- compiled
+
+#: ``ARRAYCNN_NUMBA=0`` keeps depthwise layers on NumPy's array operations where numba is
+#: installed (read on first use; :func:`arraycnn.clear_caches` reads it again).
+ENV_NUMBA = "ARRAYCNN_NUMBA"
+#: dtypes the compiled loops take (others run the array operations).
+COMPILED_DTYPES = ("float32", "float64")
+#: The compiled loops' flops (2 per multiply-add and tap), priced as this many GEMM flops
+#: each, measured (docs/performance.md): over flattened planes (stride 1, column dilation 1)
+#: a tap costs about 0.065 ns per output position ...
+COMPILED_FLOP_WEIGHT = 3.4
+#: ... the weight gradient's dot products about 0.12 ns per tap and position ...
+COMPILED_WEIGHT_GRAD_FLOP_WEIGHT = 6.0
+#: ... and row by row (other strides, column dilation) about 0.8 ns: short rows that do
+#: not vectorize.
+COMPILED_ROW_FLOP_WEIGHT = 40.0
+
+_compiled: dict[str, ModuleType | None] = {}
+register_cache(_compiled.clear)
+
+
+def compiled_switched_off() -> bool:
+    """True where ``ARRAYCNN_NUMBA`` is 0 (or false, no, off)."""
+    return os.environ.get(ENV_NUMBA, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _load_compiled() -> ModuleType | None:
+    """:mod:`._numba_depthwise`, or None: numba not installed, ``ARRAYCNN_NUMBA=0``, or
+    numba installed but failing to import (reported once, as a RuntimeWarning)."""
+    if compiled_switched_off():
+        return None
+    if importlib.util.find_spec("numba") is None:
+        return None
+    try:
+        from . import _numba_depthwise
+    except Exception as exc:  # an installed numba that cannot load (e.g. NumPy too new)
+        warnings.warn(
+            f"arraycnn: numba is installed but does not load ({exc!r}); depthwise layers "
+            f"run on NumPy's array operations (set {ENV_NUMBA}=0 to silence this)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return _numba_depthwise
+
+
+def compiled_kernels() -> ModuleType | None:
+    """The compiled depthwise loops (:mod:`._numba_depthwise`) where they can run, else
+    None; decided once per process (until :func:`arraycnn.clear_caches`)."""
+    if "module" not in _compiled:
+        _compiled["module"] = _load_compiled()
+    return _compiled["module"]
+
+
+def uses_compiled(geom: ConvGeometry, backend: str, dtype: str) -> bool:
+    """True where naive runs the compiled depthwise loops: NumPy arrays of float32 or
+    float64, one input channel per group, Fg <= DEPTHWISE_MAX_MULTIPLIER (any stride,
+    dilation and padding), and numba available (:func:`compiled_kernels`)."""
+    return (
+        backend == "numpy"
+        and dtype in COMPILED_DTYPES
+        and geom.cg == 1
+        and geom.fg <= DEPTHWISE_MAX_MULTIPLIER
+        and compiled_kernels() is not None
+    )
+
+
+def _correlation_counts(
+    n: int,
+    planes: int,
+    out_hw: tuple[int, int],
+    in_hw: tuple[int, int],
+    g: ConvGeometry,
+    *,
+    flat: bool,
+) -> Counts:
+    """One compiled correlation (:func:`._numba_depthwise._correlate`): ``planes`` input
+    planes of ``in_hw`` filled into a zero frame, each correlated with the kh x kw taps into
+    an output plane of ``out_hw`` (over rows of the padded width where ``flat``), written
+    out."""
+    ho, wo = out_hw
+    taps = g.kh * g.kw
+    if flat:
+        positions = n * planes * ho * (wo + g.dilation[1] * (g.kw - 1))
+        flops = 2.0 * taps * positions * COMPILED_FLOP_WEIGHT
+    else:
+        flops = 2.0 * taps * n * planes * ho * wo * COMPILED_ROW_FLOP_WEIGHT
+    outputs = n * planes * ho * wo
+    copies = 2 * n * planes * in_hw[0] * in_hw[1] + (2 * outputs if flat else outputs)
+    return Counts(gemm_flops=flops) + traffic(copies, calls=3)
+
+
+def compiled_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Counts:
+    """Counts of the compiled loops (elements, not bytes): the multiply-adds at the
+    measured weights (:data:`COMPILED_FLOP_WEIGHT` and the two after it) and the plane
+    copies."""
+    flat = g.stride == (1, 1) and g.dilation[1] == 1
+    if direction == "forward":
+        return _correlation_counts(g.n, g.f, (g.ho, g.wo), (g.h, g.w), g, flat=flat)
+    total = Counts()
+    if "x" in grads:  # the transposed correlation: stride 1 over gy upsampled by the stride
+        upsampled = (g.ho * g.stride[0], g.wo * g.stride[1])
+        total = total + _correlation_counts(
+            g.n, g.f, (g.h, g.w), upsampled, g, flat=g.dilation[1] == 1
+        )
+    if "w" in grads:
+        taps = g.kh * g.kw
+        if flat:
+            flops = 2.0 * taps * g.n * g.f * g.ho * g.wp * COMPILED_WEIGHT_GRAD_FLOP_WEIGHT
+        else:
+            flops = 2.0 * taps * g.n * g.f * g.ho * g.wo * COMPILED_ROW_FLOP_WEIGHT
+        fills = 2 * g.n * g.f * (g.h * g.w + g.ho * g.wo)
+        total = total + Counts(gemm_flops=flops) + traffic(fills, calls=3)
+    return total
+
+
+def compiled_elements(g: ConvGeometry, direction: str) -> int:
+    """Workspace elements of the compiled loops: a zero frame and a zero row as large, an
+    accumulator plane; backward, the weight gradient's per-tap planes of partial sums."""
+    frame = (max(g.hp, g.h * g.stride[0] + g.dilation[0] * g.kh) + 4 * g.dilation[0]) * max(
+        g.wp, g.w * g.stride[1] + g.dilation[1] * g.kw
+    )
+    planes = 3 * frame
+    if direction == "forward":
+        return planes
+    return planes + (g.kh * g.kw + 1) * g.ho * g.wp
+
+
+def _compiled_forward(x: Array, w: Array, g: ConvGeometry) -> Array:
+    """The compiled depthwise forward (:func:`uses_compiled`)."""
+    return compiled_kernels().forward(x, w, g)
+
+
+def _compiled_input_grad(gy: Array, w: Array, g: ConvGeometry) -> Array:
+    """The compiled depthwise input gradient (:func:`uses_compiled`)."""
+    return compiled_kernels().input_grad(gy, w, g)
+
+
+def _compiled_weight_grad(gy: Array, x: Array, g: ConvGeometry) -> Array:
+    """The compiled depthwise weight gradient (:func:`uses_compiled`)."""
+    return compiled_kernels().weight_grad(gy, x, g)
+
+
 # --------------------------------------------------------------------------- the strategy
 
 
@@ -367,6 +527,7 @@ class NaivePlan:
     chunk: int
     bands: TapBands
     grads: str = "xw"
+    compiled: bool = False
 
     @property
     def rows(self) -> int:
@@ -375,14 +536,20 @@ class NaivePlan:
 
 
 def plan(call: Call, rank: int | None = None, price: Any = None) -> NaivePlan:
-    """The plan of ``call``: the whole batch, or cache-sized chunks of it on a CPU."""
+    """The plan of ``call``: the whole batch, or cache-sized chunks of it on a CPU; the
+    compiled loops (:func:`uses_compiled`) take the whole batch (their temporaries are a
+    few planes)."""
     g = call.geom
+    if uses_compiled(g, call.backend, call.dtype):
+        return NaivePlan(g, call.direction, call.itemsize, g.n, (), call.grads, compiled=True)
     chunk = samples_per_chunk(g, cached=call.cached)
     return NaivePlan(g, call.direction, call.itemsize, chunk, tap_bands(g), call.grads)
 
 
 def forward(p: NaivePlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
+    if p.compiled:
+        return _compiled_forward(x, w, p.geom)
     if uses_depthwise(p.geom):
         return _depthwise_forward(x, w, p.geom, xp=xp)
     return _forward(x, w, p.geom, p.bands, xp=xp)
@@ -392,6 +559,9 @@ def backward(p: NaivePlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)`` (None where
     the plan leaves one out)."""
     g = p.geom
+    if p.compiled:
+        gx = _compiled_input_grad(gy, w, g) if "x" in p.grads else None
+        return gx, _compiled_weight_grad(gy, x, g) if "w" in p.grads else None
     if uses_depthwise(g):
         gx = _depthwise_input_grad(gy, w, g, xp=xp) if "x" in p.grads else None
     else:
@@ -448,6 +618,8 @@ def workspace(p: NaivePlan) -> int:
     """Bytes: the (G, Fg, N, Ho, Wo) accumulator, one tap's input band and its product;
     backward the larger of its phases (they run one after the other)."""
     g = p.geom
+    if p.compiled:
+        return p.itemsize * compiled_elements(g, p.direction)
     if uses_depthwise(g):
         return p.itemsize * depthwise_elements(g, p.direction)
     cols = g.n * g.ho * g.wo
@@ -495,6 +667,8 @@ def counts(p: NaivePlan) -> Counts:
     """Forward: zero the accumulator; per tap a band copy and a GEMM with K = Cg (with one
     channel per group a broadcast product), then accumulate; reorder the output."""
     g = p.geom
+    if p.compiled:
+        return compiled_counts(g, p.direction, p.grads).in_bytes(p.itemsize)
     if uses_depthwise(g):
         return depthwise_counts(g, p.direction, p.grads).in_bytes(p.itemsize)
     if p.direction == "backward":

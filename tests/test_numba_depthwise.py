@@ -71,6 +71,10 @@ GEOMETRIES = [
     ((2, 3, 8, 7), (3, 1, 3, 3), {"padding": 1, "stride": 2, "groups": 3}),  # gx upsampled
     ((1, 2, 10, 9), (2, 1, 4, 5), {"padding": 1, "stride": 3, "groups": 2}),
     ((2, 2, 9, 7), (4, 1, 3, 3), {"stride": (2, 3), "padding": ((0, 2), (1, 0)), "groups": 2}),
+    # stride 2: the image's column phases in pairs, an even or odd left padding, a last
+    # element without its pair; a 1-row kernel leaves a row phase without taps
+    ((1, 2, 7, 9), (2, 1, 3, 3), {"stride": 2, "padding": ((1, 0), (2, 0)), "groups": 2}),
+    ((1, 2, 8, 8), (4, 1, 1, 3), {"stride": 2, "padding": ((0, 1), (1, 1)), "groups": 2}),
     # column dilation: the row-by-row loops; row dilation alone: the flattened planes
     ((1, 2, 9, 9), (4, 1, 3, 2), {"padding": 2, "stride": (1, 2), "dilation": 2, "groups": 2}),
     ((1, 3, 9, 8), (6, 1, 3, 2), {"padding": ((2, 0), (1, 3)), "dilation": (2, 1), "groups": 3}),

@@ -383,8 +383,10 @@ COMPILED_DTYPES = ("float32", "float64")
 COMPILED_FLOP_WEIGHT = 3.4
 #: ... the weight gradient's dot products about 0.12 ns per tap and position ...
 COMPILED_WEIGHT_GRAD_FLOP_WEIGHT = 6.0
-#: ... and row by row (other strides, column dilation) about 0.8 ns: short rows that do
-#: not vectorize.
+#: ... over the image's phases (strides other than 1) about 0.3 ns: sh·sw short passes
+#: per plane ...
+COMPILED_PHASE_FLOP_WEIGHT = 15.0
+#: ... and row by row (column dilation) about 0.8 ns: short rows that do not vectorize.
 COMPILED_ROW_FLOP_WEIGHT = 40.0
 
 _compiled: dict[str, ModuleType | None] = {}
@@ -437,50 +439,59 @@ def uses_compiled(geom: ConvGeometry, backend: str, dtype: str) -> bool:
     )
 
 
-def _correlation_counts(
-    n: int,
-    planes: int,
-    out_hw: tuple[int, int],
-    in_hw: tuple[int, int],
-    g: ConvGeometry,
-    *,
-    flat: bool,
-) -> Counts:
-    """One compiled correlation (:func:`._numba_depthwise._correlate`): ``planes`` input
-    planes of ``in_hw`` filled into a zero frame, each correlated with the kh x kw taps into
-    an output plane of ``out_hw`` (over rows of the padded width where ``flat``), written
-    out."""
+def _layout(g: ConvGeometry, out_hw: tuple[int, int], stride: tuple[int, int]) -> str:
+    """How the compiled loops run a correlation of ``g``'s kernel into ``out_hw`` at
+    ``stride``: "flat" (flattened planes: stride 1, column dilation 1), "phases" (another
+    stride, dilation 1) or "rows"."""
+    if stride == (1, 1) and g.dilation[1] == 1:
+        return "flat"
+    return "phases" if g.dilation == (1, 1) else "rows"
+
+
+def _tap_positions(
+    g: ConvGeometry, out_hw: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, float]:
+    """(output positions per plane each tap's loop runs over, the GEMM flops each of its
+    multiply-adds is priced at) for :func:`_layout`'s way."""
     ho, wo = out_hw
-    taps = g.kh * g.kw
-    if flat:
-        positions = n * planes * ho * (wo + g.dilation[1] * (g.kw - 1))
-        flops = 2.0 * taps * positions * COMPILED_FLOP_WEIGHT
-    else:
-        flops = 2.0 * taps * n * planes * ho * wo * COMPILED_ROW_FLOP_WEIGHT
-    outputs = n * planes * ho * wo
-    copies = 2 * n * planes * in_hw[0] * in_hw[1] + (2 * outputs if flat else outputs)
+    layout = _layout(g, out_hw, stride)
+    if layout == "flat":
+        return ho * (wo + g.dilation[1] * (g.kw - 1)), COMPILED_FLOP_WEIGHT
+    if layout == "phases":
+        return ho * (wo + -(-g.kw // stride[1]) - 1), COMPILED_PHASE_FLOP_WEIGHT
+    return ho * wo, COMPILED_ROW_FLOP_WEIGHT
+
+
+def _correlation_counts(
+    n: int, planes: int, out_hw: tuple[int, int], in_hw: tuple[int, int], g: ConvGeometry,
+    stride: tuple[int, int],
+) -> Counts:  # fmt: skip
+    """One compiled correlation (:func:`._numba_depthwise._correlate` or
+    :func:`._numba_depthwise._correlate_phases`): ``planes`` input planes of ``in_hw``
+    copied into zero frames, each correlated with the kh x kw taps into an output plane of
+    ``out_hw`` at ``stride``, written out."""
+    positions, weight = _tap_positions(g, out_hw, stride)
+    flops = 2.0 * g.kh * g.kw * n * planes * positions * weight
+    outputs = n * planes * out_hw[0] * out_hw[1]
+    copies = 2 * n * planes * in_hw[0] * in_hw[1] + 2 * outputs
     return Counts(gemm_flops=flops) + traffic(copies, calls=3)
 
 
 def compiled_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Counts:
     """Counts of the compiled loops (elements, not bytes): the multiply-adds at the
-    measured weights (:data:`COMPILED_FLOP_WEIGHT` and the two after it) and the plane
+    measured weights (:data:`COMPILED_FLOP_WEIGHT` and the three after it) and the plane
     copies."""
-    flat = g.stride == (1, 1) and g.dilation[1] == 1
     if direction == "forward":
-        return _correlation_counts(g.n, g.f, (g.ho, g.wo), (g.h, g.w), g, flat=flat)
+        return _correlation_counts(g.n, g.f, (g.ho, g.wo), (g.h, g.w), g, g.stride)
     total = Counts()
     if "x" in grads:  # the transposed correlation: stride 1 over gy upsampled by the stride
         upsampled = (g.ho * g.stride[0], g.wo * g.stride[1])
-        total = total + _correlation_counts(
-            g.n, g.f, (g.h, g.w), upsampled, g, flat=g.dilation[1] == 1
-        )
+        total = total + _correlation_counts(g.n, g.f, (g.h, g.w), upsampled, g, (1, 1))
     if "w" in grads:
-        taps = g.kh * g.kw
-        if flat:
-            flops = 2.0 * taps * g.n * g.f * g.ho * g.wp * COMPILED_WEIGHT_GRAD_FLOP_WEIGHT
-        else:
-            flops = 2.0 * taps * g.n * g.f * g.ho * g.wo * COMPILED_ROW_FLOP_WEIGHT
+        positions, weight = _tap_positions(g, (g.ho, g.wo), g.stride)
+        if weight == COMPILED_FLOP_WEIGHT:
+            weight = COMPILED_WEIGHT_GRAD_FLOP_WEIGHT  # dot products, not blocked passes
+        flops = 2.0 * g.kh * g.kw * g.n * g.f * positions * weight
         fills = 2 * g.n * g.f * (g.h * g.w + g.ho * g.wo)
         total = total + Counts(gemm_flops=flops) + traffic(fills, calls=3)
     return total

@@ -2,19 +2,20 @@
 
 NumPy runs a depthwise convolution as one broadcast product and one addition per tap, each
 a pass over the whole output (:func:`arraycnn.conv.naive._depthwise_forward`): 18 passes
-for a 3 x 3 kernel, bounded by memory traffic. These loops make one pass instead, each
-output row summed from the kernel's taps in registers, per channel plane held in cache.
-They compute the same sums as the tap loop (a plain sum of products: exact for
-integer-valued data, a NaN reaching only the outputs whose receptive field holds it), in
-another order.
+for a 3 x 3 kernel, bounded by memory traffic. These loops make one pass per block of 3 x 3
+taps instead, the block's nine weights in registers, over each channel's plane copied into
+a zero frame of the padded width and flattened (long loops that vectorize); a stride other
+than 1 splits the image into its phases, each correlated at stride 1. They compute the same
+sums as the tap loop (a plain sum of products: exact for integer-valued data, a NaN
+reaching only the outputs whose receptive field holds it), in another order.
 
 Used where numba is installed (``pip install "arraycnn[numba]"``), for float32 and float64
-NumPy arrays (:func:`usable`); ``ARRAYCNN_NUMBA=0`` turns them off. numba is imported on the
-first depthwise call, never by ``import arraycnn``; the compiled loops are cached on disk
-(numba's ``cache=True``), so only the first run on a machine compiles them.
+NumPy arrays (:func:`arraycnn.conv.naive.uses_compiled`); ``ARRAYCNN_NUMBA=0`` turns them
+off. numba is imported on the first depthwise call, never by ``import arraycnn``; the
+compiled loops are cached on disk (numba's ``cache=True``), so only the first run on a
+machine compiles them. docs/performance.md has the measurements behind each choice.
 
-Letters as in :mod:`arraycnn.geometry`. The kernels take the taps in blocks of 3 x 3, each
-block's nine weights held in registers; a block slot past the kernel's edge reads a row of
+Letters as in :mod:`arraycnn.geometry`. A block slot past the kernel's edge reads a row of
 zeros with weight zero (never the input: 0 · inf would be NaN).
 """
 

@@ -377,17 +377,22 @@ def depthwise_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Coun
 ENV_NUMBA = "ARRAYCNN_NUMBA"
 #: dtypes the compiled loops take (others run the array operations).
 COMPILED_DTYPES = ("float32", "float64")
-#: The compiled loops' flops (2 per multiply-add and tap), priced as this many GEMM flops
-#: each, measured (docs/performance.md): over flattened planes (stride 1, column dilation 1)
-#: a tap costs about 0.065 ns per output position ...
-COMPILED_FLOP_WEIGHT = 3.4
-#: ... the weight gradient's dot products about 0.12 ns per tap and position ...
-COMPILED_WEIGHT_GRAD_FLOP_WEIGHT = 6.0
-#: ... over the image's phases (strides other than 1) about 0.3 ns: sh·sw short passes
-#: per plane ...
-COMPILED_PHASE_FLOP_WEIGHT = 15.0
-#: ... and row by row (column dilation) about 0.8 ns: short rows that do not vectorize.
-COMPILED_ROW_FLOP_WEIGHT = 40.0
+#: The compiled loops' costs, in GEMM flops at the shipped NumPy rate (9.7 ps each), fitted
+#: on 12 depthwise layers x 3 directions (3x3 to 11x11, strides 1 and 2; within -35 % and
+#: +25 % of the measured times, docs/performance.md): a tap's multiply-add at one position
+#: of a pass (16 ps) ...
+COMPILED_TAP_FLOPS = 1.7
+#: ... a block's pass over one position, the accumulator read and written (197 ps) ...
+COMPILED_PASS_FLOPS = 20.0
+#: ... an element copied into a frame or out of the accumulator (186 ps, counted twice) ...
+COMPILED_COPY_FLOPS = 19.0
+#: ... the weight gradient's multiply-add in a tap's dot product (84 ps) and its copies
+#: (235 ps) ...
+COMPILED_DOT_FLOPS = 8.7
+COMPILED_DOT_COPY_FLOPS = 24.0
+#: ... and a tap's multiply-add row by row (column dilation: short rows that do not
+#: vectorize, about 0.8 ns).
+COMPILED_ROW_FLOPS = 80.0
 
 _compiled: dict[str, ModuleType | None] = {}
 register_cache(_compiled.clear)
@@ -439,62 +444,69 @@ def uses_compiled(geom: ConvGeometry, backend: str, dtype: str) -> bool:
     )
 
 
-def _layout(g: ConvGeometry, out_hw: tuple[int, int], stride: tuple[int, int]) -> str:
-    """How the compiled loops run a correlation of ``g``'s kernel into ``out_hw`` at
-    ``stride``: "flat" (flattened planes: stride 1, column dilation 1), "phases" (another
-    stride, dilation 1) or "rows"."""
-    if stride == (1, 1) and g.dilation[1] == 1:
-        return "flat"
-    return "phases" if g.dilation == (1, 1) else "rows"
+def _passes(kh: int, kw: int) -> int:
+    """Blocks of up to 3 x 3 taps: one pass each."""
+    return -(-kh // 3) * -(-kw // 3)
 
 
-def _tap_positions(
-    g: ConvGeometry, out_hw: tuple[int, int], stride: tuple[int, int]
-) -> tuple[int, float]:
-    """(output positions per plane each tap's loop runs over, the GEMM flops each of its
-    multiply-adds is priced at) for :func:`_layout`'s way."""
-    ho, wo = out_hw
-    layout = _layout(g, out_hw, stride)
-    if layout == "flat":
-        return ho * (wo + g.dilation[1] * (g.kw - 1)), COMPILED_FLOP_WEIGHT
-    if layout == "phases":
-        return ho * (wo + -(-g.kw // stride[1]) - 1), COMPILED_PHASE_FLOP_WEIGHT
-    return ho * wo, COMPILED_ROW_FLOP_WEIGHT
-
-
-def _correlation_counts(
-    n: int, planes: int, out_hw: tuple[int, int], in_hw: tuple[int, int], g: ConvGeometry,
+def _correlation_costs(
+    g: ConvGeometry, planes: int, out_hw: tuple[int, int], in_hw: tuple[int, int],
     stride: tuple[int, int],
-) -> Counts:  # fmt: skip
-    """One compiled correlation (:func:`._numba_depthwise._correlate` or
-    :func:`._numba_depthwise._correlate_phases`): ``planes`` input planes of ``in_hw``
-    copied into zero frames, each correlated with the kh x kw taps into an output plane of
-    ``out_hw`` at ``stride``, written out."""
-    positions, weight = _tap_positions(g, out_hw, stride)
-    flops = 2.0 * g.kh * g.kw * n * planes * positions * weight
-    outputs = n * planes * out_hw[0] * out_hw[1]
-    copies = 2 * n * planes * in_hw[0] * in_hw[1] + 2 * outputs
-    return Counts(gemm_flops=flops) + traffic(copies, calls=3)
+) -> float:  # fmt: skip
+    """GEMM-flop equivalents of one compiled correlation of ``g``'s kernel: ``planes``
+    input planes of ``in_hw`` copied into frames, each correlated into an output plane of
+    ``out_hw`` at ``stride`` -- flattened (stride 1, column dilation 1), over the image's
+    phases (another stride, dilation 1) or row by row."""
+    ho, wo = out_hw
+    taps = g.kh * g.kw
+    copies = 2 * planes * (in_hw[0] * in_hw[1] + ho * wo)
+    if stride == (1, 1) and g.dilation[1] == 1:
+        positions = planes * ho * (wo + g.dilation[1] * (g.kw - 1))
+        passes = _passes(g.kh, g.kw)
+    elif g.dilation == (1, 1):
+        sh, sw = stride
+        positions = planes * ho * (wo + -(-g.kw // sw) - 1)
+        phases = [(len(range(a, g.kh, sh)), len(range(b, g.kw, sw))) for a in range(sh)
+                  for b in range(sw)]  # fmt: skip
+        passes = sum(_passes(h, w) for h, w in phases if h and w)
+    else:
+        return taps * planes * ho * wo * COMPILED_ROW_FLOPS + copies * COMPILED_COPY_FLOPS
+    return (
+        taps * positions * COMPILED_TAP_FLOPS
+        + passes * positions * COMPILED_PASS_FLOPS
+        + copies * COMPILED_COPY_FLOPS
+    )
+
+
+def _weight_grad_costs(g: ConvGeometry) -> float:
+    """GEMM-flop equivalents of the compiled weight gradient: a dot product per tap over
+    gy's frame in rows of the padded width (stride 1, column dilation 1) or of the phases'
+    width (another stride, dilation 1), else row by row."""
+    planes = g.n * g.f
+    copies = 2 * planes * (g.h * g.w + g.ho * g.wo)
+    taps = g.kh * g.kw
+    if g.stride == (1, 1) and g.dilation[1] == 1:
+        width = g.wp
+    elif g.dilation == (1, 1):
+        width = g.wo + -(-g.kw // g.stride[1]) - 1
+    else:
+        return taps * planes * g.ho * g.wo * COMPILED_ROW_FLOPS + copies * COMPILED_COPY_FLOPS
+    return taps * planes * g.ho * width * COMPILED_DOT_FLOPS + copies * COMPILED_DOT_COPY_FLOPS
 
 
 def compiled_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Counts:
-    """Counts of the compiled loops (elements, not bytes): the multiply-adds at the
-    measured weights (:data:`COMPILED_FLOP_WEIGHT` and the three after it) and the plane
-    copies."""
+    """Counts of the compiled loops (elements, not bytes): their measured costs as GEMM
+    flops (:data:`COMPILED_TAP_FLOPS` and the constants after it), three calls each."""
     if direction == "forward":
-        return _correlation_counts(g.n, g.f, (g.ho, g.wo), (g.h, g.w), g, g.stride)
-    total = Counts()
+        flops = _correlation_costs(g, g.n * g.f, (g.ho, g.wo), (g.h, g.w), g.stride)
+        return Counts(gemm_flops=flops, calls=3)
+    flops = 0.0
     if "x" in grads:  # the transposed correlation: stride 1 over gy upsampled by the stride
         upsampled = (g.ho * g.stride[0], g.wo * g.stride[1])
-        total = total + _correlation_counts(g.n, g.f, (g.h, g.w), upsampled, g, (1, 1))
+        flops += _correlation_costs(g, g.n * g.f, (g.h, g.w), upsampled, (1, 1))
     if "w" in grads:
-        positions, weight = _tap_positions(g, (g.ho, g.wo), g.stride)
-        if weight == COMPILED_FLOP_WEIGHT:
-            weight = COMPILED_WEIGHT_GRAD_FLOP_WEIGHT  # dot products, not blocked passes
-        flops = 2.0 * g.kh * g.kw * g.n * g.f * positions * weight
-        fills = 2 * g.n * g.f * (g.h * g.w + g.ho * g.wo)
-        total = total + Counts(gemm_flops=flops) + traffic(fills, calls=3)
-    return total
+        flops += _weight_grad_costs(g)
+    return Counts(gemm_flops=flops, calls=3 * len(grads))
 
 
 def compiled_elements(g: ConvGeometry, direction: str) -> int:

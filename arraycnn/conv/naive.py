@@ -510,8 +510,9 @@ def compiled_counts(g: ConvGeometry, direction: str, grads: str = "xw") -> Count
 
 
 def compiled_elements(g: ConvGeometry, direction: str) -> int:
-    """Workspace elements of the compiled loops: a zero frame and a zero row as large, an
-    accumulator plane; backward, the weight gradient's per-tap planes of partial sums."""
+    """Workspace elements of the compiled loops, a few planes whatever the batch (an upper
+    bound): the zero frames (or the image's phases), a zero row as large and the
+    accumulator; backward also gy's frame and a row of partial sums per tap."""
     frame = (max(g.hp, g.h * g.stride[0] + g.dilation[0] * g.kh) + 4 * g.dilation[0]) * max(
         g.wp, g.w * g.stride[1] + g.dilation[1] * g.kw
     )

@@ -267,7 +267,16 @@ def _correlate_phases(x, w, out, fg, top, left, stride):  # pragma: no cover - c
 
 
 @_jit
-def _channel_dots(gy, x, gw, f, fg, top, left, dh, plane, frame):  # pragma: no cover
+def _dot(a, b, zero):  # pragma: no cover - compiled
+    """sum over q < len(a) of a[q]·b[q], summed from ``zero`` (a zero of the arrays' dtype)."""
+    total = zero
+    for q in range(a.shape[0]):
+        total += a[q] * b[q]
+    return total
+
+
+@_jit
+def _channel_dots(gy, x, gw, f, fg, top, left, dh, plane, frame, zero):  # pragma: no cover
     """gw[f] (kh, kw, float64) at stride 1 and column dilation 1: per sample, each tap's sum
     is one dot product of gy's frame (rows of the padded width, zero past Wo) with the
     flattened plane at the tap's offset."""
@@ -275,22 +284,19 @@ def _channel_dots(gy, x, gw, f, fg, top, left, dh, plane, frame):  # pragma: no 
     wp = plane.shape[1]
     flat = plane.reshape(plane.size)  # (Hp + 1, Wp) -> (.,)
     gyf = frame.reshape(frame.size)  # (Ho, Wp) -> (Ho·Wp,)
-    zero = frame[0, frame.shape[1] - 1] * 0  # the frame's padding: a zero of gy's dtype
     gw[f] = 0.0
     for n in range(x.shape[0]):
         _fill_plane(plane, x[n, f // fg], top, left, 1, 1)
         _copy_rows(frame, gy[n, f], gy.shape[3])
         for i in range(kh):
             for j in range(kw):
-                a = flat[i * dh * wp + j :]
-                total = zero
-                for q in range(gyf.shape[0]):
-                    total += gyf[q] * a[q]
-                gw[f, i, j] += total
+                gw[f, i, j] += _dot(gyf, flat[i * dh * wp + j :], zero)
 
 
 @_jit
-def _channel_dots_phases(gy, x, gw, f, fg, top, left, stride, planes, frame):  # pragma: no cover
+def _channel_dots_phases(  # pragma: no cover - compiled
+    gy, x, gw, f, fg, top, left, stride, planes, frame, zero
+):
     """gw[f] (kh, kw, float64) at a stride other than 1 (dilation 1): tap (i'·sh + a,
     j'·sw + b) is the dot product of gy's frame (rows of width Wq, zero past Wo) with the
     flattened phase (a, b) of the image (:func:`_correlate_phases`) at offset i'·Wq + j'."""
@@ -298,7 +304,6 @@ def _channel_dots_phases(gy, x, gw, f, fg, top, left, stride, planes, frame):  #
     sh, sw = stride
     hq1, wq = planes.shape[1], planes.shape[2]
     gyf = frame.reshape(frame.size)  # (Ho, Wq) -> (Ho·Wq,)
-    zero = frame[0, wq - 1] * 0  # the frame's padding: a zero of gy's dtype
     gw[f] = 0.0
     for n in range(x.shape[0]):
         _copy_rows(frame, gy[n, f], gy.shape[3])
@@ -310,11 +315,7 @@ def _channel_dots_phases(gy, x, gw, f, fg, top, left, stride, planes, frame):  #
             flat = planes[p].reshape(hq1 * wq)  # (Hq + 1, Wq) -> (.,)
             for i in range(a, kh, sh):
                 for j in range(b, kw, sw):
-                    tap = flat[(i // sh) * wq + j // sw :]
-                    total = zero
-                    for q in range(gyf.shape[0]):
-                        total += gyf[q] * tap[q]
-                    gw[f, i, j] += total
+                    gw[f, i, j] += _dot(gyf, flat[(i // sh) * wq + j // sw :], zero)
 
 
 @_jit
@@ -369,11 +370,12 @@ def _weight_grad(gy, x, gw, fg, top, left, stride, dilation):  # pragma: no cove
     hq, wq = ho + -(-kh // sh) - 1, wo + -(-kw // sw) - 1
     planes = np.zeros((sh * sw if by_phase else 0, hq + 1, wq), dtype=x.dtype)
     phase_frame = np.zeros((ho, wq), dtype=gy.dtype)  # gy in rows of width Wq
+    zero = np.zeros(1, dtype=gy.dtype)[0]
     for f in range(f_all):
         if by_plane:
-            _channel_dots(gy, x, gw, f, fg, top, left, dh, plane, frame)
+            _channel_dots(gy, x, gw, f, fg, top, left, dh, plane, frame, zero)
         elif by_phase:
-            _channel_dots_phases(gy, x, gw, f, fg, top, left, stride, planes, phase_frame)
+            _channel_dots_phases(gy, x, gw, f, fg, top, left, stride, planes, phase_frame, zero)
         if (by_plane or by_phase) and np.isfinite(gw[f]).all():
             continue
         _channel_sums(gy, x, gw, f, fg, top, left, stride, dilation, plane, sums)

@@ -118,6 +118,7 @@ from . import dask_arrays
 from .backend import asarray, device_of, is_traced, namespace_of
 from .budget import check_size, itemsize
 from .conv import CAPABILITIES, conv2d
+from .conv._boundary import in_native_order
 from .conv._complex import complex_from_parts, embed_weights
 from .conv.dispatch import parse_strategy, plan
 from .extension import BOUNDARIES, extend_mirrored, extension_pads
@@ -692,6 +693,7 @@ def _filter2d(
     func = "convolve2d" if convolve else "correlate2d"
     in1, in2 = _as_arrays(in1, in2, func)
     xp = namespace_of(in1, in2, names=("in1", "in2"))
+    in1, in2 = in_native_order(in1), in_native_order(in2)  # ">f8" computes as float64
     _check_shapes(in1, in2, func)
     mode = _parse_mode(mode)
     boundary = _parse_boundary(boundary)

@@ -283,6 +283,32 @@ def test_nan_local_strategies_keep_nan_in_its_windows(name):
     assert np.isnan(expected).sum() == 2 * 3 * 1
 
 
+@pytest.mark.parametrize("strategy", [*ac.STRATEGY_NAMES, "auto"])
+@pytest.mark.parametrize(("x_order", "w_order", "gy_order"), [(">", "<", ">"), ("<", ">", "<")])
+def test_mixed_byte_orders(rng, strategy, x_order, w_order, gy_order):
+    """NumPy arrays of either byte order mix, as in NumPy's arithmetic: the values of the
+    oracle, the results in native order."""
+    geometry = {"padding": ((1, 0), (2, 1))}  # stride 1: every strategy takes it
+    x = rng.standard_normal((2, 3, 7, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    gy = rng.standard_normal((2, 4, 6, 9))
+    y = ac.conv2d(
+        x.astype(f"{x_order}f8"), w.astype(f"{w_order}f8"), b.astype(f"{gy_order}f8"),
+        strategy=strategy, **geometry,
+    )  # fmt: skip
+    grads = ac.conv2d_backward(
+        gy.astype(f"{gy_order}f8"), x.astype(f"{x_order}f8"), w.astype(f"{w_order}f8"),
+        strategy=strategy, **geometry,
+    )  # fmt: skip
+    expected = [oracles.correlate_loops(x, w, b, **geometry)]
+    expected += oracles.correlate_loops_backward(gy, x, w, **geometry)
+    scales = oracles.error_scales(x, w, b, gy=gy, **geometry)
+    for got, want, scale in zip([y, *grads], expected, scales):
+        assert got.dtype.isnative and got.dtype == np.float64
+        assert_close(got, want, scale=scale)
+
+
 @pytest.mark.parametrize("stride", [(1, 2), 1])
 def test_non_contiguous_inputs(xp, to_xp, rng, stride):
     """Strided and permuted views give the same results as the oracle on their values."""

@@ -199,6 +199,12 @@ def test_dtypes_differ(call):
 
 
 @entry_points
+def test_byte_order_does_not_hide_a_dtype_mismatch(call):
+    with pytest.raises(TypeError, match=r"x \(>f4\) and w \(float64\) must have the same dtype"):
+        call(X.astype(">f4"), W)
+
+
+@entry_points
 def test_namespaces_differ(call):
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"different namespaces \(.*x: .*numpy, w: .*torch"):

@@ -380,6 +380,21 @@ def test_integer_results_wrap_like_scipy(xp):
         np.testing.assert_array_equal(to_numpy(got), expected, strict=True)
 
 
+@pytest.mark.parametrize("func", sorted(SCIPY))
+@pytest.mark.parametrize(
+    ("in1_dtype", "in2_dtype"), [(">f8", "<f8"), ("<f4", ">f4"), (">i4", ">i2")]
+)
+def test_big_endian_inputs_like_scipy(func, in1_dtype, in2_dtype):
+    """NumPy arrays in either byte order: SciPy's values and result dtype (native order)."""
+    rng = np.random.default_rng(6)
+    x = rng.integers(-9, 10, (7, 9)).astype(in1_dtype)
+    k = rng.integers(-3, 4, (3, 2)).astype(in2_dtype)
+    expected = SCIPY[func](x, k, "same", "symm")
+    got = OURS[func](x, k, "same", "symm")
+    assert got.dtype == expected.dtype and got.dtype.isnative
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_large_integers_exact_below_2_53(xp):
     rng = np.random.default_rng(4)
     x = rng.integers(-(2**40), 2**40, (9, 9), dtype=np.int64)

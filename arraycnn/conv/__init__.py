@@ -38,7 +38,7 @@ from ..backend import device_of, devices_differ, graph_call, no_graph, resolve_b
 from ..budget import WorkspaceError, check_size, itemsize, set_workspace_limit
 from ..geometry import ConvGeometry, Padding, conv_geometry
 from ..settings import set_autotune
-from ._boundary import check_float_pair, prepare
+from ._boundary import check_float_pair, in_native_order, prepare, same_dtype
 from ._complex import embed_channels, embed_weights, fold_channels, fold_weight_grad, is_complex
 from .dispatch import (
     GRADIENT_NAMES,
@@ -160,6 +160,8 @@ def conv2d(
     xp, geom = prepare(x, w, **geometry, extra=(("b", b),) if b is not None else ())
     if b is not None:
         _check_bias(b, w, geom, xp)
+        b = in_native_order(b)
+    x, w = in_native_order(x), in_native_order(w)
     if is_complex(w, xp):  # the real embedding: one real convolution, 2C in, 2F out
         y = conv2d(
             embed_channels(x, geom.groups, xp=xp),
@@ -207,7 +209,7 @@ def _check_with_workspace(chosen: Plan, func: str, results: int, geom, w, xp) ->
 def _check_bias(b: Array, w: Array, geom: ConvGeometry, xp: ModuleType) -> None:
     if tuple(b.shape) != (geom.f,):
         raise ValueError(f"b must have shape (F,) = ({geom.f},), got {tuple(b.shape)}")
-    if b.dtype != w.dtype:
+    if not same_dtype(b, w):
         raise TypeError(f"b ({b.dtype}) must have the dtype of w ({w.dtype})")
     if devices_differ(b, w):
         raise ValueError(f"b is on device {device_of(b)} but w is on {device_of(w)}")
@@ -287,6 +289,7 @@ def conv2d_backward(
     check_float_pair(gy, x, xp, ("gy", "x"))
     if not wanted:
         return None, None, None
+    gy, x, w = in_native_order(gy), in_native_order(x), in_native_order(w)
     if is_complex(w, xp):  # the real backward of the embedding (conv2d), folded back
         g, real_needs = geom.groups, tuple(wanted.replace("b", ""))
         gx, gw, _ = conv2d_backward(

@@ -364,10 +364,18 @@ def workspace(p: Im2colPlan) -> int:
     return p.itemsize * (weight_phase + input_phase)
 
 
+#: Elements of a cache line counted at most per element a strided read takes (a line
+#: holds 8 float64 or 16 float32).
+LINE_ELEMENTS = 8
+
+
 def _unfold_counts(g: ConvGeometry) -> Counts:
-    """The columns: kh·kw band copies into a reused buffer."""
+    """The columns: kh·kw band copies into a reused buffer, each element written once and
+    read from the input at the column stride, which brings ``min(sw, LINE_ELEMENTS)``
+    elements into cache per element taken."""
     taps = g.kh * g.kw
-    return traffic(2 * taps * g.c * g.n * g.ho * g.wo, calls=2 * taps + 2)
+    read = min(g.stride[1], LINE_ELEMENTS)
+    return traffic((1 + read) * taps * g.c * g.n * g.ho * g.wo, calls=2 * taps + 2)
 
 
 def _shift_counts(g: ConvGeometry) -> Counts:

@@ -386,10 +386,11 @@ COMPILED_TAP_FLOPS = 1.7
 COMPILED_PASS_FLOPS = 20.0
 #: ... an element copied into a frame or out of the accumulator (186 ps, counted twice) ...
 COMPILED_COPY_FLOPS = 19.0
-#: ... the weight gradient's multiply-add in a tap's dot product (84 ps) and its copies
-#: (235 ps) ...
-COMPILED_DOT_FLOPS = 8.7
-COMPILED_DOT_COPY_FLOPS = 24.0
+#: ... the weight gradient's multiply-add in a tap's dot product (60 ps) and its copies
+#: (165 ps): the fit's 84 and 235 ps over 1.4, the speed-up its loops gained when their
+#: two dot products came to share one (measured side by side, 1.3-1.5x) ...
+COMPILED_DOT_FLOPS = 6.2
+COMPILED_DOT_COPY_FLOPS = 17.0
 #: ... and a tap's multiply-add row by row (column dilation: short rows that do not
 #: vectorize, about 0.8 ns).
 COMPILED_ROW_FLOPS = 80.0

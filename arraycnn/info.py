@@ -1,9 +1,9 @@
 """``arraycnn info``: what this installation can do and what it keeps on disk.
 
 Lists the backends usable here (and the ``pip install`` line for each missing one), whether
-depthwise layers on NumPy run compiled loops (numba), which cost model chooses the strategy
-of ``strategy="auto"`` (the shipped one, or one fitted here by ``arraycnn tune``), the cache
-directory with its size, and the workspace budget.
+depthwise layers and Winograd's transforms on NumPy run compiled loops (numba), which cost
+model chooses the strategy of ``strategy="auto"`` (the shipped one, or one fitted here by
+``arraycnn tune``), the cache directory with its size, and the workspace budget.
 ``arraycnn info --clear-cache`` forgets every autotuned choice (memory and disk);
 ``--json`` prints the same as JSON.
 """
@@ -133,7 +133,8 @@ def backends_info() -> list[dict[str, Any]]:
 
 
 def compiled_info() -> dict[str, Any]:
-    """Whether depthwise layers on NumPy run naive's compiled loops: ``enabled``, and the
+    """Whether NumPy runs the compiled loops (naive's depthwise layers, Winograd's
+    transforms): ``enabled``, and the
     numba version, or why not (and the ``pip install`` line where numba is missing)."""
     if naive.compiled_switched_off():
         setting = f"{naive.ENV_NUMBA}={os.environ[naive.ENV_NUMBA]}"
@@ -207,7 +208,7 @@ def format_text(info: dict[str, Any], *, entries: bool = False) -> str:
         state = f"on (numba {compiled['version']})"
     else:
         state = compiled.get("install") or compiled["reason"]
-    lines.append(f"Depthwise layers on NumPy, compiled loops: {state}")
+    lines.append(f"Compiled loops (NumPy: depthwise, Winograd): {state}")
     lines.append('Cost model (picks the strategy of strategy="auto"):')
     lines.extend(_cost_model_line(row) for row in usable)
     size = budget.format_bytes(info["cache_bytes"])

@@ -172,8 +172,9 @@ def fresh_settings_and_caches(tmp_path):
 
 @pytest.fixture
 def array_operations(monkeypatch):
-    """naive's depthwise layers on the array operations on every backend: the compiled
-    loops (NumPy with numba) off, for tests of the array-operation path itself."""
+    """naive's depthwise layers and Winograd's transforms on the array operations on every
+    backend: the compiled loops (NumPy with numba) off, for tests of the array-operation
+    path itself."""
     import arraycnn as ac
     from arraycnn.conv import naive
 

@@ -37,7 +37,7 @@ def library_modules() -> list[str]:
 MODULES = library_modules()
 #: Modules that import an optional extra at module level: module -> the extra's package
 #: (their examples run where it is installed).
-NEEDS = {"arraycnn.conv._numba_depthwise": "numba"}
+NEEDS = {"arraycnn.conv._numba_depthwise": "numba", "arraycnn.conv._numba_winograd": "numba"}
 #: Modules whose exports are the public API: arraycnn.<module> and arraycnn.nn.<module>.
 PUBLIC_MODULES = [
     name

@@ -28,6 +28,8 @@ LAZY_OK = (
 LAZY_TARGETS = {
     ("arraycnn.conv.naive", "arraycnn.conv._numba_depthwise"): "it imports numba, an optional "
     "extra: loaded on the first depthwise call on NumPy, never by `import arraycnn`",
+    ("arraycnn.conv.naive", "arraycnn.conv._numba_winograd"): "it imports numba, an optional "
+    "extra: loaded on the first Winograd plan on NumPy, never by `import arraycnn`",
 }
 
 

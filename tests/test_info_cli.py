@@ -103,7 +103,7 @@ def test_info_says_whether_depthwise_layers_run_compiled(capsys, monkeypatch):
     info = json.loads(_json_of_info(capsys))["compiled_depthwise"]
     assert info["enabled"] == has_numba
     assert main(["info"]) == 0
-    line = [ln for ln in capsys.readouterr().out.splitlines() if "compiled loops" in ln]
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "Compiled loops" in ln]
     expected = "on (numba " if has_numba else 'pip install "arraycnn[numba]"'
     assert len(line) == 1 and expected in line[0]
     monkeypatch.setenv("ARRAYCNN_NUMBA", "0")

@@ -5,7 +5,9 @@ loops of :func:`oracles.correlate_loops` / :func:`oracles.correlate_loops_backwa
 (float64, tiny inputs) for whole calls, with errors held to the ``tile`` error model
 (:func:`oracles.tile_scales`: the transforms' growth over a window widened to the tile) and
 the per-dtype tolerances of :mod:`arraycnn.testing`. The property tests of every strategy
-(tests/test_conv_properties.py) cover Winograd on random stride-1 geometries.
+(tests/test_conv_properties.py) cover Winograd on random stride-1 geometries. On NumPy with
+numba installed the transforms run compiled (:mod:`arraycnn.conv._numba_winograd`); the
+tests record which path ran and run both.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import numpy as np
 import oracles
 import pytest
+from spying import record_calls
 
 import arraycnn as ac
 from arraycnn.backend import device_of
@@ -116,6 +119,47 @@ def test_every_tile_size_matches_the_loops(xp, to_xp, rng, x_shape, w_shape, geo
     assert_close(y, ref.y, scale=s_y, err_msg=f"y {tile}", **want)
     assert_close(gx, ref.gx, scale=s_gx, err_msg=f"gx {tile}", **want)
     assert_close(gw, ref.gw, scale=s_gw, err_msg=f"gw {tile}", **want)
+
+
+#: The paths' own functions in winograd: the compiled transforms', the array operations'.
+PATH_LABELS = {
+    "_correlate_compiled": "compiled",
+    "_weight_grad_compiled": "compiled gw",
+    "correlate": "array",
+    "weight_grad": "array gw",
+}
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "array operations"])
+@pytest.mark.parametrize(("x_shape", "w_shape", "geometry", "tile"), TILED, ids=str)
+def test_both_numpy_paths_match_the_loops(
+    request, monkeypatch, rng, x_shape, w_shape, geometry, tile, compiled
+):
+    """On NumPy, float32 and float64: the compiled transforms where the plan takes them (one
+    group, numba installed), else the array operations, against the loops."""
+    if compiled:
+        pytest.importorskip("numba")
+    else:
+        request.getfixturevalue("array_operations")  # ARRAYCNN_NUMBA=0
+    geom = ac.conv_geometry(x_shape, w_shape, **geometry)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    gy = rng.standard_normal(geom.y_shape)
+    ref = oracles.reference(x, w, None, gy, **geometry)
+    scales = ref.scales_for(oracles.ERROR_MODEL["winograd"])[:3]
+    for dtype in (np.float32, np.float64):
+        taken = record_calls(monkeypatch, winograd, PATH_LABELS)
+        p = winograd.plan(dispatch.describe(w.astype(dtype), geom, xp=NUMPY))
+        assert p.compiled == (compiled and geom.groups == 1)
+        p = dataclasses.replace(p, m=tile)
+        y = winograd.forward(p, x.astype(dtype), w.astype(dtype), xp=NUMPY)
+        back = dataclasses.replace(p, direction="backward")
+        gx, gw = winograd.backward(back, *(a.astype(dtype) for a in (gy, x, w)), xp=NUMPY)
+        wanted = (ref.y, ref.gx, ref.gw)
+        for name, got, want, scale in zip(("y", "gx", "gw"), (y, gx, gw), wanted, scales):
+            assert_close(got, want, scale=scale, dtype=dtype, err_msg=f"{name} {tile} {dtype}")
+        path = "compiled" if p.compiled else "array"
+        assert taken == [path, path, f"{path} gw"]
+        monkeypatch.undo()
 
 
 def test_float32_errors_stay_near_the_local_scale(rng):

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from ..geometry import ConvGeometry
+from ..scratch import scratch
 
 __all__ = ["forward", "input_grad", "weight_grad"]
 
@@ -161,27 +162,25 @@ def _correlate_rows(plane, zeros, wk, out, sh, sw, dh, dw):  # pragma: no cover 
 
 
 @_jit
-def _correlate(inp, w, out, per_out, shared, top, left, up, stride, dilation):  # pragma: no cover
+def _correlate(
+    inp, w, out, per_out, shared, top, left, up, stride, dilation, plane, zeros, acc
+):  # pragma: no cover
     """``out[n, o]`` = sum over k < per_out of the correlation of input channel
     ``(o·per_out + k) // shared`` (zero-padded by top/left, upsampled by ``up``) with taps
     ``w[o·per_out + k]``: inp (N, Ci, H, W), w (O·per_out, kh, kw), out (N, O, Ho, Wo).
+    ``plane`` (:func:`_plane_shape`, zero where the image does not land), ``zeros`` and
+    ``acc`` (Ho·Wp) are the caller's buffers (:func:`_buffers`).
 
     At stride 1 and column dilation 1 the plane is correlated flattened (long loops that
     vectorize; :func:`_correlate_flat`), else row by row."""
-    n_batch, _, h, wd = inp.shape
-    kh, kw = w.shape[1], w.shape[2]
     ho, wo = out.shape[2], out.shape[3]
     sh, sw = stride
     dh, dw = dilation
-    hp = max((ho - 1) * sh + (kh - 1) * dh + 1, top + (h - 1) * up[0] + 1)
-    wp = max((wo - 1) * sw + (kw - 1) * dw + 1, left + (wd - 1) * up[1] + 1)
-    plane = np.zeros((hp + BLOCK * dh + 1, wp), dtype=inp.dtype)  # rows past hp stay zero
+    wp = plane.shape[1]
     flat = plane.reshape(plane.size)  # (Hp + 3·dh + 1, Wp) -> (.,)
-    zeros = np.zeros(plane.size, dtype=inp.dtype)
     by_plane = sh == 1 and sw == 1 and dw == 1
-    acc = np.empty(ho * wp, dtype=out.dtype)
     rows = acc.reshape(ho, wp)  # (Ho·Wp,) -> (Ho, Wp)
-    for n in range(n_batch):
+    for n in range(inp.shape[0]):
         for o in range(out.shape[1]):
             if by_plane:
                 acc[:] = 0
@@ -236,21 +235,18 @@ def _fill_phases(planes, src, top, left, stride):  # pragma: no cover - compiled
 
 
 @_jit
-def _correlate_phases(x, w, out, fg, top, left, stride):  # pragma: no cover - compiled
+def _correlate_phases(x, w, out, fg, top, left, stride, planes, zeros, acc):  # pragma: no cover
     """The depthwise forward at a stride other than 1 (dilation 1), as stride-1
     correlations of the image's phases: with i = i'·sh + a and j = j'·sw + b,
     ``y[oh, ow] = sum over (a, b) and (i', j') of w[i, j] · phase_ab[oh + i', ow + j']``,
     ``phase_ab[r, c] = x_padded[r·sh + a, c·sw + b]``. Each phase is correlated flattened
     (:func:`_correlate_flat`) with its taps ``w[a::sh, b::sw]``: x (N, C, H, W), w (F, kh,
-    kw), out (N, F, Ho, Wo)."""
+    kw), out (N, F, Ho, Wo); ``planes`` (sh·sw, Hq + 1, Wq), ``zeros`` and ``acc`` (Ho·Wq)
+    are the caller's buffers (:func:`_buffers`)."""
     kh, kw = w.shape[1], w.shape[2]
     ho, wo = out.shape[2], out.shape[3]
     sh, sw = stride
-    hq = ho + -(-kh // sh) - 1
-    wq = wo + -(-kw // sw) - 1
-    planes = np.zeros((sh * sw, hq + 1, wq), dtype=x.dtype)  # one row more: the overhang
-    zeros = np.zeros((hq + 1) * wq, dtype=x.dtype)
-    acc = np.empty(ho * wq, dtype=out.dtype)
+    hq, wq = planes.shape[1] - 1, planes.shape[2]
     rows = acc.reshape(ho, wq)  # (Ho·Wq,) -> (Ho, Wq)
     for n in range(x.shape[0]):
         for o in range(out.shape[1]):
@@ -346,7 +342,9 @@ def _channel_sums(gy, x, gw, f, fg, top, left, stride, dilation, plane, sums):  
 
 
 @_jit
-def _weight_grad(gy, x, gw, fg, top, left, stride, dilation):  # pragma: no cover - compiled
+def _weight_grad(
+    gy, x, gw, fg, top, left, stride, dilation, plane, frame, planes, phase_frame
+):  # pragma: no cover
     """gw[f, i, j] = sum over n, oh, ow of gy[n, f, oh, ow] · x_padded[n, f // fg,
     oh·sh + i·dh, ow·sw + j·dw]: gy (N, F, Ho, Wo), x (N, C, H, W), gw (F, kh, kw) float64.
 
@@ -354,22 +352,17 @@ def _weight_grad(gy, x, gw, fg, top, left, stride, dilation):  # pragma: no cove
     (:func:`_channel_dots`); at other strides with dilation 1, over the image's phases
     (:func:`_channel_dots_phases`). Their frame's zeros past Wo meet inputs, and 0 · inf is
     NaN: a channel whose sums are not all finite is summed again row by row
-    (:func:`_channel_sums`, which reads output positions only), as are other dilations."""
-    _, _, h, wd = x.shape
+    (:func:`_channel_sums`, which reads output positions only), as are other dilations.
+    ``plane`` (Hp + 1, Wp), ``frame`` (Ho, Wp), ``planes`` (sh·sw or 0, Hq + 1, Wq) and
+    ``phase_frame`` (Ho, Wq) are the caller's buffers, zero where nothing is copied
+    (:func:`_buffers`)."""
     f_all, kh, kw = gw.shape
-    ho, wo = gy.shape[2], gy.shape[3]
+    wo = gy.shape[3]
     sh, sw = stride
     dh, dw = dilation
-    hp = max((ho - 1) * sh + (kh - 1) * dh + 1, top + h)
-    wp = max((wo - 1) * sw + (kw - 1) * dw + 1, left + wd)
-    plane = np.zeros((hp + 1, wp), dtype=x.dtype)  # one row more: the dot products' overhang
-    frame = np.zeros((ho, wp), dtype=gy.dtype)  # gy in rows of the padded width
     sums = np.zeros((kh * kw, wo), dtype=x.dtype)
     by_plane = sh == 1 and sw == 1 and dw == 1
     by_phase = not by_plane and dh == 1 and dw == 1
-    hq, wq = ho + -(-kh // sh) - 1, wo + -(-kw // sw) - 1
-    planes = np.zeros((sh * sw if by_phase else 0, hq + 1, wq), dtype=x.dtype)
-    phase_frame = np.zeros((ho, wq), dtype=gy.dtype)  # gy in rows of width Wq
     zero = np.zeros(1, dtype=gy.dtype)[0]
     for f in range(f_all):
         if by_plane:
@@ -392,15 +385,52 @@ def _taps(w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return _native(w.reshape(g.f, g.kh, g.kw))  # (F, 1, kh, kw) -> (F, kh, kw)
 
 
+def _buffers(tag: str, shapes: dict[str, tuple[int, ...]], like: np.ndarray, key) -> list:
+    """Scratch buffers of ``shapes`` (:func:`arraycnn.scratch.scratch`), zero when created and
+    reused by later calls with the same ``key`` (the layout is the same, so the regions the
+    loops never write stay zero): a call on a large image does not fault in fresh pages."""
+    return [scratch(f"{tag}.{name}", shape, like=like, xp=np, key=key)
+            for name, shape in shapes.items()]  # fmt: skip
+
+
+def _plane_shape(inp_hw, out_hw, k, top_left, up, stride, dilation) -> tuple[int, int]:
+    """The zero-padded plane of :func:`_correlate` (Hp + 3·dh + 1, Wp)."""
+    (h, w), (ho, wo), (kh, kw), (top, left) = inp_hw, out_hw, k, top_left
+    hp = max((ho - 1) * stride[0] + (kh - 1) * dilation[0] + 1, top + (h - 1) * up[0] + 1)
+    wp = max((wo - 1) * stride[1] + (kw - 1) * dilation[1] + 1, left + (w - 1) * up[1] + 1)
+    return hp + BLOCK * dilation[0] + 1, wp
+
+
+def _correlate_buffers(tag, g, like, inp_hw, out_hw, top_left, up, stride) -> list:
+    """``plane``, ``zeros`` and ``acc`` of :func:`_correlate` (zeros: one element where
+    blocks of 3 rows tile the kernel, whose slots then never read it)."""
+    rows, wp = _plane_shape(inp_hw, out_hw, (g.kh, g.kw), top_left, up, stride, g.dilation)
+    shapes = {"plane": (rows, wp), "zeros": (rows * wp if g.kh % BLOCK else 1,),
+              "acc": (out_hw[0] * wp,)}  # fmt: skip
+    return _buffers(tag, shapes, like, (g, top_left, up, stride))
+
+
+def _phase_shape(g: ConvGeometry) -> tuple[int, int]:
+    """(Hq, Wq): a phase of the padded image, as :func:`_correlate_phases` reads it."""
+    (sh, sw) = g.stride
+    return g.ho + -(-g.kh // sh) - 1, g.wo + -(-g.kw // sw) - 1
+
+
 def forward(x: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """Depthwise forward: x (N, C, H, W), w (F, 1, kh, kw) -> y (N, F, Ho, Wo), groups = C."""
     y = np.empty(g.y_shape, dtype=x.dtype.newbyteorder("="))
     top, left = g.padding[0][0], g.padding[1][0]
     if g.stride != (1, 1) and g.dilation == (1, 1):
-        _correlate_phases(_native(x), _taps(w, g), y, g.fg, top, left, g.stride)
+        hq, wq = _phase_shape(g)
+        shapes = {"planes": (g.stride[0] * g.stride[1], hq + 1, wq),
+                  "zeros": ((hq + 1) * wq,), "acc": (g.ho * wq,)}  # fmt: skip
+        buffers = _buffers("depthwise.phases", shapes, y, g)
+        _correlate_phases(_native(x), _taps(w, g), y, g.fg, top, left, g.stride, *buffers)
         return y
+    buffers = _correlate_buffers("depthwise.forward", g, y, (g.h, g.w), (g.ho, g.wo),
+                                 (top, left), (1, 1), g.stride)  # fmt: skip
     _correlate(_native(x), _taps(w, g), y, 1, g.fg, top, left, (1, 1), g.stride,
-               g.dilation)  # fmt: skip
+               g.dilation, *buffers)  # fmt: skip
     return y
 
 
@@ -414,8 +444,10 @@ def input_grad(gy: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     (dh, dw), (sh, sw) = g.dilation, g.stride
     top = dh * (g.kh - 1) - g.padding[0][0]
     left = dw * (g.kw - 1) - g.padding[1][0]
+    buffers = _correlate_buffers("depthwise.input_grad", g, gx, (g.ho, g.wo), (g.h, g.w),
+                                 (top, left), (sh, sw), (1, 1))  # fmt: skip
     _correlate(_native(gy), flipped, gx, g.fg, 1, top, left, (sh, sw), (1, 1),
-               g.dilation)  # fmt: skip
+               g.dilation, *buffers)  # fmt: skip
     return gx
 
 
@@ -423,6 +455,18 @@ def weight_grad(gy: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """Depthwise weight gradient: gy (N, F, Ho, Wo), x (N, C, H, W) -> gw (F, 1, kh, kw)."""
     gw = np.empty((g.f, g.kh, g.kw), dtype=np.float64)
     top, left = g.padding[0][0], g.padding[1][0]
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    hp = max((g.ho - 1) * sh + (g.kh - 1) * dh + 1, top + g.h)
+    wp = max((g.wo - 1) * sw + (g.kw - 1) * dw + 1, left + g.w)
+    by_phase = (sh, sw) != (1, 1) and (dh, dw) == (1, 1)
+    hq, wq = _phase_shape(g)
+    shapes = {
+        "plane": (hp + 1, wp),
+        "frame": (g.ho, wp),
+        "planes": (sh * sw if by_phase else 0, hq + 1, wq),
+        "phase_frame": (g.ho, wq),
+    }
+    buffers = _buffers("depthwise.weight_grad", shapes, x, g)
     _weight_grad(_native(gy), _native(x), gw, g.fg, top, left,
-                 g.stride, g.dilation)  # fmt: skip
+                 g.stride, g.dilation, *buffers)  # fmt: skip
     return gw.astype(x.dtype.newbyteorder("=")).reshape(g.w_shape)  # (F, kh, kw) -> (F, 1, kh, kw)

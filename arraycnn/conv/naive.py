@@ -404,32 +404,46 @@ def compiled_switched_off() -> bool:
     return os.environ.get(ENV_NUMBA, "").strip().lower() in ("0", "false", "no", "off")
 
 
-def _load_compiled() -> ModuleType | None:
-    """:mod:`._numba_depthwise`, or None: numba not installed, ``ARRAYCNN_NUMBA=0``, or
-    numba installed but failing to import (reported once, as a RuntimeWarning)."""
+def _import_compiled(name: str) -> ModuleType:
+    """The compiled module ``name``: "depthwise" (:mod:`._numba_depthwise`) or "winograd"
+    (:mod:`._numba_winograd`, Winograd's tile transforms)."""
+    if name == "depthwise":
+        from . import _numba_depthwise as module
+    elif name == "winograd":
+        from . import _numba_winograd as module
+    else:
+        raise ValueError(f"no compiled module {name!r}")
+    return module
+
+
+def _load_compiled(name: str) -> ModuleType | None:
+    """The compiled module ``name`` (:func:`_import_compiled`), or None: numba not
+    installed, ``ARRAYCNN_NUMBA=0``, or numba installed but failing to import (reported
+    as a RuntimeWarning)."""
     if compiled_switched_off():
         return None
     if importlib.util.find_spec("numba") is None:
         return None
     try:
-        from . import _numba_depthwise
+        return _import_compiled(name)
     except Exception as exc:  # an installed numba that cannot load (e.g. NumPy too new)
         warnings.warn(
-            f"arraycnn: numba is installed but does not load ({exc!r}); depthwise layers "
-            f"run on NumPy's array operations (set {ENV_NUMBA}=0 to silence this)",
+            f"arraycnn: numba is installed but does not load ({exc!r}); its compiled "
+            f"loops are off, depthwise layers and Winograd's transforms run on NumPy's "
+            f"array operations (set {ENV_NUMBA}=0 to silence this)",
             RuntimeWarning,
             stacklevel=2,
         )
         return None
-    return _numba_depthwise
 
 
-def compiled_kernels() -> ModuleType | None:
-    """The compiled depthwise loops (:mod:`._numba_depthwise`) where they can run, else
-    None; decided once per process (until :func:`arraycnn.clear_caches`)."""
-    if "module" not in _compiled:
-        _compiled["module"] = _load_compiled()
-    return _compiled["module"]
+def compiled_kernels(name: str = "depthwise") -> ModuleType | None:
+    """The compiled loops ``name`` (:func:`_import_compiled`; by default the depthwise
+    ones) where they can run, else None; decided once per process (until
+    :func:`arraycnn.clear_caches`)."""
+    if name not in _compiled:
+        _compiled[name] = _load_compiled(name)
+    return _compiled[name]
 
 
 def uses_compiled(geom: ConvGeometry, backend: str, dtype: str) -> bool:

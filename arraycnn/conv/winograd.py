@@ -36,6 +36,14 @@ matrix product over the tile axis (K = alpha). Backward:
 
 Only stride 1 and dilation 1 (``unsupported``); kernels of 2 to :data:`MAX_KERNEL` taps
 along an axis (a 1-tap axis runs untransformed, as m = 1 tiles would gain nothing).
+
+On NumPy (float32, float64, one group) where numba is installed the transforms run
+compiled loops instead (:func:`uses_compiled`, :mod:`._numba_winograd`), on a
+channels-last layout: the input is copied once to (Hp, Wp, N·C), each transform is one
+pass over it tile by tile (its loops over N·C, contiguous), the GEMMs take V as (Th·Tw·N,
+C) per position, and the output transform writes a fresh (Ho, Wo, N, F) array whose
+(N, F, Ho, Wo) view is the result. They take tiles of at least 4 outputs where those fit
+(:func:`compiled_axis_sizes`) and larger pieces of the batch; docs/performance.md.
 """
 
 from __future__ import annotations
@@ -50,13 +58,14 @@ from typing import Any, NamedTuple
 from ..backend import device_of
 from ..geometry import ConvGeometry
 from ..scratch import matmul_into, scratch
+from . import naive
 from ._layout import ALL, set_at, transposed_kernel
 from .strategy import Call, Counts, Strategy, gemm, traffic
 
 Array = Any
 
 __all__ = ["MAX_ALPHA", "MAX_KERNEL", "POINTS", "STRATEGY", "error_growth", "transforms"]
-__all__ += ["axis_sizes", "kernel_matrix", "unsupported"]
+__all__ += ["axis_sizes", "compiled_axis_sizes", "kernel_matrix", "unsupported"]
 
 #: Interpolation points, in the order they are taken (the last point is infinity).
 #: Small integers and their inverses keep the transforms' entries, and so the rounding
@@ -73,6 +82,10 @@ MAX_KERNEL = MAX_ALPHA - 1
 #: many elements: each phase streams over its temporaries in a few passes, and pieces of
 #: 16 to 32 lecture-layer samples ran fastest (docs/performance.md).
 CHUNK_ELEMENTS = 1 << 22
+#: The compiled transforms' pieces (:func:`uses_compiled`) are larger: their loops run
+#: over the batch times the channels, and each piece's result is reordered into the whole
+#: batch's (N, F, Ho, Wo) output, a pass that one piece avoids (its result is a view).
+COMPILED_CHUNK_ELEMENTS = 1 << 24
 #: Real floating dtypes the transforms run in (half precision loses too many digits).
 DTYPES = ("float32", "float64")
 
@@ -352,12 +365,105 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, m: tuple[int, int], *, 
     v = xp.reshape(v, (a_, groups, geom.cg, -1))  # (A, C, P) -> (A, G, Cg, P)
     u = xp.reshape(u, (a_, groups, geom.fg, -1))  # (A, F, P) -> (A, G, Fg, P)
     s = u @ xp.matrix_transpose(v)  # (A, G, Fg, Cg): sum over the tiles
-    ah, aw = t.alpha
+    return _weight_taps(s, t, at_h, at_w, geom, xp=xp)
+
+
+def _weight_taps(s: Array, t: Tiling, at_h: Array, at_w: Array, geom: ConvGeometry, *, xp):
+    """The summed products s (A, [G,] Fg, Cg) -> gw (F, Cg, kh, kw), fresh: A'_h s A'_w^T."""
+    (ah, aw), (kh, kw) = t.alpha, t.r
     z = at_w @ xp.reshape(s, (ah, aw, -1))  # (ah, kw, F Cg)
     gw = at_h @ xp.reshape(z, (ah, -1))  # (kh, kw F Cg)
     gw = xp.reshape(gw, (kh, kw, geom.f, geom.cg))
     # (kh, kw, F, Cg) -> (F, Cg, kh, kw), a fresh array
     return xp.reshape(xp.permute_dims(gw, (2, 3, 0, 1)), geom.w_shape, copy=True)
+
+
+# --------------------------------------------------------------------------- compiled
+
+#: The compiled transforms' costs, in GEMM flops at the shipped NumPy rate (9.7 ps each):
+#: a multiply-add of one element (57 ps) and a loop's start (7 ns); an element of their
+#: channels-last copies costs as many as 10.5 streaming elements. Fitted on 8 layers x their
+#: tile sizes x 3 directions (3x3 and 5x5 kernels; docs/performance.md).
+COMPILED_FMA_FLOPS = 5.9
+COMPILED_LOOP_FLOPS = 700.0
+PERMUTED_COPY_TRAFFIC = 10.5
+
+
+def uses_compiled(call: Call) -> bool:
+    """True where Winograd's transforms run compiled loops (:mod:`._numba_winograd`):
+    NumPy arrays of float32 or float64, one group, and numba available
+    (:func:`.naive.compiled_kernels`)."""
+    return (
+        call.backend == "numpy"
+        and call.dtype in DTYPES
+        and call.geom.groups == 1
+        and naive.compiled_kernels("winograd") is not None
+    )
+
+
+def _channels_last(tag: str, x: Array, t: Tiling, *, xp: ModuleType) -> Array:
+    """x (N, C, H, W) -> (Eh, Ew, N C), zero-padded to the tiles' extent (a scratch buffer
+    keyed by the tiling: only the interior is written, the padding stays zero)."""
+    n, c, h, w = x.shape
+    eh, ew = t.extent
+    xh = scratch(tag, (eh, ew, n, c), like=x, xp=xp, key=t)  # (Eh, Ew, N, C)
+    (top, _), (left, _) = t.padding
+    rows, cols = _overlap(top, h, eh), _overlap(left, w, ew)
+    inner = xp.permute_dims(x, (2, 3, 0, 1))  # (N, C, H, W) -> (H, W, N, C)
+    xh = set_at(xh, (rows[0], cols[0], ALL, ALL), inner[rows[1], cols[1], :, :], xp=xp)
+    return xp.reshape(xh, (eh, ew, n * c))  # (Eh, Ew, N, C) -> (Eh, Ew, N C)
+
+
+def _compiled_tiles(
+    tag: str, src: Array, b_h: Array, b_w: Array, t: Tiling, kernels: ModuleType, *, xp
+) -> Array:
+    """The compiled transform ``B_h tile B_w^T`` of the tiles of ``src`` (Eh, Ew, L), tile
+    (ti, tj) at row ``ti·m_h``, column ``tj·m_w``: (alpha_h alpha_w, Th, Tw, L), scratch."""
+    shape = (b_h.shape[0] * b_w.shape[0], *t.tiles, src.shape[2])
+    out = scratch(tag, shape, like=src, xp=xp, key=t)  # every element written
+    return kernels.tile_transform(src, b_h, b_w, t.m, out)
+
+
+def _correlate_compiled(x: Array, w: Array, t: Tiling, kernels: ModuleType, *, xp) -> Array:
+    """:func:`correlate` with one group, the transforms compiled, channels last: x (N, C,
+    H, W), w (F, C, kh, kw) -> (N, F, Ho, Wo), a view of a fresh (Ho, Wo, N, F) array."""
+    (mh, mw), (kh, kw) = t.m, t.r
+    at_h, bt_h = (_matrix(transforms(mh, kh)[i], x, xp=xp) for i in (0, 2))
+    at_w, bt_w = (_matrix(transforms(mw, kw)[i], x, xp=xp) for i in (0, 2))
+    n, c, f = x.shape[0], x.shape[1], w.shape[0]
+    (th, tw), a_ = t.tiles, t.alpha[0] * t.alpha[1]
+    xh = _channels_last("winograd.channels_last", x, t, xp=xp)  # (Eh, Ew, N C)
+    v = _compiled_tiles("winograd.v_last", xh, bt_h, bt_w, t, kernels, xp=xp)
+    v = xp.reshape(v, (a_, th * tw * n, c))  # (A, Th, Tw, N C) -> (A, Th Tw N, C)
+    u = xp.reshape(_kernel_transform(w, t, 1, xp=xp), (a_, f, c))  # (A, 1, F, C) -> (A, F, C)
+    m_ = matmul_into("winograd.products_last", v, xp.matrix_transpose(u), xp=xp, key=t)
+    out = xp.empty((*t.out, n, f), dtype=x.dtype, device=device_of(x))  # (Ho, Wo, N, F)
+    kernels.untile_transform(
+        xp.reshape(m_, (a_, th, tw, n * f)),  # (A, Th Tw N, F) -> (A, Th, Tw, N F)
+        at_h, at_w,
+        xp.reshape(out, (*t.out, n * f)),  # (Ho, Wo, N, F) -> (Ho, Wo, N F), a view
+    )  # fmt: skip
+    return xp.permute_dims(out, (2, 3, 0, 1))  # (Ho, Wo, N, F) -> (N, F, Ho, Wo)
+
+
+def _weight_grad_compiled(
+    gy: Array, x: Array, geom: ConvGeometry, m: tuple[int, int], kernels: ModuleType, *, xp
+) -> Array:
+    """:func:`weight_grad` with one group, the transforms compiled, channels last."""
+    t = forward_tiling(geom, m)
+    (kh, kw), a_ = t.r, t.alpha[0] * t.alpha[1]
+    at_h, g_h, bt_h = (_matrix(a, x, xp=xp) for a in transforms(kh, m[0]))
+    at_w, g_w, bt_w = (_matrix(a, x, xp=xp) for a in transforms(kw, m[1]))
+    xh = _channels_last("winograd.channels_last", x, t, xp=xp)  # (Eh, Ew, N C)
+    v = _compiled_tiles("winograd.v_last", xh, bt_h, bt_w, t, kernels, xp=xp)
+    # gy in non-overlapping m x m tiles: an m-tap "kernel" per axis, zero past Ho, Wo
+    gy_tiles = Tiling(m, (1, 1), ((0, 0), (0, 0)), (geom.ho, geom.wo))
+    gyh = _channels_last("winograd.gy_last", gy, gy_tiles, xp=xp)  # (Th mh, Tw mw, N F)
+    u = _compiled_tiles("winograd.gy_tiles_last", gyh, g_h, g_w, t, kernels, xp=xp)
+    u = xp.reshape(u, (a_, -1, geom.f))  # (A, Th, Tw, N F) -> (A, Th Tw N, F)
+    v = xp.reshape(v, (a_, -1, geom.c))  # (A, Th, Tw, N C) -> (A, Th Tw N, C)
+    s = xp.matrix_transpose(u) @ v  # (A, F, C): sum over the tiles
+    return _weight_taps(s, t, at_h, at_w, geom, xp=xp)
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -367,7 +473,8 @@ def weight_grad(gy: Array, x: Array, geom: ConvGeometry, m: tuple[int, int], *, 
 class WinogradPlan:
     """How Winograd runs a call: ``m`` outputs per tile along each axis (the forward's and
     the input gradient's; the weight gradient's F(r, m) uses the same m), the samples per
-    kernel call, and backward the gradients it computes."""
+    kernel call, backward the gradients it computes, and whether its transforms run
+    compiled (:func:`uses_compiled`)."""
 
     geom: ConvGeometry
     direction: str
@@ -375,6 +482,7 @@ class WinogradPlan:
     chunk: int
     m: tuple[int, int]
     grads: str = "xw"
+    compiled: bool = False
 
     @property
     def rows(self) -> int:
@@ -385,6 +493,19 @@ class WinogradPlan:
 def axis_sizes(r: int) -> tuple[int, ...]:
     """Output tile sizes for an r-tap axis (``alpha <= MAX_ALPHA``); 1 for a 1-tap axis."""
     return (1,) if r == 1 else tuple(m for m in TILE_SIZES if m + r - 1 <= MAX_ALPHA)
+
+
+#: The smallest tiles the compiled transforms take where larger ones fit: m = 2 gives their
+#: loops four times the tiles of m = 4 for the same outputs, and measured 1.1-1.9x slower
+#: in every direction of 8 layers (docs/performance.md).
+COMPILED_MIN_TILE = 4
+
+
+def compiled_axis_sizes(r: int) -> tuple[int, ...]:
+    """:func:`axis_sizes` for the compiled transforms: those of at least
+    :data:`COMPILED_MIN_TILE` outputs where there are any."""
+    sizes = axis_sizes(r)
+    return tuple(m for m in sizes if m >= COMPILED_MIN_TILE) or sizes
 
 
 #: Array calls (the cost model's ``calls``, a NumPy operation's overhead) of the steps of
@@ -436,18 +557,78 @@ def _weight_grad_counts(g: ConvGeometry, m: tuple[int, int]) -> Counts:
     return _data_counts(t, g.n, g.c) + gy_tiles + products + out
 
 
-def _counts_for(g: ConvGeometry, direction: str, grads: str, m: tuple[int, int]) -> Counts:
-    """Elements and flops of one call at tile sizes ``m``."""
+def _permuted_copy(elements: int) -> Counts:
+    """A channels-last copy (:func:`_channels_last`) reading and writing ``elements`` in
+    all: a permuting copy, priced at :data:`PERMUTED_COPY_TRAFFIC` streaming elements each."""
+    return traffic(PERMUTED_COPY_TRAFFIC * elements, calls=CALLS_TILED_INPUT)
+
+
+def _compiled_pass_counts(tiles: int, length: int, passes: list[tuple[int, int]]) -> Counts:
+    """Compiled transforms over ``tiles`` tiles of ``length`` elements per point: each
+    pass ``(outputs, terms)`` computes that many outputs of that many terms per tile, two
+    terms per loop; priced per multiply-add (:data:`COMPILED_FMA_FLOPS`) and per loop
+    (:data:`COMPILED_LOOP_FLOPS`)."""
+    terms = sum(outputs * count for outputs, count in passes)
+    loops = sum(outputs * -(-count // 2) for outputs, count in passes)
+    flops = tiles * (length * terms * COMPILED_FMA_FLOPS + loops * COMPILED_LOOP_FLOPS)
+    return Counts(gemm_flops=flops, calls=3)
+
+
+def _compiled_tile_counts(t: Tiling, length: int, k: tuple[int, int]) -> Counts:
+    """The compiled transform of :func:`_compiled_tiles` (kh x kw points per tile): a row
+    pass (alpha_h kw outputs of kh terms) and a column pass (alpha_h alpha_w of kw)."""
+    (ah, aw), (th, tw) = t.alpha, t.tiles
+    return _compiled_pass_counts(th * tw, length, [(ah * k[1], k[0]), (ah * aw, k[1])])
+
+
+def _compiled_correlation_counts(t: Tiling, n: int, c: int, f: int) -> Counts:
+    """:func:`_correlate_compiled`: the channels-last copy, the data transform, the
+    kernel's transform, the GEMMs (K = C), the output transform into a fresh array."""
+    (mh, mw), (ah, aw), (th, tw), (eh, ew) = t.m, t.alpha, t.tiles, t.extent
+    inputs = n * c * (t.out[0] + t.r[0] - 1) * (t.out[1] + t.r[1] - 1)
+    copy = _permuted_copy(inputs + eh * ew * n * c)
+    data = _compiled_tile_counts(t, n * c, t.alpha)
+    kernel = gemm(ah * aw, t.r[0] * t.r[1], f * c)
+    products = gemm(f, c, th * tw * n, ah * aw) + traffic(0, calls=CALLS_PRODUCTS)
+    out = _compiled_pass_counts(th * tw, n * f, [(mh * aw, ah), (mh * mw, aw)])
+    return copy + data + kernel + products + out + traffic(2 * n * f * t.out[0] * t.out[1])
+
+
+def _compiled_weight_grad_counts(g: ConvGeometry, m: tuple[int, int]) -> Counts:
+    """:func:`_weight_grad_compiled`: both channels-last copies and transforms, the GEMMs
+    (K = tiles), the small output transform."""
+    t = forward_tiling(g, m)
+    (ah, aw), (th, tw), (eh, ew) = t.alpha, t.tiles, t.extent
+    p = th * tw * g.n
+    copies = _permuted_copy(g.n * g.c * g.h * g.w + eh * ew * g.n * g.c)
+    copies = copies + _permuted_copy(g.n * g.f * g.ho * g.wo + p * m[0] * m[1] * g.f)
+    data = _compiled_tile_counts(t, g.n * g.c, t.alpha)
+    gy_tiles = _compiled_tile_counts(t, g.n * g.f, m)
+    products = gemm(g.f, p, g.c, ah * aw)
+    out = traffic(4 * ah * aw * g.f * g.c, calls=CALLS_WEIGHT_EXTRA)
+    return copies + data + gy_tiles + products + out
+
+
+def _counts_for(
+    g: ConvGeometry, direction: str, grads: str, m: tuple[int, int], compiled: bool = False
+) -> Counts:
+    """Elements and flops of one call at tile sizes ``m``, the transforms compiled or not."""
     if direction == "forward":
-        return _correlation_counts(forward_tiling(g, m), g.n, g.c, g.f, g.groups)
+        t = forward_tiling(g, m)
+        if compiled:
+            return _compiled_correlation_counts(t, g.n, g.c, g.f)
+        return _correlation_counts(t, g.n, g.c, g.f, g.groups)
     total = Counts()
     if "x" in grads:
         kernel = traffic(4 * g.f * g.cg * g.kh * g.kw, calls=3)
-        total = (
-            total + kernel + _correlation_counts(input_grad_tiling(g, m), g.n, g.f, g.c, g.groups)
-        )
+        t = input_grad_tiling(g, m)
+        if compiled:
+            total = total + kernel + _compiled_correlation_counts(t, g.n, g.f, g.c)
+        else:
+            total = total + kernel + _correlation_counts(t, g.n, g.f, g.c, g.groups)
     if "w" in grads:
-        total = total + _weight_grad_counts(g, m)
+        weight = _compiled_weight_grad_counts if compiled else _weight_grad_counts
+        total = total + weight(g, m)
     return total
 
 
@@ -477,18 +658,44 @@ def _weight_elements(g: ConvGeometry, m: tuple[int, int]) -> int:
     return _data_elements(t, g.n, g.c) + tiles + 3 * ah * aw * g.f * g.cg
 
 
-def _phase_elements(g: ConvGeometry, direction: str, grads: str, m: tuple[int, int]) -> list[int]:
+def _compiled_correlation_elements(t: Tiling, n: int, c: int, f: int) -> int:
+    """Workspace of :func:`_correlate_compiled`: the channels-last input, V, the kernel's
+    transform and the products M (the output is the result)."""
+    (ah, aw), (th, tw), (eh, ew) = t.alpha, t.tiles, t.extent
+    p = th * tw * n
+    return eh * ew * n * c + ah * aw * (p * c + 2 * f * c + p * f)
+
+
+def _compiled_weight_elements(g: ConvGeometry, m: tuple[int, int]) -> int:
+    """Workspace of :func:`_weight_grad_compiled`: the channels-last input and gy, their
+    transforms, the summed products and the output transform."""
+    t = forward_tiling(g, m)
+    (ah, aw), (th, tw), (eh, ew) = t.alpha, t.tiles, t.extent
+    p = th * tw * g.n
+    gy = p * m[0] * m[1] * g.f
+    return eh * ew * g.n * g.c + gy + ah * aw * p * (g.c + g.f) + 3 * ah * aw * g.f * g.c
+
+
+def _phase_elements(
+    g: ConvGeometry, direction: str, grads: str, m: tuple[int, int], compiled: bool = False
+) -> list[int]:
     """Elements of the temporaries of each phase of a call: the forward's correlation, or
     backward the input gradient's correlation and the weight gradient."""
     if direction == "forward":
-        return [_correlation_elements(forward_tiling(g, m), g.n, g.c, g.f, g.cg)]
+        t = forward_tiling(g, m)
+        if compiled:
+            return [_compiled_correlation_elements(t, g.n, g.c, g.f)]
+        return [_correlation_elements(t, g.n, g.c, g.f, g.cg)]
     phases = []
     if "x" in grads:
         flipped = 2 * g.f * g.cg * g.kh * g.kw
-        tiling = input_grad_tiling(g, m)
-        phases.append(flipped + _correlation_elements(tiling, g.n, g.f, g.c, g.fg))
+        t = input_grad_tiling(g, m)
+        if compiled:
+            phases.append(flipped + _compiled_correlation_elements(t, g.n, g.f, g.c))
+        else:
+            phases.append(flipped + _correlation_elements(t, g.n, g.f, g.c, g.fg))
     if "w" in grads:
-        phases.append(_weight_elements(g, m))
+        phases.append(_compiled_weight_elements(g, m) if compiled else _weight_elements(g, m))
     return phases
 
 
@@ -496,45 +703,60 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> WinogradPlan
     """The plan of ``call``: the tile sizes ``price`` (counts in bytes -> seconds; without
     it the smallest tiles' flops) finds cheapest, and cache-sized batch chunks on a CPU."""
     g = call.geom
-    choices = [(mh, mw) for mh in axis_sizes(g.kh) for mw in axis_sizes(g.kw)]
+    compiled = uses_compiled(call)
+    sizes = compiled_axis_sizes if compiled else axis_sizes
+    choices = [(mh, mw) for mh in sizes(g.kh) for mw in sizes(g.kw)]
 
     def cost(m: tuple[int, int]) -> float:
-        counts = _counts_for(g, call.direction, call.grads, m).in_bytes(call.itemsize)
+        counts = _counts_for(g, call.direction, call.grads, m, compiled)
+        counts = counts.in_bytes(call.itemsize)
         return price(counts) if price is not None else counts.gemm_flops
 
     m = min(choices, key=cost)  # the dispatcher plans only calls Winograd runs
-    one = max(_phase_elements(replace(g, n=1), call.direction, call.grads, m))
-    chunk = g.n if not call.cached else max(1, min(g.n, CHUNK_ELEMENTS // max(one, 1)))
-    return WinogradPlan(g, call.direction, call.itemsize, chunk, m, call.grads)
+    one = max(_phase_elements(replace(g, n=1), call.direction, call.grads, m, compiled))
+    budget = COMPILED_CHUNK_ELEMENTS if compiled else CHUNK_ELEMENTS
+    chunk = g.n if not call.cached else max(1, min(g.n, budget // max(one, 1)))
+    return WinogradPlan(g, call.direction, call.itemsize, chunk, m, call.grads, compiled)
 
 
 def forward(p: WinogradPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
-    return correlate(x, w, forward_tiling(p.geom, p.m), p.geom.groups, xp=xp)
+    t = forward_tiling(p.geom, p.m)
+    if p.compiled:
+        return _correlate_compiled(x, w, t, naive.compiled_kernels("winograd"), xp=xp)
+    return correlate(x, w, t, p.geom.groups, xp=xp)
 
 
 def backward(p: WinogradPlan, gy: Array, x: Array, w: Array, *, xp: ModuleType):
     """Execute a backward plan: ``(gx, gw)``, the gradients of ``sum(gy * y)`` (None where
     the plan leaves one out)."""
     g = p.geom
+    kernels = naive.compiled_kernels("winograd") if p.compiled else None
     gx = gw = None
     if "x" in p.grads:
         wt = transposed_kernel(w, g, xp=xp)
-        gx = correlate(gy, wt, input_grad_tiling(g, p.m), g.groups, xp=xp)
+        t = input_grad_tiling(g, p.m)
+        if kernels is not None:
+            gx = _correlate_compiled(gy, wt, t, kernels, xp=xp)
+        else:
+            gx = correlate(gy, wt, t, g.groups, xp=xp)
     if "w" in p.grads:
-        gw = weight_grad(gy, x, g, p.m, xp=xp)
+        if kernels is not None:
+            gw = _weight_grad_compiled(gy, x, g, p.m, kernels, xp=xp)
+        else:
+            gw = weight_grad(gy, x, g, p.m, xp=xp)
     return gx, gw
 
 
 def workspace(p: WinogradPlan) -> int:
     """Bytes of the call's temporaries: every phase's (:func:`_phase_elements`), since a
     phase's scratch is still held while the next runs."""
-    return p.itemsize * sum(_phase_elements(p.geom, p.direction, p.grads, p.m))
+    return p.itemsize * sum(_phase_elements(p.geom, p.direction, p.grads, p.m, p.compiled))
 
 
 def counts(p: WinogradPlan) -> Counts:
     """The plan's counts in bytes (:func:`_counts_for`)."""
-    return _counts_for(p.geom, p.direction, p.grads, p.m).in_bytes(p.itemsize)
+    return _counts_for(p.geom, p.direction, p.grads, p.m, p.compiled).in_bytes(p.itemsize)
 
 
 STRATEGY = Strategy(

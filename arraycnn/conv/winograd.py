@@ -613,19 +613,18 @@ def _counts_for(
     g: ConvGeometry, direction: str, grads: str, m: tuple[int, int], compiled: bool = False
 ) -> Counts:
     """Elements and flops of one call at tile sizes ``m``, the transforms compiled or not."""
+
+    def correlation(t: Tiling, c_in: int, c_out: int) -> Counts:
+        if compiled:  # one group
+            return _compiled_correlation_counts(t, g.n, c_in, c_out)
+        return _correlation_counts(t, g.n, c_in, c_out, g.groups)
+
     if direction == "forward":
-        t = forward_tiling(g, m)
-        if compiled:
-            return _compiled_correlation_counts(t, g.n, g.c, g.f)
-        return _correlation_counts(t, g.n, g.c, g.f, g.groups)
+        return correlation(forward_tiling(g, m), g.c, g.f)
     total = Counts()
     if "x" in grads:
         kernel = traffic(4 * g.f * g.cg * g.kh * g.kw, calls=3)
-        t = input_grad_tiling(g, m)
-        if compiled:
-            total = total + kernel + _compiled_correlation_counts(t, g.n, g.f, g.c)
-        else:
-            total = total + kernel + _correlation_counts(t, g.n, g.f, g.c, g.groups)
+        total = total + kernel + correlation(input_grad_tiling(g, m), g.f, g.c)
     if "w" in grads:
         weight = _compiled_weight_grad_counts if compiled else _weight_grad_counts
         total = total + weight(g, m)
@@ -681,19 +680,18 @@ def _phase_elements(
 ) -> list[int]:
     """Elements of the temporaries of each phase of a call: the forward's correlation, or
     backward the input gradient's correlation and the weight gradient."""
+
+    def correlation(t: Tiling, c_in: int, c_out: int, c_group: int) -> int:
+        if compiled:  # one group
+            return _compiled_correlation_elements(t, g.n, c_in, c_out)
+        return _correlation_elements(t, g.n, c_in, c_out, c_group)
+
     if direction == "forward":
-        t = forward_tiling(g, m)
-        if compiled:
-            return [_compiled_correlation_elements(t, g.n, g.c, g.f)]
-        return [_correlation_elements(t, g.n, g.c, g.f, g.cg)]
+        return [correlation(forward_tiling(g, m), g.c, g.f, g.cg)]
     phases = []
     if "x" in grads:
         flipped = 2 * g.f * g.cg * g.kh * g.kw
-        t = input_grad_tiling(g, m)
-        if compiled:
-            phases.append(flipped + _compiled_correlation_elements(t, g.n, g.f, g.c))
-        else:
-            phases.append(flipped + _correlation_elements(t, g.n, g.f, g.c, g.fg))
+        phases.append(flipped + correlation(input_grad_tiling(g, m), g.f, g.c, g.fg))
     if "w" in grads:
         phases.append(_compiled_weight_elements(g, m) if compiled else _weight_elements(g, m))
     return phases
@@ -722,8 +720,9 @@ def plan(call: Call, rank: int | None = None, price: Any = None) -> WinogradPlan
 def forward(p: WinogradPlan, x: Array, w: Array, *, xp: ModuleType) -> Array:
     """Execute a forward plan: x (N, C, H, W), w (F, Cg, kh, kw) -> y (N, F, Ho, Wo)."""
     t = forward_tiling(p.geom, p.m)
-    if p.compiled:
-        return _correlate_compiled(x, w, t, naive.compiled_kernels("winograd"), xp=xp)
+    kernels = naive.compiled_kernels("winograd") if p.compiled else None
+    if kernels is not None:
+        return _correlate_compiled(x, w, t, kernels, xp=xp)
     return correlate(x, w, t, p.geom.groups, xp=xp)
 
 
